@@ -1,0 +1,626 @@
+//! The agent's core: one value that owns the state dir, the binary store,
+//! the snapshots, etcd's log and the supervisor, and carries out every
+//! operation the RPCs ask for under the state machine's rules.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::{Flock, FlockArg};
+use steward_proto::EtcdVersion;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::{AgentError, error_chain};
+use crate::flags::{self, Rendered};
+use crate::fsutil;
+use crate::logs::LogTail;
+use crate::member::LocalMember;
+use crate::process::{self, Launch, Liveness};
+use crate::snapshot::{SnapshotDir, SnapshotMeta};
+use crate::state::{AgentState, Operation, PersistedState, StateStore, Switch, transition};
+use crate::store::{BinaryStore, Declared, Incoming, Manifest, Tool};
+use crate::supervisor::{ProcessStatus, Supervisor};
+
+/// How often a switch checks whether the member is healthy yet.
+const HEALTH_POLL: Duration = Duration::from_millis(300);
+
+/// The outcome of a successful Activate or Rollback.
+#[derive(Clone, Debug)]
+pub struct Switched {
+    /// The version now active.
+    pub active: EtcdVersion,
+    /// The version active before.
+    pub previous: Option<EtcdVersion>,
+    /// etcd's arguments.
+    pub rendered: Rendered,
+    /// etcd's pid.
+    pub pid: u32,
+    /// How long the switch took.
+    pub took: Duration,
+}
+
+/// What CheckFlags answers.
+#[derive(Clone, Debug)]
+pub struct FlagCheck {
+    /// The active version.
+    pub current_version: Option<EtcdVersion>,
+    /// The arguments the running etcd was started with.
+    pub current_args: Vec<String>,
+    /// The rendering for the target.
+    pub target: Rendered,
+}
+
+/// The agent.
+#[derive(Debug)]
+pub struct Agent {
+    config: Config,
+    state: Arc<StateStore>,
+    store: BinaryStore,
+    snapshots: SnapshotDir,
+    logs: LogTail,
+    supervisor: Supervisor,
+    member: LocalMember,
+    op_lock: tokio::sync::Mutex<()>,
+    running_op: std::sync::Mutex<Option<Operation>>,
+    started_at: SystemTime,
+    _dir_lock: Flock<File>,
+}
+
+impl Agent {
+    /// Takes the state dir, restores the persisted state, adopts a running
+    /// etcd or starts the active version, and stages and starts the
+    /// configured initial binary on a first start.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Arc<Self>, AgentError> {
+        let dir = config.state_dir.clone();
+        fsutil::ensure_dir(&dir, 0o700)?;
+        let dir_lock = lock_state_dir(&dir)?;
+        fsutil::ensure_dir(&dir.join("logs"), 0o700)?;
+        let state = Arc::new(StateStore::open(&dir)?);
+        let store = BinaryStore::open(dir.join("binaries"), config.import_dirs.clone())?;
+        let snapshots = SnapshotDir::open(dir.join("snapshots"), config.snapshots.retain)?;
+        let logs = LogTail::new(
+            dir.join("logs").join("etcd.log"),
+            config.supervision.log_tail_lines,
+            config.supervision.log_max_bytes,
+        );
+        logs.spawn_follower(shutdown.clone());
+        let supervisor = Supervisor::spawn(config.supervision.clone(), state.clone(), shutdown);
+        let member = LocalMember::new(config.member.local_client_url().to_owned())?;
+        let agent = Arc::new(Self {
+            config,
+            state,
+            store,
+            snapshots,
+            logs,
+            supervisor,
+            member,
+            op_lock: tokio::sync::Mutex::new(()),
+            running_op: std::sync::Mutex::new(None),
+            started_at: SystemTime::now(),
+            _dir_lock: dir_lock,
+        });
+        agent.recover().await?;
+        Ok(agent)
+    }
+
+    /// Brings the process in line with the persisted state after a start.
+    async fn recover(&self) -> Result<(), AgentError> {
+        let persisted = self.state.get();
+        let live = persisted
+            .process
+            .clone()
+            .filter(|record| process::liveness(record) == Liveness::Alive);
+
+        if let Some(switch) = persisted.switch.clone() {
+            // The agent died in the middle of a switch. The safe way out is
+            // the version that was known good; the coordinator decides again.
+            tracing::warn!(from = ?switch.from, to = %switch.to, "an interrupted version switch is reverted");
+            if let Some(record) = live {
+                let launch = self.launch_for(
+                    &record
+                        .version
+                        .parse()
+                        .map_err(|_| self.corrupt_version(&record.version))?,
+                    None,
+                )?;
+                self.supervisor.adopt(record, launch, 0).await?;
+                self.supervisor.stop().await?;
+            }
+            return self.recover_switch(switch).await;
+        }
+
+        match (persisted.state, live) {
+            (_, Some(record)) => {
+                let version: EtcdVersion = record
+                    .version
+                    .parse()
+                    .map_err(|_| self.corrupt_version(&record.version))?;
+                let launch = self.launch_for(&version, previous_of(&persisted).as_ref())?;
+                self.supervisor.adopt(record, launch, persisted.restart_count).await?;
+                if persisted.state != AgentState::Running {
+                    self.state.update(|s| s.state = AgentState::Running)?;
+                }
+            }
+            (AgentState::Running, None) => {
+                let version = active_of(&persisted).ok_or_else(|| self.corrupt_version("(none)"))?;
+                tracing::info!(%version, "etcd is not running; starting it");
+                let launch = self.launch_for(&version, previous_of(&persisted).as_ref())?;
+                self.supervisor.start(launch, true).await?;
+            }
+            (AgentState::Empty, None) => {
+                if let Some(initial) = self.config.initial_binary.clone() {
+                    self.install_initial(&initial).await?;
+                }
+            }
+            (AgentState::Stopped | AgentState::Failed | AgentState::Activating | AgentState::RollingBack, None) => {}
+        }
+        Ok(())
+    }
+
+    async fn recover_switch(&self, switch: Switch) -> Result<(), AgentError> {
+        match switch.from {
+            Some(from) => {
+                let version: EtcdVersion = from.parse().map_err(|_| self.corrupt_version(&from))?;
+                let previous = self.state.get().previous_version;
+                let launch = self.launch_for(&version, previous.and_then(|p| p.parse().ok()).as_ref())?;
+                self.supervisor.start(launch, true).await?;
+                self.state.update(|s| {
+                    s.active_version = Some(from);
+                    s.switch = None;
+                    s.state = AgentState::Running;
+                })
+            }
+            None => self.state.update(|s| {
+                s.switch = None;
+                s.state = AgentState::Empty;
+            }),
+        }
+    }
+
+    fn corrupt_version(&self, version: &str) -> AgentError {
+        AgentError::Precondition {
+            operation: Operation::Start,
+            reason: format!("state.json names version {version:?}, which is not a version"),
+        }
+    }
+
+    /// Stages the configured initial binary (and etcdctl/etcdutl next to it)
+    /// and starts it, on the very first start of an agent.
+    async fn install_initial(&self, path: &std::path::Path) -> Result<(), AgentError> {
+        let incoming = self.store.receive_import(&path.display().to_string())?;
+        let declared = Declared {
+            tool: Tool::Etcd,
+            version: None,
+            sha256: None,
+            size: None,
+        };
+        let (manifest, _) = self.store.stage(incoming, &declared).await?;
+        for tool in [Tool::Etcdctl, Tool::Etcdutl] {
+            let sibling = path.with_file_name(tool.file_name());
+            if sibling.is_file() {
+                let incoming = self.store.receive_import(&sibling.display().to_string())?;
+                let declared = Declared {
+                    tool,
+                    version: Some(manifest.version.clone()),
+                    sha256: None,
+                    size: None,
+                };
+                self.store.stage(incoming, &declared).await?;
+            }
+        }
+        let launch = self.launch_for(&manifest.version, None)?;
+        tracing::info!(version = %manifest.version, "starting the initial etcd");
+        self.supervisor.start(launch, true).await?;
+        self.state.update(|s| {
+            s.active_version = Some(manifest.version.to_string());
+            s.state = AgentState::Running;
+        })
+    }
+
+    fn launch_for(&self, version: &EtcdVersion, previous: Option<&EtcdVersion>) -> Result<Launch, AgentError> {
+        let rendered = self.render(version, previous)?;
+        if rendered.is_refused() {
+            return Err(flags_refused(version, &rendered));
+        }
+        Ok(Launch {
+            executable: self.store.verified_path(version, Tool::Etcd)?,
+            args: rendered.args,
+            version: version.to_string(),
+            log_file: self.logs.path().to_owned(),
+        })
+    }
+
+    fn render(&self, version: &EtcdVersion, previous: Option<&EtcdVersion>) -> Result<Rendered, AgentError> {
+        flags::render(&self.config.member, version, previous).map_err(|e| AgentError::InvalidArgument {
+            field: "version",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Runs `work` as the one mutating operation in progress.
+    async fn exclusive<T>(
+        &self,
+        operation: Operation,
+        work: impl std::future::Future<Output = Result<T, AgentError>>,
+    ) -> Result<T, AgentError> {
+        let Ok(_guard) = self.op_lock.try_lock() else {
+            let running = self.running_op().unwrap_or(operation);
+            return Err(AgentError::Busy { operation, running });
+        };
+        self.set_running_op(Some(operation));
+        let result = work.await;
+        self.set_running_op(None);
+        result
+    }
+
+    fn running_op(&self) -> Option<Operation> {
+        *self
+            .running_op
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_running_op(&self, op: Option<Operation>) {
+        *self
+            .running_op
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = op;
+    }
+
+    // ------------------------------------------------------------ queries
+
+    /// The persisted state.
+    #[must_use]
+    pub fn persisted(&self) -> PersistedState {
+        self.state.get()
+    }
+
+    /// The supervisor's view of the process.
+    #[must_use]
+    pub fn process(&self) -> ProcessStatus {
+        self.supervisor.status()
+    }
+
+    /// The config.
+    #[must_use]
+    pub const fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// When this agent process started.
+    #[must_use]
+    pub const fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// The local member.
+    #[must_use]
+    pub const fn member(&self) -> &LocalMember {
+        &self.member
+    }
+
+    /// etcd's log tail.
+    #[must_use]
+    pub const fn logs(&self) -> &LogTail {
+        &self.logs
+    }
+
+    /// The binary store.
+    #[must_use]
+    pub const fn store(&self) -> &BinaryStore {
+        &self.store
+    }
+
+    /// The snapshot dir.
+    #[must_use]
+    pub const fn snapshots(&self) -> &SnapshotDir {
+        &self.snapshots
+    }
+
+    /// The flags for `target` and what changes compared with now.
+    pub fn check_flags(&self, target: &EtcdVersion) -> Result<FlagCheck, AgentError> {
+        let persisted = self.state.get();
+        let current = active_of(&persisted);
+        let current_args = match &current {
+            Some(version) => self.render(version, previous_of(&persisted).as_ref())?.args,
+            None => Vec::new(),
+        };
+        Ok(FlagCheck {
+            target: self.render(target, current.as_ref())?,
+            current_version: current,
+            current_args,
+        })
+    }
+
+    // ---------------------------------------------------------- mutations
+
+    /// Stages a file after verifying it against what was declared.
+    pub async fn stage(&self, incoming: Incoming, declared: &Declared) -> Result<(Manifest, bool), AgentError> {
+        self.store.stage(incoming, declared).await
+    }
+
+    /// Switches to a staged version; reverts on failure.
+    pub async fn activate(&self, version: EtcdVersion, timeout: Option<Duration>) -> Result<Switched, AgentError> {
+        self.exclusive(
+            Operation::Activate,
+            Box::pin(self.switch(Operation::Activate, version, timeout)),
+        )
+        .await
+    }
+
+    /// Switches back to the previous version; reverts on failure.
+    pub async fn rollback(&self, timeout: Option<Duration>) -> Result<Switched, AgentError> {
+        Box::pin(self.exclusive(Operation::Rollback, async {
+            let persisted = self.state.get();
+            let Some(previous) = previous_of(&persisted) else {
+                return Err(AgentError::Precondition {
+                    operation: Operation::Rollback,
+                    reason: "there is no previous version to roll back to".into(),
+                });
+            };
+            Box::pin(self.switch(Operation::Rollback, previous, timeout)).await
+        }))
+        .await
+    }
+
+    async fn switch(
+        &self,
+        operation: Operation,
+        target: EtcdVersion,
+        timeout: Option<Duration>,
+    ) -> Result<Switched, AgentError> {
+        let persisted = self.state.get();
+        let step = transition(operation, persisted.state)?;
+        let from = active_of(&persisted);
+        let timeout = timeout.unwrap_or(self.config.supervision.activate_timeout);
+        let launch = self.launch_for(&target, from.as_ref())?;
+        let rendered = self.render(&target, from.as_ref())?;
+
+        self.state.update(|s| {
+            s.state = step.during;
+            s.switch = Some(Switch {
+                from: from.as_ref().map(ToString::to_string),
+                to: target.to_string(),
+            });
+        })?;
+        let began = Instant::now();
+        let mark = self.logs.mark();
+        tracing::info!(%operation, from = ?from.as_ref().map(ToString::to_string), to = %target, "switching version");
+
+        let attempt = self.start_and_wait(launch, &target, timeout).await;
+        match attempt {
+            Ok(pid) => {
+                self.supervisor.supervise().await?;
+                let new_previous = from.clone();
+                self.state.update(|s| {
+                    s.state = step.after;
+                    s.state_reason.clear();
+                    s.active_version = Some(target.to_string());
+                    s.previous_version = new_previous.as_ref().map(ToString::to_string);
+                    s.switch = None;
+                    s.restart_count = 0;
+                })?;
+                tracing::info!(%target, took = ?began.elapsed(), "version switch succeeded");
+                Ok(Switched {
+                    active: target,
+                    previous: from,
+                    rendered,
+                    pid,
+                    took: began.elapsed(),
+                })
+            }
+            Err(reason) => {
+                let log_tail = self.logs.since(mark);
+                tracing::warn!(%target, %reason, "version switch failed; reverting");
+                self.revert(&persisted, &target, reason, log_tail, timeout).await
+            }
+        }
+    }
+
+    /// Puts the version that ran before a failed switch back.
+    async fn revert<T>(
+        &self,
+        before: &PersistedState,
+        attempted: &EtcdVersion,
+        reason: String,
+        log_tail: Vec<String>,
+        timeout: Duration,
+    ) -> Result<T, AgentError> {
+        let Some(from) = active_of(before) else {
+            // A first activation has nothing to go back to.
+            self.supervisor.stop().await?;
+            self.state.update(|s| {
+                s.state = AgentState::Empty;
+                s.switch = None;
+            })?;
+            return Err(AgentError::ActivationFailed {
+                attempted: attempted.to_string(),
+                reverted_to: "(none: etcd stays stopped)".into(),
+                reason,
+                log_tail,
+            });
+        };
+        let restored = async {
+            let launch = self
+                .launch_for(&from, previous_of(before).as_ref())
+                .map_err(|e| error_chain(&e))?;
+            self.start_and_wait(launch, &from, timeout).await
+        }
+        .await;
+        match restored {
+            Ok(_) => {
+                self.supervisor.supervise().await?;
+                self.state.update(|s| {
+                    s.state = AgentState::Running;
+                    s.state_reason.clear();
+                    s.switch = None;
+                })?;
+                Err(AgentError::ActivationFailed {
+                    attempted: attempted.to_string(),
+                    reverted_to: from.to_string(),
+                    reason,
+                    log_tail,
+                })
+            }
+            Err(revert_reason) => {
+                let message = format!("revert to {from} failed: {revert_reason}");
+                self.state.update(|s| {
+                    s.state = AgentState::Failed;
+                    s.state_reason = message;
+                    s.switch = None;
+                })?;
+                Err(AgentError::RevertFailed {
+                    attempted: attempted.to_string(),
+                    previous: from.to_string(),
+                    reason,
+                    revert_reason,
+                    log_tail,
+                })
+            }
+        }
+    }
+
+    /// Starts `launch` unsupervised and waits until the member is healthy
+    /// and reports `version`. Returns the pid, or why it did not get there.
+    async fn start_and_wait(&self, launch: Launch, version: &EtcdVersion, timeout: Duration) -> Result<u32, String> {
+        let exits_before = self.supervisor.status().exits;
+        let record = self
+            .supervisor
+            .start(launch, false)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        // The stop inside start() counts as an exit; only later ones matter.
+        let exits_started = self.supervisor.status().exits.max(exits_before);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.supervisor.status();
+            if status.exits > exits_started || status.record.as_ref().is_none_or(|r| r.pid != record.pid) {
+                let exit = status.last_exit.unwrap_or_else(|| "unknown".into());
+                return Err(format!("etcd exited: {exit}"));
+            }
+            let member = self.member.status().await;
+            let last_problem;
+            if member.reachable {
+                if member.version != version.to_string() {
+                    self.supervisor.stop().await.map_err(|e| error_chain(&e))?;
+                    return Err(format!(
+                        "the member reports version {} instead of {version}",
+                        member.version
+                    ));
+                }
+                match self.member.check_health().await {
+                    Ok(()) => return Ok(record.pid),
+                    Err(problem) => last_problem = problem,
+                }
+            } else {
+                last_problem = member.error;
+            }
+            if Instant::now() >= deadline {
+                self.supervisor.stop().await.map_err(|e| error_chain(&e))?;
+                return Err(format!("not healthy within {timeout:?}: {last_problem}"));
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
+    }
+
+    /// Starts etcd with the active version.
+    pub async fn start_member(&self) -> Result<u32, AgentError> {
+        self.exclusive(Operation::Start, self.restart_with(Operation::Start))
+            .await
+    }
+
+    /// Stops and starts etcd with the active version.
+    pub async fn restart_member(&self) -> Result<u32, AgentError> {
+        self.exclusive(Operation::Restart, self.restart_with(Operation::Restart))
+            .await
+    }
+
+    async fn restart_with(&self, operation: Operation) -> Result<u32, AgentError> {
+        let persisted = self.state.get();
+        let step = transition(operation, persisted.state)?;
+        let version = active_of(&persisted).ok_or_else(|| AgentError::Precondition {
+            operation,
+            reason: "no version is active".into(),
+        })?;
+        let launch = self.launch_for(&version, previous_of(&persisted).as_ref())?;
+        let record = self.supervisor.start(launch, true).await?;
+        self.state.update(|s| {
+            s.state = step.after;
+            s.state_reason.clear();
+            s.restart_count = 0;
+        })?;
+        Ok(record.pid)
+    }
+
+    /// Stops etcd.
+    pub async fn stop_member(&self) -> Result<(), AgentError> {
+        self.exclusive(Operation::Stop, async {
+            let step = transition(Operation::Stop, self.state.get().state)?;
+            self.supervisor.stop().await?;
+            self.state.update(|s| {
+                s.state = step.after;
+                s.state_reason.clear();
+            })
+        })
+        .await
+    }
+
+    /// Takes a verified snapshot of the local member.
+    pub async fn take_snapshot(&self) -> Result<SnapshotMeta, AgentError> {
+        transition(Operation::TakeSnapshot, self.state.get().state)?;
+        let tool = self.status_tool();
+        self.snapshots.take(&self.member, &self.config.member.name, tool).await
+    }
+
+    /// etcdutl of the active version, or its etcdctl before 3.5.
+    fn status_tool(&self) -> Option<(PathBuf, &'static str)> {
+        let version = active_of(&self.state.get())?;
+        [Tool::Etcdutl, Tool::Etcdctl]
+            .into_iter()
+            .find_map(|tool| self.store.tool_path(&version, tool).map(|p| (p, tool.file_name())))
+    }
+}
+
+fn active_of(state: &PersistedState) -> Option<EtcdVersion> {
+    state.active_version.as_deref().and_then(|v| v.parse().ok())
+}
+
+fn previous_of(state: &PersistedState) -> Option<EtcdVersion> {
+    state.previous_version.as_deref().and_then(|v| v.parse().ok())
+}
+
+fn flags_refused(version: &EtcdVersion, rendered: &Rendered) -> AgentError {
+    let reasons: Vec<String> = rendered
+        .refusals()
+        .map(|c| {
+            if c.flag.is_empty() {
+                format!("{} [rule {}]", c.reason, c.rule)
+            } else {
+                format!("{}: {} [rule {}]", c.flag, c.reason, c.rule)
+            }
+        })
+        .collect();
+    AgentError::FlagsRefused {
+        version: version.to_string(),
+        reasons: reasons.join("; "),
+    }
+}
+
+fn lock_state_dir(dir: &std::path::Path) -> Result<Flock<File>, AgentError> {
+    let path = dir.join("agent.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fsutil::io_err("open", &path))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| AgentError::Precondition {
+        operation: Operation::Start,
+        reason: format!(
+            "state dir {} is locked by another steward-agent ({errno})",
+            dir.display()
+        ),
+    })
+}

@@ -1,0 +1,381 @@
+//! The agent's TOML configuration: where it listens, where it keeps its
+//! state, which directories binaries may be imported from, how it supervises
+//! etcd, and the member spec that etcd's command line is rendered from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// The whole agent configuration (`steward-agent --config FILE`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// The agent's own directory (binaries, snapshots, state, logs). Created
+    /// 0700 if missing; exclusively locked while the agent runs.
+    pub state_dir: PathBuf,
+    /// Directories that ImportBinary may read from. Empty: imports refused.
+    #[serde(default)]
+    pub import_dirs: Vec<PathBuf>,
+    /// An etcd binary imported and activated on the first start, when no
+    /// version is active yet. Must lie inside `import_dirs`.
+    #[serde(default)]
+    pub initial_binary: Option<PathBuf>,
+    /// How etcd is supervised.
+    #[serde(default)]
+    pub supervision: Supervision,
+    /// Snapshot settings.
+    #[serde(default)]
+    pub snapshots: SnapshotSettings,
+    /// Limits on what callers may send.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The etcd member this agent owns.
+    pub member: MemberSpec,
+}
+
+/// How the agent runs and restarts etcd.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Supervision {
+    /// Time between SIGTERM and SIGKILL when stopping etcd.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+    /// How long Activate and Rollback wait for the member to be healthy on
+    /// the new version before reverting (a request may ask for another).
+    #[serde(with = "humantime_serde")]
+    pub activate_timeout: Duration,
+    /// First wait before restarting etcd after it exited on its own.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_initial: Duration,
+    /// Upper bound of the doubling restart wait.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
+    /// Consecutive crashes after which the member is marked FAILED instead of
+    /// being restarted again.
+    pub max_consecutive_crashes: u32,
+    /// A run at least this long resets the crash count.
+    #[serde(with = "humantime_serde")]
+    pub stable_after: Duration,
+    /// Size of etcd's log file before it is rotated to `etcd.log.1`.
+    pub log_max_bytes: u64,
+    /// Lines of etcd output kept in memory for TailLogs and failure reports.
+    pub log_tail_lines: usize,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Self {
+            stop_grace: Duration::from_secs(30),
+            activate_timeout: Duration::from_secs(120),
+            restart_backoff_initial: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(60),
+            max_consecutive_crashes: 5,
+            stable_after: Duration::from_secs(60),
+            log_max_bytes: 64 * 1024 * 1024,
+            log_tail_lines: 1000,
+        }
+    }
+}
+
+/// Snapshot settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSettings {
+    /// How many snapshots to keep; older ones are deleted after a new one is
+    /// stored. At least 1.
+    pub retain: usize,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        Self { retain: 5 }
+    }
+}
+
+/// Limits on caller input.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The largest binary UploadBinary accepts.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// The etcd member: what its command line is rendered from, for every etcd
+/// version it may run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// `--name`.
+    pub name: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--listen-client-urls`.
+    pub listen_client_urls: Vec<String>,
+    /// `--advertise-client-urls`; the agent reaches the member through the
+    /// first one.
+    pub advertise_client_urls: Vec<String>,
+    /// `--listen-peer-urls`.
+    pub listen_peer_urls: Vec<String>,
+    /// `--initial-advertise-peer-urls`.
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `--initial-cluster`, e.g. `m1=http://10.0.0.1:2380,m2=...`.
+    pub initial_cluster: String,
+    /// `--initial-cluster-state`: `new` or `existing`.
+    #[serde(default = "default_cluster_state")]
+    pub initial_cluster_state: String,
+    /// `--initial-cluster-token`.
+    #[serde(default)]
+    pub initial_cluster_token: Option<String>,
+    /// TLS files of the member.
+    #[serde(default)]
+    pub tls: MemberTls,
+    /// Further etcd flags as written for the version the member runs now
+    /// (`--flag=value` or `--flag`); the version rules translate them.
+    #[serde(default)]
+    pub extra_flags: Vec<String>,
+}
+
+fn default_cluster_state() -> String {
+    "new".to_owned()
+}
+
+/// TLS file paths of the member (client and peer side).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberTls {
+    /// `--cert-file`.
+    pub cert_file: Option<PathBuf>,
+    /// `--key-file`.
+    pub key_file: Option<PathBuf>,
+    /// `--trusted-ca-file`.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// `--client-cert-auth`.
+    #[serde(default)]
+    pub client_cert_auth: bool,
+    /// `--peer-cert-file`.
+    pub peer_cert_file: Option<PathBuf>,
+    /// `--peer-key-file`.
+    pub peer_key_file: Option<PathBuf>,
+    /// `--peer-trusted-ca-file`.
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// `--peer-client-cert-auth`.
+    #[serde(default)]
+    pub peer_client_cert_auth: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: non-empty names and lists, absolute paths,
+    /// URL schemes, sane limits. Each error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            field: field.to_owned(),
+            reason,
+        };
+        if !self.state_dir.is_absolute() {
+            return Err(invalid("state_dir", "must be an absolute path".into()));
+        }
+        for (i, dir) in self.import_dirs.iter().enumerate() {
+            if !dir.is_absolute() {
+                return Err(invalid(&format!("import_dirs[{i}]"), "must be an absolute path".into()));
+            }
+        }
+        if let Some(binary) = &self.initial_binary
+            && !binary.is_absolute()
+        {
+            return Err(invalid("initial_binary", "must be an absolute path".into()));
+        }
+        if self.snapshots.retain == 0 {
+            return Err(invalid("snapshots.retain", "must be at least 1".into()));
+        }
+        if self.supervision.max_consecutive_crashes == 0 {
+            return Err(invalid(
+                "supervision.max_consecutive_crashes",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.supervision.log_tail_lines == 0 {
+            return Err(invalid("supervision.log_tail_lines", "must be at least 1".into()));
+        }
+        if self.supervision.log_max_bytes < 4096 {
+            return Err(invalid("supervision.log_max_bytes", "must be at least 4096".into()));
+        }
+        self.member.validate()
+    }
+}
+
+impl MemberSpec {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            field: format!("member.{field}"),
+            reason,
+        };
+        if self.name.trim().is_empty() || self.name.contains(['=', ',']) {
+            return Err(invalid("name", "must be non-empty without '=' or ','".into()));
+        }
+        if !self.data_dir.is_absolute() {
+            return Err(invalid("data_dir", "must be an absolute path".into()));
+        }
+        for (field, urls) in [
+            ("listen_client_urls", &self.listen_client_urls),
+            ("advertise_client_urls", &self.advertise_client_urls),
+            ("listen_peer_urls", &self.listen_peer_urls),
+            ("initial_advertise_peer_urls", &self.initial_advertise_peer_urls),
+        ] {
+            if urls.is_empty() {
+                return Err(invalid(field, "must list at least one URL".into()));
+            }
+            for url in urls {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(field, format!("{url:?} must start with http:// or https://")));
+                }
+            }
+        }
+        if !self
+            .initial_cluster
+            .split(',')
+            .any(|entry| entry.split_once('=').is_some_and(|(name, _)| name == self.name))
+        {
+            return Err(invalid(
+                "initial_cluster",
+                format!("must contain an entry for this member ({}=URL)", self.name),
+            ));
+        }
+        if !matches!(self.initial_cluster_state.as_str(), "new" | "existing") {
+            return Err(invalid(
+                "initial_cluster_state",
+                "must be \"new\" or \"existing\"".into(),
+            ));
+        }
+        for (i, flag) in self.extra_flags.iter().enumerate() {
+            if !flag.starts_with("--") || flag.len() < 3 {
+                return Err(invalid(
+                    &format!("extra_flags[{i}]"),
+                    format!("{flag:?} must look like --flag or --flag=value"),
+                ));
+            }
+            let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+            if crate::flags::MANAGED_FLAGS.contains(&name) {
+                return Err(invalid(
+                    &format!("extra_flags[{i}]"),
+                    format!("{name} is set by its own member field, not by extra_flags"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The client URL the agent uses to reach its own member.
+    #[must_use]
+    pub fn local_client_url(&self) -> &str {
+        // validate() guarantees at least one advertise URL.
+        self.advertise_client_urls.first().map_or("", String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        listen = "127.0.0.1:7400"
+        state_dir = "/var/lib/steward"
+        [member]
+        name = "m1"
+        data_dir = "/var/lib/etcd"
+        listen_client_urls = ["http://127.0.0.1:2379"]
+        advertise_client_urls = ["http://127.0.0.1:2379"]
+        listen_peer_urls = ["http://127.0.0.1:2380"]
+        initial_advertise_peer_urls = ["http://127.0.0.1:2380"]
+        initial_cluster = "m1=http://127.0.0.1:2380"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "test.toml".into(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.snapshots.retain, 5);
+        assert_eq!(config.member.initial_cluster_state, "new");
+        assert_eq!(config.supervision.stop_grace, Duration::from_secs(30));
+        assert_eq!(config.member.local_client_url(), "http://127.0.0.1:2379");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let err = parse(&format!("{MINIMAL}\nbogus = 1")).unwrap_err();
+        assert!(err.to_string().contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = MINIMAL.replace("m1=http", "other=http");
+        let err = parse(&bad).unwrap_err();
+        assert!(err.to_string().contains("member.initial_cluster"), "{err}");
+
+        let bad = MINIMAL.replace("state_dir = \"/var", "state_dir = \"var");
+        assert!(parse(&bad).unwrap_err().to_string().contains("state_dir"));
+
+        let bad = MINIMAL.replace(
+            "[\"http://127.0.0.1:2380\"]\n        initial_cluster",
+            "[\"127.0.0.1:2380\"]\n        initial_cluster",
+        );
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("initial_advertise_peer_urls")
+        );
+
+        let bad = MINIMAL.replace(
+            "initial_cluster = ",
+            "extra_flags = [\"-x\"]\n        initial_cluster = ",
+        );
+        assert!(parse(&bad).unwrap_err().to_string().contains("extra_flags[0]"));
+
+        let bad = MINIMAL.replace(
+            "initial_cluster = ",
+            "extra_flags = [\"--data-dir=/x\"]\n        initial_cluster = ",
+        );
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("set by its own member field")
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! steward-agent: the daemon next to every etcd member. It owns the local
+//! etcd process (supervision, adoption after its own restart), the etcd
+//! binaries (a verified store, one directory per version), the member's
+//! flags for every etcd version, and verified snapshots; it answers the
+//! coordinator over gRPC (`steward.agent.v1`).
+
+pub mod agent;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod flags;
+pub mod fsutil;
+pub mod hashing;
+pub mod logs;
+pub mod member;
+pub mod process;
+pub mod server;
+pub mod service;
+pub mod signal;
+pub mod snapshot;
+pub mod state;
+pub mod store;
+pub mod supervisor;

@@ -1,0 +1,134 @@
+//! Questions the agent asks its own etcd member: Status, the cluster version
+//! from `/version`, and the health check `etcdctl endpoint health` makes (a
+//! linearizable read that only succeeds through a quorum).
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use steward_proto::v1::MemberStatus;
+
+use crate::error::AgentError;
+
+/// Connection timeout towards the local member.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of one request towards the local member.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The agent's view of its local member.
+#[derive(Clone, Debug)]
+pub struct LocalMember {
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+impl LocalMember {
+    /// A handle for the member reachable at `endpoint` (a client URL).
+    pub fn new(endpoint: String) -> Result<Self, AgentError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| AgentError::Tool {
+                tool: "http client".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { endpoint, http })
+    }
+
+    /// The client URL.
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A fresh etcd client connected to this member only.
+    pub async fn client(&self) -> Result<Client, AgentError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        Client::connect([self.endpoint.as_str()], Some(options))
+            .await
+            .map_err(|source| self.unavailable(source))
+    }
+
+    fn unavailable(&self, source: etcd_client::Error) -> AgentError {
+        AgentError::EtcdUnavailable {
+            endpoint: self.endpoint.clone(),
+            source,
+        }
+    }
+
+    /// The member's Status plus its view of the cluster version. A member
+    /// that does not answer gives `reachable: false` with the error.
+    pub async fn status(&self) -> MemberStatus {
+        match self.try_status().await {
+            Ok(status) => status,
+            Err(error) => MemberStatus {
+                reachable: false,
+                error: crate::error::error_chain(&error),
+                ..MemberStatus::default()
+            },
+        }
+    }
+
+    async fn try_status(&self) -> Result<MemberStatus, AgentError> {
+        let mut client = self.client().await?;
+        let status = client.status().await.map_err(|source| self.unavailable(source))?;
+        let header = status.header();
+        let member_id = header.map_or(0, etcd_client::ResponseHeader::member_id);
+        Ok(MemberStatus {
+            reachable: true,
+            error: String::new(),
+            member_id,
+            leader_id: status.leader(),
+            is_leader: member_id != 0 && status.leader() == member_id,
+            is_learner: status.is_learner(),
+            version: status.version().to_owned(),
+            cluster_version: self.cluster_version().await.unwrap_or_default(),
+            raft_term: status.raft_term(),
+            raft_index: status.raft_index(),
+            raft_applied_index: status.raft_applied_index(),
+            db_size: u64::try_from(status.db_size()).unwrap_or(0),
+            db_size_in_use: u64::try_from(status.raft_used_db_size()).unwrap_or(0),
+            errors: status.errors().to_vec(),
+            cluster_id: header.map_or(0, etcd_client::ResponseHeader::cluster_id),
+            revision: header.map_or(0, etcd_client::ResponseHeader::revision),
+        })
+    }
+
+    /// `etcdcluster` from `GET /version`; `None` when the endpoint does not
+    /// answer or the cluster version is not decided yet ("not_decided").
+    pub async fn cluster_version(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Version {
+            etcdcluster: String,
+        }
+        let url = format!("{}/version", self.endpoint.trim_end_matches('/'));
+        let response = self.http.get(url).send().await.ok()?;
+        let version: Version = response.json().await.ok()?;
+        (!version.etcdcluster.is_empty() && version.etcdcluster != "not_decided").then_some(version.etcdcluster)
+    }
+
+    /// What `etcdctl endpoint health` checks: a linearizable read succeeds
+    /// (a permission error still proves the member serves) and no alarm is
+    /// raised. Returns why not.
+    pub async fn check_health(&self) -> Result<(), String> {
+        let mut client = self.client().await.map_err(|e| crate::error::error_chain(&e))?;
+        match client.get("health", None).await {
+            Ok(_) => {}
+            Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::PermissionDenied => {}
+            Err(error) => return Err(format!("linearizable read failed: {error}")),
+        }
+        match client
+            .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+            .await
+        {
+            Ok(alarms) if !alarms.alarms().is_empty() => {
+                let names: Vec<String> = alarms.alarms().iter().map(|a| format!("{:?}", a.alarm())).collect();
+                Err(format!("alarm raised: {}", names.join(", ")))
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!("alarm list failed: {error}")),
+        }
+    }
+}

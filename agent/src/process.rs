@@ -1,0 +1,195 @@
+//! etcd as an operating-system process: spawning it in its own process
+//! group, recognising it again after an agent restart, and signalling it.
+//!
+//! A running etcd is identified by pid, the process start time (field 22 of
+//! `/proc/<pid>/stat`, which changes when a pid is reused) and the
+//! executable. Adoption checks all three, never a bare pid.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that belong to the agent's own systemd unit and must
+/// not leak into etcd: etcd would otherwise notify systemd on the agent's
+/// behalf or try to take over its sockets.
+const SCRUBBED_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+];
+
+/// What identifies the etcd process the agent owns; persisted in the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// The pid (also the process group id: etcd leads its own group).
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start_ticks: u64,
+    /// The executable etcd was started from.
+    pub executable: PathBuf,
+    /// The arguments (without argv[0]).
+    pub args: Vec<String>,
+    /// The version the executable reported when it was staged.
+    pub version: String,
+    /// Wall-clock start, in milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+}
+
+impl ProcessRecord {
+    /// The wall-clock start time.
+    #[must_use]
+    pub fn started_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.started_at_ms).unwrap_or(0))
+    }
+}
+
+/// What `/proc` says about a recorded process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// The recorded process is running.
+    Alive,
+    /// It has exited (or is a zombie waiting to be reaped).
+    Gone,
+    /// The pid now belongs to another process.
+    Reused,
+}
+
+/// Checks the recorded process against `/proc`.
+#[must_use]
+pub fn liveness(record: &ProcessRecord) -> Liveness {
+    let Some(stat) = read_stat(record.pid) else {
+        return Liveness::Gone;
+    };
+    if stat.start_ticks != record.start_ticks {
+        return Liveness::Reused;
+    }
+    if stat.state == 'Z' || stat.state == 'X' {
+        return Liveness::Gone;
+    }
+    match std::fs::read_link(format!("/proc/{}/exe", record.pid)) {
+        Ok(exe) if exe == record.executable => Liveness::Alive,
+        Ok(_) => Liveness::Reused,
+        // The process may have exited between the two reads.
+        Err(_) => Liveness::Gone,
+    }
+}
+
+struct Stat {
+    state: char,
+    start_ticks: u64,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or
+    // parentheses itself; the fields after the last ')' are plain.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); field 22 (starttime) is index 19.
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// How to start etcd.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The etcd executable.
+    pub executable: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The version it reports.
+    pub version: String,
+    /// The file etcd's stdout and stderr are appended to.
+    pub log_file: PathBuf,
+}
+
+/// Starts etcd in its own process group with stdout and stderr appended to
+/// the log file. Output goes to a file rather than a pipe so etcd survives
+/// the agent: a write to a pipe whose reader died would kill it (SIGPIPE).
+pub fn spawn(launch: &Launch) -> std::io::Result<(tokio::process::Child, ProcessRecord)> {
+    let log = File::options().create(true).append(true).open(&launch.log_file)?;
+    let mut command = tokio::process::Command::new(&launch.executable);
+    command
+        .args(&launch.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        // etcd must outlive the agent: dropping the handle must not kill it.
+        .kill_on_drop(false);
+    for var in SCRUBBED_ENV {
+        command.env_remove(var);
+    }
+    let child = command.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("spawned process has no pid"))?;
+    let start_ticks = read_stat(pid)
+        .map(|s| s.start_ticks)
+        .ok_or_else(|| std::io::Error::other(format!("cannot read /proc/{pid}/stat of the new process")))?;
+    let started_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let record = ProcessRecord {
+        pid,
+        start_ticks,
+        executable: canonical_or_same(&launch.executable),
+        args: launch.args.clone(),
+        version: launch.version.clone(),
+        started_at_ms,
+    };
+    Ok((child, record))
+}
+
+fn canonical_or_same(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Sends `signal` to etcd's process group, after checking that the recorded
+/// process is still the one running under that pid.
+pub fn signal_group(record: &ProcessRecord, signal: Signal) -> nix::Result<()> {
+    if liveness(record) != Liveness::Alive {
+        return Ok(());
+    }
+    let pgid = Pid::from_raw(i32::try_from(record.pid).map_err(|_| nix::Error::EINVAL)?);
+    match killpg(pgid, signal) {
+        Err(nix::Error::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spawned_process_is_recognised_and_reuse_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = Launch {
+            executable: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            version: "test".into(),
+            log_file: dir.path().join("out.log"),
+        };
+        let (mut child, record) = spawn(&launch).unwrap();
+        assert_eq!(liveness(&record), Liveness::Alive);
+
+        let mut reused = record.clone();
+        reused.start_ticks += 1;
+        assert_eq!(liveness(&reused), Liveness::Reused);
+
+        signal_group(&record, Signal::SIGKILL).unwrap();
+        child.wait().await.unwrap();
+        assert_eq!(liveness(&record), Liveness::Gone);
+    }
+}

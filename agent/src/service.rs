@@ -1,0 +1,472 @@
+//! The gRPC services: request validation, conversion between the contract's
+//! messages and the agent's types, and nothing else. Every error goes
+//! through `From<AgentError> for Status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use steward_proto::EtcdVersion;
+use steward_proto::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::agent::{Agent, Switched};
+use crate::error::{AgentError, BinaryRefusal};
+use crate::flags::{ChangeKind, FlagChange};
+use crate::snapshot::SnapshotMeta;
+use crate::state::AgentState;
+use crate::store::{Declared, Manifest, Tool};
+
+/// Lines TailLogs sends first when the request does not say.
+const DEFAULT_TAIL_LINES: u32 = 100;
+/// Longest activation timeout a caller may ask for.
+const MAX_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Chunk size of DownloadSnapshot.
+const DOWNLOAD_CHUNK: usize = 64 * 1024;
+
+type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The three services over one agent.
+#[derive(Clone, Debug)]
+pub struct AgentService {
+    agent: Arc<Agent>,
+}
+
+impl AgentService {
+    /// Services for `agent`.
+    #[must_use]
+    pub const fn new(agent: Arc<Agent>) -> Self {
+        Self { agent }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> AgentError {
+    AgentError::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn parse_version(field: &'static str, text: &str) -> Result<EtcdVersion, AgentError> {
+    if text.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    text.parse()
+        .map_err(|e: steward_proto::VersionError| invalid(field, e.to_string()))
+}
+
+fn parse_sha256(field: &'static str, text: &str) -> Result<String, AgentError> {
+    if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(invalid(field, format!("{text:?} is not 64 hex digits")));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+fn parse_tool(field: &'static str, value: i32) -> Result<Tool, AgentError> {
+    match pb::Tool::try_from(value) {
+        Ok(pb::Tool::Etcd) => Ok(Tool::Etcd),
+        Ok(pb::Tool::Etcdctl) => Ok(Tool::Etcdctl),
+        Ok(pb::Tool::Etcdutl) => Ok(Tool::Etcdutl),
+        _ => Err(invalid(field, "must be TOOL_ETCD, TOOL_ETCDCTL or TOOL_ETCDUTL")),
+    }
+}
+
+fn parse_timeout(field: &'static str, value: Option<prost_types::Duration>) -> Result<Option<Duration>, AgentError> {
+    let Some(value) = value else { return Ok(None) };
+    let duration = Duration::try_from(value).map_err(|e| invalid(field, e.to_string()))?;
+    if duration.is_zero() || duration > MAX_ACTIVATE_TIMEOUT {
+        return Err(invalid(
+            field,
+            format!("must be between 0 and {MAX_ACTIVATE_TIMEOUT:?}"),
+        ));
+    }
+    Ok(Some(duration))
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+fn timestamp_ms(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap_or_default()
+}
+
+fn state_to_pb(state: AgentState) -> pb::AgentState {
+    match state {
+        AgentState::Empty => pb::AgentState::Empty,
+        AgentState::Stopped => pb::AgentState::Stopped,
+        AgentState::Running => pb::AgentState::Running,
+        AgentState::Activating => pb::AgentState::Activating,
+        AgentState::RollingBack => pb::AgentState::RollingBack,
+        AgentState::Failed => pb::AgentState::Failed,
+    }
+}
+
+fn change_to_pb(change: &FlagChange) -> pb::FlagChange {
+    let kind = match change.kind {
+        ChangeKind::Added => pb::flag_change::Kind::Added,
+        ChangeKind::Removed => pb::flag_change::Kind::Removed,
+        ChangeKind::Renamed => pb::flag_change::Kind::Renamed,
+        ChangeKind::Changed => pb::flag_change::Kind::Changed,
+        ChangeKind::Refused => pb::flag_change::Kind::Refused,
+    };
+    pb::FlagChange {
+        kind: kind.into(),
+        flag: change.flag.clone(),
+        new_flag: change.new_flag.clone(),
+        old_value: change.old_value.clone(),
+        new_value: change.new_value.clone(),
+        reason: change.reason.clone(),
+        rule: change.rule.to_owned(),
+    }
+}
+
+fn tool_to_pb(tool: Tool) -> pb::Tool {
+    match tool {
+        Tool::Etcd => pb::Tool::Etcd,
+        Tool::Etcdctl => pb::Tool::Etcdctl,
+        Tool::Etcdutl => pb::Tool::Etcdutl,
+    }
+}
+
+impl AgentService {
+    fn staged_to_pb(&self, manifest: &Manifest) -> pb::StagedVersion {
+        let persisted = self.agent.persisted();
+        let version = manifest.version.to_string();
+        pb::StagedVersion {
+            active: persisted.active_version.as_deref() == Some(version.as_str()),
+            previous: persisted.previous_version.as_deref() == Some(version.as_str()),
+            version,
+            files: manifest
+                .files
+                .iter()
+                .map(|(tool, file)| pb::StagedFile {
+                    tool: tool_to_pb(*tool).into(),
+                    sha256: file.sha256.clone(),
+                    size: file.size,
+                })
+                .collect(),
+            staged_at: Some(timestamp_ms(manifest.staged_at_ms)),
+        }
+    }
+}
+
+fn snapshot_to_pb(meta: &SnapshotMeta) -> pb::SnapshotInfo {
+    pb::SnapshotInfo {
+        id: meta.id.clone(),
+        path: meta.path.display().to_string(),
+        size: meta.size,
+        sha256: meta.sha256.clone(),
+        revision: meta.revision,
+        total_keys: meta.total_keys,
+        etcd_version: meta.etcd_version.clone(),
+        cluster_version: meta.cluster_version.clone(),
+        created_at: Some(timestamp_ms(meta.created_at_ms)),
+        member_name: meta.member_name.clone(),
+        member_id: meta.member_id,
+    }
+}
+
+fn switched_to_pb(switched: Switched) -> pb::ActivateResponse {
+    pb::ActivateResponse {
+        active_version: switched.active.to_string(),
+        previous_version: switched.previous.map(|v| v.to_string()).unwrap_or_default(),
+        args: switched.rendered.args,
+        pid: switched.pid,
+        took: Some(duration(switched.took)),
+        changes: switched.rendered.changes.iter().map(change_to_pb).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for AgentService {
+    async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let agent = &self.agent;
+        let persisted = agent.persisted();
+        let process = agent.process();
+        let config = agent.config();
+        let staged = agent
+            .store()
+            .list()?
+            .into_iter()
+            .filter(|m| m.files.contains_key(&Tool::Etcd))
+            .map(|m| m.version.to_string())
+            .collect();
+        let member = agent.member().status().await;
+        let process_info = match &process.record {
+            Some(record) => pb::ProcessInfo {
+                running: true,
+                pid: record.pid,
+                started_at: Some(timestamp(record.started_at())),
+                uptime: Some(duration(
+                    SystemTime::now()
+                        .duration_since(record.started_at())
+                        .unwrap_or_default(),
+                )),
+                restart_count: process.restart_count,
+                last_exit: process.last_exit.clone().unwrap_or_default(),
+                executable: record.executable.display().to_string(),
+                args: record.args.clone(),
+                adopted: process.adopted,
+            },
+            None => pb::ProcessInfo {
+                restart_count: process.restart_count,
+                last_exit: process.last_exit.clone().unwrap_or_default(),
+                ..pb::ProcessInfo::default()
+            },
+        };
+        Ok(Response::new(pb::GetStatusResponse {
+            agent: Some(pb::AgentInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                state: state_to_pb(persisted.state).into(),
+                state_reason: persisted.state_reason.clone(),
+                member_name: config.member.name.clone(),
+                state_dir: config.state_dir.display().to_string(),
+                started_at: Some(timestamp(agent.started_at())),
+                client_urls: config.member.advertise_client_urls.clone(),
+                peer_urls: config.member.initial_advertise_peer_urls.clone(),
+            }),
+            process: Some(process_info),
+            versions: Some(pb::Versions {
+                active: persisted.active_version.clone().unwrap_or_default(),
+                previous: persisted.previous_version.clone().unwrap_or_default(),
+                staged,
+            }),
+            member: Some(member),
+            data_dir: Some(crate::datadir::facts(&config.member.data_dir)),
+            disk: Some(crate::datadir::disk(&config.state_dir, &config.member.data_dir)),
+        }))
+    }
+
+    async fn check_flags(
+        &self,
+        request: Request<pb::CheckFlagsRequest>,
+    ) -> Result<Response<pb::CheckFlagsResponse>, Status> {
+        let target = parse_version("target_version", &request.get_ref().target_version)?;
+        let check = self.agent.check_flags(&target)?;
+        Ok(Response::new(pb::CheckFlagsResponse {
+            current_version: check.current_version.map(|v| v.to_string()).unwrap_or_default(),
+            current_args: check.current_args,
+            refused: check.target.is_refused(),
+            changes: check.target.changes.iter().map(change_to_pb).collect(),
+            target_args: check.target.args,
+        }))
+    }
+
+    async fn activate(&self, request: Request<pb::ActivateRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
+        let request = request.into_inner();
+        let version = parse_version("version", &request.version)?;
+        let timeout = parse_timeout("timeout", request.timeout)?;
+        let switched = Box::pin(self.agent.activate(version, timeout)).await?;
+        Ok(Response::new(switched_to_pb(switched)))
+    }
+
+    async fn rollback(&self, request: Request<pb::RollbackRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
+        let timeout = parse_timeout("timeout", request.into_inner().timeout)?;
+        let switched = Box::pin(self.agent.rollback(timeout)).await?;
+        Ok(Response::new(switched_to_pb(switched)))
+    }
+
+    async fn start(&self, _: Request<pb::StartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+        let pid = self.agent.start_member().await?;
+        Ok(Response::new(self.lifecycle(pid)))
+    }
+
+    async fn stop(&self, _: Request<pb::StopRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.stop_member().await?;
+        Ok(Response::new(self.lifecycle(0)))
+    }
+
+    async fn restart(&self, _: Request<pb::RestartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+        let pid = self.agent.restart_member().await?;
+        Ok(Response::new(self.lifecycle(pid)))
+    }
+
+    type TailLogsStream = ServiceStream<pb::TailLogsResponse>;
+
+    async fn tail_logs(&self, request: Request<pb::TailLogsRequest>) -> Result<Response<Self::TailLogsStream>, Status> {
+        let request = request.into_inner();
+        let capacity = self.agent.config().supervision.log_tail_lines;
+        let lines = if request.lines == 0 {
+            DEFAULT_TAIL_LINES
+        } else {
+            request.lines
+        };
+        let lines = usize::try_from(lines).unwrap_or(usize::MAX);
+        if lines > capacity {
+            return Err(invalid("lines", format!("at most {capacity} lines are kept")).into());
+        }
+        // Subscribe before reading the tail so no line falls in between.
+        let receiver = self.agent.logs().subscribe();
+        let first = pb::TailLogsResponse {
+            lines: self.agent.logs().last(lines),
+        };
+        let head = tokio_stream::once(Ok(first));
+        if !request.follow {
+            return Ok(Response::new(Box::pin(head)));
+        }
+        let follow = tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(|item| match item {
+            Ok(line) => Some(Ok(pb::TailLogsResponse { lines: vec![line] })),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(pb::TailLogsResponse {
+                    lines: vec![format!("[steward-agent: {n} lines skipped: the reader fell behind]")],
+                }))
+            }
+        });
+        Ok(Response::new(Box::pin(head.chain(follow))))
+    }
+}
+
+impl AgentService {
+    fn lifecycle(&self, pid: u32) -> pb::LifecycleResponse {
+        pb::LifecycleResponse {
+            state: state_to_pb(self.agent.persisted().state).into(),
+            pid,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::binaries_server::Binaries for AgentService {
+    async fn list_binaries(
+        &self,
+        _: Request<pb::ListBinariesRequest>,
+    ) -> Result<Response<pb::ListBinariesResponse>, Status> {
+        let versions = self
+            .agent
+            .store()
+            .list()?
+            .iter()
+            .map(|m| self.staged_to_pb(m))
+            .collect();
+        Ok(Response::new(pb::ListBinariesResponse { versions }))
+    }
+
+    async fn import_binary(
+        &self,
+        request: Request<pb::ImportBinaryRequest>,
+    ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
+        let request = request.into_inner();
+        let tool = parse_tool("tool", request.tool)?;
+        let version = parse_version("version", &request.version)?;
+        let sha256 = if request.sha256.is_empty() {
+            None
+        } else {
+            Some(parse_sha256("sha256", &request.sha256)?)
+        };
+        let incoming = self.agent.store().receive_import(&request.path)?;
+        let declared = Declared {
+            tool,
+            version: Some(version),
+            sha256,
+            size: None,
+        };
+        let (manifest, already_present) = self.agent.stage(incoming, &declared).await?;
+        Ok(Response::new(pb::ImportBinaryResponse {
+            staged: Some(self.staged_to_pb(&manifest)),
+            already_present,
+        }))
+    }
+
+    async fn upload_binary(
+        &self,
+        request: Request<Streaming<pb::UploadBinaryRequest>>,
+    ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::UploadBinaryRequest {
+                part: Some(pb::upload_binary_request::Part::Header(header)),
+            }) => header,
+            _ => return Err(invalid("header", "the first message must be an UploadHeader").into()),
+        };
+        let tool = parse_tool("header.tool", header.tool)?;
+        let version = parse_version("header.version", &header.version)?;
+        let sha256 = parse_sha256("header.sha256", &header.sha256)?;
+        let max = self.agent.config().limits.max_upload_bytes;
+        if header.size == 0 || header.size > max {
+            return Err(invalid("header.size", format!("must be between 1 and {max} bytes")).into());
+        }
+        let (mut incoming, mut writer) = self.agent.store().receive_upload()?;
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(pb::upload_binary_request::Part::Chunk(chunk)) => {
+                    if writer.size() + chunk.len() as u64 > header.size {
+                        return Err(AgentError::from(BinaryRefusal::SizeMismatch {
+                            declared: header.size,
+                            actual: writer.size() + chunk.len() as u64,
+                        })
+                        .into());
+                    }
+                    writer.append(&chunk)?;
+                }
+                _ => return Err(invalid("chunk", "only content chunks may follow the header").into()),
+            }
+        }
+        writer.finish(&mut incoming)?;
+        let declared = Declared {
+            tool,
+            version: Some(version),
+            sha256: Some(sha256),
+            size: Some(header.size),
+        };
+        let (manifest, already_present) = self.agent.stage(incoming, &declared).await?;
+        Ok(Response::new(pb::ImportBinaryResponse {
+            staged: Some(self.staged_to_pb(&manifest)),
+            already_present,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::snapshots_server::Snapshots for AgentService {
+    async fn take_snapshot(
+        &self,
+        _: Request<pb::TakeSnapshotRequest>,
+    ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
+        let meta = self.agent.take_snapshot().await?;
+        Ok(Response::new(pb::TakeSnapshotResponse {
+            snapshot: Some(snapshot_to_pb(&meta)),
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let snapshots = self.agent.snapshots().list()?.iter().map(snapshot_to_pb).collect();
+        Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
+    }
+
+    type DownloadSnapshotStream = ServiceStream<pb::DownloadSnapshotResponse>;
+
+    async fn download_snapshot(
+        &self,
+        request: Request<pb::DownloadSnapshotRequest>,
+    ) -> Result<Response<Self::DownloadSnapshotStream>, Status> {
+        let meta = self.agent.snapshots().get_verified(&request.get_ref().id)?;
+        let file = tokio::fs::File::open(&meta.path)
+            .await
+            .map_err(crate::fsutil::io_err("open", &meta.path))
+            .map_err(Status::from)?;
+        let info = snapshot_to_pb(&meta);
+        let chunks = tokio_util::io::ReaderStream::with_capacity(file, DOWNLOAD_CHUNK);
+        let mut first = Some(info);
+        let stream = chunks.map(move |chunk| match chunk {
+            Ok(bytes) => Ok(pb::DownloadSnapshotResponse {
+                info: first.take(),
+                chunk: bytes.to_vec(),
+            }),
+            Err(error) => Err(Status::internal(format!("reading the snapshot failed: {error}"))),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,372 @@
+//! Verified v3 snapshots of the local member.
+//!
+//! etcd's snapshot stream is the bbolt database followed by the sha256 of
+//! that database (32 bytes). The file keeps the trailer, as `etcdctl
+//! snapshot save` does, so the same [`verify_file`] can check any copy later:
+//! a database is a whole number of 512-byte sectors, so a valid file's size
+//! is `512 * n + 32`, and its last 32 bytes are the sha256 of the rest.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+use crate::fsutil::{self, io_err};
+use crate::member::LocalMember;
+
+/// Length of the sha256 trailer.
+const TRAILER: u64 = 32;
+/// bbolt files are whole sectors of this size.
+const SECTOR: u64 = 512;
+
+/// Why a snapshot file is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The size cannot be a database plus trailer (truncated or padded).
+    #[error("size {size} is not a database plus a 32-byte sha256 trailer (truncated or not a snapshot)")]
+    NoTrailer {
+        /// The file size.
+        size: u64,
+    },
+    /// The content does not hash to the trailer.
+    #[error("content sha256 {actual} does not match the trailer {trailer} (corrupted)")]
+    Mismatch {
+        /// The trailer's value.
+        trailer: String,
+        /// What the content hashes to.
+        actual: String,
+    },
+    /// The file cannot be read.
+    #[error("cannot read the file")]
+    Io(#[source] std::io::Error),
+}
+
+/// What a successful verification found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// sha256 of the database (the trailer's value), hex.
+    pub sha256: String,
+    /// File size including the trailer.
+    pub size: u64,
+}
+
+/// Checks a snapshot file's sha256 trailer.
+pub fn verify_file(path: &Path) -> Result<Verified, VerifyError> {
+    let mut file = std::fs::File::open(path).map_err(VerifyError::Io)?;
+    let size = file.metadata().map_err(VerifyError::Io)?.len();
+    if size < SECTOR + TRAILER || size % SECTOR != TRAILER {
+        return Err(VerifyError::NoTrailer { size });
+    }
+    let (actual, _) = crate::hashing::sha256_reader(&mut (&mut file).take(size - TRAILER)).map_err(VerifyError::Io)?;
+    let mut trailer = [0_u8; 32];
+    file.read_exact(&mut trailer).map_err(VerifyError::Io)?;
+    let trailer = hex::encode(trailer);
+    if actual != trailer {
+        return Err(VerifyError::Mismatch { trailer, actual });
+    }
+    Ok(Verified { sha256: actual, size })
+}
+
+/// The metadata stored next to each snapshot (`<id>.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The id (file stem).
+    pub id: String,
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// File size including the trailer.
+    pub size: u64,
+    /// sha256 of the content.
+    pub sha256: String,
+    /// Store revision in the snapshot.
+    pub revision: i64,
+    /// Keys in the snapshot (0 when no etcdctl/etcdutl was staged to count).
+    pub total_keys: u64,
+    /// Member binary version at the time.
+    pub etcd_version: String,
+    /// Cluster version at the time.
+    pub cluster_version: String,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: i64,
+    /// The member's name.
+    pub member_name: String,
+    /// The member's id.
+    pub member_id: u64,
+}
+
+/// The snapshot directory of the agent.
+#[derive(Debug)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+    retain: usize,
+}
+
+/// What `etcdctl/etcdutl snapshot status -w json` prints.
+#[derive(Debug, Deserialize)]
+struct ToolStatus {
+    revision: i64,
+    #[serde(rename = "totalKey")]
+    total_key: u64,
+}
+
+impl SnapshotDir {
+    /// Opens (creating, 0700) the snapshot dir.
+    pub fn open(dir: PathBuf, retain: usize) -> Result<Self, AgentError> {
+        fsutil::ensure_dir(&dir, 0o700)?;
+        Ok(Self { dir, retain })
+    }
+
+    /// Streams a snapshot from the member into `<id>.db`, verifies it, reads
+    /// its revision with `status_tool` (etcdutl, or etcdctl before 3.5) when
+    /// one is staged, writes the metadata and applies the retention count.
+    pub async fn take(
+        &self,
+        member: &LocalMember,
+        member_name: &str,
+        status_tool: Option<(PathBuf, &'static str)>,
+    ) -> Result<SnapshotMeta, AgentError> {
+        let mut client = member.client().await?;
+        let status = client.status().await.map_err(|source| AgentError::EtcdUnavailable {
+            endpoint: member.endpoint().to_owned(),
+            source,
+        })?;
+        let header = status.header().cloned();
+        let cluster_version = member.cluster_version().await.unwrap_or_default();
+        let created_at_ms = now_ms();
+        let id = format!(
+            "{}-{}",
+            sanitize(member_name),
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(created_at_ms) * 1_000_000).map_or_else(
+                |_| created_at_ms.to_string(),
+                |t| format!(
+                    "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                    t.millisecond()
+                )
+            )
+        );
+        let part = self.dir.join(format!("{id}.db.part"));
+        let path = self.dir.join(format!("{id}.db"));
+        let result = self.stream_into(&mut client, member.endpoint(), &part).await;
+        if let Err(error) = result {
+            let _ = std::fs::remove_file(&part);
+            return Err(error);
+        }
+        let verified = match verify_file(&part) {
+            Ok(v) => v,
+            Err(source) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(AgentError::SnapshotInvalid { path: part, source });
+            }
+        };
+        fsutil::rename_durable(&part, &path)?;
+
+        let (revision, total_keys) = match status_tool {
+            Some((tool, name)) => match tool_status(&tool, name, &path).await {
+                Ok(s) => (s.revision, s.total_key),
+                Err(error) => {
+                    tracing::warn!(error = %crate::error::error_chain(&error), "cannot read snapshot revision; using the status header");
+                    (header.as_ref().map_or(0, etcd_client::ResponseHeader::revision), 0)
+                }
+            },
+            None => (header.as_ref().map_or(0, etcd_client::ResponseHeader::revision), 0),
+        };
+        let meta = SnapshotMeta {
+            id: id.clone(),
+            path: path.clone(),
+            size: verified.size,
+            sha256: verified.sha256,
+            revision,
+            total_keys,
+            etcd_version: status.version().to_owned(),
+            cluster_version,
+            created_at_ms,
+            member_name: member_name.to_owned(),
+            member_id: header.as_ref().map_or(0, etcd_client::ResponseHeader::member_id),
+        };
+        let bytes = serde_json::to_vec_pretty(&meta).map_err(|source| AgentError::CorruptState {
+            path: self.dir.join(format!("{id}.json")),
+            source,
+        })?;
+        fsutil::write_atomic(&self.dir.join(format!("{id}.json")), &bytes, 0o600)?;
+        self.apply_retention()?;
+        tracing::info!(%id, revision, size = meta.size, "snapshot stored");
+        Ok(meta)
+    }
+
+    async fn stream_into(
+        &self,
+        client: &mut etcd_client::Client,
+        endpoint: &str,
+        part: &Path,
+    ) -> Result<(), AgentError> {
+        let stream_err = |reason: String| AgentError::SnapshotStream {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(part)
+            .map_err(io_err("create", part))?;
+        set_mode(part, 0o600)?;
+        let mut stream = client.snapshot().await.map_err(|e| stream_err(e.to_string()))?;
+        while let Some(message) = stream.message().await.map_err(|e| stream_err(e.to_string()))? {
+            file.write_all(message.blob()).map_err(io_err("write", part))?;
+        }
+        file.sync_all().map_err(io_err("fsync", part))
+    }
+
+    /// All snapshots, newest first.
+    pub fn list(&self) -> Result<Vec<SnapshotMeta>, AgentError> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(io_err("read directory", &self.dir))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+                match serde_json::from_slice::<SnapshotMeta>(&bytes) {
+                    Ok(meta) => out.push(meta),
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), %error, "ignoring unreadable snapshot metadata")
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    /// One snapshot by id, verified again.
+    pub fn get_verified(&self, id: &str) -> Result<SnapshotMeta, AgentError> {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || id.starts_with('.')
+        {
+            return Err(AgentError::InvalidArgument {
+                field: "id",
+                reason: format!("{id:?} is not a snapshot id (letters, digits, '-', '_', '.')"),
+            });
+        }
+        let meta = self
+            .list()?
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| AgentError::SnapshotNotFound { id: id.to_owned() })?;
+        let verified = verify_file(&meta.path).map_err(|source| AgentError::SnapshotInvalid {
+            path: meta.path.clone(),
+            source,
+        })?;
+        if verified.sha256 != meta.sha256 {
+            return Err(AgentError::SnapshotInvalid {
+                path: meta.path.clone(),
+                source: VerifyError::Mismatch {
+                    trailer: verified.sha256,
+                    actual: meta.sha256,
+                },
+            });
+        }
+        Ok(meta)
+    }
+
+    fn apply_retention(&self) -> Result<(), AgentError> {
+        for old in self.list()?.into_iter().skip(self.retain) {
+            tracing::info!(id = %old.id, "removing snapshot beyond the retention count");
+            let _ = std::fs::remove_file(&old.path);
+            let meta = self.dir.join(format!("{}.json", old.id));
+            std::fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
+        }
+        fsutil::fsync_dir(&self.dir)
+    }
+}
+
+async fn tool_status(tool: &Path, name: &'static str, file: &Path) -> Result<ToolStatus, AgentError> {
+    let output = tokio::process::Command::new(tool)
+        .args(["snapshot", "status", "--write-out", "json"])
+        .arg(file)
+        .env("ETCDCTL_API", "3")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| AgentError::Tool {
+            tool: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(AgentError::Tool {
+            tool: format!("{name} snapshot status"),
+            reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| AgentError::Tool {
+        tool: format!("{name} snapshot status"),
+        reason: format!("unexpected output: {e}"),
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn snapshot_bytes(db: &[u8]) -> Vec<u8> {
+        let mut bytes = db.to_vec();
+        bytes.extend_from_slice(&Sha256::digest(db));
+        bytes
+    }
+
+    #[test]
+    fn verifies_a_good_file_and_catches_flips_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let db: Vec<u8> = (0..4096_u32).map(|i| (i % 251) as u8).collect();
+        let good = snapshot_bytes(&db);
+        std::fs::write(&path, &good).unwrap();
+        let verified = verify_file(&path).unwrap();
+        assert_eq!(verified.size, 4096 + 32);
+        assert_eq!(verified.sha256, hex::encode(Sha256::digest(&db)));
+
+        let mut flipped = good.clone();
+        flipped[100] ^= 0x01;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(matches!(verify_file(&path), Err(VerifyError::Mismatch { .. })));
+
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        assert!(matches!(verify_file(&path), Err(VerifyError::NoTrailer { .. })));
+
+        std::fs::write(&path, &db).unwrap();
+        assert!(matches!(verify_file(&path), Err(VerifyError::NoTrailer { .. })));
+    }
+}

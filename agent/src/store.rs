@@ -1,0 +1,590 @@
+//! The binary store: one directory per staged etcd version under
+//! `<state_dir>/binaries/<version>/`, holding `etcd` (and `etcdctl`,
+//! `etcdutl` when staged) plus `manifest.json` with each file's sha256.
+//!
+//! A file enters the store only through [`BinaryStore::stage`]: it is
+//! written to a private temp dir first, hashed, run with `--version` to prove
+//! it is the declared etcd program and version, and only then renamed into
+//! place. A refused file leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use steward_proto::EtcdVersion;
+use tokio::sync::Mutex;
+
+use crate::error::{AgentError, BinaryRefusal};
+use crate::fsutil::{self, io_err};
+
+/// How long a staged program may take to print its version.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The programs of an etcd release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tool {
+    /// The server.
+    Etcd,
+    /// The client.
+    Etcdctl,
+    /// The offline utility (3.5+).
+    Etcdutl,
+}
+
+impl Tool {
+    /// The file name in a version dir.
+    #[must_use]
+    pub const fn file_name(self) -> &'static str {
+        match self {
+            Self::Etcd => "etcd",
+            Self::Etcdctl => "etcdctl",
+            Self::Etcdutl => "etcdutl",
+        }
+    }
+
+    /// All tools, server first.
+    pub const ALL: [Self; 3] = [Self::Etcd, Self::Etcdctl, Self::Etcdutl];
+}
+
+/// One staged file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    /// sha256, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// `manifest.json` of one version dir.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The version every file reported.
+    pub version: EtcdVersion,
+    /// When the first file was staged (ms since the epoch).
+    pub staged_at_ms: i64,
+    /// The staged files.
+    pub files: BTreeMap<Tool, StagedFile>,
+}
+
+/// A file waiting to be staged: written, hashed, not yet verified.
+#[derive(Debug)]
+pub struct Incoming {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+/// What the caller claims about a file.
+#[derive(Clone, Debug)]
+pub struct Declared {
+    /// Which program.
+    pub tool: Tool,
+    /// The version it must report; `None` takes whatever it reports (used
+    /// for the configured initial binary).
+    pub version: Option<EtcdVersion>,
+    /// The sha256 it must have, if given.
+    pub sha256: Option<String>,
+    /// The size it must have, if given.
+    pub size: Option<u64>,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct BinaryStore {
+    root: PathBuf,
+    import_dirs: Vec<PathBuf>,
+    /// Serialises changes to version dirs and manifests.
+    write_lock: Mutex<()>,
+}
+
+impl BinaryStore {
+    /// Opens (creating) the store under `root`; imports may only read from
+    /// `import_dirs`.
+    pub fn open(root: PathBuf, import_dirs: Vec<PathBuf>) -> Result<Self, AgentError> {
+        fsutil::ensure_dir(&root, 0o700)?;
+        // Temp dirs of an interrupted staging are garbage.
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".incoming") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(Self {
+            root,
+            import_dirs,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// Every staged version, ascending.
+    pub fn list(&self) -> Result<Vec<Manifest>, AgentError> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.root).map_err(io_err("read directory", &self.root))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(manifest) = self.manifest(&name)? {
+                out.push(manifest);
+            }
+        }
+        out.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(out)
+    }
+
+    /// The manifest of one version, if staged.
+    pub fn manifest(&self, version: &str) -> Result<Option<Manifest>, AgentError> {
+        let path = self.root.join(version).join("manifest.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| AgentError::CorruptState { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(AgentError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// The path of a staged tool, after checking it still hashes to what the
+    /// manifest recorded (so a file changed on disk is never executed).
+    pub fn verified_path(&self, version: &EtcdVersion, tool: Tool) -> Result<PathBuf, AgentError> {
+        let manifest = self
+            .manifest(&version.to_string())?
+            .ok_or_else(|| self.not_staged(version))?;
+        let Some(recorded) = manifest.files.get(&tool) else {
+            return Err(AgentError::VersionNotStaged {
+                version: format!("{version} ({} missing)", tool.file_name()),
+                staged: self.staged_summary(),
+            });
+        };
+        let path = self.root.join(version.to_string()).join(tool.file_name());
+        let (sha256, _) = hash_file(&path)?;
+        if sha256 != recorded.sha256 {
+            return Err(AgentError::Precondition {
+                operation: crate::state::Operation::Activate,
+                reason: format!(
+                    "{} changed on disk since it was staged (sha256 {sha256}, staged {})",
+                    path.display(),
+                    recorded.sha256
+                ),
+            });
+        }
+        Ok(path)
+    }
+
+    /// The path of a staged tool without re-hashing (for tools run on
+    /// snapshot files, not for etcd itself).
+    #[must_use]
+    pub fn tool_path(&self, version: &EtcdVersion, tool: Tool) -> Option<PathBuf> {
+        let manifest = self.manifest(&version.to_string()).ok().flatten()?;
+        manifest
+            .files
+            .contains_key(&tool)
+            .then(|| self.root.join(version.to_string()).join(tool.file_name()))
+    }
+
+    fn not_staged(&self, version: &EtcdVersion) -> AgentError {
+        AgentError::VersionNotStaged {
+            version: version.to_string(),
+            staged: self.staged_summary(),
+        }
+    }
+
+    /// "3.4.23, 3.5.16" or "none".
+    #[must_use]
+    pub fn staged_summary(&self) -> String {
+        let versions: Vec<String> = self
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.files.contains_key(&Tool::Etcd))
+            .map(|m| m.version.to_string())
+            .collect();
+        if versions.is_empty() {
+            "none".to_owned()
+        } else {
+            versions.join(", ")
+        }
+    }
+
+    /// Checks an import path and copies the file into a private temp dir.
+    pub fn receive_import(&self, path: &str) -> Result<Incoming, AgentError> {
+        let source = self.check_import_path(path)?;
+        let mut incoming = self.incoming()?;
+        let mut reader = std::fs::File::open(&source).map_err(io_err("open", &source))?;
+        let mut writer = IncomingWriter::create(&incoming.path)?;
+        std::io::copy(&mut reader, &mut writer).map_err(io_err("copy", &source))?;
+        writer.finish(&mut incoming)?;
+        Ok(incoming)
+    }
+
+    /// A temp file that an upload writes into chunk by chunk.
+    pub fn receive_upload(&self) -> Result<(Incoming, IncomingWriter), AgentError> {
+        let incoming = self.incoming()?;
+        let writer = IncomingWriter::create(&incoming.path)?;
+        Ok((incoming, writer))
+    }
+
+    fn incoming(&self) -> Result<Incoming, AgentError> {
+        let dir = tempfile::Builder::new()
+            .prefix(".incoming-")
+            .tempdir_in(&self.root)
+            .map_err(io_err("create temp dir in", &self.root))?;
+        let path = dir.path().join("binary");
+        Ok(Incoming {
+            dir,
+            path,
+            sha256: String::new(),
+            size: 0,
+        })
+    }
+
+    /// Verifies an incoming file against what was declared and moves it
+    /// into the store. Returns the version's manifest and whether the same
+    /// file was staged already.
+    pub async fn stage(&self, incoming: Incoming, declared: &Declared) -> Result<(Manifest, bool), AgentError> {
+        if let Some(size) = declared.size
+            && size != incoming.size
+        {
+            return Err(BinaryRefusal::SizeMismatch {
+                declared: size,
+                actual: incoming.size,
+            }
+            .into());
+        }
+        if let Some(expected) = &declared.sha256
+            && !expected.eq_ignore_ascii_case(&incoming.sha256)
+        {
+            return Err(BinaryRefusal::ShaMismatch {
+                declared: expected.clone(),
+                actual: incoming.sha256.clone(),
+            }
+            .into());
+        }
+        std::fs::set_permissions(&incoming.path, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err("chmod", &incoming.path))?;
+        let reported = reported_version(&incoming.path, declared.tool).await?;
+        if let Some(version) = &declared.version
+            && *version != reported
+        {
+            return Err(BinaryRefusal::VersionMismatch {
+                declared: version.to_string(),
+                reported: reported.to_string(),
+            }
+            .into());
+        }
+
+        let _guard = self.write_lock.lock().await;
+        let version_dir = self.root.join(reported.to_string());
+        let file = StagedFile {
+            sha256: incoming.sha256.clone(),
+            size: incoming.size,
+        };
+        let existing = self.manifest(&reported.to_string())?;
+        if let Some(manifest) = &existing
+            && let Some(staged) = manifest.files.get(&declared.tool)
+        {
+            if staged.sha256 == file.sha256 {
+                // Same file again: nothing to do (the temp dir goes away).
+                return Ok((manifest.clone(), true));
+            }
+            return Err(AgentError::AlreadyStaged {
+                tool: declared.tool.file_name(),
+                version: reported.to_string(),
+                existing: staged.sha256.clone(),
+                new: file.sha256,
+            });
+        }
+        let mut manifest = existing.unwrap_or_else(|| Manifest {
+            version: reported.clone(),
+            staged_at_ms: now_ms(),
+            files: BTreeMap::new(),
+        });
+        manifest.files.insert(declared.tool, file);
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|source| AgentError::CorruptState {
+            path: version_dir.join("manifest.json"),
+            source,
+        })?;
+        let target = version_dir.join(declared.tool.file_name());
+        if version_dir.exists() {
+            fsutil::rename_durable(&incoming.path, &target)?;
+            fsutil::write_atomic(&version_dir.join("manifest.json"), &manifest_bytes, 0o600)?;
+        } else {
+            // A new version appears complete or not at all: build the whole
+            // dir inside the temp dir, then rename it into place.
+            let staging = incoming.dir.path();
+            std::fs::rename(&incoming.path, staging.join(declared.tool.file_name()))
+                .map_err(io_err("rename", &incoming.path))?;
+            fsutil::write_atomic(&staging.join("manifest.json"), &manifest_bytes, 0o600)?;
+            let staging = incoming.dir.keep();
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("chmod", &staging))?;
+            if let Err(error) = fsutil::rename_durable(&staging, &version_dir) {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(error);
+            }
+        }
+        tracing::info!(version = %reported, tool = declared.tool.file_name(), "staged binary");
+        Ok((manifest, false))
+    }
+
+    fn check_import_path(&self, path: &str) -> Result<PathBuf, AgentError> {
+        let refuse = |reason: &str| BinaryRefusal::Path {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if path.is_empty() {
+            return Err(refuse("empty").into());
+        }
+        if path.contains('\0') {
+            return Err(refuse("contains a NUL byte").into());
+        }
+        let given = Path::new(path);
+        if !given.is_absolute() {
+            return Err(refuse("must be absolute").into());
+        }
+        if given.components().any(|c| c == Component::ParentDir) {
+            return Err(refuse("contains a '..' component").into());
+        }
+        if self.import_dirs.is_empty() {
+            return Err(refuse("no import_dirs are configured on this agent").into());
+        }
+        let resolved = std::fs::canonicalize(given).map_err(|e| refuse(&format!("cannot be resolved: {e}")))?;
+        let inside = self
+            .import_dirs
+            .iter()
+            .filter_map(|dir| std::fs::canonicalize(dir).ok())
+            .any(|dir| resolved.starts_with(dir));
+        if !inside {
+            let dirs: Vec<String> = self.import_dirs.iter().map(|d| d.display().to_string()).collect();
+            return Err(refuse(&format!(
+                "resolves to {} which is outside the import dirs ({})",
+                resolved.display(),
+                dirs.join(", ")
+            ))
+            .into());
+        }
+        let metadata = std::fs::metadata(&resolved).map_err(|e| refuse(&e.to_string()))?;
+        if !metadata.is_file() {
+            return Err(refuse("is not a regular file").into());
+        }
+        Ok(resolved)
+    }
+}
+
+/// Writes an incoming file while hashing it.
+#[derive(Debug)]
+pub struct IncomingWriter {
+    file: std::fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl IncomingWriter {
+    fn create(path: &Path) -> Result<Self, AgentError> {
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode_0600()
+            .open(path)
+            .map_err(io_err("create", path))?;
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    #[must_use]
+    pub const fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a chunk.
+    pub fn append(&mut self, chunk: &[u8]) -> Result<(), AgentError> {
+        self.write_all(chunk).map_err(io_err("write", &self.path))
+    }
+
+    /// Flushes to disk and records the hash and size in `incoming`.
+    pub fn finish(self, incoming: &mut Incoming) -> Result<(), AgentError> {
+        self.file.sync_all().map_err(io_err("fsync", &self.path))?;
+        incoming.sha256 = hex::encode(self.hasher.finalize());
+        incoming.size = self.size;
+        Ok(())
+    }
+}
+
+impl Write for IncomingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+trait CreateMode {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl CreateMode for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+/// sha256 (hex) and size of a file.
+pub fn hash_file(path: &Path) -> Result<(String, u64), AgentError> {
+    let mut file = std::fs::File::open(path).map_err(io_err("open", path))?;
+    crate::hashing::sha256_reader(&mut file).map_err(io_err("read", path))
+}
+
+/// Runs the program the way its release prints its version and parses the
+/// answer: `etcd --version` ("etcd Version: 3.4.23"), `etcdctl version`
+/// ("etcdctl version: 3.4.23"), `etcdutl version`.
+pub async fn reported_version(path: &Path, tool: Tool) -> Result<EtcdVersion, AgentError> {
+    let not_etcd = |reason: String| {
+        AgentError::from(BinaryRefusal::NotEtcd {
+            tool: tool.file_name(),
+            reason,
+        })
+    };
+    let mut command = tokio::process::Command::new(path);
+    match tool {
+        Tool::Etcd => command.arg("--version"),
+        Tool::Etcdctl | Tool::Etcdutl => command.arg("version"),
+    };
+    // etcdctl 3.3 speaks the v2 API unless told otherwise.
+    command
+        .env("ETCDCTL_API", "3")
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    let output = match tokio::time::timeout(VERSION_TIMEOUT, command.output()).await {
+        Err(_) => {
+            return Err(not_etcd(format!(
+                "`{} version` did not answer within {VERSION_TIMEOUT:?}",
+                tool.file_name()
+            )));
+        }
+        Ok(Err(error)) => return Err(not_etcd(format!("cannot run it: {error}"))),
+        Ok(Ok(output)) => output,
+    };
+    if !output.status.success() {
+        return Err(not_etcd(format!("asking for its version ended with {}", output.status)));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_version_output(&text, tool).ok_or_else(|| {
+        let first = text.lines().next().unwrap_or("").chars().take(120).collect::<String>();
+        not_etcd(format!("unexpected version output {first:?}"))
+    })
+}
+
+/// Finds "<tool> version: X.Y.Z" (any case) in a version output.
+#[must_use]
+pub fn parse_version_output(text: &str, tool: Tool) -> Option<EtcdVersion> {
+    let prefix = format!("{} version:", tool.file_name());
+    text.lines().find_map(|line| {
+        let line = line.trim();
+        let head = line.get(..prefix.len())?;
+        if !head.eq_ignore_ascii_case(&prefix) {
+            return None;
+        }
+        line[prefix.len()..].trim().parse().ok()
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_tools_version_line() {
+        let etcd = "etcd Version: 3.4.23\nGit SHA: Not provided\nGo Version: go1.19\n";
+        assert_eq!(parse_version_output(etcd, Tool::Etcd), Some(EtcdVersion::new(3, 4, 23)));
+        let ctl = "etcdctl version: 3.5.16\nAPI version: 3.5\n";
+        assert_eq!(
+            parse_version_output(ctl, Tool::Etcdctl),
+            Some(EtcdVersion::new(3, 5, 16))
+        );
+        assert_eq!(parse_version_output(ctl, Tool::Etcd), None);
+        assert_eq!(parse_version_output("hello\n", Tool::Etcdutl), None);
+    }
+
+    fn store_with_import_dir() -> (tempfile::TempDir, BinaryStore, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let import = dir.path().join("import");
+        std::fs::create_dir(&import).unwrap();
+        let store = BinaryStore::open(dir.path().join("binaries"), vec![import.clone()]).unwrap();
+        (dir, store, import)
+    }
+
+    #[test]
+    fn import_paths_are_confined() {
+        let (dir, store, import) = store_with_import_dir();
+        let inside = import.join("etcd");
+        std::fs::write(&inside, b"x").unwrap();
+        let outside = dir.path().join("etcd");
+        std::fs::write(&outside, b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, import.join("link")).unwrap();
+
+        assert!(store.check_import_path(inside.to_str().unwrap()).is_ok());
+        for (path, reason) in [
+            (outside.to_str().unwrap().to_owned(), "outside the import dirs"),
+            (format!("{}/../etcd", import.display()), "'..'"),
+            (
+                import.join("link").to_str().unwrap().to_owned(),
+                "outside the import dirs",
+            ),
+            ("relative/etcd".to_owned(), "absolute"),
+            (format!("{}\0x", inside.display()), "NUL"),
+            (import.display().to_string(), "not a regular file"),
+        ] {
+            let err = store.check_import_path(&path).unwrap_err().to_string();
+            assert!(err.contains(reason), "{path:?}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_files_leave_nothing_behind() {
+        let (_dir, store, import) = store_with_import_dir();
+        let script = import.join("not-etcd");
+        std::fs::write(&script, b"#!/bin/sh\necho hello\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let incoming = store.receive_import(script.to_str().unwrap()).unwrap();
+        let declared = Declared {
+            tool: Tool::Etcd,
+            version: Some(EtcdVersion::new(3, 5, 16)),
+            sha256: None,
+            size: None,
+        };
+        let err = store.stage(incoming, &declared).await.unwrap_err();
+        assert!(err.to_string().contains("not an etcd binary"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&store.root).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

@@ -1,0 +1,414 @@
+//! The one task that owns the etcd process.
+//!
+//! Only this task starts, waits on and signals etcd; everything else sends it
+//! a [`Command`] and watches [`ProcessStatus`]. When etcd exits on its own
+//! while supervised, the task restarts it after a doubling backoff; after too
+//! many consecutive crashes it gives up and the member becomes FAILED. A
+//! process started by an earlier agent is adopted and watched through
+//! `/proc`, since only its real parent could wait on it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Supervision;
+use crate::error::AgentError;
+use crate::process::{self, Launch, Liveness, ProcessRecord};
+use crate::state::{Operation, StateStore, transition};
+
+/// How often an adopted process is checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+
+/// What the supervisor publishes after every change.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessStatus {
+    /// The running etcd, if any.
+    pub record: Option<ProcessRecord>,
+    /// Started by an earlier agent process.
+    pub adopted: bool,
+    /// How the last process ended.
+    pub last_exit: Option<String>,
+    /// Number of exits seen so far (lets waiters notice an exit).
+    pub exits: u64,
+    /// Automatic restarts since the last requested start.
+    pub restart_count: u32,
+    /// Whether an exit leads to a restart.
+    pub supervised: bool,
+    /// Set when the supervisor gave up restarting (crash loop).
+    pub gave_up: Option<String>,
+}
+
+enum Command {
+    Start {
+        launch: Launch,
+        supervised: bool,
+        reply: oneshot::Sender<Result<ProcessRecord, AgentError>>,
+    },
+    Adopt {
+        record: ProcessRecord,
+        launch: Launch,
+        restart_count: u32,
+    },
+    Supervise,
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The handle other tasks use to talk to the supervisor.
+#[derive(Clone, Debug)]
+pub struct Supervisor {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<ProcessStatus>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Start { .. } => "Start",
+            Self::Adopt { .. } => "Adopt",
+            Self::Supervise => "Supervise",
+            Self::Stop { .. } => "Stop",
+        })
+    }
+}
+
+impl Supervisor {
+    /// Starts the supervisor task. It ends at `shutdown` and leaves etcd
+    /// running: restarting the agent never restarts etcd.
+    pub fn spawn(settings: Supervision, state: Arc<StateStore>, shutdown: CancellationToken) -> Self {
+        let (commands, receiver) = mpsc::channel(16);
+        let (status_tx, status) = watch::channel(ProcessStatus::default());
+        let task = Task {
+            settings,
+            state,
+            status: status_tx,
+            current: None,
+            launch: None,
+            consecutive_crashes: 0,
+            restart_at: None,
+        };
+        tokio::spawn(task.run(receiver, shutdown));
+        Self { commands, status }
+    }
+
+    /// Starts etcd (stopping a running one first). With `supervised`, exits
+    /// are followed by restarts; without, an exit is only reported (used
+    /// while an activation waits for the new version to prove healthy).
+    pub async fn start(&self, launch: Launch, supervised: bool) -> Result<ProcessRecord, AgentError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Start {
+            launch,
+            supervised,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| AgentError::SupervisorGone)?
+    }
+
+    /// Adopts an etcd started by an earlier agent process.
+    pub async fn adopt(&self, record: ProcessRecord, launch: Launch, restart_count: u32) -> Result<(), AgentError> {
+        self.send(Command::Adopt {
+            record,
+            launch,
+            restart_count,
+        })
+        .await
+    }
+
+    /// Turns restart-on-exit on for the running process.
+    pub async fn supervise(&self) -> Result<(), AgentError> {
+        self.send(Command::Supervise).await
+    }
+
+    /// Stops etcd: SIGTERM to its process group, SIGKILL after the grace
+    /// period. Returns when it has exited. No restart follows.
+    pub async fn stop(&self) -> Result<(), AgentError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Stop { reply }).await?;
+        answer.await.map_err(|_| AgentError::SupervisorGone)
+    }
+
+    /// The latest published status.
+    #[must_use]
+    pub fn status(&self) -> ProcessStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every published status.
+    #[must_use]
+    pub fn watch(&self) -> watch::Receiver<ProcessStatus> {
+        self.status.clone()
+    }
+
+    async fn send(&self, command: Command) -> Result<(), AgentError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| AgentError::SupervisorGone)
+    }
+}
+
+enum Handle {
+    Child(tokio::process::Child),
+    Adopted,
+}
+
+struct Running {
+    record: ProcessRecord,
+    handle: Handle,
+    started: Instant,
+}
+
+struct Task {
+    settings: Supervision,
+    state: Arc<StateStore>,
+    status: watch::Sender<ProcessStatus>,
+    current: Option<Running>,
+    launch: Option<Launch>,
+    consecutive_crashes: u32,
+    restart_at: Option<tokio::time::Instant>,
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        loop {
+            let restart_at = self.restart_at;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                exit = wait_exit(self.current.as_mut()) => self.on_exit(&exit),
+                () = sleep_until(restart_at) => self.restart(),
+            }
+        }
+        // Leave etcd running; a new agent adopts it.
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Start {
+                launch,
+                supervised,
+                reply,
+            } => {
+                self.terminate().await;
+                self.consecutive_crashes = 0;
+                self.restart_at = None;
+                self.status.send_modify(|s| {
+                    s.restart_count = 0;
+                    s.gave_up = None;
+                    s.supervised = supervised;
+                });
+                let result = self.spawn(&launch);
+                self.launch = Some(launch);
+                let _ = reply.send(result);
+            }
+            Command::Adopt {
+                record,
+                launch,
+                restart_count,
+            } => {
+                tracing::info!(pid = record.pid, version = %record.version, "adopted running etcd");
+                self.current = Some(Running {
+                    record: record.clone(),
+                    handle: Handle::Adopted,
+                    started: Instant::now(),
+                });
+                self.launch = Some(launch);
+                self.status.send_modify(|s| {
+                    s.record = Some(record);
+                    s.adopted = true;
+                    s.supervised = true;
+                    s.restart_count = restart_count;
+                });
+            }
+            Command::Supervise => {
+                self.consecutive_crashes = 0;
+                self.status.send_modify(|s| s.supervised = true);
+            }
+            Command::Stop { reply } => {
+                self.restart_at = None;
+                self.status.send_modify(|s| s.supervised = false);
+                self.terminate().await;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn spawn(&mut self, launch: &Launch) -> Result<ProcessRecord, AgentError> {
+        let (child, record) = process::spawn(launch).map_err(|source| AgentError::Spawn {
+            version: launch.version.clone(),
+            source,
+        })?;
+        tracing::info!(pid = record.pid, version = %record.version, "started etcd");
+        self.persist(Some(record.clone()));
+        self.current = Some(Running {
+            record: record.clone(),
+            handle: Handle::Child(child),
+            started: Instant::now(),
+        });
+        self.status.send_modify(|s| {
+            s.record = Some(record.clone());
+            s.adopted = false;
+        });
+        Ok(record)
+    }
+
+    fn on_exit(&mut self, exit: &str) {
+        let Some(running) = self.current.take() else { return };
+        let ran_for = running.started.elapsed();
+        tracing::warn!(pid = running.record.pid, %exit, ?ran_for, "etcd exited");
+        self.persist(None);
+        let supervised = self.status.borrow().supervised;
+        self.status.send_modify(|s| {
+            s.record = None;
+            s.adopted = false;
+            s.last_exit = Some(exit.to_owned());
+            s.exits += 1;
+        });
+        if !supervised {
+            return;
+        }
+        if ran_for >= self.settings.stable_after {
+            self.consecutive_crashes = 0;
+        }
+        self.consecutive_crashes += 1;
+        if self.consecutive_crashes >= self.settings.max_consecutive_crashes {
+            let reason = format!(
+                "etcd exited {} times in a row (last: {exit}); not restarting it again",
+                self.consecutive_crashes
+            );
+            tracing::error!(%reason, "crash loop");
+            self.give_up(reason);
+            return;
+        }
+        let delay = self.backoff();
+        tracing::info!(
+            ?delay,
+            crashes = self.consecutive_crashes,
+            "restarting etcd after backoff"
+        );
+        self.restart_at = Some(tokio::time::Instant::now() + delay);
+    }
+
+    fn backoff(&self) -> Duration {
+        let doublings = self.consecutive_crashes.saturating_sub(1).min(16);
+        self.settings
+            .restart_backoff_initial
+            .saturating_mul(1 << doublings)
+            .min(self.settings.restart_backoff_max)
+    }
+
+    fn restart(&mut self) {
+        self.restart_at = None;
+        let Some(launch) = self.launch.clone() else { return };
+        match self.spawn(&launch) {
+            Ok(_) => {
+                self.status.send_modify(|s| s.restart_count += 1);
+                let count = self.status.borrow().restart_count;
+                if let Err(error) = self.state.update(|s| s.restart_count = count) {
+                    tracing::error!(error = %crate::error::error_chain(&error), "cannot persist restart count");
+                }
+            }
+            Err(error) => {
+                // A binary that cannot even be executed will not get better.
+                self.give_up(crate::error::error_chain(&error));
+            }
+        }
+    }
+
+    fn give_up(&mut self, reason: String) {
+        self.status.send_modify(|s| {
+            s.gave_up = Some(reason.clone());
+            s.supervised = false;
+        });
+        let result = self.state.update(|s| {
+            if let Ok(t) = transition(Operation::CrashLoop, s.state) {
+                s.state = t.after;
+                s.state_reason = reason;
+            }
+        });
+        if let Err(error) = result {
+            tracing::error!(error = %crate::error::error_chain(&error), "cannot persist FAILED state");
+        }
+    }
+
+    /// Stops the current process, if any: SIGTERM, grace, SIGKILL.
+    async fn terminate(&mut self) {
+        let Some(mut running) = self.current.take() else { return };
+        let pid = running.record.pid;
+        tracing::info!(pid, "stopping etcd");
+        if let Err(error) = process::signal_group(&running.record, Signal::SIGTERM) {
+            tracing::warn!(pid, %error, "SIGTERM failed");
+        }
+        let exit = match tokio::time::timeout(self.settings.stop_grace, wait_exit(Some(&mut running))).await {
+            Ok(exit) => exit,
+            Err(_) => {
+                tracing::warn!(pid, grace = ?self.settings.stop_grace, "etcd ignored SIGTERM; sending SIGKILL");
+                if let Err(error) = process::signal_group(&running.record, Signal::SIGKILL) {
+                    tracing::warn!(pid, %error, "SIGKILL failed");
+                }
+                wait_exit(Some(&mut running)).await
+            }
+        };
+        tracing::info!(pid, %exit, "etcd stopped");
+        self.persist(None);
+        self.status.send_modify(|s| {
+            s.record = None;
+            s.adopted = false;
+            s.last_exit = Some(exit);
+            s.exits += 1;
+        });
+    }
+
+    fn persist(&self, record: Option<ProcessRecord>) {
+        if let Err(error) = self.state.update(|s| s.process = record) {
+            tracing::error!(error = %crate::error::error_chain(&error), "cannot persist etcd process record");
+        }
+    }
+}
+
+/// Resolves when the process exits, with a description of how; never
+/// resolves when there is no process.
+async fn wait_exit(running: Option<&mut Running>) -> String {
+    let Some(running) = running else {
+        return std::future::pending().await;
+    };
+    match &mut running.handle {
+        Handle::Child(child) => match child.wait().await {
+            Ok(status) => describe_exit(status),
+            Err(error) => format!("cannot wait for etcd: {error}"),
+        },
+        Handle::Adopted => loop {
+            if process::liveness(&running.record) != Liveness::Alive {
+                return "exited (adopted process; exit status unknown)".to_owned();
+            }
+            tokio::time::sleep(ADOPTED_POLL).await;
+        },
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => {
+            let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned());
+            format!("killed by {name}")
+        }
+        _ => status.to_string(),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
