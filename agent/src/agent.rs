@@ -137,7 +137,7 @@ impl Agent {
                     .version
                     .parse()
                     .map_err(|_| self.corrupt_version(&record.version))?;
-                let launch = self.launch_for(&version, previous_of(&persisted).as_ref())?;
+                let launch = self.launch_for(&version, active_from_of(&persisted).as_ref())?;
                 self.supervisor.adopt(record, launch, persisted.restart_count).await?;
                 if persisted.state != AgentState::Running {
                     self.state.update(|s| s.state = AgentState::Running)?;
@@ -146,7 +146,7 @@ impl Agent {
             (AgentState::Running, None) => {
                 let version = active_of(&persisted).ok_or_else(|| self.corrupt_version("(none)"))?;
                 tracing::info!(%version, "etcd is not running; starting it");
-                let launch = self.launch_for(&version, previous_of(&persisted).as_ref())?;
+                let launch = self.launch_for(&version, active_from_of(&persisted).as_ref())?;
                 self.supervisor.start(launch, true).await?;
             }
             (AgentState::Empty, None) => {
@@ -163,8 +163,9 @@ impl Agent {
         match switch.from {
             Some(from) => {
                 let version: EtcdVersion = from.parse().map_err(|_| self.corrupt_version(&from))?;
-                let previous = self.state.get().previous_version;
-                let launch = self.launch_for(&version, previous.and_then(|p| p.parse().ok()).as_ref())?;
+                // A switch is persisted before anything changes, so the active
+                // version's context is still the old one.
+                let launch = self.launch_for(&version, active_from_of(&self.state.get()).as_ref())?;
                 self.supervisor.start(launch, true).await?;
                 self.state.update(|s| {
                     s.active_version = Some(from);
@@ -324,11 +325,18 @@ impl Agent {
         let persisted = self.state.get();
         let current = active_of(&persisted);
         let current_args = match &current {
-            Some(version) => self.render(version, previous_of(&persisted).as_ref())?.args,
+            Some(version) => self.render(version, active_from_of(&persisted).as_ref())?.args,
             None => Vec::new(),
         };
+        let target = self.render(target, current.as_ref()).map_err(|e| match e {
+            AgentError::InvalidArgument { reason, .. } => AgentError::InvalidArgument {
+                field: "target_version",
+                reason,
+            },
+            other => other,
+        })?;
         Ok(FlagCheck {
-            target: self.render(target, current.as_ref())?,
+            target,
             current_version: current,
             current_args,
         })
@@ -341,16 +349,32 @@ impl Agent {
         self.store.stage(incoming, declared).await
     }
 
-    /// Switches to a staged version; reverts on failure.
+    /// Switches to a staged version; reverts on failure. Activating the
+    /// version that already runs changes nothing.
     pub async fn activate(&self, version: EtcdVersion, timeout: Option<Duration>) -> Result<Switched, AgentError> {
-        self.exclusive(
-            Operation::Activate,
-            Box::pin(self.switch(Operation::Activate, version, timeout)),
-        )
+        Box::pin(self.exclusive(Operation::Activate, async {
+            let persisted = self.state.get();
+            let active = active_of(&persisted);
+            if active.as_ref() == Some(&version) && persisted.state == AgentState::Running && persisted.switch.is_none()
+            {
+                // Already there: a coordinator re-running its plan must not
+                // restart the member, nor lose the rollback target.
+                let rendered = self.render(&version, active_from_of(&persisted).as_ref())?;
+                return Ok(Switched {
+                    active: version,
+                    previous: previous_of(&persisted),
+                    rendered,
+                    pid: self.supervisor.status().record.map_or(0, |r| r.pid),
+                    took: Duration::ZERO,
+                });
+            }
+            Box::pin(self.switch(Operation::Activate, version, active, timeout)).await
+        }))
         .await
     }
 
-    /// Switches back to the previous version; reverts on failure.
+    /// Switches back to the previous version, in the flag context it ran in
+    /// before; reverts on failure.
     pub async fn rollback(&self, timeout: Option<Duration>) -> Result<Switched, AgentError> {
         Box::pin(self.exclusive(Operation::Rollback, async {
             let persisted = self.state.get();
@@ -360,20 +384,25 @@ impl Agent {
                     reason: "there is no previous version to roll back to".into(),
                 });
             };
-            Box::pin(self.switch(Operation::Rollback, previous, timeout)).await
+            let context = previous_from_of(&persisted);
+            Box::pin(self.switch(Operation::Rollback, previous, context, timeout)).await
         }))
         .await
     }
 
+    /// Switches from the active version to `target`, rendering its flags in
+    /// the context `from` (the active version for Activate; for Rollback the
+    /// context the previous version originally ran in).
     async fn switch(
         &self,
         operation: Operation,
         target: EtcdVersion,
+        from: Option<EtcdVersion>,
         timeout: Option<Duration>,
     ) -> Result<Switched, AgentError> {
         let persisted = self.state.get();
         let step = transition(operation, persisted.state)?;
-        let from = active_of(&persisted);
+        let active = active_of(&persisted);
         let timeout = timeout.unwrap_or(self.config.supervision.activate_timeout);
         let launch = self.launch_for(&target, from.as_ref())?;
         let rendered = self.render(&target, from.as_ref())?;
@@ -381,31 +410,35 @@ impl Agent {
         self.state.update(|s| {
             s.state = step.during;
             s.switch = Some(Switch {
-                from: from.as_ref().map(ToString::to_string),
+                from: active.as_ref().map(ToString::to_string),
                 to: target.to_string(),
             });
         })?;
         let began = Instant::now();
-        let mark = self.logs.mark();
-        tracing::info!(%operation, from = ?from.as_ref().map(ToString::to_string), to = %target, "switching version");
+        tracing::info!(%operation, from = ?active.as_ref().map(ToString::to_string), to = %target, "switching version");
+        // Stop first and read the log up to here, so a failure report only
+        // carries what the new version wrote.
+        self.supervisor.stop().await?;
+        let mark = self.logs.mark_now();
 
-        let attempt = self.start_and_wait(launch, &target, timeout).await;
-        match attempt {
+        match self.start_and_wait(launch, &target, timeout).await {
             Ok(pid) => {
                 self.supervisor.supervise().await?;
-                let new_previous = from.clone();
                 self.state.update(|s| {
+                    let (old_active, old_from) = (s.active_version.take(), s.active_from.take());
                     s.state = step.after;
                     s.state_reason.clear();
                     s.active_version = Some(target.to_string());
-                    s.previous_version = new_previous.as_ref().map(ToString::to_string);
+                    s.active_from = from.as_ref().map(ToString::to_string);
+                    s.previous_version = old_active;
+                    s.previous_from = old_from;
                     s.switch = None;
                     s.restart_count = 0;
                 })?;
                 tracing::info!(%target, took = ?began.elapsed(), "version switch succeeded");
                 Ok(Switched {
                     active: target,
-                    previous: from,
+                    previous: active,
                     rendered,
                     pid,
                     took: began.elapsed(),
@@ -442,9 +475,12 @@ impl Agent {
                 log_tail,
             });
         };
+        // The caller's timeout was for the new version; the known-good one
+        // always gets at least the configured time.
+        let timeout = timeout.max(self.config.supervision.activate_timeout);
         let restored = async {
             let launch = self
-                .launch_for(&from, previous_of(before).as_ref())
+                .launch_for(&from, active_from_of(before).as_ref())
                 .map_err(|e| error_chain(&e))?;
             self.start_and_wait(launch, &from, timeout).await
         }
@@ -544,14 +580,26 @@ impl Agent {
             operation,
             reason: "no version is active".into(),
         })?;
-        let launch = self.launch_for(&version, previous_of(&persisted).as_ref())?;
-        let record = self.supervisor.start(launch, true).await?;
-        self.state.update(|s| {
-            s.state = step.after;
-            s.state_reason.clear();
-            s.restart_count = 0;
-        })?;
-        Ok(record.pid)
+        let launch = self.launch_for(&version, active_from_of(&persisted).as_ref())?;
+        match self.supervisor.start(launch, true).await {
+            Ok(record) => {
+                self.state.update(|s| {
+                    s.state = step.after;
+                    s.state_reason.clear();
+                    s.restart_count = 0;
+                })?;
+                Ok(record.pid)
+            }
+            Err(error) => {
+                // The old process is gone and no new one runs: say so.
+                let reason = format!("{operation} failed: {}", error_chain(&error));
+                self.state.update(|s| {
+                    s.state = AgentState::Failed;
+                    s.state_reason = reason;
+                })?;
+                Err(error)
+            }
+        }
     }
 
     /// Stops etcd.
@@ -589,6 +637,16 @@ fn active_of(state: &PersistedState) -> Option<EtcdVersion> {
 
 fn previous_of(state: &PersistedState) -> Option<EtcdVersion> {
     state.previous_version.as_deref().and_then(|v| v.parse().ok())
+}
+
+/// The render context of the active version.
+fn active_from_of(state: &PersistedState) -> Option<EtcdVersion> {
+    state.active_from.as_deref().and_then(|v| v.parse().ok())
+}
+
+/// The render context of the previous version.
+fn previous_from_of(state: &PersistedState) -> Option<EtcdVersion> {
+    state.previous_from.as_deref().and_then(|v| v.parse().ok())
 }
 
 fn flags_refused(version: &EtcdVersion, rendered: &Rendered) -> AgentError {

@@ -207,10 +207,14 @@ impl Config {
                 return Err(invalid(&format!("import_dirs[{i}]"), "must be an absolute path".into()));
             }
         }
-        if let Some(binary) = &self.initial_binary
-            && !binary.is_absolute()
-        {
-            return Err(invalid("initial_binary", "must be an absolute path".into()));
+        if let Some(binary) = &self.initial_binary {
+            if !binary.is_absolute() {
+                return Err(invalid("initial_binary", "must be an absolute path".into()));
+            }
+            // Checked again after resolving symlinks when it is imported.
+            if !self.import_dirs.iter().any(|dir| binary.starts_with(dir)) {
+                return Err(invalid("initial_binary", "must lie inside one of import_dirs".into()));
+            }
         }
         if self.snapshots.retain == 0 {
             return Err(invalid("snapshots.retain", "must be at least 1".into()));

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use prost::Message;
+use steward_proto::details::encode_activation_failure;
 use steward_proto::v1::ActivationFailure;
 use tonic::{Code, Status};
 
@@ -100,7 +100,7 @@ pub enum AgentError {
         new: String,
     },
     /// A binary was refused by the store's checks.
-    #[error("binary refused: {0}")]
+    #[error("binary refused")]
     BinaryRefused(#[from] BinaryRefusal),
     /// The flag rules refuse the target version for this member.
     #[error("flags refused for {version}: {reasons}")]
@@ -167,13 +167,13 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// The local etcd member did not answer.
-    #[error("local etcd member at {endpoint} is unavailable")]
+    #[error("local etcd member at {endpoint} is unavailable: {reason}")]
     EtcdUnavailable {
         /// The client URL.
         endpoint: String,
-        /// The client error.
-        #[source]
-        source: etcd_client::Error,
+        /// What the client said, in words (etcd-client prints its transport
+        /// errors with Debug formatting, unreadable in a status message).
+        reason: String,
     },
     /// A snapshot stream broke off or was malformed.
     #[error("snapshot stream from {endpoint} failed: {reason}")]
@@ -343,7 +343,8 @@ impl From<AgentError> for Status {
                     reason,
                     log_tail: bounded_tail(&log_tail),
                 };
-                Status::with_details(code, message, details.encode_to_vec().into())
+                let bytes = encode_activation_failure(code, &message, &details);
+                Status::with_details(code, message, bytes.into())
             }
             E::RevertFailed {
                 attempted,
@@ -357,7 +358,8 @@ impl From<AgentError> for Status {
                     reason,
                     log_tail: bounded_tail(&log_tail),
                 };
-                Status::with_details(code, message, details.encode_to_vec().into())
+                let bytes = encode_activation_failure(code, &message, &details);
+                Status::with_details(code, message, bytes.into())
             }
             _ => Status::new(code, message),
         }
@@ -417,7 +419,7 @@ mod tests {
         assert_eq!(status.code(), Code::Aborted);
         assert!(status.message().contains("line 199"), "{}", status.message());
         assert!(!status.message().contains("line 150"));
-        let details = ActivationFailure::decode(status.details()).unwrap();
+        let details = steward_proto::details::decode_activation_failure(status.details()).unwrap();
         assert_eq!(details.reverted_to, "3.4.23");
         assert_eq!(details.log_tail.len(), DETAILS_MAX_LINES);
         assert_eq!(details.log_tail.last().unwrap(), "line 199");

@@ -128,6 +128,26 @@ const FLAGS_NOT_IN_3_4: &[&str] = &[
     "--experimental-stop-grpc-service-on-defrag",
 ];
 
+/// Flags of etcd 3.4 that 3.3 does not have (`etcd --help` of 3.3.25 and
+/// 3.4.23 compared); `--logger` and `--log-outputs` have rules of their own.
+const FLAGS_NOT_IN_3_3: &[&str] = &[
+    "--backend-batch-interval",
+    "--backend-batch-limit",
+    "--bcrypt-cost",
+    "--client-cert-allowed-hostname",
+    "--peer-cert-allowed-hostname",
+    "--discovery-srv-name",
+    "--host-whitelist",
+    "--log-level",
+    "--max-concurrent-streams",
+    "--pre-vote",
+    "--experimental-backend-bbolt-freelist-type",
+    "--experimental-compaction-batch-limit",
+    "--experimental-enable-lease-checkpoint",
+    "--experimental-warning-apply-duration",
+    "--experimental-watch-progress-notify-interval",
+];
+
 /// Rule ids, as the operator guide lists them.
 pub mod rules {
     /// `--ca-file` / `--peer-ca-file` became `--trusted-ca-file` /
@@ -160,6 +180,12 @@ pub mod rules {
     pub const DEBUG_3_5: &str = "flags-3.5-debug";
     /// 3.5 removed `--log-package-levels`.
     pub const LOG_PACKAGE_LEVELS_3_5: &str = "flags-3.5-log-package-levels";
+    /// 3.4's `--log-outputs` is `--log-output` in 3.3.
+    pub const LOG_OUTPUT_3_3: &str = "flags-3.3-log-output";
+    /// Flags 3.4 added are removed when running 3.3.
+    pub const NOT_IN_3_3: &str = "flags-3.3-not-available";
+    /// Only adjacent minors: a member moves one minor version at a time.
+    pub const ADJACENT_MINORS: &str = "version-adjacent-minors";
 }
 
 /// One flag as an ordered `(name, value)` pair.
@@ -244,14 +270,16 @@ fn spec_flags(spec: &MemberSpec) -> Vec<Flag> {
     flags
 }
 
-/// Renders the member's etcd arguments for `target`. `previous` is the
-/// version the member ran before it switched to `target` (for the rules that
-/// only apply to a downgrade, such as 3.5 -> 3.4).
+/// Renders the member's etcd arguments for `target`. `from` is the version
+/// the member switches (or switched) to `target` from; the rules that only
+/// apply to a downgrade, such as 3.5 -> 3.4, and the adjacent-minor rule
+/// look at it. `None` is a first start.
 pub fn render(
     spec: &MemberSpec,
     target: &EtcdVersion,
-    previous: Option<&EtcdVersion>,
+    from: Option<&EtcdVersion>,
 ) -> Result<Rendered, UnsupportedVersion> {
+    let previous = from;
     if target.minor_version() < OLDEST_SUPPORTED {
         return Err(UnsupportedVersion {
             version: target.clone(),
@@ -263,12 +291,32 @@ pub fn render(
     };
     let from_3_5 = previous.is_some_and(|p| p.at_least_minor(3, 5));
 
+    if let Some(from) = previous
+        && from.major() == target.major()
+        && from.minor().abs_diff(target.minor()) > 1
+    {
+        rules.refuse_version(
+            target,
+            rules::ADJACENT_MINORS,
+            &format!("{from} -> {target} skips a minor version; move one minor at a time"),
+        );
+    }
+
     if !target.at_least_minor(3, 4) {
         rules.remove(
             "--logger",
             rules::NO_LOGGER_3_3,
             "etcd before 3.4 has no --logger (it logs with capnslog)",
         );
+        rules.rename(
+            "--log-outputs",
+            "--log-output",
+            rules::LOG_OUTPUT_3_3,
+            "3.3 names it --log-output",
+        );
+        for name in FLAGS_NOT_IN_3_3 {
+            rules.remove(name, rules::NOT_IN_3_3, "etcd 3.3 does not have this flag");
+        }
     }
 
     if target.at_least_minor(3, 4) {
@@ -302,20 +350,20 @@ pub fn render(
             rules::FREELIST_3_4,
             "3.4 only has the experimental name",
         );
-        if target >= &EtcdVersion::new(3, 4, 32) {
-            rules.add(
-                Flag::switch("--next-cluster-version-compatible"),
-                rules::NEXT_CLUSTER_COMPAT,
-                "lets 3.4 run on data a 3.5 member has written (3.4.32 and later have it)",
-            );
-        } else if from_3_5 {
-            rules.refuse_version(
-                target,
-                rules::DOWNGRADE_MIN_3_4_32,
-                "a 3.5 -> 3.4 downgrade needs 3.4.32 or later",
-            );
-        }
         if from_3_5 {
+            if target >= &EtcdVersion::new(3, 4, 32) {
+                rules.add(
+                    Flag::switch("--next-cluster-version-compatible"),
+                    rules::NEXT_CLUSTER_COMPAT,
+                    "lets 3.4 run on data a 3.5 member has written (3.4.32 and later have it)",
+                );
+            } else {
+                rules.refuse_version(
+                    target,
+                    rules::DOWNGRADE_MIN_3_4_32,
+                    "a 3.5 -> 3.4 downgrade needs 3.4.32 or later",
+                );
+            }
             rules.add(
                 Flag::new("--pre-vote", "true"),
                 rules::PRE_VOTE_3_4,
@@ -575,11 +623,11 @@ mod tests {
 
     #[test]
     fn ca_file_becomes_trusted_ca_file_from_3_4() {
-        for target in ["3.4.23", "3.5.16"] {
+        for (target, from) in [("3.4.23", "3.3.25"), ("3.5.16", "3.4.23")] {
             let r = render(
                 &spec(&["--ca-file=/ca.crt", "--peer-ca-file=/peer.crt"]),
                 &v(target),
-                Some(&v("3.3.25")),
+                Some(&v(from)),
             )
             .unwrap();
             assert!(has(&r, "--trusted-ca-file=/ca.crt"), "{target}: {:?}", r.args);
@@ -747,6 +795,49 @@ mod tests {
 
         let r = render(&spec(&["--debug=false"]), &v("3.5.16"), None).unwrap();
         assert!(!r.args.iter().any(|a| a.starts_with("--log-level")));
+    }
+
+    #[test]
+    fn skipping_a_minor_is_refused_both_ways() {
+        let r = render(&spec(&[]), &v("3.5.16"), Some(&v("3.3.25"))).unwrap();
+        assert!(rule_applied(&r, rules::ADJACENT_MINORS, ChangeKind::Refused));
+        let r = render(&spec(&[]), &v("3.3.25"), Some(&v("3.5.16"))).unwrap();
+        assert!(rule_applied(&r, rules::ADJACENT_MINORS, ChangeKind::Refused));
+        let r = render(&spec(&[]), &v("3.5.30"), Some(&v("3.5.16"))).unwrap();
+        assert!(!r.is_refused());
+        let r = render(&spec(&[]), &v("3.4.23"), Some(&v("3.3.25"))).unwrap();
+        assert!(!r.is_refused());
+    }
+
+    #[test]
+    fn flags_3_3_lacks_are_removed_or_renamed() {
+        let r = render(
+            &spec(&[
+                "--pre-vote=true",
+                "--log-level=info",
+                "--log-outputs=stderr",
+                "--snapshot-count=100",
+            ]),
+            &v("3.3.25"),
+            Some(&v("3.4.23")),
+        )
+        .unwrap();
+        assert!(has(&r, "--log-output=stderr"));
+        assert!(has(&r, "--snapshot-count=100"));
+        assert!(
+            !r.args
+                .iter()
+                .any(|a| a.starts_with("--pre-vote") || a.starts_with("--log-level"))
+        );
+        assert!(rule_applied(&r, rules::LOG_OUTPUT_3_3, ChangeKind::Renamed));
+        assert_eq!(r.changes.iter().filter(|c| c.rule == rules::NOT_IN_3_3).count(), 2);
+    }
+
+    #[test]
+    fn a_plain_3_4_start_gets_no_compat_flag() {
+        let r = render(&spec(&[]), &v("3.4.33"), Some(&v("3.4.23"))).unwrap();
+        assert!(!has(&r, "--next-cluster-version-compatible"));
+        assert!(r.changes.is_empty());
     }
 
     #[test]

@@ -192,6 +192,16 @@ impl LogTail {
         self.lock().next_seq
     }
 
+    /// Reads what etcd has written so far, then returns a mark: lines
+    /// written before this call are never "since" it.
+    #[must_use]
+    pub fn mark_now(&self) -> u64 {
+        if let Err(error) = self.poll() {
+            tracing::debug!(%error, "cannot read etcd log");
+        }
+        self.mark()
+    }
+
     /// The lines read since `mark` (as many as the tail still holds), after
     /// reading whatever etcd has appended by now.
     #[must_use]

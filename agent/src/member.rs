@@ -48,13 +48,13 @@ impl LocalMember {
             .with_timeout(REQUEST_TIMEOUT);
         Client::connect([self.endpoint.as_str()], Some(options))
             .await
-            .map_err(|source| self.unavailable(source))
+            .map_err(|error| self.unavailable(&error))
     }
 
-    fn unavailable(&self, source: etcd_client::Error) -> AgentError {
+    fn unavailable(&self, error: &etcd_client::Error) -> AgentError {
         AgentError::EtcdUnavailable {
             endpoint: self.endpoint.clone(),
-            source,
+            reason: describe_etcd_error(error),
         }
     }
 
@@ -73,7 +73,7 @@ impl LocalMember {
 
     async fn try_status(&self) -> Result<MemberStatus, AgentError> {
         let mut client = self.client().await?;
-        let status = client.status().await.map_err(|source| self.unavailable(source))?;
+        let status = client.status().await.map_err(|error| self.unavailable(&error))?;
         let header = status.header();
         let member_id = header.map_or(0, etcd_client::ResponseHeader::member_id);
         Ok(MemberStatus {
@@ -117,7 +117,7 @@ impl LocalMember {
         match client.get("health", None).await {
             Ok(_) => {}
             Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::PermissionDenied => {}
-            Err(error) => return Err(format!("linearizable read failed: {error}")),
+            Err(error) => return Err(format!("linearizable read failed: {}", describe_etcd_error(&error))),
         }
         match client
             .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
@@ -128,7 +128,24 @@ impl LocalMember {
                 Err(format!("alarm raised: {}", names.join(", ")))
             }
             Ok(_) => Ok(()),
-            Err(error) => Err(format!("alarm list failed: {error}")),
+            Err(error) => Err(format!("alarm list failed: {}", describe_etcd_error(&error))),
         }
+    }
+}
+
+/// An etcd-client error in words: gRPC statuses as code and message,
+/// transport errors as their innermost cause ("Connection refused").
+#[must_use]
+pub fn describe_etcd_error(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => format!("{:?}: {}", status.code(), status.message()),
+        etcd_client::Error::TransportError(transport) => {
+            let mut cause: &dyn std::error::Error = transport;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            format!("cannot connect: {cause}")
+        }
+        other => other.to_string(),
     }
 }

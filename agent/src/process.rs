@@ -155,13 +155,20 @@ fn canonical_or_same(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// Sends `signal` to etcd's process group, after checking that the recorded
-/// process is still the one running under that pid.
-pub fn signal_group(record: &ProcessRecord, signal: Signal) -> nix::Result<()> {
+/// Sends `signal` to the process group of an adopted etcd, after checking
+/// that the recorded process is still the one running under that pid.
+pub fn signal_adopted_group(record: &ProcessRecord, signal: Signal) -> nix::Result<()> {
     if liveness(record) != Liveness::Alive {
         return Ok(());
     }
-    let pgid = Pid::from_raw(i32::try_from(record.pid).map_err(|_| nix::Error::EINVAL)?);
+    signal_child_group(record.pid, signal)
+}
+
+/// Sends `signal` to the process group led by our own, not yet reaped
+/// child. Its pid cannot have been reused (we have not waited on it), so no
+/// identity check applies: the child may even have exec'd another program.
+pub fn signal_child_group(pid: u32, signal: Signal) -> nix::Result<()> {
+    let pgid = Pid::from_raw(i32::try_from(pid).map_err(|_| nix::Error::EINVAL)?);
     match killpg(pgid, signal) {
         Err(nix::Error::ESRCH) => Ok(()),
         other => other,
@@ -188,7 +195,7 @@ mod tests {
         reused.start_ticks += 1;
         assert_eq!(liveness(&reused), Liveness::Reused);
 
-        signal_group(&record, Signal::SIGKILL).unwrap();
+        signal_adopted_group(&record, Signal::SIGKILL).unwrap();
         child.wait().await.unwrap();
         assert_eq!(liveness(&record), Liveness::Gone);
     }

@@ -24,6 +24,15 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptor set.
     #[error("cannot build the reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The listen address.
+        address: std::net::SocketAddr,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listener failed.
     #[error("cannot serve gRPC on {address}")]
     Serve {
@@ -42,7 +51,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let agent: Arc<Agent> = Agent::start(config.clone(), token.clone())
         .await
         .map_err(ServeError::Start)?;
-    let service = AgentService::new(agent);
+    let service = AgentService::new(agent, token.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in [
@@ -65,6 +74,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(ServeError::Reflection)?;
 
     let address = config.listen;
+    // Bind before telling systemd we are ready, so "ready" means reachable.
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })?;
     tracing::info!(%address, member = %config.member.name, "steward-agent serving");
     notify_ready();
     let stop = token.clone();
@@ -75,7 +88,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(AgentServer::new(service.clone()))
         .add_service(BinariesServer::new(service.clone()))
         .add_service(SnapshotsServer::new(service))
-        .serve_with_shutdown(address, async move {
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutting down; etcd keeps running");
             for name in [

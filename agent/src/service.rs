@@ -10,6 +10,7 @@ use futures::Stream;
 use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::{Agent, Switched};
@@ -20,7 +21,7 @@ use crate::state::AgentState;
 use crate::store::{Declared, Manifest, Tool};
 
 /// Lines TailLogs sends first when the request does not say.
-const DEFAULT_TAIL_LINES: u32 = 100;
+const DEFAULT_TAIL_LINES: usize = 100;
 /// Longest activation timeout a caller may ask for.
 const MAX_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Chunk size of DownloadSnapshot.
@@ -32,13 +33,16 @@ type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 's
 #[derive(Clone, Debug)]
 pub struct AgentService {
     agent: Arc<Agent>,
+    /// Ends open follow streams, which would otherwise hold the graceful
+    /// shutdown of the server open forever.
+    shutdown: CancellationToken,
 }
 
 impl AgentService {
-    /// Services for `agent`.
+    /// Services for `agent`; streams that follow end at `shutdown`.
     #[must_use]
-    pub const fn new(agent: Arc<Agent>) -> Self {
-        Self { agent }
+    pub const fn new(agent: Arc<Agent>, shutdown: CancellationToken) -> Self {
+        Self { agent, shutdown }
     }
 }
 
@@ -79,7 +83,7 @@ fn parse_timeout(field: &'static str, value: Option<prost_types::Duration>) -> R
     if duration.is_zero() || duration > MAX_ACTIVATE_TIMEOUT {
         return Err(invalid(
             field,
-            format!("must be between 0 and {MAX_ACTIVATE_TIMEOUT:?}"),
+            format!("must be more than 0s and at most {MAX_ACTIVATE_TIMEOUT:?}"),
         ));
     }
     Ok(Some(duration))
@@ -297,11 +301,10 @@ impl pb::agent_server::Agent for AgentService {
         let request = request.into_inner();
         let capacity = self.agent.config().supervision.log_tail_lines;
         let lines = if request.lines == 0 {
-            DEFAULT_TAIL_LINES
+            capacity.min(DEFAULT_TAIL_LINES)
         } else {
-            request.lines
+            usize::try_from(request.lines).unwrap_or(usize::MAX)
         };
-        let lines = usize::try_from(lines).unwrap_or(usize::MAX);
         if lines > capacity {
             return Err(invalid("lines", format!("at most {capacity} lines are kept")).into());
         }
@@ -322,6 +325,7 @@ impl pb::agent_server::Agent for AgentService {
                 }))
             }
         });
+        let follow = futures::StreamExt::take_until(follow, Box::pin(self.shutdown.clone().cancelled_owned()));
         Ok(Response::new(Box::pin(head.chain(follow))))
     }
 }

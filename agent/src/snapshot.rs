@@ -115,6 +115,17 @@ impl SnapshotDir {
     /// Opens (creating, 0700) the snapshot dir.
     pub fn open(dir: PathBuf, retain: usize) -> Result<Self, AgentError> {
         fsutil::ensure_dir(&dir, 0o700)?;
+        // A .part file is a snapshot whose stream an earlier agent never
+        // finished; it was never verified and is garbage.
+        for entry in std::fs::read_dir(&dir)
+            .map_err(io_err("read directory", &dir))?
+            .flatten()
+        {
+            if entry.path().extension().is_some_and(|e| e == "part") {
+                tracing::info!(path = %entry.path().display(), "removing an unfinished snapshot");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Ok(Self { dir, retain })
     }
 
@@ -128,9 +139,9 @@ impl SnapshotDir {
         status_tool: Option<(PathBuf, &'static str)>,
     ) -> Result<SnapshotMeta, AgentError> {
         let mut client = member.client().await?;
-        let status = client.status().await.map_err(|source| AgentError::EtcdUnavailable {
+        let status = client.status().await.map_err(|error| AgentError::EtcdUnavailable {
             endpoint: member.endpoint().to_owned(),
-            source,
+            reason: crate::member::describe_etcd_error(&error),
         })?;
         let header = status.header().cloned();
         let cluster_version = member.cluster_version().await.unwrap_or_default();

@@ -151,8 +151,16 @@ pub struct PersistedState {
     pub state_reason: String,
     /// The active version.
     pub active_version: Option<String>,
+    /// The version `active_version` was switched to from: the context its
+    /// flags are rendered in (downgrade rules), kept so that every restart
+    /// renders the same command line.
+    #[serde(default)]
+    pub active_from: Option<String>,
     /// The version before the last switch.
     pub previous_version: Option<String>,
+    /// `active_from` of the previous version, restored by Rollback.
+    #[serde(default)]
+    pub previous_from: Option<String>,
     /// The switch in progress, if any.
     #[serde(default)]
     pub switch: Option<Switch>,
@@ -170,7 +178,9 @@ impl Default for PersistedState {
             state: AgentState::Empty,
             state_reason: String::new(),
             active_version: None,
+            active_from: None,
             previous_version: None,
+            previous_from: None,
             switch: None,
             process: None,
             restart_count: 0,

@@ -132,8 +132,13 @@ impl BinaryStore {
             if name.starts_with('.') {
                 continue;
             }
-            if let Some(manifest) = self.manifest(&name)? {
-                out.push(manifest);
+            // One unreadable manifest must not hide every other version.
+            match self.manifest(&name) {
+                Ok(Some(manifest)) => out.push(manifest),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(version = %name, error = %crate::error::error_chain(&error), "ignoring a staged version")
+                }
             }
         }
         out.sort_by(|a, b| a.version.cmp(&b.version));
@@ -564,7 +569,7 @@ mod tests {
             (format!("{}\0x", inside.display()), "NUL"),
             (import.display().to_string(), "not a regular file"),
         ] {
-            let err = store.check_import_path(&path).unwrap_err().to_string();
+            let err = crate::error::error_chain(&store.check_import_path(&path).unwrap_err());
             assert!(err.contains(reason), "{path:?}: {err}");
         }
     }
@@ -582,8 +587,8 @@ mod tests {
             sha256: None,
             size: None,
         };
-        let err = store.stage(incoming, &declared).await.unwrap_err();
-        assert!(err.to_string().contains("not an etcd binary"), "{err}");
+        let err = crate::error::error_chain(&store.stage(incoming, &declared).await.unwrap_err());
+        assert!(err.contains("not an etcd binary"), "{err}");
         let left: Vec<_> = std::fs::read_dir(&store.root).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
     }

@@ -163,6 +163,17 @@ struct Running {
     started: Instant,
 }
 
+impl Running {
+    /// Signals etcd's process group: our own child directly, an adopted
+    /// process only after checking it is still the recorded one.
+    fn signal(&self, signal: Signal) -> nix::Result<()> {
+        match self.handle {
+            Handle::Child(_) => process::signal_child_group(self.record.pid, signal),
+            Handle::Adopted => process::signal_adopted_group(&self.record, signal),
+        }
+    }
+}
+
 struct Task {
     settings: Supervision,
     state: Arc<StateStore>,
@@ -344,14 +355,14 @@ impl Task {
         let Some(mut running) = self.current.take() else { return };
         let pid = running.record.pid;
         tracing::info!(pid, "stopping etcd");
-        if let Err(error) = process::signal_group(&running.record, Signal::SIGTERM) {
+        if let Err(error) = running.signal(Signal::SIGTERM) {
             tracing::warn!(pid, %error, "SIGTERM failed");
         }
         let exit = match tokio::time::timeout(self.settings.stop_grace, wait_exit(Some(&mut running))).await {
             Ok(exit) => exit,
             Err(_) => {
                 tracing::warn!(pid, grace = ?self.settings.stop_grace, "etcd ignored SIGTERM; sending SIGKILL");
-                if let Err(error) = process::signal_group(&running.record, Signal::SIGKILL) {
+                if let Err(error) = running.signal(Signal::SIGKILL) {
                     tracing::warn!(pid, %error, "SIGKILL failed");
                 }
                 wait_exit(Some(&mut running)).await

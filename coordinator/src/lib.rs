@@ -1,1 +1,34 @@
-pub fn x() {}
+//! The steward coordinator as a library: the command line (`cli`), the
+//! connection to agents (`agent_client`), the commands, and the views and
+//! tables they print. The `steward` binary only parses, sets up logging,
+//! calls [`run`] and turns the error into an exit code, so everything here
+//! can be tested in-process.
+
+pub mod agent_client;
+pub mod cli;
+pub mod commands;
+pub mod download;
+pub mod error;
+pub mod exit;
+pub mod format;
+pub mod output;
+pub mod table;
+pub mod upload;
+pub mod view;
+
+use std::io::Write;
+
+pub use cli::Cli;
+pub use error::CliError;
+
+/// Runs one parsed command line, writing results to `out` (stdout in the
+/// binary). Logs go through `tracing`, never to `out`.
+///
+/// # Errors
+/// Whatever the command fails with; [`CliError::exit_code`] says how the
+/// process should exit.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    match cli.command {
+        cli::Command::Agent(agent) => Box::pin(commands::agent::run(agent.command, out)).await,
+    }
+}

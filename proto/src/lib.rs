@@ -1,6 +1,7 @@
 //! The gRPC contract between the steward coordinator and its agents
 //! (`steward.agent.v1`), and the few plain types both sides share.
 
+pub mod details;
 pub mod version;
 
 pub use version::{EtcdVersion, VersionError};

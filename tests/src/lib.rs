@@ -1,1 +1,13 @@
-pub fn x() {}
+//! The steward test harness: real etcd release binaries, real
+//! `steward-agent` processes on loopback, real gRPC. The end-to-end
+//! scenarios live in `tests/`.
+
+pub mod binaries;
+pub mod cluster;
+pub mod fake;
+pub mod ports;
+pub mod writer;
+
+pub use binaries::{Release, exact, newest, oldest};
+pub use cluster::{Cluster, ClusterBuilder};
+pub use writer::{Writer, WriterReport, lost_writes};

@@ -1,1 +1,38 @@
-fn main() {}
+//! `steward`: parse the command line, set up logging on stderr, run the
+//! command from the library, and turn its error into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use steward_coordinator::{Cli, error, exit};
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with code 2 (exit::USAGE).
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    // One command at a time: a single-threaded runtime is plenty.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("steward: cannot start the async runtime: {error}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(Box::pin(steward_coordinator::run(cli, &mut stdout))) {
+        Ok(()) => ExitCode::from(exit::SUCCESS),
+        // `steward ... | head` closing the pipe is not a failure.
+        Err(error) if error.is_broken_pipe() => ExitCode::from(exit::SUCCESS),
+        Err(error) => {
+            tracing::debug!(?error, "command failed");
+            eprintln!("{}", error::report(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The `steward` command line: every subcommand, flag and help text, and
+//! the value parsers that check each input before any call is made (so a
+//! malformed flag is a usage error, exit code 2, naming the flag).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use steward_proto::EtcdVersion;
+use steward_proto::v1 as pb;
+
+use crate::agent_client::AgentAddress;
+use crate::output::OutputFormat;
+
+const LONG_ABOUT: &str = "\
+steward upgrades, downgrades and backs up etcd clusters through the
+steward-agent that runs next to every etcd member.
+
+`steward agent ...` talks to one agent directly: its status, the etcd
+binaries it has staged, the flags a version would run with, version
+switches, lifecycle, snapshots and etcd's logs.
+
+Results go to stdout (-w table|json); logs go to stderr (RUST_LOG, default
+warn).";
+
+/// The `steward` command line.
+#[derive(Debug, Parser)]
+#[command(name = "steward", version, about = "Upgrade, downgrade and back up etcd clusters", long_about = LONG_ABOUT, after_long_help = crate::exit::HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Talk to one steward-agent directly (status, binaries, version switches, snapshots, logs).
+    #[command(after_long_help = crate::exit::HELP)]
+    Agent(AgentArgs),
+}
+
+/// `steward agent`: low-level calls to one agent.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The call to make.
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+/// Which agent to talk to. Every agent subcommand takes it.
+#[derive(Debug, Clone, Args)]
+pub struct AgentTarget {
+    /// The agent's gRPC address: host:port or http://host:port.
+    #[arg(long, env = "STEWARD_AGENT", value_name = "ADDR", value_parser = parse_address)]
+    pub agent: AgentAddress,
+}
+
+/// How to print the result.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Output format: a table for people, or stable JSON for scripts.
+    #[arg(short = 'w', long = "write-out", value_enum, default_value_t = OutputFormat::Table, value_name = "FORMAT")]
+    pub format: OutputFormat,
+}
+
+/// The agent subcommands, one per agent RPC.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Show the agent's state, the etcd process, versions, the member's raft status, data dir and disk.
+    Status {
+        #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List the staged etcd versions with their files and checksums.
+    Binaries {
+        #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Stage a binary that is already on the agent's host (inside one of its import directories).
+    Import {
+        #[command(flatten)]
+        target: AgentTarget,
+        /// Absolute path of the binary on the agent's host (not this machine).
+        #[arg(long, value_name = "PATH", value_parser = parse_remote_path)]
+        path: PathBuf,
+        /// The version the binary must report, e.g. 3.5.16.
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        version: EtcdVersion,
+        /// Which program of the release the file is.
+        #[arg(long, value_enum, default_value_t = ToolArg::Etcd)]
+        tool: ToolArg,
+        /// Expected sha256 of the file (64 hex digits); the agent refuses a mismatch.
+        #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+        sha256: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Send a local binary to the agent and stage it (sha256 computed here, checked there).
+    Upload {
+        #[command(flatten)]
+        target: AgentTarget,
+        /// The local file to send; it must be a regular file.
+        #[arg(long, value_name = "FILE", value_parser = parse_local_file)]
+        file: PathBuf,
+        /// The version the binary must report, e.g. 3.5.16.
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        version: EtcdVersion,
+        /// Which program of the release the file is.
+        #[arg(long, value_enum, default_value_t = ToolArg::Etcd)]
+        tool: ToolArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show the etcd flags a target version would run with and what changes (changes nothing).
+    Flags {
+        #[command(flatten)]
+        target: AgentTarget,
+        /// The target etcd version, e.g. 3.5.16.
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: EtcdVersion,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Switch the member to a staged version; the agent reverts on failure.
+    Activate {
+        #[command(flatten)]
+        target: AgentTarget,
+        /// The staged version to switch to, e.g. 3.5.16.
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: EtcdVersion,
+        /// How long the agent waits for the member to be healthy before reverting, e.g. 60s
+        /// [default: the agent's activate_timeout].
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Switch the member back to the version active before the last activate.
+    Rollback {
+        #[command(flatten)]
+        target: AgentTarget,
+        /// How long the agent waits for the member to be healthy before reverting, e.g. 60s
+        /// [default: the agent's activate_timeout].
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Start etcd with the active version (after stop, or to leave the failed state).
+    Start {
+        #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Stop etcd gracefully (SIGTERM, grace period, SIGKILL); the agent keeps running.
+    Stop {
+        #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Stop then start etcd with the active version.
+    Restart {
+        #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Take a verified snapshot of the local member and keep it on the agent's host.
+    Snapshot {
+        #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List the snapshots the agent keeps, newest first.
+    Snapshots {
+        #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Download a stored snapshot to a local file and verify its sha256 trailer.
+    Download {
+        #[command(flatten)]
+        target: AgentTarget,
+        /// The snapshot id (see `steward agent snapshots`).
+        #[arg(long, value_name = "ID", value_parser = parse_snapshot_id)]
+        id: String,
+        /// The local file to write; it must not exist (steward never overwrites a snapshot).
+        #[arg(long, value_name = "FILE", value_parser = parse_new_file)]
+        out: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Print etcd's last output lines as the agent keeps them, and with --follow new ones.
+    Logs {
+        #[command(flatten)]
+        target: AgentTarget,
+        /// How many of the last lines to print first (at most the agent's log_tail_lines).
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        lines: u32,
+        /// Keep printing new lines as etcd writes them, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+/// Which program of an etcd release a binary is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ToolArg {
+    /// The server.
+    Etcd,
+    /// The client.
+    Etcdctl,
+    /// The offline utility (etcd >= 3.5).
+    Etcdutl,
+}
+
+impl ToolArg {
+    /// The contract's value for this tool.
+    #[must_use]
+    pub const fn to_pb(self) -> pb::Tool {
+        match self {
+            Self::Etcd => pb::Tool::Etcd,
+            Self::Etcdctl => pb::Tool::Etcdctl,
+            Self::Etcdutl => pb::Tool::Etcdutl,
+        }
+    }
+}
+
+/// `--agent`: `host:port` or `http://host:port`.
+///
+/// # Errors
+/// A message for clap when the address is not usable.
+pub fn parse_address(text: &str) -> Result<AgentAddress, String> {
+    text.parse()
+        .map_err(|e: crate::agent_client::AddressError| e.to_string())
+}
+
+/// `--to` and `--version`: an etcd version such as `3.5.16` (or `v3.5.16`).
+///
+/// # Errors
+/// A message for clap when the text is not `MAJOR.MINOR.PATCH`.
+pub fn parse_version(text: &str) -> Result<EtcdVersion, String> {
+    text.parse().map_err(|e: steward_proto::VersionError| e.to_string())
+}
+
+/// `--sha256`: exactly 64 hex digits, returned in lowercase.
+///
+/// # Errors
+/// A message for clap when the text is not 64 hex digits.
+pub fn parse_sha256(text: &str) -> Result<String, String> {
+    if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!("{text:?} is not a sha256 (64 hex digits)"))
+    }
+}
+
+/// `--timeout`: a humantime duration (`60s`, `2m`, `1m30s`) above zero.
+///
+/// # Errors
+/// A message for clap when the duration is malformed or zero.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 60s: {e}"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+/// `--file` of upload: an existing regular file on this machine.
+///
+/// # Errors
+/// A message for clap when the file is missing or not a regular file.
+pub fn parse_local_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    // metadata() follows symlinks: a link to a regular file is fine.
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => Ok(path),
+        Ok(_) => Err(format!("{text} is not a regular file")),
+        Err(e) => Err(format!("cannot use {text}: {e}")),
+    }
+}
+
+/// `--path` of import: absolute, because it names a file on the agent's
+/// host and there is no working directory it could be relative to.
+///
+/// # Errors
+/// A message for clap when the path is relative.
+pub fn parse_remote_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!("{text} is not absolute (it names a file on the agent's host)"))
+    }
+}
+
+/// `--id` of download: not empty.
+///
+/// # Errors
+/// A message for clap when the id is empty.
+pub fn parse_snapshot_id(text: &str) -> Result<String, String> {
+    let id = text.trim();
+    if id.is_empty() {
+        Err("the snapshot id is empty".to_owned())
+    } else {
+        Ok(id.to_owned())
+    }
+}
+
+/// `--out` of download: a file that does not exist yet, in a directory that
+/// does. The download checks again when it puts the file in place, so a file
+/// created in between is not overwritten either.
+///
+/// # Errors
+/// A message for clap when the file exists or its directory does not.
+pub fn parse_new_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.file_name().is_none() {
+        return Err(format!("{text} does not name a file"));
+    }
+    // symlink_metadata: a dangling symlink is an existing name too.
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(format!(
+            "{text} already exists; steward never overwrites a snapshot file"
+        ));
+    }
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("directory {} does not exist", parent.display()));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn versions_parse_with_or_without_v() {
+        assert_eq!(parse_version("v3.5.16").unwrap(), EtcdVersion::new(3, 5, 16));
+        assert!(parse_version("3.5").unwrap_err().contains("MAJOR.MINOR.PATCH"));
+    }
+
+    #[test]
+    fn sha256_must_be_64_hex_digits() {
+        let upper = "AB".repeat(32);
+        assert_eq!(parse_sha256(&upper).unwrap(), "ab".repeat(32));
+        assert!(parse_sha256("abc").is_err());
+        assert!(parse_sha256(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn timeouts_are_humantime_and_positive() {
+        assert_eq!(parse_timeout("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("60").is_err());
+    }
+
+    #[test]
+    fn local_files_must_be_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("etcd");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(parse_local_file(file.to_str().unwrap()).is_ok());
+        assert!(
+            parse_local_file(dir.path().to_str().unwrap())
+                .unwrap_err()
+                .contains("regular")
+        );
+        assert!(parse_local_file(dir.path().join("missing").to_str().unwrap()).is_err());
+    }
+
+    #[test]
+    fn download_targets_must_be_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("snap.db");
+        std::fs::write(&existing, b"x").unwrap();
+        assert!(
+            parse_new_file(existing.to_str().unwrap())
+                .unwrap_err()
+                .contains("already exists")
+        );
+        assert!(parse_new_file(dir.path().join("new.db").to_str().unwrap()).is_ok());
+        assert!(parse_new_file(dir.path().join("no/such/dir.db").to_str().unwrap()).is_err());
+    }
+
+    #[test]
+    fn import_paths_must_be_absolute() {
+        assert!(parse_remote_path("/opt/etcd/etcd").is_ok());
+        assert!(parse_remote_path("etcd").is_err());
+    }
+
+    #[test]
+    fn logs_lines_must_be_positive() {
+        let err =
+            Cli::try_parse_from(["steward", "agent", "logs", "--agent", "127.0.0.1:1", "--lines", "0"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--lines"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! The process exit codes of `steward`, in one place so the CLI help, the
+//! error type and the later rolling commands agree on them.
+
+/// The command did what it was asked.
+pub const SUCCESS: u8 = 0;
+/// The command failed: the agent was unreachable, refused or failed the
+/// call (a reverted activation among them), or a local file could not be
+/// read or written.
+pub const FAILURE: u8 = 1;
+/// The command line is malformed (clap reports these itself, before any
+/// call is made).
+pub const USAGE: u8 = 2;
+/// A named check refused the operation (preflight gates of the rolling
+/// commands); nothing was changed.
+pub const REFUSED: u8 = 3;
+
+/// The exit codes as `--help` lists them.
+pub const HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure: the agent is unreachable, refused or failed the call (a version
+     switch that was reverted included), or a local file could not be used
+  2  usage error: a flag is missing or malformed (checked before any call)
+  3  refused by a check (preflight gates of the rolling commands)";

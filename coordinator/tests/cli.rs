@@ -1,0 +1,121 @@
+//! The `steward` binary as an operator runs it: help text, usage errors and
+//! an unreachable agent, checked by exit code and message. No etcd and no
+//! agent are needed.
+
+use std::process::{Command, Output};
+
+fn steward(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(args)
+        // The tests decide the address themselves.
+        .env_remove("STEWARD_AGENT")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the steward binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_the_agent_subcommands_and_exit_codes() {
+    let output = steward(&["agent", "--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = text(&output.stdout);
+    for command in [
+        "status",
+        "binaries",
+        "import",
+        "upload",
+        "flags",
+        "activate",
+        "rollback",
+        "start",
+        "stop",
+        "restart",
+        "snapshot",
+        "snapshots",
+        "download",
+        "logs",
+    ] {
+        assert!(
+            help.lines().any(|line| line.trim_start().starts_with(command)),
+            "{command} missing from:\n{help}"
+        );
+    }
+    assert!(help.contains("Exit codes"), "{help}");
+
+    let top = text(&steward(&["--help"]).stdout);
+    assert!(top.contains("agent"), "{top}");
+    assert!(top.contains("3  refused by a check"), "{top}");
+}
+
+#[test]
+fn a_malformed_version_is_a_usage_error_naming_the_flag() {
+    let output = steward(&["agent", "activate", "--agent", "127.0.0.1:1", "--to", "3.5"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("--to"), "{stderr}");
+    assert!(stderr.contains("MAJOR.MINOR.PATCH"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn other_malformed_inputs_are_usage_errors() {
+    let cases: [&[&str]; 5] = [
+        &["agent", "status", "--agent", "https://127.0.0.1:1"],
+        &[
+            "agent",
+            "import",
+            "--agent",
+            "127.0.0.1:1",
+            "--path",
+            "/x",
+            "--version",
+            "3.5.16",
+            "--sha256",
+            "abc",
+        ],
+        &[
+            "agent",
+            "upload",
+            "--agent",
+            "127.0.0.1:1",
+            "--file",
+            "/no/such/file",
+            "--version",
+            "3.5.16",
+        ],
+        &["agent", "rollback", "--agent", "127.0.0.1:1", "--timeout", "soon"],
+        &["agent", "logs", "--agent", "127.0.0.1:1", "--lines", "0"],
+    ];
+    for args in cases {
+        let output = steward(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+    }
+}
+
+#[test]
+fn an_unreachable_agent_fails_naming_the_address() {
+    let output = steward(&["agent", "status", "--agent", "127.0.0.1:1"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("steward: cannot reach agent 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn the_agent_address_can_come_from_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["agent", "snapshots"])
+        .env("STEWARD_AGENT", "http://127.0.0.1:1")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the steward binary");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(text(&output.stderr).contains("127.0.0.1:1"));
+}

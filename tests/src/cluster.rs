@@ -1,0 +1,591 @@
+//! Real etcd clusters on loopback, every member owned by its own
+//! `steward-agent` process.
+//!
+//! Builder -> [`Cluster`]: one temp dir per cluster holding each member's
+//! agent config, state dir, data dir and logs; ports from the lease
+//! allocator; readiness by polling the agents' real GetStatus with one
+//! generous deadline and an error that says where the logs are. Dropping a
+//! cluster kills every process whose command line names its dir (agents and
+//! etcd alike), so no test leaves processes behind; a cluster dropped during
+//! a panic keeps its dir for debugging and prints where it is.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use steward_proto::v1 as pb;
+use steward_proto::v1::agent_client::AgentClient;
+use steward_proto::v1::binaries_client::BinariesClient;
+use steward_proto::v1::snapshots_client::SnapshotsClient;
+use tonic::transport::Channel;
+
+use crate::binaries::{Release, binaries_dir};
+use crate::ports::{PortLease, lease};
+
+/// Cluster dirs are `<tmp>/steward-cluster-XXXXXX`.
+const CLUSTER_PREFIX: &str = "steward-cluster-";
+/// Names the test process that owns a cluster ("pid start-ticks").
+const OWNER_FILE: &str = "owner";
+
+/// How long a cluster may take to become healthy.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often readiness is polled.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Builds a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    members: usize,
+    release: Release,
+    supervision: Vec<(String, String)>,
+    extra_flags: Vec<String>,
+    retain: usize,
+}
+
+impl ClusterBuilder {
+    /// `members` members running `release`.
+    #[must_use]
+    pub fn new(members: usize, release: Release) -> Self {
+        Self {
+            members,
+            release,
+            supervision: vec![
+                ("stop_grace".into(), "\"10s\"".into()),
+                ("activate_timeout".into(), "\"60s\"".into()),
+            ],
+            extra_flags: Vec::new(),
+            retain: 5,
+        }
+    }
+
+    /// Sets a `[supervision]` key of every agent (value as TOML).
+    #[must_use]
+    pub fn supervision(mut self, key: &str, toml_value: &str) -> Self {
+        self.supervision.retain(|(k, _)| k != key);
+        self.supervision.push((key.to_owned(), toml_value.to_owned()));
+        self
+    }
+
+    /// Adds an etcd flag to every member's `extra_flags`.
+    #[must_use]
+    pub fn extra_flag(mut self, flag: &str) -> Self {
+        self.extra_flags.push(flag.to_owned());
+        self
+    }
+
+    /// Sets the agents' snapshot retention count.
+    #[must_use]
+    pub const fn retain_snapshots(mut self, retain: usize) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// Starts the agents (which start etcd) and waits until the cluster has
+    /// a leader that every member agrees on.
+    pub async fn start(self) -> Cluster {
+        sweep_orphaned_clusters();
+        let dir = tempfile::Builder::new()
+            .prefix(CLUSTER_PREFIX)
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a cluster dir: {e}"));
+        std::fs::write(dir.path().join(OWNER_FILE), own_identity())
+            .unwrap_or_else(|e| panic!("cannot write the owner file: {e}"));
+        let import_dir = dir.path().join("import");
+        std::fs::create_dir(&import_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", import_dir.display()));
+        let token = dir
+            .path()
+            .file_name()
+            .map_or_else(|| "steward-test".to_owned(), |n| n.to_string_lossy().into_owned());
+
+        let mut leases = Vec::new();
+        let mut members = Vec::new();
+        for i in 0..self.members {
+            let client = lease();
+            let peer = lease();
+            let agent = lease();
+            let name = format!("m{i}");
+            let member_dir = dir.path().join(&name);
+            members.push(Member {
+                client_url: format!("http://127.0.0.1:{}", client.port()),
+                peer_url: format!("http://127.0.0.1:{}", peer.port()),
+                agent_addr: format!("127.0.0.1:{}", agent.port()),
+                config_path: member_dir.join("agent.toml"),
+                state_dir: member_dir.join("state"),
+                data_dir: member_dir.join("data"),
+                log_path: member_dir.join("agent.log"),
+                dir: member_dir,
+                name,
+                process: None,
+            });
+            leases.extend([client, peer, agent]);
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        for member in &members {
+            std::fs::create_dir_all(&member.dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", member.dir.display()));
+            let config = self.agent_config(member, &initial_cluster, &token, &import_dir);
+            std::fs::write(&member.config_path, config)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", member.config_path.display()));
+        }
+        let mut cluster = Cluster {
+            dir: Some(dir),
+            members,
+            release: self.release,
+            _leases: leases,
+        };
+        for i in 0..cluster.members.len() {
+            cluster.start_agent(i);
+        }
+        cluster.wait_ready(READY_TIMEOUT).await;
+        cluster
+    }
+
+    fn agent_config(&self, member: &Member, initial_cluster: &str, token: &str, import_dir: &Path) -> String {
+        let mut supervision = String::new();
+        for (key, value) in &self.supervision {
+            let _ = writeln!(supervision, "{key} = {value}");
+        }
+        let extra: Vec<String> = self.extra_flags.iter().map(|f| format!("{f:?}")).collect();
+        format!(
+            r#"# Written by the steward test harness.
+listen = "{agent}"
+state_dir = "{state}"
+import_dirs = ["{binaries}", "{import}"]
+initial_binary = "{initial}"
+
+[supervision]
+{supervision}
+[snapshots]
+retain = {retain}
+
+[member]
+name = "{name}"
+data_dir = "{data}"
+listen_client_urls = ["{client}"]
+advertise_client_urls = ["{client}"]
+listen_peer_urls = ["{peer}"]
+initial_advertise_peer_urls = ["{peer}"]
+initial_cluster = "{initial_cluster}"
+initial_cluster_state = "new"
+initial_cluster_token = "{token}"
+extra_flags = [{extra}]
+"#,
+            agent = member.agent_addr,
+            state = member.state_dir.display(),
+            binaries = binaries_dir().display(),
+            import = import_dir.display(),
+            initial = self.release.etcd().display(),
+            retain = self.retain,
+            name = member.name,
+            data = member.data_dir.display(),
+            client = member.client_url,
+            peer = member.peer_url,
+            extra = extra.join(", "),
+        )
+    }
+}
+
+/// One member and its agent.
+#[derive(Debug)]
+pub struct Member {
+    /// etcd's `--name`.
+    pub name: String,
+    /// The member's dir inside the cluster dir.
+    pub dir: PathBuf,
+    /// The agent's config file.
+    pub config_path: PathBuf,
+    /// The agent's state dir.
+    pub state_dir: PathBuf,
+    /// etcd's data dir.
+    pub data_dir: PathBuf,
+    /// The agent's stderr.
+    pub log_path: PathBuf,
+    /// The agent's gRPC address.
+    pub agent_addr: String,
+    /// etcd's client URL.
+    pub client_url: String,
+    /// etcd's peer URL.
+    pub peer_url: String,
+    process: Option<Child>,
+}
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: Option<tempfile::TempDir>,
+    /// The members, in order.
+    pub members: Vec<Member>,
+    release: Release,
+    _leases: Vec<PortLease>,
+}
+
+/// The steward-agent binary under test: `STEWARD_AGENT_BIN`, or next to the
+/// test executable's `deps/` dir in cargo's target dir.
+#[must_use]
+pub fn agent_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("STEWARD_AGENT_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("cannot find the test executable: {e}"));
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
+    let agent = target.join("steward-agent");
+    assert!(
+        agent.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins` (the README's test command does)",
+        agent.display()
+    );
+    agent
+}
+
+impl Cluster {
+    /// The cluster's dir (kept when a test panics).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), tempfile::TempDir::path)
+    }
+
+    /// A dir every agent may import binaries from (for fakes and copies).
+    #[must_use]
+    pub fn import_dir(&self) -> PathBuf {
+        self.dir().join("import")
+    }
+
+    /// The release the cluster started with.
+    #[must_use]
+    pub const fn release(&self) -> &Release {
+        &self.release
+    }
+
+    /// Client URLs of the given members.
+    #[must_use]
+    pub fn client_urls(&self, members: &[usize]) -> Vec<String> {
+        members.iter().map(|i| self.members[*i].client_url.clone()).collect()
+    }
+
+    /// Client URLs of all members.
+    #[must_use]
+    pub fn all_client_urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// Starts member `i`'s agent process (again).
+    pub fn start_agent(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&member.log_path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", member.log_path.display()));
+        let stderr = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot clone a file handle: {e}"));
+        let child = Command::new(agent_binary())
+            .arg("--config")
+            .arg(&member.config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start steward-agent: {e}"));
+        member.process = Some(child);
+    }
+
+    /// Kills member `i`'s agent with SIGKILL (etcd keeps running).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A client for member `i`'s Agent service, waiting up to the ready
+    /// timeout for the agent to listen.
+    pub async fn agent(&self, i: usize) -> AgentClient<Channel> {
+        AgentClient::new(self.channel(i).await)
+    }
+
+    /// A client for member `i`'s Binaries service.
+    pub async fn binaries(&self, i: usize) -> BinariesClient<Channel> {
+        BinariesClient::new(self.channel(i).await)
+    }
+
+    /// A client for member `i`'s Snapshots service.
+    pub async fn snapshots(&self, i: usize) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.channel(i).await)
+    }
+
+    /// A gRPC channel to member `i`'s agent.
+    pub async fn channel(&self, i: usize) -> Channel {
+        let url = format!("http://{}", self.members[i].agent_addr);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match Channel::from_shared(url.clone())
+                .unwrap_or_else(|e| panic!("bad agent url {url}: {e}"))
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await
+            {
+                Ok(channel) => return channel,
+                // Refused while the agent starts up: try again.
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+                Err(error) => panic!("agent {} did not listen: {error}; {}", url, self.logs_hint()),
+            }
+        }
+    }
+
+    /// GetStatus of member `i`.
+    pub async fn status(&self, i: usize) -> pb::GetStatusResponse {
+        self.agent(i)
+            .await
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap_or_else(|s| {
+                panic!(
+                    "GetStatus on {} failed: {s}; {}",
+                    self.members[i].name,
+                    self.logs_hint()
+                )
+            })
+            .into_inner()
+    }
+
+    /// An etcd client connected to the given members.
+    pub async fn etcd(&self, members: &[usize]) -> etcd_client::Client {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5));
+        etcd_client::Client::connect(self.client_urls(members), Some(options))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to etcd: {e}; {}", self.logs_hint()))
+    }
+
+    /// Waits until every member answers Status, all agree on one leader,
+    /// and a write through every member succeeds (quorum).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.readiness().await {
+                Ok(()) => return,
+                Err(problem) => problem,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "cluster not ready within {timeout:?}: {last}; {}",
+                self.logs_hint()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
+        let mut leaders = Vec::new();
+        for (i, member) in self.members.iter().enumerate() {
+            let Ok(channel) = Channel::from_shared(format!("http://{}", member.agent_addr))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(1))
+                .connect()
+                .await
+            else {
+                return Err(format!("agent of {} not listening", member.name));
+            };
+            let status = AgentClient::new(channel)
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .map_err(|s| format!("GetStatus on {}: {s}", member.name))?
+                .into_inner();
+            let m = status.member.unwrap_or_default();
+            if !m.reachable {
+                return Err(format!("{} (agent {i}) not reachable: {}", member.name, m.error));
+            }
+            if m.leader_id == 0 {
+                return Err(format!("{} has no leader", member.name));
+            }
+            leaders.push(m.leader_id);
+        }
+        leaders.dedup();
+        if leaders.len() != 1 {
+            return Err(format!("members disagree on the leader: {leaders:x?}"));
+        }
+        for i in 0..self.members.len() {
+            let options = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(Duration::from_secs(2));
+            let mut client = etcd_client::Client::connect([self.members[i].client_url.as_str()], Some(options))
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .put("steward-test/ready", self.members[i].name.as_str(), None)
+                .await
+                .map_err(|e| format!("write through {}: {e}", self.members[i].name))?;
+        }
+        Ok(())
+    }
+
+    /// Index of the member that is the leader now.
+    pub async fn leader_index(&self) -> usize {
+        let status = self.status(0).await.member.unwrap_or_default();
+        for i in 0..self.members.len() {
+            if self.status(i).await.member.unwrap_or_default().member_id == status.leader_id {
+                return i;
+            }
+        }
+        panic!("no member is the leader {:x}; {}", status.leader_id, self.logs_hint());
+    }
+
+    /// "logs in DIR" for failure messages.
+    #[must_use]
+    pub fn logs_hint(&self) -> String {
+        format!(
+            "agent logs in {}/m*/agent.log, etcd logs in {}/m*/state/logs/etcd.log",
+            self.dir().display(),
+            self.dir().display()
+        )
+    }
+
+    /// Stops everything and removes the dir.
+    pub fn cleanup(mut self) {
+        self.kill_everything();
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+
+    fn kill_everything(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_agent(i);
+        }
+        let dir = self.dir().to_path_buf();
+        kill_processes_mentioning(&dir);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_everything();
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!("steward test cluster kept for debugging: {}", kept.display());
+        }
+    }
+}
+
+/// "pid start-ticks" of this process: a pid alone could be reused.
+fn own_identity() -> String {
+    format!(
+        "{} {}",
+        std::process::id(),
+        start_ticks(std::process::id()).unwrap_or(0)
+    )
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills the processes of clusters whose test process died without
+/// cleaning up (a test runner's SIGTERM or SIGKILL skips `Drop`). Their
+/// dirs stay for debugging; only the owner file goes.
+fn sweep_orphaned_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(CLUSTER_PREFIX) {
+            continue;
+        }
+        let owner_file = entry.path().join(OWNER_FILE);
+        let Ok(owner) = std::fs::read_to_string(&owner_file) else {
+            continue;
+        };
+        let mut parts = owner.split_whitespace().map(|p| p.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(ticks))) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let alive = u32::try_from(pid).ok().and_then(start_ticks) == Some(ticks);
+        if !alive {
+            eprintln!(
+                "cleaning up the processes of an orphaned test cluster in {}",
+                entry.path().display()
+            );
+            kill_processes_mentioning(&entry.path());
+            let _ = std::fs::remove_file(&owner_file);
+        }
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `dir` and waits until
+/// they are gone. Agents and etcd both carry the cluster dir in their
+/// arguments (config path, data dir), so nothing escapes.
+pub fn kill_processes_mentioning(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = processes_mentioning(&needle);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        if Instant::now() > deadline {
+            eprintln!("processes still alive after SIGKILL: {pids:?}");
+            return;
+        }
+        pause_between_kill_rounds();
+    }
+}
+
+// Cleanup runs in Drop, which cannot await; the pause only lets the kernel
+// finish killing before the next check.
+#[allow(clippy::disallowed_methods)]
+fn pause_between_kill_rounds() {
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let own = std::process::id();
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if u32::try_from(pid).is_ok_and(|p| p == own) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Zombies are already dead; their parent reaps them.
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}

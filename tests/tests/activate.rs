@@ -1,0 +1,167 @@
+//! Activate through the agent on a live cluster: a member goes from 3.4 to
+//! 3.5 while a writer keeps writing through the other members; failures of
+//! the new binary are reverted automatically.
+
+use std::time::Duration;
+
+use steward_proto::v1 as pb;
+use steward_tests::{ClusterBuilder, Writer, fake, lost_writes, newest};
+
+async fn import(
+    cluster: &steward_tests::Cluster,
+    member: usize,
+    path: &std::path::Path,
+    tool: pb::Tool,
+    version: &str,
+) {
+    cluster
+        .binaries(member)
+        .await
+        .import_binary(pb::ImportBinaryRequest {
+            path: path.display().to_string(),
+            tool: tool.into(),
+            version: version.to_owned(),
+            sha256: String::new(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("import {} as {version}: {s}", path.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_moves_from_3_4_to_3_5_under_writes_without_losing_any() {
+    let old = newest(3, 4);
+    let new = newest(3, 5);
+    let cluster = ClusterBuilder::new(3, old.clone()).start().await;
+    let target = new.version.to_string();
+    import(&cluster, 0, &new.etcd(), pb::Tool::Etcd, &target).await;
+
+    let writer = Writer::start(cluster.client_urls(&[1, 2]), "activate/").await;
+    // Let the writer get going before the member changes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pid_before = cluster.status(0).await.process.unwrap_or_default().pid;
+    let response = cluster
+        .agent(0)
+        .await
+        .activate(pb::ActivateRequest {
+            version: target.clone(),
+            timeout: None,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("activate failed: {s}; {}", cluster.logs_hint()))
+        .into_inner();
+    assert_eq!(response.active_version, target);
+    assert_eq!(response.previous_version, old.version.to_string());
+    assert_ne!(response.pid, pid_before, "a new etcd process runs");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = writer.stop().await;
+    assert!(
+        report.acked.len() > 50,
+        "the writer kept writing: {} acked",
+        report.acked.len()
+    );
+
+    let status = cluster.status(0).await;
+    assert_eq!(status.member.clone().unwrap_or_default().version, target);
+    assert_eq!(status.versions.clone().unwrap_or_default().active, target);
+    assert_eq!(status.versions.unwrap_or_default().previous, old.version.to_string());
+    assert_eq!(status.agent.unwrap_or_default().state(), pb::AgentState::Running);
+    assert_eq!(status.process.unwrap_or_default().pid, response.pid);
+    // The other members still run the old version, and the cluster is whole.
+    for i in 1..3 {
+        assert_eq!(
+            cluster.status(i).await.member.unwrap_or_default().version,
+            old.version.to_string()
+        );
+    }
+    cluster.wait_ready(Duration::from_secs(30)).await;
+
+    // Every acknowledged write is there, read through the upgraded member.
+    let mut client = cluster.etcd(&[0]).await;
+    let lost = lost_writes(&mut client, "activate/", &report).await;
+    assert!(
+        lost.is_empty(),
+        "lost {} acknowledged writes: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    cluster.cleanup();
+}
+
+fn failure_details(status: &tonic::Status) -> pb::ActivationFailure {
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status}");
+    steward_proto::details::decode_activation_failure(status.details())
+        .unwrap_or_else(|| panic!("no ActivationFailure in the details of {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_activations_revert_to_the_previous_version() {
+    let old = newest(3, 4);
+    let real_new = newest(3, 5);
+    let cluster = ClusterBuilder::new(3, old.clone())
+        .supervision("activate_timeout", "\"20s\"")
+        .start()
+        .await;
+    let previous = old.version.to_string();
+
+    // A binary that exits at once.
+    let exits = fake::exits_at_once(&cluster.import_dir(), "3.5.97");
+    import(&cluster, 1, &exits, pb::Tool::Etcd, "3.5.97").await;
+    let status = cluster
+        .agent(1)
+        .await
+        .activate(pb::ActivateRequest {
+            version: "3.5.97".into(),
+            timeout: None,
+        })
+        .await
+        .expect_err("the activation must fail");
+    let details = failure_details(&status);
+    assert_eq!(details.attempted_version, "3.5.97");
+    assert_eq!(details.reverted_to, previous);
+    assert!(details.reason.contains("etcd exited"), "{}", details.reason);
+    assert!(
+        details.log_tail.iter().any(|l| l.contains("failing on purpose")),
+        "the log tail carries etcd's output: {:?}",
+        details.log_tail
+    );
+    assert!(status.message().contains("failing on purpose"), "{}", status.message());
+    assert_back_on(&cluster, 1, &previous).await;
+
+    // A binary that claims 3.5.98 but runs another release.
+    let liar = fake::reports_wrong_version(&cluster.import_dir(), "3.5.98", &real_new.etcd());
+    import(&cluster, 1, &liar, pb::Tool::Etcd, "3.5.98").await;
+    let status = cluster
+        .agent(1)
+        .await
+        .activate(pb::ActivateRequest {
+            version: "3.5.98".into(),
+            timeout: None,
+        })
+        .await
+        .expect_err("the activation must fail");
+    let details = failure_details(&status);
+    assert_eq!(details.reverted_to, previous);
+    assert!(
+        details
+            .reason
+            .contains(&format!("reports version {}", real_new.version)),
+        "{}",
+        details.reason
+    );
+    assert!(!details.log_tail.is_empty());
+    assert_back_on(&cluster, 1, &previous).await;
+    cluster.cleanup();
+}
+
+async fn assert_back_on(cluster: &steward_tests::Cluster, member: usize, version: &str) {
+    let status = cluster.status(member).await;
+    assert_eq!(status.agent.unwrap_or_default().state(), pb::AgentState::Running);
+    let versions = status.versions.unwrap_or_default();
+    assert_eq!(versions.active, version);
+    let m = status.member.unwrap_or_default();
+    assert!(m.reachable, "{}", m.error);
+    assert_eq!(m.version, version);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+}
