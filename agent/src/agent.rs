@@ -3,6 +3,7 @@
 //! operation the RPCs ask for under the state machine's rules.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -672,6 +673,7 @@ fn lock_state_dir(dir: &std::path::Path) -> Result<Flock<File>, AgentError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(fsutil::io_err("open", &path))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| AgentError::Precondition {

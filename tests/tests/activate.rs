@@ -86,6 +86,55 @@ async fn member_moves_from_3_4_to_3_5_under_writes_without_losing_any() {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
+
+    // While the cluster version is still 3.4, going back is a binary swap:
+    // Rollback restores 3.4 with the flags it ran with before (no 3.5 -> 3.4
+    // downgrade rules, which would refuse a 3.4 below 3.4.32).
+    let writer = Writer::start(cluster.client_urls(&[1, 2]), "rollback/").await;
+    let rolled = cluster
+        .agent(0)
+        .await
+        .rollback(pb::RollbackRequest { timeout: None })
+        .await
+        .unwrap_or_else(|s| panic!("rollback failed: {s}; {}", cluster.logs_hint()))
+        .into_inner();
+    let report = writer.stop().await;
+    assert_eq!(rolled.active_version, old.version.to_string());
+    assert_eq!(rolled.previous_version, target);
+    assert!(rolled.changes.is_empty(), "{:?}", rolled.changes);
+    assert!(
+        !rolled
+            .args
+            .iter()
+            .any(|a| a.contains("next-cluster-version-compatible"))
+    );
+    let status = cluster.status(0).await;
+    assert_eq!(status.member.unwrap_or_default().version, old.version.to_string());
+    let versions = status.versions.unwrap_or_default();
+    assert_eq!(versions.active, old.version.to_string());
+    assert_eq!(versions.previous, target);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let lost = lost_writes(&mut client, "rollback/", &report).await;
+    assert!(
+        lost.is_empty(),
+        "lost {} acknowledged writes during the rollback",
+        lost.len()
+    );
+
+    // Activating the version that already runs changes nothing.
+    let pid = cluster.status(0).await.process.unwrap_or_default().pid;
+    let again = cluster
+        .agent(0)
+        .await
+        .activate(pb::ActivateRequest {
+            version: old.version.to_string(),
+            timeout: None,
+        })
+        .await
+        .expect("activate the active version")
+        .into_inner();
+    assert_eq!(again.pid, pid);
+    assert_eq!(again.previous_version, target, "the rollback target is kept");
     cluster.cleanup();
 }
 

@@ -104,8 +104,9 @@ async fn three_member_cluster_reports_real_status_everywhere() {
         assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
     }
 
-    // Reflection (v1) lists the three services.
+    // Reflection, v1 and v1alpha, lists the three services.
     let services = reflection_services(&cluster).await;
+    let services_alpha = reflection_services_v1alpha(&cluster).await;
     for service in [
         "steward.agent.v1.Agent",
         "steward.agent.v1.Binaries",
@@ -115,6 +116,18 @@ async fn three_member_cluster_reports_real_status_everywhere() {
             services.iter().any(|s| s == service),
             "{service} missing from {services:?}"
         );
+        assert!(
+            services_alpha.iter().any(|s| s == service),
+            "{service} missing from {services_alpha:?}"
+        );
+    }
+
+    // The state dir and everything in it is the agent's alone.
+    for i in 0..3 {
+        let state_dir = &cluster.members[i].state_dir;
+        assert_eq!(mode(state_dir), 0o700, "{}", state_dir.display());
+        assert_eq!(mode(&state_dir.join("state.json")), 0o600);
+        assert_eq!(mode(&state_dir.join("agent.lock")), 0o600);
     }
     cluster.cleanup();
 }
@@ -134,6 +147,42 @@ async fn reflection_services(cluster: &steward_tests::Cluster) -> Vec<String> {
         .server_reflection_info(tokio_stream::once(request))
         .await
         .expect("reflection answers")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a reflection response")
+        .expect("not empty");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+async fn reflection_services_v1alpha(cluster: &steward_tests::Cluster) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let mut client = ServerReflectionClient::new(cluster.channel(0).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection v1alpha answers")
         .into_inner();
     let response = responses
         .message()
