@@ -101,17 +101,19 @@ fn missing(what: &str) -> ! {
     )
 }
 
-/// The newest release of `major.minor` that is safe to run (3.5.0-3.5.2
-/// are skipped: they have a known data-inconsistency bug).
+/// The releases of `major.minor` that are safe to run, ascending (3.5.0 to
+/// 3.5.2 are left out: they have a known data-inconsistency bug).
+fn safe_releases(major: u64, minor: u64) -> impl DoubleEndedIterator<Item = &'static Release> {
+    releases().iter().filter(move |r| {
+        r.version.minor_version() == (major, minor) && !(r.version.minor_version() == (3, 5) && r.version.patch() < 3)
+    })
+}
+
+/// The newest safe release of `major.minor`.
 #[must_use]
 pub fn newest(major: u64, minor: u64) -> Release {
-    releases()
-        .iter()
-        .rev()
-        .find(|r| {
-            r.version.minor_version() == (major, minor)
-                && !(r.version.minor_version() == (3, 5) && r.version.patch() < 3)
-        })
+    safe_releases(major, minor)
+        .next_back()
         .cloned()
         .unwrap_or_else(|| missing(&format!("{major}.{minor}.x")))
 }
@@ -119,12 +121,8 @@ pub fn newest(major: u64, minor: u64) -> Release {
 /// The oldest safe release of `major.minor` (for patch upgrades).
 #[must_use]
 pub fn oldest(major: u64, minor: u64) -> Release {
-    releases()
-        .iter()
-        .find(|r| {
-            r.version.minor_version() == (major, minor)
-                && !(r.version.minor_version() == (3, 5) && r.version.patch() < 3)
-        })
+    safe_releases(major, minor)
+        .next()
         .cloned()
         .unwrap_or_else(|| missing(&format!("{major}.{minor}.x")))
 }

@@ -132,31 +132,45 @@ async fn three_member_cluster_reports_real_status_everywhere() {
     cluster.cleanup();
 }
 
-async fn reflection_services(cluster: &steward_tests::Cluster) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+/// Lists services through reflection; v1 and v1alpha have the same shape
+/// in two generated modules.
+macro_rules! list_services {
+    ($cluster:expr, $version:ident) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
 
-    let mut client = ServerReflectionClient::new(cluster.channel(0).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .expect("a reflection response")
-        .expect("not empty");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
+        let mut client = ServerReflectionClient::new($cluster.channel(0).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let response = responses
+            .message()
+            .await
+            .expect("a reflection response")
+            .expect("not empty");
+        match response.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+            }
+            other => panic!("unexpected reflection answer {other:?}"),
+        }
+    }};
+}
+
+async fn reflection_services(cluster: &steward_tests::Cluster) -> Vec<String> {
+    list_services!(cluster, v1)
+}
+
+async fn reflection_services_v1alpha(cluster: &steward_tests::Cluster) -> Vec<String> {
+    list_services!(cluster, v1alpha)
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -166,31 +180,4 @@ fn mode(path: &std::path::Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
-}
-
-async fn reflection_services_v1alpha(cluster: &steward_tests::Cluster) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-
-    let mut client = ServerReflectionClient::new(cluster.channel(0).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .expect("reflection v1alpha answers")
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .expect("a reflection response")
-        .expect("not empty");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
 }

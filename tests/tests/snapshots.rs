@@ -22,6 +22,17 @@ async fn take(cluster: &Cluster) -> pb::SnapshotInfo {
         .expect("snapshot info")
 }
 
+async fn list(cluster: &Cluster) -> Vec<pb::SnapshotInfo> {
+    cluster
+        .snapshots(0)
+        .await
+        .list_snapshots(pb::ListSnapshotsRequest {})
+        .await
+        .expect("list snapshots")
+        .into_inner()
+        .snapshots
+}
+
 async fn download(cluster: &Cluster, id: &str) -> Result<(Option<pb::SnapshotInfo>, Vec<u8>), tonic::Status> {
     let mut stream = cluster
         .snapshots(0)
@@ -85,14 +96,7 @@ async fn snapshot_with_keys(release: steward_tests::Release) {
     let meta = path.with_extension("json");
     assert!(meta.is_file(), "metadata next to the snapshot");
 
-    let listed = cluster
-        .snapshots(0)
-        .await
-        .list_snapshots(pb::ListSnapshotsRequest {})
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.snapshots, std::slice::from_ref(&info));
+    assert_eq!(list(&cluster).await, std::slice::from_ref(&info));
 
     // Download streams the stored bytes exactly.
     let (first, bytes) = download(&cluster, &info.id).await.expect("download");
@@ -129,14 +133,8 @@ async fn snapshot_with_keys(release: steward_tests::Release) {
     // Retention keeps the two newest.
     let second = take(&cluster).await;
     let third = take(&cluster).await;
-    let listed = cluster
-        .snapshots(0)
-        .await
-        .list_snapshots(pb::ListSnapshotsRequest {})
-        .await
-        .expect("list")
-        .into_inner();
-    let ids: Vec<&str> = listed.snapshots.iter().map(|s| s.id.as_str()).collect();
+    let listed = list(&cluster).await;
+    let ids: Vec<&str> = listed.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, [third.id.as_str(), second.id.as_str()]);
     assert!(!path.exists(), "the oldest snapshot was removed");
     assert!(!meta.exists());
