@@ -356,18 +356,28 @@ impl Agent {
         Box::pin(self.exclusive(Operation::Activate, async {
             let persisted = self.state.get();
             let active = active_of(&persisted);
-            if active.as_ref() == Some(&version) && persisted.state == AgentState::Running && persisted.switch.is_none()
-            {
+            if active.as_ref() == Some(&version) {
                 // Already there: a coordinator re-running its plan must not
-                // restart the member, nor lose the rollback target.
-                let rendered = self.render(&version, active_from_of(&persisted).as_ref())?;
-                return Ok(Switched {
-                    active: version,
-                    previous: previous_of(&persisted),
-                    rendered,
-                    pid: self.supervisor.status().record.map_or(0, |r| r.pid),
-                    took: Duration::ZERO,
-                });
+                // restart the member, nor lose the rollback target. A member
+                // that is not running is a job for Start, which keeps the
+                // flags' context; a switch "from itself" would lose it.
+                let running = self.supervisor.status().record;
+                return match running {
+                    Some(record) if persisted.state == AgentState::Running => Ok(Switched {
+                        active: version.clone(),
+                        previous: previous_of(&persisted),
+                        rendered: self.render(&version, active_from_of(&persisted).as_ref())?,
+                        pid: record.pid,
+                        took: Duration::ZERO,
+                    }),
+                    _ => Err(AgentError::Precondition {
+                        operation: Operation::Activate,
+                        reason: format!(
+                            "{version} is already the active version and etcd is not running ({}); use Start or Restart",
+                            persisted.state
+                        ),
+                    }),
+                };
             }
             Box::pin(self.switch(Operation::Activate, version, active, timeout)).await
         }))

@@ -87,6 +87,16 @@ pub enum AgentError {
         /// What is staged.
         staged: String,
     },
+    /// A staged file no longer has the content it was staged with.
+    #[error("{path} changed on disk since it was staged (sha256 now {actual}, staged {staged}); it is not run")]
+    BinaryChanged {
+        /// The staged file.
+        path: PathBuf,
+        /// sha256 recorded at staging.
+        staged: String,
+        /// sha256 now.
+        actual: String,
+    },
     /// A version is staged already with other content.
     #[error("{tool} {version} is already staged with sha256 {existing}; the new file has {new}")]
     AlreadyStaged {
@@ -314,9 +324,11 @@ impl From<AgentError> for Status {
         use AgentError as E;
         let code = match &error {
             E::InvalidArgument { .. } | E::BinaryRefused(_) => Code::InvalidArgument,
-            E::TransitionRefused { .. } | E::Busy { .. } | E::Precondition { .. } | E::FlagsRefused { .. } => {
-                Code::FailedPrecondition
-            }
+            E::TransitionRefused { .. }
+            | E::Busy { .. }
+            | E::Precondition { .. }
+            | E::FlagsRefused { .. }
+            | E::BinaryChanged { .. } => Code::FailedPrecondition,
             E::VersionNotStaged { .. } | E::SnapshotNotFound { .. } => Code::NotFound,
             E::AlreadyStaged { .. } => Code::AlreadyExists,
             E::ActivationFailed { .. } => Code::Aborted,

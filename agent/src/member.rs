@@ -138,7 +138,18 @@ impl LocalMember {
 #[must_use]
 pub fn describe_etcd_error(error: &etcd_client::Error) -> String {
     match error {
-        etcd_client::Error::GRpcStatus(status) => format!("{:?}: {}", status.code(), status.message()),
+        etcd_client::Error::GRpcStatus(status) => {
+            // A connection failure arrives as UNAVAILABLE whose source chain
+            // holds the OS error ("Connection refused").
+            let mut text = format!("{:?}: {}", status.code(), status.message());
+            let mut cause = std::error::Error::source(status);
+            while let Some(next) = cause {
+                text.push_str(": ");
+                text.push_str(&next.to_string());
+                cause = next.source();
+            }
+            text
+        }
         etcd_client::Error::TransportError(transport) => {
             let mut cause: &dyn std::error::Error = transport;
             while let Some(next) = cause.source() {

@@ -51,7 +51,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let agent: Arc<Agent> = Agent::start(config.clone(), token.clone())
         .await
         .map_err(ServeError::Start)?;
-    let service = AgentService::new(agent, token.clone());
+    // Follow streams never end on their own; they end when shutdown starts,
+    // or the server's graceful drain would wait for them forever. Background
+    // tasks (supervisor, log follower) stop only after the drain, so an RPC
+    // still in flight can finish.
+    let streams = CancellationToken::new();
+    let service = AgentService::new(agent, streams.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in [
@@ -91,6 +96,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutting down; etcd keeps running");
+            streams.cancel();
             for name in [
                 "",
                 service_names::AGENT,

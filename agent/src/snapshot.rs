@@ -38,6 +38,14 @@ pub enum VerifyError {
         /// What the content hashes to.
         actual: String,
     },
+    /// The file is intact but is not the snapshot that was recorded.
+    #[error("content sha256 {actual} differs from the sha256 recorded when the snapshot was taken ({recorded})")]
+    NotRecorded {
+        /// The sha256 in the metadata.
+        recorded: String,
+        /// The file's (self-consistent) sha256.
+        actual: String,
+    },
     /// The file cannot be read.
     #[error("cannot read the file")]
     Io(#[source] std::io::Error),
@@ -280,9 +288,9 @@ impl SnapshotDir {
         if verified.sha256 != meta.sha256 {
             return Err(AgentError::SnapshotInvalid {
                 path: meta.path.clone(),
-                source: VerifyError::Mismatch {
-                    trailer: verified.sha256,
-                    actual: meta.sha256,
+                source: VerifyError::NotRecorded {
+                    recorded: meta.sha256.clone(),
+                    actual: verified.sha256,
                 },
             });
         }

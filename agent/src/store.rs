@@ -176,13 +176,10 @@ impl BinaryStore {
         let path = self.root.join(version.to_string()).join(tool.file_name());
         let (sha256, _) = hash_file(&path)?;
         if sha256 != recorded.sha256 {
-            return Err(AgentError::Precondition {
-                operation: crate::state::Operation::Activate,
-                reason: format!(
-                    "{} changed on disk since it was staged (sha256 {sha256}, staged {})",
-                    path.display(),
-                    recorded.sha256
-                ),
+            return Err(AgentError::BinaryChanged {
+                path,
+                staged: recorded.sha256.clone(),
+                actual: sha256,
             });
         }
         Ok(path)

@@ -203,9 +203,10 @@ pub enum AgentCommand {
     Logs {
         #[command(flatten)]
         target: AgentTarget,
-        /// How many of the last lines to print first (at most the agent's log_tail_lines).
-        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-        lines: u32,
+        /// How many of the last lines to print first (at most the agent's
+        /// log_tail_lines; default: the agent's default, 100 or its whole tail if smaller).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        lines: Option<u32>,
         /// Keep printing new lines as etcd writes them, until interrupted.
         #[arg(long)]
         follow: bool,

@@ -309,6 +309,25 @@ impl Cluster {
         }
     }
 
+    /// Stops member `i`'s agent with SIGTERM (as systemd does) and returns
+    /// how long it took to exit, or `None` if it was still running after
+    /// `limit` (then it is killed).
+    pub async fn terminate_agent(&mut self, i: usize, limit: Duration) -> Option<Duration> {
+        let mut child = self.members[i].process.take()?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let began = Instant::now();
+        while began.elapsed() < limit {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(began.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// A client for member `i`'s Agent service, waiting up to the ready
     /// timeout for the agent to listen.
     pub async fn agent(&self, i: usize) -> AgentClient<Channel> {

@@ -84,5 +84,57 @@ async fn stop_start_and_logs() {
     assert_eq!(started.state(), pb::AgentState::Running);
     assert_ne!(started.pid, pid);
     cluster.wait_ready(Duration::from_secs(30)).await;
+
+    // A staged binary changed on disk is never run: the re-hash before the
+    // start refuses it, and the running etcd is left alone.
+    let version = cluster.status(0).await.versions.unwrap_or_default().active;
+    let staged = cluster.members[0]
+        .state_dir
+        .join("binaries")
+        .join(&version)
+        .join("etcd");
+    let mut bytes = std::fs::read(&staged).expect("read the staged binary");
+    bytes.extend_from_slice(b"tampered");
+    // A running executable cannot be written in place; swap the file.
+    let swapped = staged.with_extension("swap");
+    std::fs::write(&swapped, &bytes).expect("write the tampered copy");
+    std::fs::rename(&swapped, &staged).expect("swap the staged binary");
+    let refused = agent
+        .restart(pb::RestartRequest {})
+        .await
+        .expect_err("a changed binary");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("changed on disk"), "{}", refused.message());
+    let status = cluster.status(0).await;
+    assert_eq!(status.process.unwrap_or_default().pid, started.pid, "etcd untouched");
+    assert_eq!(status.agent.unwrap_or_default().state(), pb::AgentState::Running);
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_follow_stream_does_not_hold_the_agent_at_shutdown() {
+    let mut cluster = ClusterBuilder::new(1, newest(3, 4)).start().await;
+    let etcd_pid = cluster.status(0).await.process.unwrap_or_default().pid;
+    let mut follow = cluster
+        .agent(0)
+        .await
+        .tail_logs(pb::TailLogsRequest { lines: 1, follow: true })
+        .await
+        .expect("follow")
+        .into_inner();
+    let _ = follow.next().await.expect("the initial tail");
+
+    let took = cluster.terminate_agent(0, Duration::from_secs(15)).await;
+    assert!(
+        took.is_some(),
+        "the agent did not exit within 15s of SIGTERM with a follow stream open"
+    );
+    // The stream ended rather than hanging, and etcd keeps running.
+    let rest = tokio::time::timeout(Duration::from_secs(5), async { while follow.next().await.is_some() {} }).await;
+    assert!(rest.is_ok(), "the follow stream did not end");
+    assert!(
+        std::path::Path::new(&format!("/proc/{etcd_pid}/exe")).exists(),
+        "etcd outlives its agent"
+    );
     cluster.cleanup();
 }

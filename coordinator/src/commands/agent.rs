@@ -168,13 +168,22 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
 
 /// Prints the last `lines` of etcd's output and, with `follow`, new lines
 /// until the agent closes the stream (or the process is interrupted).
-async fn logs(clients: &mut AgentClients, lines: u32, follow: bool, out: &mut dyn Write) -> Result<(), CliError> {
+async fn logs(
+    clients: &mut AgentClients,
+    lines: Option<u32>,
+    follow: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     const RPC: &str = "TailLogs";
     let address = clients.address.clone();
     let mut stream = call(
         &address,
         RPC,
-        clients.agent.tail_logs(pb::TailLogsRequest { lines, follow }),
+        // 0 asks for the agent's default, which fits its configured tail.
+        clients.agent.tail_logs(pb::TailLogsRequest {
+            lines: lines.unwrap_or(0),
+            follow,
+        }),
     )
     .await?;
     while let Some(message) = stream
