@@ -18,7 +18,7 @@ use crate::flags::{self, Rendered};
 use crate::fsutil;
 use crate::logs::LogTail;
 use crate::member::LocalMember;
-use crate::process::{self, Launch, Liveness};
+use crate::process::{self, Launch, Liveness, ProcessRecord};
 use crate::snapshot::{SnapshotDir, SnapshotMeta};
 use crate::state::{AgentState, Operation, PersistedState, StateStore, Switch, transition};
 use crate::store::{BinaryStore, Declared, Incoming, Manifest, Tool};
@@ -102,12 +102,29 @@ impl Agent {
             started_at: SystemTime::now(),
             _dir_lock: dir_lock,
         });
-        agent.recover().await?;
+        agent.recover().await;
         Ok(agent)
     }
 
     /// Brings the process in line with the persisted state after a start.
-    async fn recover(&self) -> Result<(), AgentError> {
+    /// A failure marks the member FAILED with the reason; the agent keeps
+    /// serving, so an operator can see why and act (a restart loop under
+    /// systemd would only hide it).
+    async fn recover(&self) {
+        if let Err(error) = self.try_recover().await {
+            let reason = format!("recovery at agent start failed: {}", error_chain(&error));
+            tracing::error!(%reason);
+            if let Err(error) = self.state.update(|s| {
+                s.state = AgentState::Failed;
+                s.state_reason = reason;
+                s.switch = None;
+            }) {
+                tracing::error!(error = %error_chain(&error), "cannot persist the FAILED state");
+            }
+        }
+    }
+
+    async fn try_recover(&self) -> Result<(), AgentError> {
         let persisted = self.state.get();
         let live = persisted
             .process
@@ -115,61 +132,79 @@ impl Agent {
             .filter(|record| process::liveness(record) == Liveness::Alive);
 
         if let Some(switch) = persisted.switch.clone() {
-            // The agent died in the middle of a switch. The safe way out is
-            // the version that was known good; the coordinator decides again.
-            tracing::warn!(from = ?switch.from, to = %switch.to, "an interrupted version switch is reverted");
-            if let Some(record) = live {
-                let launch = self.launch_for(
-                    &record
-                        .version
-                        .parse()
-                        .map_err(|_| self.corrupt_version(&record.version))?,
-                    None,
-                )?;
-                self.supervisor.adopt(record, launch, 0).await?;
-                self.supervisor.stop().await?;
-            }
-            return self.recover_switch(switch).await;
+            return self.recover_switch(&persisted, switch, live).await;
         }
 
         match (persisted.state, live) {
             (_, Some(record)) => {
-                let version: EtcdVersion = record
-                    .version
-                    .parse()
-                    .map_err(|_| self.corrupt_version(&record.version))?;
-                let launch = self.launch_for(&version, active_from_of(&persisted).as_ref())?;
-                self.supervisor.adopt(record, launch, persisted.restart_count).await?;
-                if persisted.state != AgentState::Running {
-                    self.state.update(|s| s.state = AgentState::Running)?;
-                }
+                // Own the running etcd first, whatever comes next.
+                let version = self.parse_recorded(&record.version)?;
+                let launch = self.launch_for(&version, active_from_of(&persisted).as_ref());
+                self.supervisor
+                    .adopt(record.clone(), launch.as_ref().ok().cloned(), persisted.restart_count)
+                    .await?;
+                self.state.update(|s| {
+                    s.state = AgentState::Running;
+                    // The agent may have died between starting its first etcd
+                    // and recording the version; the process knows it.
+                    s.active_version.get_or_insert(record.version);
+                })?;
+                // Adopted but not restartable (its binary changed, its flags
+                // are refused): say so through FAILED.
+                launch.map(|_| ())
             }
             (AgentState::Running, None) => {
                 let version = active_of(&persisted).ok_or_else(|| self.corrupt_version("(none)"))?;
                 tracing::info!(%version, "etcd is not running; starting it");
                 let launch = self.launch_for(&version, active_from_of(&persisted).as_ref())?;
                 self.supervisor.start(launch, true).await?;
+                Ok(())
             }
-            (AgentState::Empty, None) => {
-                if let Some(initial) = self.config.initial_binary.clone() {
-                    self.install_initial(&initial).await?;
-                }
+            (AgentState::Empty, None) => match self.config.initial_binary.clone() {
+                Some(initial) => self.install_initial(&initial).await,
+                None => Ok(()),
+            },
+            (AgentState::Stopped | AgentState::Failed | AgentState::Activating | AgentState::RollingBack, None) => {
+                Ok(())
             }
-            (AgentState::Stopped | AgentState::Failed | AgentState::Activating | AgentState::RollingBack, None) => {}
         }
-        Ok(())
     }
 
-    async fn recover_switch(&self, switch: Switch) -> Result<(), AgentError> {
-        match switch.from {
-            Some(from) => {
-                let version: EtcdVersion = from.parse().map_err(|_| self.corrupt_version(&from))?;
-                // A switch is persisted before anything changes, so the active
-                // version's context is still the old one.
-                let launch = self.launch_for(&version, active_from_of(&self.state.get()).as_ref())?;
+    /// Finishes a switch the agent died in the middle of, by going back to
+    /// the version that was known good; the coordinator decides again.
+    async fn recover_switch(
+        &self,
+        persisted: &PersistedState,
+        switch: Switch,
+        live: Option<ProcessRecord>,
+    ) -> Result<(), AgentError> {
+        tracing::warn!(from = ?switch.from, to = %switch.to, "an interrupted version switch is reverted");
+        // A switch is persisted before anything changes, so the active
+        // version and its flag context are still the old ones.
+        let from = switch.from.as_deref().map(|v| self.parse_recorded(v)).transpose()?;
+        let launch = from
+            .as_ref()
+            .map(|version| self.launch_for(version, active_from_of(persisted).as_ref()))
+            .transpose()?;
+        if let Some(record) = live {
+            let unchanged = launch
+                .as_ref()
+                .is_some_and(|l| record.version == l.version && record.args == l.args);
+            if unchanged {
+                // The agent died before it stopped the old etcd: keep it.
+                self.supervisor.adopt(record, launch, 0).await?;
+                return self.state.update(|s| {
+                    s.switch = None;
+                    s.state = AgentState::Running;
+                });
+            }
+            self.supervisor.adopt(record, None, 0).await?;
+            self.supervisor.stop().await?;
+        }
+        match launch {
+            Some(launch) => {
                 self.supervisor.start(launch, true).await?;
                 self.state.update(|s| {
-                    s.active_version = Some(from);
                     s.switch = None;
                     s.state = AgentState::Running;
                 })
@@ -179,6 +214,10 @@ impl Agent {
                 s.state = AgentState::Empty;
             }),
         }
+    }
+
+    fn parse_recorded(&self, version: &str) -> Result<EtcdVersion, AgentError> {
+        version.parse().map_err(|_| self.corrupt_version(version))
     }
 
     fn corrupt_version(&self, version: &str) -> AgentError {
@@ -191,7 +230,8 @@ impl Agent {
     /// Stages the configured initial binary (and etcdctl/etcdutl next to it)
     /// and starts it, on the very first start of an agent.
     async fn install_initial(&self, path: &std::path::Path) -> Result<(), AgentError> {
-        let incoming = self.store.receive_import(&path.display().to_string())?;
+        let max = self.config.limits.max_binary_bytes;
+        let incoming = self.store.receive_import(&path.display().to_string(), max)?;
         let declared = Declared {
             tool: Tool::Etcd,
             version: None,
@@ -202,7 +242,7 @@ impl Agent {
         for tool in [Tool::Etcdctl, Tool::Etcdutl] {
             let sibling = path.with_file_name(tool.file_name());
             if sibling.is_file() {
-                let incoming = self.store.receive_import(&sibling.display().to_string())?;
+                let incoming = self.store.receive_import(&sibling.display().to_string(), max)?;
                 let declared = Declared {
                     tool,
                     version: Some(manifest.version.clone()),
@@ -241,20 +281,31 @@ impl Agent {
         })
     }
 
-    /// Runs `work` as the one mutating operation in progress.
-    async fn exclusive<T>(
-        &self,
-        operation: Operation,
-        work: impl std::future::Future<Output = Result<T, AgentError>>,
-    ) -> Result<T, AgentError> {
-        let Ok(_guard) = self.op_lock.try_lock() else {
-            let running = self.running_op().unwrap_or(operation);
-            return Err(AgentError::Busy { operation, running });
-        };
-        self.set_running_op(Some(operation));
-        let result = work.await;
-        self.set_running_op(None);
-        result
+    /// Runs `work` as the one mutating operation in progress, in a task of
+    /// its own: once accepted, an operation runs to its end even when the
+    /// caller goes away (a cancelled RPC, a client deadline). Stopping
+    /// halfway would leave etcd down with the state saying otherwise.
+    async fn exclusive<T, F, Fut>(self: &Arc<Self>, operation: Operation, work: F) -> Result<T, AgentError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
+    {
+        let agent = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let Ok(_guard) = agent.op_lock.try_lock() else {
+                let running = agent.running_op().unwrap_or(operation);
+                return Err(AgentError::Busy { operation, running });
+            };
+            agent.set_running_op(Some(operation));
+            let result = Box::pin(work(Arc::clone(&agent))).await;
+            agent.set_running_op(None);
+            result
+        });
+        task.await.map_err(|error| AgentError::TaskFailed {
+            operation,
+            reason: error.to_string(),
+        })?
     }
 
     fn running_op(&self) -> Option<Operation> {
@@ -352,8 +403,19 @@ impl Agent {
 
     /// Switches to a staged version; reverts on failure. Activating the
     /// version that already runs changes nothing.
-    pub async fn activate(&self, version: EtcdVersion, timeout: Option<Duration>) -> Result<Switched, AgentError> {
-        Box::pin(self.exclusive(Operation::Activate, async {
+    pub async fn activate(
+        self: &Arc<Self>,
+        version: EtcdVersion,
+        timeout: Option<Duration>,
+    ) -> Result<Switched, AgentError> {
+        Box::pin(self.exclusive(Operation::Activate, move |agent| async move {
+            agent.activate_now(version, timeout).await
+        }))
+        .await
+    }
+
+    async fn activate_now(&self, version: EtcdVersion, timeout: Option<Duration>) -> Result<Switched, AgentError> {
+        {
             let persisted = self.state.get();
             let active = active_of(&persisted);
             if active.as_ref() == Some(&version) {
@@ -380,15 +442,14 @@ impl Agent {
                 };
             }
             Box::pin(self.switch(Operation::Activate, version, active, timeout)).await
-        }))
-        .await
+        }
     }
 
     /// Switches back to the previous version, in the flag context it ran in
     /// before; reverts on failure.
-    pub async fn rollback(&self, timeout: Option<Duration>) -> Result<Switched, AgentError> {
-        Box::pin(self.exclusive(Operation::Rollback, async {
-            let persisted = self.state.get();
+    pub async fn rollback(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Switched, AgentError> {
+        Box::pin(self.exclusive(Operation::Rollback, move |agent| async move {
+            let persisted = agent.state.get();
             let Some(previous) = previous_of(&persisted) else {
                 return Err(AgentError::Precondition {
                     operation: Operation::Rollback,
@@ -396,7 +457,7 @@ impl Agent {
                 });
             };
             let context = previous_from_of(&persisted);
-            Box::pin(self.switch(Operation::Rollback, previous, context, timeout)).await
+            Box::pin(agent.switch(Operation::Rollback, previous, context, timeout)).await
         }))
         .await
     }
@@ -573,15 +634,19 @@ impl Agent {
     }
 
     /// Starts etcd with the active version.
-    pub async fn start_member(&self) -> Result<u32, AgentError> {
-        self.exclusive(Operation::Start, self.restart_with(Operation::Start))
-            .await
+    pub async fn start_member(self: &Arc<Self>) -> Result<u32, AgentError> {
+        self.exclusive(Operation::Start, |agent| async move {
+            agent.restart_with(Operation::Start).await
+        })
+        .await
     }
 
     /// Stops and starts etcd with the active version.
-    pub async fn restart_member(&self) -> Result<u32, AgentError> {
-        self.exclusive(Operation::Restart, self.restart_with(Operation::Restart))
-            .await
+    pub async fn restart_member(self: &Arc<Self>) -> Result<u32, AgentError> {
+        self.exclusive(Operation::Restart, |agent| async move {
+            agent.restart_with(Operation::Restart).await
+        })
+        .await
     }
 
     async fn restart_with(&self, operation: Operation) -> Result<u32, AgentError> {
@@ -614,11 +679,11 @@ impl Agent {
     }
 
     /// Stops etcd.
-    pub async fn stop_member(&self) -> Result<(), AgentError> {
-        self.exclusive(Operation::Stop, async {
-            let step = transition(Operation::Stop, self.state.get().state)?;
-            self.supervisor.stop().await?;
-            self.state.update(|s| {
+    pub async fn stop_member(self: &Arc<Self>) -> Result<(), AgentError> {
+        self.exclusive(Operation::Stop, |agent| async move {
+            let step = transition(Operation::Stop, agent.state.get().state)?;
+            agent.supervisor.stop().await?;
+            agent.state.update(|s| {
                 s.state = step.after;
                 s.state_reason.clear();
             })
@@ -626,11 +691,19 @@ impl Agent {
         .await
     }
 
-    /// Takes a verified snapshot of the local member.
-    pub async fn take_snapshot(&self) -> Result<SnapshotMeta, AgentError> {
-        transition(Operation::TakeSnapshot, self.state.get().state)?;
-        let tool = self.status_tool();
-        self.snapshots.take(&self.member, &self.config.member.name, tool).await
+    /// Takes a verified snapshot of the local member. It runs as an
+    /// operation of its own, so a version switch never stops etcd under a
+    /// snapshot stream.
+    pub async fn take_snapshot(self: &Arc<Self>) -> Result<SnapshotMeta, AgentError> {
+        self.exclusive(Operation::TakeSnapshot, |agent| async move {
+            transition(Operation::TakeSnapshot, agent.state.get().state)?;
+            let tool = agent.status_tool();
+            agent
+                .snapshots
+                .take(&agent.member, &agent.config.member.name, tool)
+                .await
+        })
+        .await
     }
 
     /// etcdutl of the active version, or its etcdctl before 3.5.

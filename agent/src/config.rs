@@ -102,14 +102,14 @@ impl Default for SnapshotSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// The largest binary UploadBinary accepts.
-    pub max_upload_bytes: u64,
+    /// The largest binary UploadBinary or ImportBinary accepts.
+    pub max_binary_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_upload_bytes: 512 * 1024 * 1024,
+            max_binary_bytes: 512 * 1024 * 1024,
         }
     }
 }

@@ -221,6 +221,14 @@ pub enum AgentError {
         /// Its output or exit status.
         reason: String,
     },
+    /// The task running an operation ended abnormally (a bug: it panicked).
+    #[error("{operation} ended abnormally: {reason}")]
+    TaskFailed {
+        /// What was running.
+        operation: Operation,
+        /// The join error.
+        reason: String,
+    },
     /// The supervisor task is gone (the agent is shutting down).
     #[error("the etcd supervisor has stopped")]
     SupervisorGone,
@@ -244,6 +252,14 @@ pub enum BinaryRefusal {
         declared: u64,
         /// What arrived.
         actual: u64,
+    },
+    /// The file is larger than the agent accepts (`limits.max_binary_bytes`).
+    #[error("{size} bytes is more than the {limit} bytes this agent accepts (limits.max_binary_bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+        /// The file's size.
+        size: u64,
     },
     /// The file does not behave like the declared etcd program.
     #[error("not an {tool} binary: {reason}")]
@@ -339,7 +355,8 @@ impl From<AgentError> for Status {
             | E::SnapshotStream { .. }
             | E::Io { .. }
             | E::CorruptState { .. }
-            | E::Tool { .. } => Code::Internal,
+            | E::Tool { .. }
+            | E::TaskFailed { .. } => Code::Internal,
         };
         let message = error_chain(&error);
         match error {

@@ -127,8 +127,11 @@ impl LogTail {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let len = file.metadata()?.len();
+        // The lock is taken before the size is read: two polls at once (the
+        // follower and a failure report) must not mistake each other's
+        // progress for a truncation.
         let mut lines = self.lock();
+        let len = file.metadata()?.len();
         if len < lines.offset {
             // Truncated (rotated): start again from the beginning.
             lines.offset = 0;
@@ -155,7 +158,12 @@ impl LogTail {
 
     fn rotate(&self, lines: &mut Lines) -> std::io::Result<()> {
         let rotated = self.inner.path.with_extension("log.1");
-        std::fs::copy(&self.inner.path, &rotated)?;
+        if let Err(error) = std::fs::copy(&self.inner.path, &rotated) {
+            // Most likely a full disk: a partial copy would keep it full and
+            // the next poll would try again. Give up the old lines instead.
+            tracing::warn!(%error, path = %rotated.display(), "cannot keep the rotated etcd log; truncating without it");
+            let _ = std::fs::remove_file(&rotated);
+        }
         std::fs::File::options()
             .write(true)
             .open(&self.inner.path)?

@@ -75,11 +75,21 @@ pub fn liveness(record: &ProcessRecord) -> Liveness {
         return Liveness::Gone;
     }
     match std::fs::read_link(format!("/proc/{}/exe", record.pid)) {
-        Ok(exe) if exe == record.executable => Liveness::Alive,
+        // An executable unlinked while running reads "<path> (deleted)"; it
+        // is still the same process (start time matched).
+        Ok(exe) if exe == record.executable || exe.as_os_str() == deleted(&record.executable).as_os_str() => {
+            Liveness::Alive
+        }
         Ok(_) => Liveness::Reused,
         // The process may have exited between the two reads.
         Err(_) => Liveness::Gone,
     }
+}
+
+fn deleted(path: &Path) -> std::ffi::OsString {
+    let mut name = path.as_os_str().to_owned();
+    name.push(" (deleted)");
+    name
 }
 
 struct Stat {

@@ -367,7 +367,8 @@ impl pb::binaries_server::Binaries for AgentService {
         } else {
             Some(parse_sha256("sha256", &request.sha256)?)
         };
-        let incoming = self.agent.store().receive_import(&request.path)?;
+        let max = self.agent.config().limits.max_binary_bytes;
+        let incoming = self.agent.store().receive_import(&request.path, max)?;
         let declared = Declared {
             tool,
             version: Some(version),
@@ -395,7 +396,7 @@ impl pb::binaries_server::Binaries for AgentService {
         let tool = parse_tool("header.tool", header.tool)?;
         let version = parse_version("header.version", &header.version)?;
         let sha256 = parse_sha256("header.sha256", &header.sha256)?;
-        let max = self.agent.config().limits.max_upload_bytes;
+        let max = self.agent.config().limits.max_binary_bytes;
         if header.size == 0 || header.size > max {
             return Err(invalid("header.size", format!("must be between 1 and {max} bytes")).into());
         }

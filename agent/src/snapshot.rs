@@ -124,14 +124,19 @@ impl SnapshotDir {
     pub fn open(dir: PathBuf, retain: usize) -> Result<Self, AgentError> {
         fsutil::ensure_dir(&dir, 0o700)?;
         // A .part file is a snapshot whose stream an earlier agent never
-        // finished; it was never verified and is garbage.
+        // finished; a .db without its .json was stored but never described
+        // (a crash in between, or a retention half done). Neither is a
+        // snapshot.
         for entry in std::fs::read_dir(&dir)
             .map_err(io_err("read directory", &dir))?
             .flatten()
         {
-            if entry.path().extension().is_some_and(|e| e == "part") {
-                tracing::info!(path = %entry.path().display(), "removing an unfinished snapshot");
-                let _ = std::fs::remove_file(entry.path());
+            let path = entry.path();
+            let unfinished = path.extension().is_some_and(|e| e == "part");
+            let undescribed = path.extension().is_some_and(|e| e == "db") && !path.with_extension("json").exists();
+            if unfinished || undescribed {
+                tracing::info!(path = %path.display(), "removing an unfinished snapshot");
+                let _ = std::fs::remove_file(&path);
             }
         }
         Ok(Self { dir, retain })
@@ -171,6 +176,15 @@ impl SnapshotDir {
                 )
             )
         );
+        // Ids come from the wall clock; a clock that stepped back must not
+        // give a new snapshot an existing one's name.
+        let base = id;
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.dir.join(format!("{id}.db")).exists() || self.dir.join(format!("{id}.json")).exists() {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
         let part = self.dir.join(format!("{id}.db.part"));
         let path = self.dir.join(format!("{id}.db"));
         let result = self.stream_into(&mut client, member.endpoint(), &part).await;
@@ -215,7 +229,7 @@ impl SnapshotDir {
             source,
         })?;
         fsutil::write_atomic(&self.dir.join(format!("{id}.json")), &bytes, 0o600)?;
-        self.apply_retention()?;
+        self.apply_retention(&id)?;
         tracing::info!(%id, revision, size = meta.size, "snapshot stored");
         Ok(meta)
     }
@@ -297,12 +311,18 @@ impl SnapshotDir {
         Ok(meta)
     }
 
-    fn apply_retention(&self) -> Result<(), AgentError> {
-        for old in self.list()?.into_iter().skip(self.retain) {
+    /// Keeps the `retain` newest snapshots. The one just taken (`keep`) is
+    /// never removed, even when a clock that stepped back sorts it oldest.
+    fn apply_retention(&self, keep: &str) -> Result<(), AgentError> {
+        let others = self.list()?.into_iter().filter(|m| m.id != keep);
+        for old in others.skip(self.retain.saturating_sub(1)) {
             tracing::info!(id = %old.id, "removing snapshot beyond the retention count");
-            let _ = std::fs::remove_file(&old.path);
+            // Metadata first: a crash in between leaves an undescribed file,
+            // which the next start removes, never a listed snapshot without
+            // its file.
             let meta = self.dir.join(format!("{}.json", old.id));
             std::fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
+            let _ = std::fs::remove_file(&old.path);
         }
         fsutil::fsync_dir(&self.dir)
     }
@@ -387,5 +407,49 @@ mod tests {
 
         std::fs::write(&path, &db).unwrap();
         assert!(matches!(verify_file(&path), Err(VerifyError::NoTrailer { .. })));
+    }
+
+    fn write_meta(dir: &std::path::Path, id: &str, created_at_ms: i64) {
+        let meta = SnapshotMeta {
+            id: id.into(),
+            path: dir.join(format!("{id}.db")),
+            size: 0,
+            sha256: String::new(),
+            revision: 1,
+            total_keys: 0,
+            etcd_version: "3.5.16".into(),
+            cluster_version: "3.5.0".into(),
+            created_at_ms,
+            member_name: "m0".into(),
+            member_id: 1,
+        };
+        std::fs::write(dir.join(format!("{id}.db")), b"x").unwrap();
+        std::fs::write(dir.join(format!("{id}.json")), serde_json::to_vec(&meta).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn retention_never_removes_the_snapshot_just_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path().to_owned(), 2).unwrap();
+        write_meta(dir.path(), "a", 3000);
+        write_meta(dir.path(), "b", 2000);
+        // Taken after a clock step back: it sorts oldest, and stays.
+        write_meta(dir.path(), "new", 1000);
+        snapshots.apply_retention("new").unwrap();
+        let ids: Vec<String> = snapshots.list().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["a", "new"]);
+        assert!(!dir.path().join("b.db").exists() && !dir.path().join("b.json").exists());
+    }
+
+    #[test]
+    fn undescribed_and_unfinished_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_meta(dir.path(), "kept", 1000);
+        std::fs::write(dir.path().join("orphan.db"), b"x").unwrap();
+        std::fs::write(dir.path().join("broken.db.part"), b"x").unwrap();
+        SnapshotDir::open(dir.path().to_owned(), 5).unwrap();
+        assert!(dir.path().join("kept.db").exists());
+        assert!(!dir.path().join("orphan.db").exists());
+        assert!(!dir.path().join("broken.db.part").exists());
     }
 }

@@ -193,6 +193,8 @@ impl Default for PersistedState {
 pub struct StateStore {
     path: PathBuf,
     current: Mutex<PersistedState>,
+    /// Memory holds changes the last write could not persist.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl StateStore {
@@ -216,6 +218,7 @@ impl StateStore {
         Ok(Self {
             path,
             current: Mutex::new(current),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -224,19 +227,27 @@ impl StateStore {
         self.lock().clone()
     }
 
-    /// Applies `change` and writes the result atomically. The in-memory
-    /// state only changes when the write succeeded.
+    /// Applies `change` and writes the result atomically.
+    ///
+    /// The change describes something that already happened (a process
+    /// started, a version switched), so memory follows it even when the
+    /// write fails (a full disk): the agent keeps describing reality, the
+    /// caller gets the write error, and the next successful write persists
+    /// everything. The file is never half written.
     pub fn update<T>(&self, change: impl FnOnce(&mut PersistedState) -> T) -> Result<T, AgentError> {
         let mut guard = self.lock();
         let mut next = guard.clone();
         let out = change(&mut next);
-        if next != *guard {
-            let bytes = serde_json::to_vec_pretty(&next).map_err(|source| AgentError::CorruptState {
-                path: self.path.clone(),
-                source,
-            })?;
-            fsutil::write_atomic(&self.path, &bytes, 0o600)?;
+        if next != *guard || self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            let written = serde_json::to_vec_pretty(&next)
+                .map_err(|source| AgentError::CorruptState {
+                    path: self.path.clone(),
+                    source,
+                })
+                .and_then(|bytes| fsutil::write_atomic(&self.path, &bytes, 0o600));
             *guard = next;
+            self.dirty.store(written.is_err(), std::sync::atomic::Ordering::Relaxed);
+            written?;
         }
         Ok(out)
     }
@@ -302,6 +313,21 @@ mod tests {
         let reopened = StateStore::open(dir.path()).unwrap();
         assert_eq!(reopened.get().active_version.as_deref(), Some("3.4.23"));
         assert_eq!(reopened.get().state, AgentState::Running);
+    }
+
+    #[test]
+    fn memory_follows_a_change_whose_write_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        // A directory where the file should be makes the rename fail.
+        std::fs::create_dir(dir.path().join("state.json")).unwrap();
+        let err = store.update(|s| s.state = AgentState::Running).unwrap_err();
+        assert!(err.to_string().contains("state.json"), "{err}");
+        assert_eq!(store.get().state, AgentState::Running, "memory follows reality");
+        // Once writing works again, the pending change is persisted.
+        std::fs::remove_dir(dir.path().join("state.json")).unwrap();
+        store.update(|_| ()).unwrap();
+        assert_eq!(StateStore::open(dir.path()).unwrap().get().state, AgentState::Running);
     }
 
     #[test]

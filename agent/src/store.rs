@@ -221,12 +221,46 @@ impl BinaryStore {
     }
 
     /// Checks an import path and copies the file into a private temp dir.
-    pub fn receive_import(&self, path: &str) -> Result<Incoming, AgentError> {
+    /// At most `max_bytes` are copied; a larger file is refused.
+    pub fn receive_import(&self, path: &str, max_bytes: u64) -> Result<Incoming, AgentError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let source = self.check_import_path(path)?;
+        // The checked path has no symlinks left; O_NOFOLLOW refuses one
+        // swapped in since, and the checks below look at what was opened.
+        let reader = std::fs::File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&source)
+            .map_err(|e| BinaryRefusal::Path {
+                path: path.to_owned(),
+                reason: format!("cannot be opened: {e}"),
+            })?;
+        let metadata = reader.metadata().map_err(io_err("stat", &source))?;
+        if !metadata.is_file() {
+            return Err(BinaryRefusal::Path {
+                path: path.to_owned(),
+                reason: "is not a regular file".into(),
+            }
+            .into());
+        }
+        if metadata.len() > max_bytes {
+            return Err(BinaryRefusal::TooLarge {
+                limit: max_bytes,
+                size: metadata.len(),
+            }
+            .into());
+        }
         let mut incoming = self.incoming()?;
-        let mut reader = std::fs::File::open(&source).map_err(io_err("open", &source))?;
         let mut writer = IncomingWriter::create(&incoming.path)?;
-        std::io::copy(&mut reader, &mut writer).map_err(io_err("copy", &source))?;
+        let copied = std::io::copy(&mut reader.take(max_bytes + 1), &mut writer).map_err(io_err("copy", &source))?;
+        if copied > max_bytes {
+            return Err(BinaryRefusal::TooLarge {
+                limit: max_bytes,
+                size: copied,
+            }
+            .into());
+        }
         writer.finish(&mut incoming)?;
         Ok(incoming)
     }
@@ -577,7 +611,7 @@ mod tests {
         let script = import.join("not-etcd");
         std::fs::write(&script, b"#!/bin/sh\necho hello\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let incoming = store.receive_import(script.to_str().unwrap()).unwrap();
+        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).unwrap();
         let declared = Declared {
             tool: Tool::Etcd,
             version: Some(EtcdVersion::new(3, 5, 16)),
@@ -588,5 +622,15 @@ mod tests {
         assert!(err.contains("not an etcd binary"), "{err}");
         let left: Vec<_> = std::fs::read_dir(&store.root).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn imports_above_the_size_limit_are_refused() {
+        let (_dir, store, import) = store_with_import_dir();
+        let big = import.join("big");
+        std::fs::write(&big, vec![0_u8; 4096]).unwrap();
+        let err = crate::error::error_chain(&store.receive_import(big.to_str().unwrap(), 1024).unwrap_err());
+        assert!(err.contains("max_binary_bytes"), "{err}");
+        assert!(store.receive_import(big.to_str().unwrap(), 4096).is_ok());
     }
 }

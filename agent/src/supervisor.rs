@@ -49,7 +49,7 @@ enum Command {
     },
     Adopt {
         record: ProcessRecord,
-        launch: Launch,
+        launch: Option<Launch>,
         restart_count: u32,
     },
     Supervise,
@@ -109,8 +109,14 @@ impl Supervisor {
         answer.await.map_err(|_| AgentError::SupervisorGone)?
     }
 
-    /// Adopts an etcd started by an earlier agent process.
-    pub async fn adopt(&self, record: ProcessRecord, launch: Launch, restart_count: u32) -> Result<(), AgentError> {
+    /// Adopts an etcd started by an earlier agent process. Without a
+    /// `launch` it is owned (it can be stopped) but not restarted.
+    pub async fn adopt(
+        &self,
+        record: ProcessRecord,
+        launch: Option<Launch>,
+        restart_count: u32,
+    ) -> Result<(), AgentError> {
         self.send(Command::Adopt {
             record,
             launch,
@@ -231,17 +237,24 @@ impl Task {
                     handle: Handle::Adopted,
                     started: Instant::now(),
                 });
-                self.launch = Some(launch);
+                let supervised = launch.is_some();
+                self.launch = launch;
                 self.status.send_modify(|s| {
                     s.record = Some(record);
                     s.adopted = true;
-                    s.supervised = true;
+                    s.supervised = supervised;
                     s.restart_count = restart_count;
                 });
             }
             Command::Supervise => {
                 self.consecutive_crashes = 0;
                 self.status.send_modify(|s| s.supervised = true);
+                if self.current.is_none() {
+                    // It exited in the moment between its health check and
+                    // this command, unsupervised: restart it as a crash.
+                    self.consecutive_crashes = 1;
+                    self.restart_at = Some(tokio::time::Instant::now());
+                }
             }
             Command::Stop { reply } => {
                 self.restart_at = None;

@@ -214,3 +214,49 @@ async fn assert_back_on(cluster: &steward_tests::Cluster, member: usize, version
     assert_eq!(m.version, version);
     cluster.wait_ready(Duration::from_secs(30)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_whose_caller_gives_up_still_finishes() {
+    let old = newest(3, 4);
+    let new = newest(3, 5);
+    let cluster = ClusterBuilder::new(1, old.clone()).start().await;
+    let target = new.version.to_string();
+    import(&cluster, 0, &new.etcd(), pb::Tool::Etcd, &target).await;
+
+    // The caller's deadline passes long before the switch is done.
+    let mut request = tonic::Request::new(pb::ActivateRequest {
+        version: target.clone(),
+        timeout: None,
+    });
+    request.set_timeout(Duration::from_millis(100));
+    let status = cluster
+        .agent(0)
+        .await
+        .activate(request)
+        .await
+        .expect_err("the deadline passes");
+    // tonic reports its own client-side deadline as CANCELLED.
+    assert!(
+        matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "{status}"
+    );
+
+    // The agent finishes the switch anyway, instead of leaving the member
+    // stopped halfway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cluster.status(0).await;
+        let state = status.agent.clone().unwrap_or_default().state();
+        let member = status.member.clone().unwrap_or_default();
+        if state == pb::AgentState::Running && member.reachable && member.version == target {
+            assert_eq!(status.versions.unwrap_or_default().active, target);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the switch did not finish: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.cleanup();
+}

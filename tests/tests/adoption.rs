@@ -71,3 +71,55 @@ async fn a_restarted_agent_adopts_the_running_etcd() {
     assert!(!status.adopted);
     cluster.cleanup();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_recover_serves_failed_and_still_owns_etcd() {
+    let mut cluster = ClusterBuilder::new(1, newest(3, 4)).start().await;
+    let status = cluster.status(0).await;
+    let pid = status.process.unwrap_or_default().pid;
+    let version = status.versions.unwrap_or_default().active;
+
+    // While the agent is down, the staged binary of the running version is
+    // swapped for other content.
+    cluster.kill_agent(0);
+    let staged = cluster.members[0]
+        .state_dir
+        .join("binaries")
+        .join(&version)
+        .join("etcd");
+    let mut bytes = std::fs::read(&staged).expect("read the staged binary");
+    bytes.extend_from_slice(b"tampered");
+    let swapped = staged.with_extension("swap");
+    std::fs::write(&swapped, &bytes).expect("write the tampered copy");
+    std::fs::rename(&swapped, &staged).expect("swap the staged binary");
+
+    // The agent starts, serves, says why it is FAILED, and owns the etcd
+    // that still runs.
+    cluster.start_agent(0);
+    let status = cluster.status(0).await;
+    let agent = status.agent.unwrap_or_default();
+    assert_eq!(agent.state(), pb::AgentState::Failed);
+    assert!(agent.state_reason.contains("changed on disk"), "{}", agent.state_reason);
+    let process = status.process.unwrap_or_default();
+    assert_eq!(process.pid, pid);
+    assert!(process.adopted);
+    assert!(status.member.unwrap_or_default().reachable, "etcd keeps serving");
+
+    // It can be stopped through the agent; it will not be started from a
+    // binary that changed.
+    cluster
+        .agent(0)
+        .await
+        .stop(pb::StopRequest {})
+        .await
+        .expect("stop the adopted etcd");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/exe")).exists());
+    let refused = cluster
+        .agent(0)
+        .await
+        .start(pb::StartRequest {})
+        .await
+        .expect_err("changed binary");
+    assert!(refused.message().contains("changed on disk"), "{}", refused.message());
+    cluster.cleanup();
+}
