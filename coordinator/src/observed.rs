@@ -1,0 +1,83 @@
+//! What the coordinator observed about a cluster, as plain data.
+//!
+//! Observing (etcd's member list, each member's Status and `/version`,
+//! alarms, auth, each agent's GetStatus) is I/O; deciding (the rules, the
+//! plan) is pure. This module is the boundary: the observer fills these
+//! types, the rules and the planner read them, and the unit tests build
+//! them by hand.
+
+use steward_proto::EtcdVersion;
+
+/// One etcd member as the coordinator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedMember {
+    /// etcd's member name.
+    pub name: String,
+    /// etcd's member id.
+    pub id: u64,
+    /// The agent serving this member, if one was found.
+    pub agent: Option<String>,
+    /// The member's binary version (Status), if it answered.
+    pub version: Option<EtcdVersion>,
+    /// Whether the member answered a quorum read.
+    pub healthy: bool,
+    /// Why it is not healthy.
+    pub health_error: String,
+    /// A learner (non-voting) member.
+    pub is_learner: bool,
+    /// The member is the leader.
+    pub is_leader: bool,
+    /// The member's applied raft index.
+    pub applied_index: u64,
+    /// Size of the member's database in bytes.
+    pub db_size: u64,
+    /// v3 data present (`member/snap/db`).
+    pub v3_db_present: bool,
+    /// v2 store snapshots present (`member/snap/*.snap`).
+    pub v2_snap_present: bool,
+    /// Size of the newest v2 snapshot, the guides' estimate of v2 data size.
+    pub newest_v2_snap_bytes: u64,
+    /// Versions staged on the member's agent.
+    pub staged: Vec<EtcdVersion>,
+    /// The agent's lifecycle state ("running", "failed", ...).
+    pub agent_state: String,
+    /// Free bytes in the agent's state dir (where snapshots go).
+    pub state_dir_free_bytes: u64,
+}
+
+/// The whole cluster as observed at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Every member of etcd's member list.
+    pub members: Vec<ObservedMember>,
+    /// The cluster version (`/version` etcdcluster), when decided.
+    pub cluster_version: Option<EtcdVersion>,
+    /// Whether etcd's authentication is enabled.
+    pub auth_enabled: bool,
+    /// Active alarms: (member id, alarm name).
+    pub alarms: Vec<(u64, String)>,
+    /// Agents that answered but serve no member of the member list.
+    pub stray_agents: Vec<String>,
+}
+
+impl Observed {
+    /// The current leader, if exactly one member says it leads.
+    #[must_use]
+    pub fn leader(&self) -> Option<&ObservedMember> {
+        let mut leaders = self.members.iter().filter(|m| m.is_leader);
+        let leader = leaders.next()?;
+        leaders.next().is_none().then_some(leader)
+    }
+
+    /// The lowest member binary version: what the cluster runs at.
+    #[must_use]
+    pub fn lowest_version(&self) -> Option<&EtcdVersion> {
+        self.members.iter().filter_map(|m| m.version.as_ref()).min()
+    }
+
+    /// The highest member binary version.
+    #[must_use]
+    pub fn highest_version(&self) -> Option<&EtcdVersion> {
+        self.members.iter().filter_map(|m| m.version.as_ref()).max()
+    }
+}
