@@ -9,7 +9,7 @@
 use steward_proto::EtcdVersion;
 
 /// One etcd member as the coordinator sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedMember {
     /// etcd's member name.
     pub name: String,
@@ -43,6 +43,22 @@ pub struct ObservedMember {
     pub agent_state: String,
     /// Free bytes in the agent's state dir (where snapshots go).
     pub state_dir_free_bytes: u64,
+    /// The client URL the coordinator reaches the member through.
+    pub client_url: String,
+    /// The cluster version this member reports (`/version`).
+    pub cluster_version: Option<EtcdVersion>,
+    /// Raft term.
+    pub raft_term: u64,
+    /// Raft index.
+    pub raft_index: u64,
+    /// Bytes of the database in use (3.4+).
+    pub db_size_in_use: u64,
+    /// Errors the member reports (3.4+).
+    pub errors: Vec<String>,
+    /// The version the agent has active.
+    pub agent_active: Option<EtcdVersion>,
+    /// Why the agent is in its state (for FAILED).
+    pub agent_state_reason: String,
 }
 
 /// The whole cluster as observed at one moment.

@@ -372,17 +372,14 @@ pub(crate) mod tests {
             agent: Some(format!("127.0.0.1:{}", 7400 + id)),
             version: Some(v(version)),
             healthy: true,
-            health_error: String::new(),
-            is_learner: false,
             is_leader: leader,
             applied_index: 100,
             db_size: 1 << 20,
             v3_db_present: true,
-            v2_snap_present: false,
-            newest_v2_snap_bytes: 0,
             staged: vec![v(version)],
             agent_state: "running".into(),
             state_dir_free_bytes: 10 << 30,
+            ..ObservedMember::default()
         }
     }
 

@@ -1,0 +1,149 @@
+//! How the coordinator talks to etcd itself.
+//!
+//! etcd-client balances requests over every endpoint of a client, even one
+//! with a single endpoint list; questions about one member (its Status, its
+//! health) therefore go through a client connected to that member only.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use steward_proto::EtcdVersion;
+
+/// Connection timeout towards a member.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Timeout of one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why etcd did not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("etcd at {endpoints} did not answer {what}: {reason}")]
+pub struct EtcdError {
+    /// The endpoints asked.
+    pub endpoints: String,
+    /// The question.
+    pub what: &'static str,
+    /// What the client said.
+    pub reason: String,
+}
+
+/// An etcd-client error in words: gRPC statuses as code and message with
+/// their causes, transport errors as their innermost cause.
+#[must_use]
+pub fn describe(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut text = format!("{:?}: {}", status.code(), status.message());
+            let mut cause = std::error::Error::source(status);
+            while let Some(next) = cause {
+                text.push_str(": ");
+                text.push_str(&next.to_string());
+                cause = next.source();
+            }
+            text
+        }
+        etcd_client::Error::TransportError(transport) => {
+            let mut cause: &dyn std::error::Error = transport;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            format!("cannot connect: {cause}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+}
+
+/// A client over several endpoints (for cluster-wide questions).
+pub async fn connect(endpoints: &[String], what: &'static str) -> Result<Client, EtcdError> {
+    Client::connect(endpoints, Some(options()))
+        .await
+        .map_err(|e| EtcdError {
+            endpoints: endpoints.join(","),
+            what,
+            reason: describe(&e),
+        })
+}
+
+/// A client for one member only.
+pub async fn connect_member(url: &str, what: &'static str) -> Result<Client, EtcdError> {
+    connect(&[url.to_owned()], what).await
+}
+
+/// What `etcdctl endpoint health` checks, through one member: a
+/// linearizable read succeeds (a permission error still proves it serves).
+pub async fn check_health(client: &mut Client) -> Result<(), String> {
+    match client.get("health", None).await {
+        Ok(_) => Ok(()),
+        Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::PermissionDenied => Ok(()),
+        Err(error) => Err(format!("quorum read failed: {}", describe(&error))),
+    }
+}
+
+/// The cluster version a member reports on `GET /version`, when decided.
+pub async fn cluster_version(http: &reqwest::Client, client_url: &str) -> Option<EtcdVersion> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        etcdcluster: String,
+    }
+    let url = format!("{}/version", client_url.trim_end_matches('/'));
+    let version: Version = http.get(url).send().await.ok()?.json().await.ok()?;
+    version.etcdcluster.parse().ok()
+}
+
+/// An HTTP client for `/version`.
+pub fn http_client() -> Result<reqwest::Client, EtcdError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| EtcdError {
+            endpoints: String::new(),
+            what: "an HTTP client",
+            reason: e.to_string(),
+        })
+}
+
+/// Whether authentication is enabled. etcd has no AuthStatus call before
+/// 3.5 and etcd-client exposes none, so ask for the user list without
+/// credentials: it is answered only while auth is disabled.
+pub async fn auth_enabled(client: &mut Client) -> Result<bool, String> {
+    match client.user_list().await {
+        Ok(_) => Ok(false),
+        Err(etcd_client::Error::GRpcStatus(status))
+            if matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            ) =>
+        {
+            Ok(true)
+        }
+        Err(error) => Err(describe(&error)),
+    }
+}
+
+/// Active alarms as (member id, alarm name).
+pub async fn alarms(client: &mut Client) -> Result<Vec<(u64, String)>, String> {
+    let response = client
+        .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(response
+        .alarms()
+        .iter()
+        .map(|a| (a.member_id(), format!("{:?}", a.alarm()).to_uppercase()))
+        .collect())
+}
+
+/// Whether any lease exists (LeaseLeases, etcd 3.3+).
+pub async fn leases_in_use(client: &mut Client) -> Result<bool, String> {
+    client
+        .leases()
+        .await
+        .map(|r| !r.leases().is_empty())
+        .map_err(|e| describe(&e))
+}

@@ -1,0 +1,277 @@
+//! Observing a cluster: every agent's GetStatus, etcd's member list, each
+//! member's Status, health and `/version`, alarms, auth and leases, joined
+//! into one [`Observed`]. Every command starts here, and every step of a
+//! rolling change observes again instead of trusting what it remembers.
+
+use futures::future::join_all;
+use steward_proto::EtcdVersion;
+use steward_proto::v1 as pb;
+
+use crate::agent_client::{self, AgentAddress};
+use crate::etcd::{self, EtcdError};
+use crate::observed::{Observed, ObservedMember};
+
+/// Why a cluster could not be observed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// Neither an agent nor a client URL gave an endpoint to ask etcd.
+    #[error("no etcd endpoint to ask: no agent answered ({agents}) and no client URL was given")]
+    NoEndpoints {
+        /// The agents tried, with their errors.
+        agents: String,
+    },
+    /// etcd did not answer the member list.
+    #[error("cannot list the cluster's members")]
+    MemberList(#[source] EtcdError),
+}
+
+/// One agent as observed.
+#[derive(Clone, Debug)]
+pub struct AgentView {
+    /// Its address.
+    pub address: AgentAddress,
+    /// Its status, or why it did not answer.
+    pub status: Result<pb::GetStatusResponse, String>,
+}
+
+/// The cluster and its agents at one moment.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// The cluster model the rules and the planner read.
+    pub observed: Observed,
+    /// Every agent asked, answered or not.
+    pub agents: Vec<AgentView>,
+    /// Whether leases exist (for the 3.2 -> 3.3 auth rule).
+    pub leases_in_use: bool,
+}
+
+async fn agent_status(address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
+    let mut clients = agent_client::connect(address).await.map_err(|e| e.to_string())?;
+    clients
+        .agent
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// Observes the cluster behind `agents`. `client_urls` are extra etcd
+/// endpoints (from a cluster file) used when agents do not answer.
+pub async fn observe(agents: &[AgentAddress], client_urls: &[String]) -> Result<Observation, ObserveError> {
+    let views: Vec<AgentView> = join_all(agents.iter().map(|address| async move {
+        AgentView {
+            address: address.clone(),
+            status: agent_status(address).await,
+        }
+    }))
+    .await;
+
+    let mut endpoints: Vec<String> = client_urls.to_vec();
+    for view in &views {
+        if let Ok(status) = &view.status
+            && let Some(url) = status.agent.as_ref().and_then(|a| a.client_urls.first())
+            && !endpoints.contains(url)
+        {
+            endpoints.push(url.clone());
+        }
+    }
+    if endpoints.is_empty() {
+        let agents = views
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}: {}",
+                    v.address,
+                    v.status.as_ref().err().map_or("answered", String::as_str)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ObserveError::NoEndpoints { agents });
+    }
+
+    let mut cluster = etcd::connect(&endpoints, "the member list")
+        .await
+        .map_err(ObserveError::MemberList)?;
+    let list = cluster.member_list().await.map_err(|e| {
+        ObserveError::MemberList(EtcdError {
+            endpoints: endpoints.join(","),
+            what: "the member list",
+            reason: etcd::describe(&e),
+        })
+    })?;
+    let http = etcd::http_client().ok();
+
+    let members: Vec<ObservedMember> = join_all(list.members().iter().map(|member| {
+        let http = http.clone();
+        async move { observe_member(member, http.as_ref()).await }
+    }))
+    .await;
+
+    let mut observed = Observed {
+        members,
+        ..Observed::default()
+    };
+    attach_agents(&mut observed, &views);
+    observed.alarms = etcd::alarms(&mut cluster).await.unwrap_or_default();
+    observed.auth_enabled = etcd::auth_enabled(&mut cluster).await.unwrap_or(false);
+    observed.cluster_version = observed
+        .leader()
+        .and_then(|l| l.cluster_version.clone())
+        .or_else(|| observed.members.iter().find_map(|m| m.cluster_version.clone()));
+    let leases_in_use = etcd::leases_in_use(&mut cluster).await.unwrap_or(false);
+    Ok(Observation {
+        observed,
+        agents: views,
+        leases_in_use,
+    })
+}
+
+async fn observe_member(member: &etcd_client::Member, http: Option<&reqwest::Client>) -> ObservedMember {
+    let client_url = member.client_urls().first().cloned().unwrap_or_default();
+    let mut observed = ObservedMember {
+        name: member.name().to_owned(),
+        id: member.id(),
+        is_learner: member.is_learner(),
+        client_url: client_url.clone(),
+        ..ObservedMember::default()
+    };
+    if client_url.is_empty() {
+        observed.health_error = "the member has not published a client URL (never started?)".into();
+        return observed;
+    }
+    let mut client = match etcd::connect_member(&client_url, "Status").await {
+        Ok(client) => client,
+        Err(error) => {
+            observed.health_error = error.reason;
+            return observed;
+        }
+    };
+    match client.status().await {
+        Ok(status) => {
+            observed.version = status.version().parse::<EtcdVersion>().ok();
+            observed.is_leader = status.leader() == member.id();
+            observed.applied_index = status.raft_applied_index();
+            observed.raft_term = status.raft_term();
+            observed.raft_index = status.raft_index();
+            observed.db_size = u64::try_from(status.db_size()).unwrap_or(0);
+            observed.db_size_in_use = u64::try_from(status.raft_used_db_size()).unwrap_or(0);
+            observed.errors = status.errors().to_vec();
+            // etcd 3.3 has no applied index in Status; the raft index is the
+            // closest it reports.
+            if observed.applied_index == 0 {
+                observed.applied_index = observed.raft_index;
+            }
+        }
+        Err(error) => {
+            observed.health_error = format!("Status failed: {}", etcd::describe(&error));
+            return observed;
+        }
+    }
+    match etcd::check_health(&mut client).await {
+        Ok(()) => observed.healthy = true,
+        Err(error) => observed.health_error = error,
+    }
+    if let Some(http) = http {
+        observed.cluster_version = etcd::cluster_version(http, &client_url).await;
+    }
+    observed
+}
+
+/// Pairs members with the agents that serve them (by member id, else by
+/// name) and records agents that serve no listed member.
+fn attach_agents(observed: &mut Observed, views: &[AgentView]) {
+    for view in views {
+        let Ok(status) = &view.status else { continue };
+        let agent_member = status.member.clone().unwrap_or_default();
+        let name = status.agent.as_ref().map(|a| a.member_name.clone()).unwrap_or_default();
+        let found = observed.members.iter_mut().find(|m| {
+            (agent_member.member_id != 0 && m.id == agent_member.member_id) || (!name.is_empty() && m.name == name)
+        });
+        let Some(member) = found else {
+            observed.stray_agents.push(format!("{} ({name})", view.address));
+            continue;
+        };
+        member.agent = Some(view.address.to_string());
+        let agent = status.agent.clone().unwrap_or_default();
+        member.agent_state = agent
+            .state()
+            .as_str_name()
+            .trim_start_matches("AGENT_STATE_")
+            .to_lowercase();
+        member.agent_state_reason = agent.state_reason;
+        let versions = status.versions.clone().unwrap_or_default();
+        member.agent_active = versions.active.parse().ok();
+        member.staged = versions.staged.iter().filter_map(|v| v.parse().ok()).collect();
+        let data = status.data_dir.clone().unwrap_or_default();
+        member.v3_db_present = data.v3_db_present;
+        member.v2_snap_present = data.v2_snap_present;
+        member.newest_v2_snap_bytes = data.newest_v2_snap_bytes;
+        member.state_dir_free_bytes = status.disk.as_ref().map_or(0, |d| d.state_dir_free_bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(address: &str, member_id: u64, name: &str) -> AgentView {
+        AgentView {
+            address: address.parse().unwrap(),
+            status: Ok(pb::GetStatusResponse {
+                agent: Some(pb::AgentInfo {
+                    member_name: name.into(),
+                    state: pb::AgentState::Running.into(),
+                    ..pb::AgentInfo::default()
+                }),
+                member: Some(pb::MemberStatus {
+                    member_id,
+                    ..pb::MemberStatus::default()
+                }),
+                versions: Some(pb::Versions {
+                    active: "3.4.23".into(),
+                    staged: vec!["3.4.23".into(), "3.5.16".into()],
+                    ..pb::Versions::default()
+                }),
+                ..pb::GetStatusResponse::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn agents_pair_with_members_by_id_or_name_and_strays_are_kept() {
+        let mut observed = Observed {
+            members: vec![
+                ObservedMember {
+                    name: "m0".into(),
+                    id: 10,
+                    ..ObservedMember::default()
+                },
+                ObservedMember {
+                    name: "m1".into(),
+                    id: 11,
+                    ..ObservedMember::default()
+                },
+                ObservedMember {
+                    name: "m2".into(),
+                    id: 12,
+                    ..ObservedMember::default()
+                },
+            ],
+            ..Observed::default()
+        };
+        let views = [
+            view("127.0.0.1:7400", 10, "m0"),
+            // Its etcd is down (no member id), but the name matches.
+            view("127.0.0.1:7401", 0, "m1"),
+            view("127.0.0.1:7409", 99, "other"),
+        ];
+        attach_agents(&mut observed, &views);
+        assert_eq!(observed.members[0].agent.as_deref(), Some("127.0.0.1:7400"));
+        assert_eq!(observed.members[1].agent.as_deref(), Some("127.0.0.1:7401"));
+        assert_eq!(observed.members[2].agent, None);
+        assert_eq!(observed.members[0].agent_state, "running");
+        assert_eq!(observed.members[0].staged.len(), 2);
+        assert_eq!(observed.stray_agents, ["127.0.0.1:7409 (other)"]);
+    }
+}
