@@ -157,6 +157,7 @@ async fn observe_member(member: &etcd_client::Member, http: Option<&reqwest::Cli
             observed.db_size = u64::try_from(status.db_size()).unwrap_or(0);
             observed.db_size_in_use = u64::try_from(status.raft_used_db_size()).unwrap_or(0);
             observed.errors = status.errors().to_vec();
+            observed.revision = status.header().map_or(0, etcd_client::ResponseHeader::revision);
             // etcd 3.3 has no applied index in Status; the raft index is the
             // closest it reports.
             if observed.applied_index == 0 {

@@ -59,6 +59,8 @@ pub struct ObservedMember {
     pub agent_active: Option<EtcdVersion>,
     /// Why the agent is in its state (for FAILED).
     pub agent_state_reason: String,
+    /// The member's store revision (Status header).
+    pub revision: i64,
 }
 
 /// The whole cluster as observed at one moment.

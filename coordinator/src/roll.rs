@@ -1,0 +1,796 @@
+//! The rolling change: `steward upgrade` and `steward downgrade`.
+//!
+//! Observe, plan, preflight; stage the target binaries on every agent
+//! before any member is touched; take a verified snapshot through the
+//! leader's agent; then, one member at a time, as the planner's
+//! [`next_step`] says from the cluster as it is now: move leadership away
+//! from the leader before it changes, ask the member's agent to activate
+//! the target (the agent reverts on failure), and gate before the next
+//! member. Finally wait for the cluster version. Every outcome, refusals
+//! and failures included, ends in a [`RollReport`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use steward_proto::EtcdVersion;
+use steward_proto::v1 as pb;
+
+use crate::agent_client::{self, AgentAddress, AgentClients};
+use crate::etcd;
+use crate::events::{Event, EventSink};
+use crate::observe::{Observation, observe};
+use crate::observed::{Observed, ObservedMember};
+use crate::plan::{Direction, NextStep, Plan, next_step, plan};
+use crate::rules::{self, Check, Request, Verdict};
+
+/// How often gates and waits observe the cluster again.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a new leader may take to confirm after MoveLeader.
+const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the cluster version may take to follow the last member.
+const CLUSTER_VERSION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What the operator asked for.
+#[derive(Clone, Debug)]
+pub struct RollOptions {
+    /// Upgrade or downgrade.
+    pub direction: Direction,
+    /// The final version.
+    pub target: EtcdVersion,
+    /// A directory laid out as `<dir>/<version>/{etcd,etcdctl,etcdutl}`.
+    pub binaries: Option<PathBuf>,
+    /// One etcd binary for the final target (tools next to it go along).
+    pub binary: Option<PathBuf>,
+    /// Allow what the rules refuse unless forced (3.5.0-3.5.2).
+    pub force: bool,
+    /// How long a member may take to pass its gate after activation.
+    pub gate_timeout: Duration,
+    /// How long each agent waits for its member on the new version.
+    pub activate_timeout: Option<Duration>,
+}
+
+/// How the change ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every member runs the target and the cluster version follows.
+    Succeeded,
+    /// A step failed; the failing member was reverted and the change stopped.
+    Failed,
+    /// A check refused the change before anything was touched.
+    Refused,
+}
+
+/// One member's part in the change.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemberReport {
+    /// Member name.
+    pub name: String,
+    /// Member id, hex.
+    pub id: String,
+    /// Version before.
+    pub from: Option<String>,
+    /// Version after.
+    pub to: Option<String>,
+    /// Milliseconds its steps took.
+    pub took_ms: u64,
+    /// Times leadership moved away from it.
+    pub leader_moves: u32,
+    /// Raft term changes during its steps not caused by our MoveLeader.
+    pub elections: u64,
+}
+
+/// The verified snapshot taken before the first member changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotRecord {
+    /// The member it came from.
+    pub member: String,
+    /// Its agent.
+    pub agent: String,
+    /// Snapshot id on that agent.
+    pub id: String,
+    /// Path on the agent's host.
+    pub path: String,
+    /// Store revision.
+    pub revision: i64,
+    /// sha256.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Member version at the time.
+    pub etcd_version: String,
+    /// Cluster version at the time.
+    pub cluster_version: String,
+}
+
+/// Why the change stopped.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    /// The member being changed.
+    pub member: Option<String>,
+    /// The gate or step that failed.
+    pub gate: String,
+    /// Why.
+    pub reason: String,
+    /// etcd's last lines on the member, when the agent sent them.
+    pub log_tail: Vec<String>,
+}
+
+/// The final report (`-w json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RollReport {
+    /// How it ended.
+    pub result: Outcome,
+    /// Upgrade or downgrade.
+    pub direction: Direction,
+    /// The cluster's version before (lowest member for an upgrade).
+    pub from: Option<String>,
+    /// The target.
+    pub to: String,
+    /// The cluster version at the end.
+    pub cluster_version: Option<String>,
+    /// Per member.
+    pub members: Vec<MemberReport>,
+    /// Every preflight check.
+    pub checks: Vec<Check>,
+    /// The pre-change snapshot.
+    pub snapshot: Option<SnapshotRecord>,
+    /// Why it stopped, when it did not succeed.
+    pub failure: Option<Failure>,
+    /// Milliseconds in all.
+    pub took_ms: u64,
+}
+
+struct Roll<'a> {
+    agents: Vec<AgentAddress>,
+    options: RollOptions,
+    events: &'a mut dyn EventSink,
+    /// Local binaries by version: etcd and the tools next to it.
+    local: BTreeMap<EtcdVersion, LocalRelease>,
+    report: RollReport,
+    began: Instant,
+}
+
+#[derive(Clone, Debug)]
+struct LocalRelease {
+    etcd: PathBuf,
+    tools: Vec<(pb::Tool, PathBuf)>,
+}
+
+/// Runs the change. Never returns an error: refusals and failures are
+/// reports too, and the report says which.
+pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut dyn EventSink) -> RollReport {
+    let report = RollReport {
+        result: Outcome::Failed,
+        direction: options.direction,
+        from: None,
+        to: options.target.to_string(),
+        cluster_version: None,
+        members: Vec::new(),
+        checks: Vec::new(),
+        snapshot: None,
+        failure: None,
+        took_ms: 0,
+    };
+    let mut roll = Roll {
+        agents,
+        options,
+        events,
+        local: BTreeMap::new(),
+        report,
+        began: Instant::now(),
+    };
+    let outcome = Box::pin(roll.run()).await;
+    roll.finish(outcome)
+}
+
+/// Why a step stopped the change.
+enum Stop {
+    Refused,
+    Failed(Failure),
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+fn failure(member: Option<&str>, gate: &str, reason: impl Into<String>) -> Failure {
+    Failure {
+        member: member.map(str::to_owned),
+        gate: gate.to_owned(),
+        reason: reason.into(),
+        log_tail: Vec::new(),
+    }
+}
+
+impl Roll<'_> {
+    async fn observe(&self, gate: &str) -> Result<Observation, Failure> {
+        observe(&self.agents, &[])
+            .await
+            .map_err(|e| failure(None, gate, crate::error::chain(&e)))
+    }
+
+    async fn run(&mut self) -> Result<(), Stop> {
+        let observation = self.observe("observe").await?;
+        let observed = observation.observed;
+        self.emit(&Event::Observed {
+            members: observed.members.len(),
+            leader: observed.leader().map(|l| l.name.clone()),
+            cluster_version: observed.cluster_version.as_ref().map(ToString::to_string),
+            versions: format!(
+                "{}..{}",
+                observed.lowest_version().map(ToString::to_string).unwrap_or_default(),
+                observed.highest_version().map(ToString::to_string).unwrap_or_default()
+            ),
+        });
+        self.report.from = match self.options.direction {
+            Direction::Upgrade => observed.lowest_version(),
+            Direction::Downgrade => observed.highest_version(),
+        }
+        .map(ToString::to_string);
+        self.report.members = observed
+            .members
+            .iter()
+            .map(|m| MemberReport {
+                name: m.name.clone(),
+                id: format!("{:016x}", m.id),
+                from: m.version.as_ref().map(ToString::to_string),
+                ..MemberReport::default()
+            })
+            .collect();
+
+        self.load_local_binaries();
+        let request = Request {
+            force: self.options.force,
+            available: self.local.keys().cloned().collect(),
+            leases_in_use: observation.leases_in_use,
+        };
+        let planned = plan(
+            &observed,
+            self.options.direction,
+            &self.options.target,
+            &request.available,
+        );
+        let mut checks = rules::preflight(&observed, &request, &planned);
+        checks.push(self.verify_local_binaries(planned.as_ref().ok()).await);
+        for check in &checks {
+            self.emit(&Event::Check(check.clone()));
+        }
+        self.report.checks = checks;
+        if rules::refused(&self.report.checks) {
+            return Err(Stop::Refused);
+        }
+        let Ok(plan) = planned else { return Err(Stop::Refused) };
+        if plan.passes.iter().any(|p| p.uses_downgrade_api) {
+            return Err(failure(
+                None,
+                "plan",
+                "a 3.6 -> 3.5 downgrade goes through etcd's Downgrade API, which this steward does not drive yet",
+            )
+            .into());
+        }
+        self.emit(&Event::Planned {
+            passes: plan.passes.iter().map(|p| p.target.to_string()).collect(),
+            order: plan.passes[0].order.iter().map(|s| s.member.clone()).collect(),
+        });
+        if plan.is_complete() {
+            return self.wait_cluster_version(&plan.to).await.map_err(Stop::from);
+        }
+
+        self.stage(&plan, &observed).await?;
+        self.snapshot(&observed).await?;
+        let v2_wait = rules::v2_wait(&observed);
+        for pass in &plan.passes {
+            self.run_pass(&pass.target, v2_wait).await?;
+            self.emit(&Event::PassDone {
+                target: pass.target.to_string(),
+            });
+            if pass.changes_minor || pass == plan.passes.last().unwrap_or(pass) {
+                self.wait_cluster_version(&pass.target).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, event: &Event) {
+        self.events.emit(event);
+    }
+
+    fn finish(mut self, outcome: Result<(), Stop>) -> RollReport {
+        self.report.took_ms = millis(self.began.elapsed());
+        match outcome {
+            Ok(()) => {
+                self.report.result = Outcome::Succeeded;
+                let event = Event::Finished {
+                    cluster_version: self.report.cluster_version.clone().unwrap_or_default(),
+                    took_ms: self.report.took_ms,
+                };
+                self.emit(&event);
+            }
+            Err(Stop::Refused) => self.report.result = Outcome::Refused,
+            Err(Stop::Failed(failure)) => {
+                self.report.result = Outcome::Failed;
+                let event = Event::Failed {
+                    member: failure.member.clone(),
+                    gate: failure.gate.clone(),
+                    reason: failure.reason.clone(),
+                };
+                self.emit(&event);
+                self.report.failure = Some(failure);
+            }
+        }
+        self.report
+    }
+
+    /// Finds the local binaries: `--binaries DIR/<version>/etcd` and
+    /// `--binary PATH` (its version is read when verified).
+    fn load_local_binaries(&mut self) {
+        if let Some(dir) = &self.options.binaries
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            for entry in entries.flatten() {
+                let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<EtcdVersion>().ok()) else {
+                    continue;
+                };
+                let etcd = entry.path().join("etcd");
+                if etcd.is_file() {
+                    self.local.insert(version, release_at(&etcd));
+                }
+            }
+        }
+        if let Some(binary) = &self.options.binary {
+            self.local.insert(self.options.target.clone(), release_at(binary));
+        }
+    }
+
+    /// Every local binary a pass needs must report its version.
+    async fn verify_local_binaries(&mut self, plan: Option<&Plan>) -> Check {
+        let rule = "binary-version-matches";
+        let Some(plan) = plan else {
+            return Check {
+                rule,
+                verdict: Verdict::Pass,
+                message: "no plan, nothing to verify".into(),
+                source: "steward",
+            };
+        };
+        let mut problems = Vec::new();
+        for pass in &plan.passes {
+            let Some(release) = self.local.get(&pass.target) else {
+                continue;
+            };
+            match reported_version(&release.etcd).await {
+                Ok(reported) if reported == pass.target => {}
+                Ok(reported) => problems.push(format!(
+                    "{} reports {reported}, not {}",
+                    release.etcd.display(),
+                    pass.target
+                )),
+                Err(error) => problems.push(format!("{}: {error}", release.etcd.display())),
+            }
+        }
+        if problems.is_empty() {
+            Check {
+                rule,
+                verdict: Verdict::Pass,
+                message: "every local binary reports its version".into(),
+                source: "steward",
+            }
+        } else {
+            Check {
+                rule,
+                verdict: Verdict::Fail,
+                message: problems.join("; "),
+                source: "steward",
+            }
+        }
+    }
+
+    async fn clients(&self, member: &ObservedMember) -> Result<AgentClients, Failure> {
+        let address: AgentAddress = member
+            .agent
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| failure(Some(&member.name), "agent", format!("bad agent address: {e}")))?;
+        agent_client::connect(&address)
+            .await
+            .map_err(|e| failure(Some(&member.name), "agent", crate::error::chain(&e)))
+    }
+
+    /// Stages every pass target on every agent that lacks it, before any
+    /// member changes.
+    async fn stage(&mut self, plan: &Plan, observed: &Observed) -> Result<(), Failure> {
+        for pass in &plan.passes {
+            if pass.order.iter().all(|s| s.done) {
+                continue;
+            }
+            for member in &observed.members {
+                if member.staged.contains(&pass.target) {
+                    continue;
+                }
+                let Some(release) = self.local.get(&pass.target).cloned() else {
+                    return Err(failure(
+                        Some(&member.name),
+                        "stage",
+                        format!("no local binary for {}", pass.target),
+                    ));
+                };
+                let mut clients = self.clients(member).await?;
+                let mut files = vec![(pb::Tool::Etcd, release.etcd.clone())];
+                files.extend(release.tools.iter().cloned());
+                for (tool, path) in files {
+                    let answer = crate::upload::upload(&mut clients, &path, &pass.target, tool)
+                        .await
+                        .map_err(|e| failure(Some(&member.name), "stage", crate::error::chain(&e)))?;
+                    self.emit(&Event::Staged {
+                        member: member.name.clone(),
+                        version: pass.target.to_string(),
+                        tool: tool.as_str_name().trim_start_matches("TOOL_").to_lowercase(),
+                        already_present: answer.already_present,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A verified snapshot through the leader's agent, before any change.
+    async fn snapshot(&mut self, observed: &Observed) -> Result<(), Failure> {
+        let leader = observed
+            .leader()
+            .ok_or_else(|| failure(None, "snapshot", "no single leader to take the snapshot from"))?;
+        let mut clients = self.clients(leader).await?;
+        let info = clients
+            .snapshots
+            .take_snapshot(pb::TakeSnapshotRequest {})
+            .await
+            .map_err(|s| {
+                failure(
+                    Some(&leader.name),
+                    "snapshot",
+                    format!("{:?}: {}", s.code(), s.message()),
+                )
+            })?
+            .into_inner()
+            .snapshot
+            .unwrap_or_default();
+        let record = SnapshotRecord {
+            member: leader.name.clone(),
+            agent: leader.agent.clone().unwrap_or_default(),
+            id: info.id.clone(),
+            path: info.path.clone(),
+            revision: info.revision,
+            sha256: info.sha256.clone(),
+            size: info.size,
+            etcd_version: info.etcd_version.clone(),
+            cluster_version: info.cluster_version.clone(),
+        };
+        self.emit(&Event::Snapshot {
+            member: leader.name.clone(),
+            id: info.id,
+            path: info.path,
+            revision: info.revision,
+            sha256: info.sha256,
+            size: info.size,
+        });
+        self.report.snapshot = Some(record);
+        Ok(())
+    }
+
+    async fn run_pass(&mut self, target: &EtcdVersion, v2_wait: Duration) -> Result<(), Failure> {
+        let mut first = true;
+        loop {
+            let observed = self.observe("observe").await?.observed;
+            let step = next_step(&observed, self.options.direction, target);
+            if step == NextStep::PassDone {
+                return Ok(());
+            }
+            if !first && !v2_wait.is_zero() {
+                self.emit(&Event::Waiting {
+                    seconds: v2_wait.as_secs(),
+                    reason: "v2 data above 50 MB: members need time to catch up".into(),
+                });
+                tokio::time::sleep(v2_wait).await;
+            }
+            first = false;
+            let began = Instant::now();
+            let term_before = max_term(&observed);
+            let (name, moved) = match step {
+                NextStep::Change { member } => (member, false),
+                NextStep::ChangeLeaderInPlace { leader } => (leader, false),
+                NextStep::MoveLeaderThenChange { leader, to, to_id } => {
+                    self.move_leader(&observed, &leader, &to, to_id).await?;
+                    (leader, true)
+                }
+                NextStep::PassDone => return Ok(()),
+            };
+            let observed = if moved {
+                self.observe("observe").await?.observed
+            } else {
+                observed
+            };
+            let member = find(&observed, &name)?.clone();
+            self.change(&member, target).await?;
+            let after = self.observe("observe").await?.observed;
+            let elections = max_term(&after)
+                .saturating_sub(term_before)
+                .saturating_sub(u64::from(moved));
+            let took_ms = millis(began.elapsed());
+            if let Some(entry) = self.report.members.iter_mut().find(|m| m.name == name) {
+                entry.to = Some(target.to_string());
+                entry.took_ms += took_ms;
+                entry.elections += elections;
+                entry.leader_moves += u32::from(moved);
+            }
+            self.emit(&Event::MemberDone {
+                member: name,
+                took_ms,
+                elections,
+            });
+        }
+    }
+
+    /// MoveLeader, sent to the leader itself, then confirmed by Status.
+    async fn move_leader(&mut self, observed: &Observed, leader: &str, to: &str, to_id: u64) -> Result<(), Failure> {
+        let began = Instant::now();
+        let leader_member = find(observed, leader)?;
+        let mut client = etcd::connect_member(&leader_member.client_url, "MoveLeader")
+            .await
+            .map_err(|e| failure(Some(leader), "move-leader", e.to_string()))?;
+        client
+            .move_leader(to_id)
+            .await
+            .map_err(|e| failure(Some(leader), "move-leader", etcd::describe(&e)))?;
+        let deadline = Instant::now() + MOVE_LEADER_TIMEOUT;
+        loop {
+            let observed = self.observe("move-leader").await?.observed;
+            if observed.leader().is_some_and(|l| l.name == to) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(failure(
+                    Some(leader),
+                    "move-leader",
+                    format!("{to} did not confirm leadership within {MOVE_LEADER_TIMEOUT:?}"),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.emit(&Event::LeaderMoved {
+            from: leader.to_owned(),
+            to: to.to_owned(),
+            took_ms: millis(began.elapsed()),
+        });
+        Ok(())
+    }
+
+    /// Activates `target` on `member` through its agent and gates it.
+    async fn change(&mut self, member: &ObservedMember, target: &EtcdVersion) -> Result<(), Failure> {
+        self.emit(&Event::MemberStarted {
+            member: member.name.clone(),
+            from: member.version.as_ref().map(ToString::to_string).unwrap_or_default(),
+            to: target.to_string(),
+        });
+        let mut clients = self.clients(member).await?;
+        let request = pb::ActivateRequest {
+            version: target.to_string(),
+            timeout: self
+                .options
+                .activate_timeout
+                .and_then(|t| prost_types::Duration::try_from(t).ok()),
+        };
+        let activated = match clients.agent.activate(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let details = steward_proto::details::decode_activation_failure(status.details());
+                return Err(Failure {
+                    member: Some(member.name.clone()),
+                    gate: "activate".into(),
+                    reason: match &details {
+                        Some(d) if !d.reverted_to.is_empty() => {
+                            format!("{} (the agent reverted the member to {})", d.reason, d.reverted_to)
+                        }
+                        Some(d) => d.reason.clone(),
+                        None => format!("{:?}: {}", status.code(), status.message()),
+                    },
+                    log_tail: details.map(|d| d.log_tail).unwrap_or_default(),
+                });
+            }
+        };
+        self.emit(&Event::Activated {
+            member: member.name.clone(),
+            version: activated.active_version.clone(),
+            took_ms: activated
+                .took
+                .and_then(|d| Duration::try_from(d).ok())
+                .map_or(0, millis),
+        });
+        if let Err(mut gate_failure) = self.gate(&member.name, target).await {
+            // The agent saw the member healthy, but the cluster does not
+            // agree: put the old version back before stopping.
+            let rollback = clients.agent.rollback(pb::RollbackRequest { timeout: None }).await;
+            gate_failure.reason = match rollback {
+                Ok(_) => format!("{}; the member was rolled back", gate_failure.reason),
+                Err(s) => format!(
+                    "{}; rolling the member back failed too: {}",
+                    gate_failure.reason,
+                    s.message()
+                ),
+            };
+            return Err(gate_failure);
+        }
+        Ok(())
+    }
+
+    /// The member is healthy, runs the target, has applied what the leader
+    /// had applied when the gate began, agrees with every member on HashKV
+    /// at a common revision, and no new alarm went off.
+    async fn gate(&mut self, name: &str, target: &EtcdVersion) -> Result<(), Failure> {
+        let start = self.observe("gate").await?.observed;
+        let leader_applied = start.leader().map_or(0, |l| l.applied_index);
+        let alarms_before = start.alarms.clone();
+        let deadline = Instant::now() + self.options.gate_timeout;
+        loop {
+            let observed = self.observe("gate").await?.observed;
+            if let Some(alarm) = observed.alarms.iter().find(|a| !alarms_before.contains(a)) {
+                return Err(failure(
+                    Some(name),
+                    "no-new-alarm",
+                    format!("alarm {} on {:016x}", alarm.1, alarm.0),
+                ));
+            }
+            let member = find(&observed, name)?;
+            let problem = if !member.healthy {
+                Some(("health", member.health_error.clone()))
+            } else if member.version.as_ref() != Some(target) {
+                Some((
+                    "version",
+                    format!(
+                        "reports {}",
+                        member.version.as_ref().map(ToString::to_string).unwrap_or_default()
+                    ),
+                ))
+            } else if member.applied_index < leader_applied {
+                Some((
+                    "caught-up",
+                    format!(
+                        "applied index {} behind the leader's {leader_applied}",
+                        member.applied_index
+                    ),
+                ))
+            } else {
+                hash_kv_disagreement(&observed).await.map(|p| ("hash-kv", p))
+            };
+            let Some((gate, reason)) = problem else {
+                return Ok(());
+            };
+            if Instant::now() > deadline {
+                return Err(failure(
+                    Some(name),
+                    gate,
+                    format!("not passed within {:?}: {reason}", self.options.gate_timeout),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until every member reports the target's minor as the cluster
+    /// version.
+    async fn wait_cluster_version(&mut self, target: &EtcdVersion) -> Result<(), Failure> {
+        let deadline = Instant::now() + CLUSTER_VERSION_TIMEOUT;
+        loop {
+            let observed = self.observe("cluster-version").await?.observed;
+            let versions: Vec<Option<&EtcdVersion>> =
+                observed.members.iter().map(|m| m.cluster_version.as_ref()).collect();
+            let reached = versions.iter().all(|v| v.is_some_and(|v| v.same_minor(target)));
+            if reached {
+                let version = observed.cluster_version.map(|v| v.to_string()).unwrap_or_default();
+                self.report.cluster_version = Some(version.clone());
+                self.emit(&Event::ClusterVersion { version });
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(failure(
+                    None,
+                    "cluster-version",
+                    format!(
+                        "members report {:?} after {CLUSTER_VERSION_TIMEOUT:?}, expected {}.{}",
+                        versions.iter().map(|v| v.map(ToString::to_string)).collect::<Vec<_>>(),
+                        target.major(),
+                        target.minor()
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Differences of HashKV at the lowest revision every member has.
+async fn hash_kv_disagreement(observed: &Observed) -> Option<String> {
+    let revision = observed.members.iter().map(|m| m.revision).min()?;
+    let mut hashes = Vec::new();
+    for member in &observed.members {
+        let mut client = match etcd::connect_member(&member.client_url, "HashKV").await {
+            Ok(client) => client,
+            Err(error) => return Some(error.to_string()),
+        };
+        match client.hash_kv(revision).await {
+            Ok(answer) => hashes.push((member.name.clone(), answer.hash(), answer.compact_version())),
+            Err(error) => return Some(format!("HashKV on {}: {}", member.name, etcd::describe(&error))),
+        }
+    }
+    let first = hashes.first()?;
+    let differ = hashes
+        .iter()
+        .any(|(_, hash, compact)| (*hash, *compact) != (first.1, first.2));
+    differ.then(|| {
+        format!(
+            "HashKV at revision {revision} differs: {}",
+            hashes
+                .iter()
+                .map(|(name, hash, _)| format!("{name}={hash:08x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+fn find<'a>(observed: &'a Observed, name: &str) -> Result<&'a ObservedMember, Failure> {
+    observed
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| failure(Some(name), "observe", "the member left the member list"))
+}
+
+fn max_term(observed: &Observed) -> u64 {
+    observed.members.iter().map(|m| m.raft_term).max().unwrap_or(0)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// etcd and the tools next to it.
+fn release_at(etcd: &Path) -> LocalRelease {
+    let tools = [(pb::Tool::Etcdctl, "etcdctl"), (pb::Tool::Etcdutl, "etcdutl")]
+        .into_iter()
+        .map(|(tool, name)| (tool, etcd.with_file_name(name)))
+        .filter(|(_, path)| path.is_file())
+        .collect();
+    LocalRelease {
+        etcd: etcd.to_owned(),
+        tools,
+    }
+}
+
+/// The version a local etcd binary reports.
+async fn reported_version(path: &Path) -> Result<EtcdVersion, String> {
+    let output = tokio::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd Version:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "does not report an etcd version".to_owned())
+}
+
+/// Maps the report to the exit code: 0 succeeded, 1 failed, 3 refused.
+#[must_use]
+pub const fn exit_code(report: &RollReport) -> u8 {
+    match report.result {
+        Outcome::Succeeded => crate::exit::SUCCESS,
+        Outcome::Failed => crate::exit::FAILURE,
+        Outcome::Refused => crate::exit::REFUSED,
+    }
+}
