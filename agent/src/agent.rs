@@ -181,27 +181,34 @@ impl Agent {
         tracing::warn!(from = ?switch.from, to = %switch.to, "an interrupted version switch is reverted");
         // A switch is persisted before anything changes, so the active
         // version and its flag context are still the old ones.
-        let from = switch.from.as_deref().map(|v| self.parse_recorded(v)).transpose()?;
-        let launch = from
-            .as_ref()
-            .map(|version| self.launch_for(version, active_from_of(persisted).as_ref()))
-            .transpose()?;
+        let from = switch.from.as_deref().map(|v| self.parse_recorded(v)).transpose();
+        let launch = from.and_then(|from| {
+            from.map(|version| self.launch_for(&version, active_from_of(persisted).as_ref()))
+                .transpose()
+        });
         if let Some(record) = live {
-            let unchanged = launch
-                .as_ref()
-                .is_some_and(|l| record.version == l.version && record.args == l.args);
+            let unchanged = launch.as_ref().is_ok_and(|l| {
+                l.as_ref()
+                    .is_some_and(|l| record.version == l.version && record.args == l.args)
+            });
             if unchanged {
                 // The agent died before it stopped the old etcd: keep it.
-                self.supervisor.adopt(record, launch, 0).await?;
+                self.supervisor.adopt(record, launch?, persisted.restart_count).await?;
                 return self.state.update(|s| {
                     s.switch = None;
                     s.state = AgentState::Running;
                 });
             }
+            // Own it before anything can fail, so it can always be stopped.
             self.supervisor.adopt(record, None, 0).await?;
+            if launch.is_err() {
+                // The old version cannot be started: leave the running etcd
+                // alone (adopted, stoppable) and let FAILED say why.
+                return launch.map(|_| ());
+            }
             self.supervisor.stop().await?;
         }
-        match launch {
+        match launch? {
             Some(launch) => {
                 self.supervisor.start(launch, true).await?;
                 self.state.update(|s| {
@@ -306,6 +313,15 @@ impl Agent {
             operation,
             reason: error.to_string(),
         })?
+    }
+
+    /// Waits until no operation runs (up to `limit`), so shutdown does not
+    /// drop a version switch halfway; returns what was still running.
+    pub async fn drain(&self, limit: Duration) -> Option<Operation> {
+        match tokio::time::timeout(limit, self.op_lock.lock()).await {
+            Ok(_guard) => None,
+            Err(_) => self.running_op(),
+        }
     }
 
     fn running_op(&self) -> Option<Operation> {
@@ -479,13 +495,22 @@ impl Agent {
         let launch = self.launch_for(&target, from.as_ref())?;
         let rendered = self.render(&target, from.as_ref())?;
 
-        self.state.update(|s| {
+        let recorded = self.state.update(|s| {
             s.state = step.during;
             s.switch = Some(Switch {
                 from: active.as_ref().map(ToString::to_string),
                 to: target.to_string(),
             });
-        })?;
+        });
+        if let Err(error) = recorded {
+            // Nothing has changed yet, and a switch that cannot be recorded
+            // must not start: put memory back as it was.
+            let _ = self.state.update(|s| {
+                s.state = persisted.state;
+                s.switch = None;
+            });
+            return Err(error);
+        }
         let began = Instant::now();
         tracing::info!(%operation, from = ?active.as_ref().map(ToString::to_string), to = %target, "switching version");
         // Stop first and read the log up to here, so a failure report only

@@ -56,7 +56,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // tasks (supervisor, log follower) stop only after the drain, so an RPC
     // still in flight can finish.
     let streams = CancellationToken::new();
-    let service = AgentService::new(agent, streams.clone());
+    let service = AgentService::new(Arc::clone(&agent), streams.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in [
@@ -107,6 +107,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             }
         })
         .await;
+    // An operation whose caller went away runs in its own task; let it end
+    // (a switch reverts by itself if it fails) before the runtime goes.
+    let limit = config.supervision.activate_timeout.saturating_mul(2) + config.supervision.stop_grace;
+    if let Some(running) = agent.drain(limit).await {
+        tracing::warn!(%running, ?limit, "shutting down with an operation still running");
+    }
     stop.cancel();
     result.map_err(|source| ServeError::Serve { address, source })
 }

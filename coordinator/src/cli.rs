@@ -10,6 +10,8 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::agent_client::AgentAddress;
+use crate::local::ports::PortRange;
+use crate::local::releases::VersionSpec;
 use crate::output::OutputFormat;
 
 const LONG_ABOUT: &str = "\
@@ -19,6 +21,9 @@ steward-agent that runs next to every etcd member.
 `steward agent ...` talks to one agent directly: its status, the etcd
 binaries it has staged, the flags a version would run with, version
 switches, lifecycle, snapshots and etcd's logs.
+
+`steward local up|down` starts and stops a cluster of real etcd members on
+this machine, each under its own steward-agent, for trying steward out.
 
 Results go to stdout (-w table|json); logs go to stderr (RUST_LOG, default
 warn).";
@@ -38,6 +43,9 @@ pub enum Command {
     /// Talk to one steward-agent directly (status, binaries, version switches, snapshots, logs).
     #[command(after_long_help = crate::exit::HELP)]
     Agent(AgentArgs),
+    /// Start or stop a cluster of real etcd members on this machine, each under its own steward-agent.
+    #[command(after_long_help = crate::exit::HELP)]
+    Local(LocalArgs),
 }
 
 /// `steward agent`: low-level calls to one agent.
@@ -54,6 +62,21 @@ pub struct AgentTarget {
     /// The agent's gRPC address: host:port or http://host:port.
     #[arg(long, env = "STEWARD_AGENT", value_name = "ADDR", value_parser = parse_address)]
     pub agent: AgentAddress,
+}
+
+/// Which cluster a cluster-wide command works on: a cluster description
+/// file, or the members' agents. A flag wins over the environment; with
+/// neither flag, `STEWARD_CLUSTER` or `STEWARD_AGENTS` is used (see
+/// [`crate::cluster_file::ClusterTarget::from_args`]).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// The cluster description file (TOML: the members, their agents and client URLs), such as the
+    /// cluster.toml that `steward local up` writes [env: STEWARD_CLUSTER].
+    #[arg(long, value_name = "FILE", conflicts_with = "agents")]
+    pub cluster: Option<PathBuf>,
+    /// The members' agents, comma-separated host:port, instead of a cluster file [env: STEWARD_AGENTS].
+    #[arg(long, value_name = "ADDR,ADDR,...", value_delimiter = ',', value_parser = parse_address)]
+    pub agents: Option<Vec<AgentAddress>>,
 }
 
 /// How to print the result.
@@ -213,6 +236,75 @@ pub enum AgentCommand {
     },
 }
 
+/// `steward local`: a cluster on this machine.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LocalCommand,
+}
+
+const LOCAL_UP_LONG_ABOUT: &str = "\
+Start a cluster of real etcd members on loopback, each owned by its own
+steward-agent running in the background (it outlives this command).
+
+DIR gets one m<i>/ per member (agent.toml, agent.log, the agent's state dir
+with etcd's log in state/logs/etcd.log, etcd's data dir), the record of the
+agent processes (local-processes.toml) and, once every member answers and
+all agree on a leader, the cluster description cluster.toml, which the
+cluster-wide commands take with --cluster. Stop it with `steward local down
+--dir DIR`.";
+
+/// The `steward local` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start a cluster of real etcd members on loopback, each under its own steward-agent, in the background.
+    #[command(long_about = LOCAL_UP_LONG_ABOUT)]
+    Up(LocalUpArgs),
+    /// Stop a cluster made by `steward local up`: etcd through its agents, then the agents; keep the files.
+    Down(LocalDownArgs),
+}
+
+/// `steward local up`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalUpArgs {
+    /// The cluster's directory: it must not exist or be empty (steward never writes into a used one).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// How many members (1 to 7).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub members: u8,
+    /// The etcd version: exact (3.4.23), or a minor (3.4) for its newest release in the binaries
+    /// directory; a minor never picks 3.5.0-3.5.2 (known data-inconsistency bug).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version_spec)]
+    pub version: VersionSpec,
+    /// The etcd release directory as scripts/setup-etcd lays it out (`DIR/<version>/etcd`)
+    /// [default: $STEWARD_ETCD_DIR, else ${XDG_CACHE_HOME:-$HOME/.cache}/steward/etcd].
+    #[arg(long, value_name = "DIR")]
+    pub binaries: Option<PathBuf>,
+    /// etcd's --initial-cluster-token [default: one unique to this cluster].
+    #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
+    pub token: Option<String>,
+    /// Take the ports only from this range, e.g. 40000-40999 [default: free ports the kernel picks].
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    pub port_range: Option<PortRange>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `steward local down`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalDownArgs {
+    /// The cluster's directory, as given to `steward local up`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Also remove the directory (configs, data, logs) once everything is stopped.
+    #[arg(long)]
+    pub purge: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// Which program of an etcd release a binary is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ToolArg {
@@ -251,6 +343,34 @@ pub fn parse_address(text: &str) -> Result<AgentAddress, String> {
 /// A message for clap when the text is not `MAJOR.MINOR.PATCH`.
 pub fn parse_version(text: &str) -> Result<EtcdVersion, String> {
     text.parse().map_err(|e: steward_proto::VersionError| e.to_string())
+}
+
+/// `--version` of `local up`: an exact version (`3.4.23`) or a minor (`3.4`).
+///
+/// # Errors
+/// A message for clap when the text is neither.
+pub fn parse_version_spec(text: &str) -> Result<VersionSpec, String> {
+    text.parse()
+}
+
+/// `--port-range`: `FIRST-LAST`.
+///
+/// # Errors
+/// A message for clap when the text is not a range of ports.
+pub fn parse_port_range(text: &str) -> Result<PortRange, String> {
+    text.parse()
+}
+
+/// `--token`: not empty, without whitespace.
+///
+/// # Errors
+/// A message for clap when the token is empty or has whitespace.
+pub fn parse_token(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().any(char::is_whitespace) {
+        Err(format!("{text:?} must be non-empty without whitespace"))
+    } else {
+        Ok(text.to_owned())
+    }
 }
 
 /// `--sha256`: exactly 64 hex digits, returned in lowercase.
@@ -408,6 +528,58 @@ mod tests {
     fn import_paths_must_be_absolute() {
         assert!(parse_remote_path("/opt/etcd/etcd").is_ok());
         assert!(parse_remote_path("etcd").is_err());
+    }
+
+    #[test]
+    fn local_up_takes_a_version_or_a_minor_and_bounds_members() {
+        let cli = Cli::try_parse_from(["steward", "local", "up", "--dir", "/tmp/x", "--version", "3.4"]).unwrap();
+        let Command::Local(LocalArgs {
+            command: LocalCommand::Up(up),
+        }) = cli.command
+        else {
+            panic!("not local up");
+        };
+        assert_eq!(up.version, VersionSpec::Minor(3, 4));
+        assert_eq!(up.members, 3);
+        assert_eq!(up.port_range, None);
+        for bad in [
+            &["--members", "0"][..],
+            &["--members", "8"],
+            &["--port-range", "5-1"],
+            &["--token", "a b"],
+        ] {
+            let mut args = vec!["steward", "local", "up", "--dir", "/tmp/x", "--version", "3.4"];
+            args.extend_from_slice(bad);
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            assert!(err.to_string().contains(bad[0]), "{err}");
+        }
+        let err = Cli::try_parse_from(["steward", "local", "up", "--dir", "/x", "--version", "3"]).unwrap_err();
+        assert!(err.to_string().contains("--version"), "{err}");
+    }
+
+    /// A command that takes a cluster, as status, plan and upgrade will.
+    #[derive(Debug, Parser)]
+    struct WithCluster {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+
+    #[test]
+    fn cluster_and_agents_are_exclusive_and_agents_are_a_list() {
+        let parsed = WithCluster::try_parse_from(["x", "--agents", "h:1,h:2"]).unwrap();
+        let agents = parsed.cluster.agents.unwrap();
+        assert_eq!(agents.len(), 2);
+        assert_eq!(agents[1].to_string(), "h:2");
+        let parsed = WithCluster::try_parse_from(["x", "--cluster", "c.toml"]).unwrap();
+        assert_eq!(parsed.cluster.cluster, Some(PathBuf::from("c.toml")));
+        let err = WithCluster::try_parse_from(["x", "--cluster", "c.toml", "--agents", "h:1"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = WithCluster::try_parse_from(["x", "--agents", "h:1,h"]).unwrap_err();
+        assert!(err.to_string().contains("no port"), "{err}");
+        // Neither is a clap error only when the environment has neither
+        // either; that is decided when the target is resolved.
+        assert!(WithCluster::try_parse_from(["x"]).is_ok());
     }
 
     #[test]

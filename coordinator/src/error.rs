@@ -128,15 +128,27 @@ pub enum CliError {
     /// Writing the results to stdout failed.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
+    /// The cluster to work on cannot be determined or its description
+    /// cannot be used (the inner error names the flag, file and field).
+    #[error(transparent)]
+    Target(#[from] crate::cluster_file::TargetError),
+    /// A local cluster could not be started or stopped (the inner error
+    /// names the directory, member or version).
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
 }
 
 impl CliError {
     /// The process exit code for this error (see [`crate::exit`]).
     #[must_use]
     pub const fn exit_code(&self) -> u8 {
-        // Every error of the agent commands is a failure; REFUSED belongs to
-        // the check gates of the rolling commands.
-        exit::FAILURE
+        // Every other error is a failure; REFUSED belongs to the check gates
+        // of the rolling commands.
+        match self {
+            // No cluster named, or named ambiguously: how steward was called.
+            Self::Target(error) if error.is_usage() => exit::USAGE,
+            _ => exit::FAILURE,
+        }
     }
 
     /// Maps a status from `rpc` on the agent at `address`. ABORTED (and a

@@ -1,11 +1,13 @@
 //! The steward coordinator as a library: the command line (`cli`), the
-//! connection to agents (`agent_client`), the commands, and the views and
-//! tables they print. The `steward` binary only parses, sets up logging,
+//! connection to agents (`agent_client`), the cluster description
+//! (`cluster_file`), local clusters (`local`), the commands, and the views
+//! and tables they print. The `steward` binary only parses, sets up logging,
 //! calls [`run`] and turns the error into an exit code, so everything here
 //! can be tested in-process.
 
 pub mod agent_client;
 pub mod cli;
+pub mod cluster_file;
 pub mod commands;
 pub mod download;
 pub mod error;
@@ -13,6 +15,7 @@ pub mod etcd;
 pub mod events;
 pub mod exit;
 pub mod format;
+pub mod local;
 pub mod observe;
 pub mod observed;
 pub mod output;
@@ -37,5 +40,6 @@ pub use error::CliError;
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         cli::Command::Agent(agent) => Box::pin(commands::agent::run(agent.command, out)).await,
+        cli::Command::Local(local) => Box::pin(commands::local::run(local.command, out)).await,
     }
 }

@@ -228,7 +228,18 @@ pub struct Cluster {
 /// test executable's `deps/` dir in cargo's target dir.
 #[must_use]
 pub fn agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("STEWARD_AGENT_BIN") {
+    built_binary("STEWARD_AGENT_BIN", "steward-agent")
+}
+
+/// The `steward` binary under test: `STEWARD_BIN`, or next to the test
+/// executable's `deps/` dir in cargo's target dir.
+#[must_use]
+pub fn steward_binary() -> PathBuf {
+    built_binary("STEWARD_BIN", "steward")
+}
+
+fn built_binary(variable: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("cannot find the test executable: {e}"));
@@ -236,13 +247,13 @@ pub fn agent_binary() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
-    let agent = target.join("steward-agent");
+    let binary = target.join(name);
     assert!(
-        agent.is_file(),
+        binary.is_file(),
         "{} is missing: build it with `cargo build --workspace --bins` (the README's test command does)",
-        agent.display()
+        binary.display()
     );
-    agent
+    binary
 }
 
 impl Cluster {

@@ -2,3 +2,4 @@
 //! and views; connecting, formatting and errors live in their own modules.
 
 pub mod agent;
+pub mod local;
