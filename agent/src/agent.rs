@@ -389,14 +389,16 @@ impl Agent {
     }
 
     /// The flags for `target` and what changes compared with now.
-    pub fn check_flags(&self, target: &EtcdVersion) -> Result<FlagCheck, AgentError> {
+    /// `from` renders as a switch from that version instead of the active
+    /// one (a later pass of a multi-pass plan).
+    pub fn check_flags(&self, target: &EtcdVersion, from: Option<&EtcdVersion>) -> Result<FlagCheck, AgentError> {
         let persisted = self.state.get();
         let current = active_of(&persisted);
         let current_args = match &current {
             Some(version) => self.render(version, active_from_of(&persisted).as_ref())?.args,
             None => Vec::new(),
         };
-        let target = self.render(target, current.as_ref()).map_err(|e| match e {
+        let target = self.render(target, from.or(current.as_ref())).map_err(|e| match e {
             AgentError::InvalidArgument { reason, .. } => AgentError::InvalidArgument {
                 field: "target_version",
                 reason,

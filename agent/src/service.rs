@@ -256,7 +256,11 @@ impl pb::agent_server::Agent for AgentService {
         request: Request<pb::CheckFlagsRequest>,
     ) -> Result<Response<pb::CheckFlagsResponse>, Status> {
         let target = parse_version("target_version", &request.get_ref().target_version)?;
-        let check = self.agent.check_flags(&target)?;
+        let from = match request.get_ref().from_version.as_str() {
+            "" => None,
+            text => Some(parse_version("from_version", text)?),
+        };
+        let check = self.agent.check_flags(&target, from.as_ref())?;
         Ok(Response::new(pb::CheckFlagsResponse {
             current_version: check.current_version.map(|v| v.to_string()).unwrap_or_default(),
             current_args: check.current_args,

@@ -46,6 +46,92 @@ pub enum Command {
     /// Start or stop a cluster of real etcd members on this machine, each under its own steward-agent.
     #[command(after_long_help = crate::exit::HELP)]
     Local(LocalArgs),
+    /// Show every member: versions, leader, raft, database, alarms, agent (exit 1 when not healthy).
+    #[command(after_long_help = crate::exit::HELP)]
+    Status(StatusArgs),
+    /// Show what an upgrade or downgrade to a version would do, and every check; changes nothing.
+    #[command(after_long_help = crate::exit::HELP)]
+    Plan(PlanArgs),
+    /// Upgrade the cluster to a version, one member at a time, the leader last.
+    #[command(after_long_help = crate::exit::HELP)]
+    Upgrade(RollArgs),
+    /// Downgrade the cluster to a version, one member at a time, the leader last.
+    #[command(after_long_help = crate::exit::HELP)]
+    Downgrade(RollArgs),
+}
+
+/// `steward status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where the target binaries come from (plan, upgrade, downgrade).
+#[derive(Debug, Clone, Args)]
+pub struct BinarySourceArgs {
+    /// A directory laid out as DIR/<version>/{etcd,etcdctl,etcdutl}, as scripts/setup-etcd fills it; a binary
+    /// for every pass is taken from it (default: the setup script's cache dir).
+    #[arg(long, value_name = "DIR")]
+    pub binaries: Option<PathBuf>,
+    /// One etcd binary for the target version (etcdctl/etcdutl next to it go along).
+    #[arg(long, value_name = "PATH", conflicts_with = "binaries")]
+    pub binary: Option<PathBuf>,
+    /// Proceed where a rule says "unless forced" (a 3.5.0-3.5.2 target); the reason is printed.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `steward plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The target version, e.g. 3.5.16.
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub to: EtcdVersion,
+    /// Plan a downgrade instead of an upgrade.
+    #[arg(long)]
+    pub downgrade: bool,
+    /// The binaries.
+    #[command(flatten)]
+    pub source: BinarySourceArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `steward upgrade` and `steward downgrade`.
+#[derive(Debug, Args)]
+pub struct RollArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The target version, e.g. 3.5.16.
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub to: EtcdVersion,
+    /// The binaries.
+    #[command(flatten)]
+    pub source: BinarySourceArgs,
+    /// How long a member may take, after its agent activated the new version, to be healthy, caught up
+    /// and in HashKV agreement with the others.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub gate_timeout: std::time::Duration,
+    /// How long each agent waits for its member on the new version before reverting it (default: the
+    /// agent's activate_timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub activate_timeout: Option<std::time::Duration>,
+    /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
+    #[arg(long)]
+    pub events: bool,
+    /// Output format of the final report.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `steward agent`: low-level calls to one agent.

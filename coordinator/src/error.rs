@@ -136,6 +136,31 @@ pub enum CliError {
     /// names the directory, member or version).
     #[error(transparent)]
     Local(#[from] crate::local::LocalError),
+    /// The cluster could not be observed.
+    #[error("cannot observe the cluster")]
+    Observe(#[from] crate::observe::ObserveError),
+    /// `steward status` found members that are not healthy.
+    #[error("the cluster is not healthy: {problems}")]
+    Unhealthy {
+        /// What is wrong, member by member.
+        problems: String,
+    },
+    /// A check refused the change; nothing was touched.
+    #[error("refused by {rules}: nothing was changed")]
+    Refused {
+        /// The rules that failed, with their messages.
+        rules: String,
+    },
+    /// A rolling change stopped.
+    #[error("{direction} stopped at {where_}: {reason}")]
+    RollFailed {
+        /// upgrade or downgrade.
+        direction: crate::plan::Direction,
+        /// The member and gate.
+        where_: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -147,6 +172,7 @@ impl CliError {
         match self {
             // No cluster named, or named ambiguously: how steward was called.
             Self::Target(error) if error.is_usage() => exit::USAGE,
+            Self::Refused { .. } => exit::REFUSED,
             _ => exit::FAILURE,
         }
     }

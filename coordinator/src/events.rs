@@ -129,7 +129,7 @@ pub enum Event {
 }
 
 /// Where events go.
-pub trait EventSink: Send {
+pub trait EventSink {
     /// Reports one event.
     fn emit(&mut self, event: &Event);
 }
@@ -144,9 +144,9 @@ impl EventSink for Discard {
 
 /// One NDJSON line per event.
 #[derive(Debug)]
-pub struct Ndjson<W: Write + Send>(pub W);
+pub struct Ndjson<W: Write>(pub W);
 
-impl<W: Write + Send> EventSink for Ndjson<W> {
+impl<W: Write> EventSink for Ndjson<W> {
     fn emit(&mut self, event: &Event) {
         if let Ok(line) = serde_json::to_string(event) {
             // A reader that went away must not stop the change.
@@ -157,9 +157,9 @@ impl<W: Write + Send> EventSink for Ndjson<W> {
 
 /// One line per event for people.
 #[derive(Debug)]
-pub struct Lines<W: Write + Send>(pub W);
+pub struct Lines<W: Write>(pub W);
 
-impl<W: Write + Send> EventSink for Lines<W> {
+impl<W: Write> EventSink for Lines<W> {
     fn emit(&mut self, event: &Event) {
         let _ = writeln!(self.0, "{}", human(event));
     }

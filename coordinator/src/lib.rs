@@ -41,5 +41,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         cli::Command::Agent(agent) => Box::pin(commands::agent::run(agent.command, out)).await,
         cli::Command::Local(local) => Box::pin(commands::local::run(local.command, out)).await,
+        cli::Command::Status(args) => Box::pin(commands::cluster::status(&args, out)).await,
+        cli::Command::Plan(args) => Box::pin(commands::cluster::plan(&args, out)).await,
+        cli::Command::Upgrade(args) => Box::pin(commands::roll::run(plan::Direction::Upgrade, args, out)).await,
+        cli::Command::Downgrade(args) => Box::pin(commands::roll::run(plan::Direction::Downgrade, args, out)).await,
     }
 }

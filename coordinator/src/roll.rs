@@ -153,10 +153,41 @@ struct Roll<'a> {
     began: Instant,
 }
 
+/// One local etcd release: the server and the tools next to it.
 #[derive(Clone, Debug)]
-struct LocalRelease {
-    etcd: PathBuf,
-    tools: Vec<(pb::Tool, PathBuf)>,
+pub struct LocalRelease {
+    /// The etcd binary.
+    pub etcd: PathBuf,
+    /// etcdctl and etcdutl, where present.
+    pub tools: Vec<(pb::Tool, PathBuf)>,
+}
+
+/// The local binaries: `binaries/<version>/etcd` for every version dir, and
+/// `binary` as the target's (its version is checked before it is used).
+#[must_use]
+pub fn local_releases(
+    binaries: Option<&Path>,
+    binary: Option<&Path>,
+    target: &EtcdVersion,
+) -> BTreeMap<EtcdVersion, LocalRelease> {
+    let mut local = BTreeMap::new();
+    if let Some(dir) = binaries
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for entry in entries.flatten() {
+            let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<EtcdVersion>().ok()) else {
+                continue;
+            };
+            let etcd = entry.path().join("etcd");
+            if etcd.is_file() {
+                local.insert(version, release_at(&etcd));
+            }
+        }
+    }
+    if let Some(binary) = binary {
+        local.insert(target.clone(), release_at(binary));
+    }
+    local
 }
 
 /// Runs the change. Never returns an error: refusals and failures are
@@ -326,25 +357,12 @@ impl Roll<'_> {
         self.report
     }
 
-    /// Finds the local binaries: `--binaries DIR/<version>/etcd` and
-    /// `--binary PATH` (its version is read when verified).
     fn load_local_binaries(&mut self) {
-        if let Some(dir) = &self.options.binaries
-            && let Ok(entries) = std::fs::read_dir(dir)
-        {
-            for entry in entries.flatten() {
-                let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<EtcdVersion>().ok()) else {
-                    continue;
-                };
-                let etcd = entry.path().join("etcd");
-                if etcd.is_file() {
-                    self.local.insert(version, release_at(&etcd));
-                }
-            }
-        }
-        if let Some(binary) = &self.options.binary {
-            self.local.insert(self.options.target.clone(), release_at(binary));
-        }
+        self.local = local_releases(
+            self.options.binaries.as_deref(),
+            self.options.binary.as_deref(),
+            &self.options.target,
+        );
     }
 
     /// Every local binary a pass needs must report its version.

@@ -23,6 +23,7 @@ async fn ca_file_is_renamed_and_the_member_runs_3_4() {
     let check = agent
         .check_flags(pb::CheckFlagsRequest {
             target_version: new.version.to_string(),
+            from_version: String::new(),
         })
         .await
         .expect("check flags")
@@ -91,7 +92,10 @@ async fn downgrade_rules_from_3_5_to_3_4() {
         let target = target.to_owned();
         async move {
             agent
-                .check_flags(pb::CheckFlagsRequest { target_version: target })
+                .check_flags(pb::CheckFlagsRequest {
+                    target_version: target,
+                    from_version: String::new(),
+                })
                 .await
                 .map(tonic::Response::into_inner)
         }

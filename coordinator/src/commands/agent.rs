@@ -76,6 +76,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             let mut clients = agent_client::connect(&target.agent).await?;
             let request = pb::CheckFlagsRequest {
                 target_version: to.to_string(),
+                from_version: String::new(),
             };
             let response = call(&target.agent, "CheckFlags", clients.agent.check_flags(request)).await?;
             output::emit(out, output.format, &FlagsView::new(&to.to_string(), &response))

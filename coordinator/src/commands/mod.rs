@@ -2,4 +2,6 @@
 //! and views; connecting, formatting and errors live in their own modules.
 
 pub mod agent;
+pub mod cluster;
 pub mod local;
+pub mod roll;

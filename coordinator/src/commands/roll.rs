@@ -1,0 +1,132 @@
+//! `steward upgrade` and `steward downgrade`: run the rolling engine,
+//! print a line per step on stderr (or NDJSON events on stdout), then the
+//! report, and turn the outcome into the exit code (0, 1, or 3 refused).
+
+use std::io::Write;
+
+use comfy_table::{Cell, Table};
+
+use crate::cli::RollArgs;
+use crate::cluster_file::ClusterTarget;
+use crate::commands::cluster::failed_rules;
+use crate::error::CliError;
+use crate::events::{EventSink, Lines, Ndjson};
+use crate::output;
+use crate::plan::Direction;
+use crate::roll::{self, Outcome, RollOptions, RollReport};
+use crate::table::Tabular;
+
+impl Tabular for RollReport {
+    fn tables(&self) -> Vec<Table> {
+        let mut summary = Table::new();
+        summary.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);
+        summary.set_header(vec![
+            Cell::new(self.direction.to_string().to_uppercase()),
+            Cell::new(""),
+        ]);
+        let mut row = |key: &str, value: String| {
+            summary.add_row(vec![key.to_owned(), value]);
+        };
+        row("result", format!("{:?}", self.result).to_lowercase());
+        row("from", self.from.clone().unwrap_or_else(|| "-".into()));
+        row("to", self.to.clone());
+        row(
+            "cluster version",
+            self.cluster_version.clone().unwrap_or_else(|| "-".into()),
+        );
+        row("took", format!("{:.1}s", self.took_ms as f64 / 1000.0));
+        if let Some(snapshot) = &self.snapshot {
+            row(
+                "snapshot",
+                format!(
+                    "{} on {} ({}), revision {}, sha256 {}",
+                    snapshot.id, snapshot.member, snapshot.path, snapshot.revision, snapshot.sha256
+                ),
+            );
+        }
+        if let Some(failure) = &self.failure {
+            row(
+                "failed at",
+                format!("{} {}", failure.member.clone().unwrap_or_default(), failure.gate),
+            );
+            row("reason", failure.reason.clone());
+            if !failure.log_tail.is_empty() {
+                row("etcd log tail", failure.log_tail.join("\n"));
+            }
+        }
+        let failed = failed_rules(&self.checks);
+        if !failed.is_empty() {
+            row("refused by", failed);
+        }
+        let mut members = Table::new();
+        members.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);
+        members.set_header(vec!["MEMBER", "ID", "FROM", "TO", "TOOK", "LEADER MOVES", "ELECTIONS"]);
+        for m in &self.members {
+            members.add_row(vec![
+                m.name.clone(),
+                m.id.clone(),
+                m.from.clone().unwrap_or_else(|| "-".into()),
+                m.to.clone().unwrap_or_else(|| "-".into()),
+                format!("{:.1}s", m.took_ms as f64 / 1000.0),
+                m.leader_moves.to_string(),
+                m.elections.to_string(),
+            ]);
+        }
+        vec![summary, members]
+    }
+}
+
+/// Runs the change and reports it.
+pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let target = ClusterTarget::from_args(&args.cluster)?;
+    let agents = target.members.iter().map(|m| m.agent.clone()).collect();
+    let binaries = args
+        .source
+        .binaries
+        .clone()
+        .or_else(|| args.source.binary.is_none().then(crate::local::releases::default_dir));
+    let options = RollOptions {
+        direction,
+        target: args.to.clone(),
+        binaries,
+        binary: args.source.binary.clone(),
+        force: args.source.force,
+        gate_timeout: args.gate_timeout,
+        activate_timeout: args.activate_timeout,
+    };
+    let report = if args.events {
+        let mut sink = Ndjson(&mut *out);
+        Box::pin(roll::run(agents, options, &mut sink)).await
+    } else {
+        let mut sink: Lines<std::io::Stderr> = Lines(std::io::stderr());
+        Box::pin(roll::run(agents, options, &mut sink as &mut dyn EventSink)).await
+    };
+    if args.events {
+        // Keep stdout valid NDJSON: the report is one more line.
+        let line = serde_json::to_string(&report).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        writeln!(out, "{line}").map_err(CliError::Output)?;
+    } else {
+        output::emit(out, args.output.format, &report)?;
+    }
+    match report.result {
+        Outcome::Succeeded => Ok(()),
+        Outcome::Refused => Err(CliError::Refused {
+            rules: failed_rules(&report.checks),
+        }),
+        Outcome::Failed => {
+            let failure = report.failure.clone();
+            Err(CliError::RollFailed {
+                direction,
+                where_: failure
+                    .as_ref()
+                    .map(|f| {
+                        format!("{} {}", f.member.clone().unwrap_or_default(), f.gate)
+                            .trim()
+                            .to_owned()
+                    })
+                    .unwrap_or_default(),
+                reason: failure.map(|f| f.reason).unwrap_or_default(),
+            })
+        }
+    }
+}
