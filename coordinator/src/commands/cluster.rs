@@ -162,7 +162,7 @@ impl StatusView {
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);
-    table.set_header(header.iter().map(|h| Cell::new(h)).collect::<Vec<_>>());
+    table.set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     table
 }
 
