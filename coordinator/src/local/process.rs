@@ -348,7 +348,14 @@ mod tests {
             .spawn()
             .unwrap();
         let id = ProcessId::of(child.id()).unwrap();
-        let found = mentioning(dir.path());
+        // Under load the new process may not show its command line at once:
+        // look again until it does (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut found = mentioning(dir.path());
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            found = mentioning(dir.path());
+        }
         assert_eq!(found.iter().map(|f| f.id).collect::<Vec<_>>(), [id], "{found:?}");
         assert!(found[0].command.starts_with("tail -f "), "{found:?}");
         // Not this test process, although nothing of it names the dir.
