@@ -58,6 +58,28 @@ pub enum Command {
     /// Downgrade the cluster to a version, one member at a time, the leader last.
     #[command(after_long_help = crate::exit::HELP)]
     Downgrade(RollArgs),
+    /// Return the members a partial upgrade already changed to their previous version (before the
+    /// cluster version flips), one at a time, the leader last.
+    #[command(after_long_help = crate::exit::HELP)]
+    Rollback(RollbackArgs),
+}
+
+/// `steward rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// How long a member may take, after its agent switched it back, to be healthy, caught up and in
+    /// HashKV agreement with the others.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub gate_timeout: std::time::Duration,
+    /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
+    #[arg(long)]
+    pub events: bool,
+    /// Output format of the final report.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `steward status`.

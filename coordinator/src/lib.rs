@@ -45,5 +45,6 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         cli::Command::Plan(args) => Box::pin(commands::cluster::plan(&args, out)).await,
         cli::Command::Upgrade(args) => Box::pin(commands::roll::run(plan::Direction::Upgrade, args, out)).await,
         cli::Command::Downgrade(args) => Box::pin(commands::roll::run(plan::Direction::Downgrade, args, out)).await,
+        cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(args, out)).await,
     }
 }

@@ -203,6 +203,7 @@ fn attach_agents(observed: &mut Observed, views: &[AgentView]) {
         member.agent_state_reason = agent.state_reason;
         let versions = status.versions.clone().unwrap_or_default();
         member.agent_active = versions.active.parse().ok();
+        member.agent_previous = versions.previous.parse().ok();
         member.staged = versions.staged.iter().filter_map(|v| v.parse().ok()).collect();
         let data = status.data_dir.clone().unwrap_or_default();
         member.v3_db_present = data.v3_db_present;

@@ -57,6 +57,8 @@ pub struct ObservedMember {
     pub errors: Vec<String>,
     /// The version the agent has active.
     pub agent_active: Option<EtcdVersion>,
+    /// The version the agent ran before its last switch (Rollback's target).
+    pub agent_previous: Option<EtcdVersion>,
     /// Why the agent is in its state (for FAILED).
     pub agent_state_reason: String,
     /// The member's store revision (Status header).

@@ -49,6 +49,10 @@ pub struct RollOptions {
     pub gate_timeout: Duration,
     /// How long each agent waits for its member on the new version.
     pub activate_timeout: Option<Duration>,
+    /// `steward rollback`: return changed members to their previous
+    /// version through their agents' Rollback (direction and target are
+    /// then decided from the cluster).
+    pub rollback: bool,
 }
 
 /// How the change ended.
@@ -274,6 +278,9 @@ impl Roll<'_> {
             })
             .collect();
 
+        if self.options.rollback {
+            return self.run_rollback(&observed).await;
+        }
         self.load_local_binaries();
         let request = Request {
             force: self.options.force,
@@ -324,6 +331,44 @@ impl Roll<'_> {
                 self.wait_cluster_version(&pass.target).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Returns every member that runs a newer version than the lowest to
+    /// its previous version, while the cluster version has not flipped.
+    async fn run_rollback(&mut self, observed: &Observed) -> Result<(), Stop> {
+        let checks = rules::rollback_checks(observed);
+        for check in &checks {
+            self.emit(&Event::Check(check.clone()));
+        }
+        self.report.checks = checks;
+        if rules::refused(&self.report.checks) {
+            return Err(Stop::Refused);
+        }
+        let Some(lowest) = observed.lowest_version().cloned() else {
+            return Err(Stop::Refused);
+        };
+        self.report.to = lowest.to_string();
+        self.report.from = observed.highest_version().map(ToString::to_string);
+        if observed.members.iter().all(|m| m.version.as_ref() == Some(&lowest)) {
+            self.report.cluster_version = observed.cluster_version.as_ref().map(ToString::to_string);
+            return Ok(());
+        }
+        self.emit(&Event::Planned {
+            passes: vec![lowest.to_string()],
+            order: observed
+                .members
+                .iter()
+                .filter(|m| m.version.as_ref() != Some(&lowest))
+                .map(|m| m.name.clone())
+                .collect(),
+        });
+        self.snapshot(observed).await?;
+        self.run_pass(&lowest, Duration::ZERO).await?;
+        self.emit(&Event::PassDone {
+            target: lowest.to_string(),
+        });
+        self.wait_cluster_version(&lowest).await?;
         Ok(())
     }
 
@@ -595,14 +640,20 @@ impl Roll<'_> {
             to: target.to_string(),
         });
         let mut clients = self.clients(member).await?;
-        let request = pb::ActivateRequest {
-            version: target.to_string(),
-            timeout: self
-                .options
-                .activate_timeout
-                .and_then(|t| prost_types::Duration::try_from(t).ok()),
+        let timeout = self
+            .options
+            .activate_timeout
+            .and_then(|t| prost_types::Duration::try_from(t).ok());
+        let answer = if self.options.rollback {
+            clients.agent.rollback(pb::RollbackRequest { timeout }).await
+        } else {
+            let request = pb::ActivateRequest {
+                version: target.to_string(),
+                timeout,
+            };
+            clients.agent.activate(request).await
         };
-        let activated = match clients.agent.activate(request).await {
+        let activated = match answer {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 let details = steward_proto::details::decode_activation_failure(status.details());
@@ -629,6 +680,11 @@ impl Roll<'_> {
                 .map_or(0, millis),
         });
         if let Err(mut gate_failure) = self.gate(&member.name, target).await {
+            if self.options.rollback {
+                // This member was already going back; another Rollback
+                // would swap it forward again.
+                return Err(gate_failure);
+            }
             // The agent saw the member healthy, but the cluster does not
             // agree: put the old version back before stopping.
             let rollback = clients.agent.rollback(pb::RollbackRequest { timeout: None }).await;

@@ -50,6 +50,8 @@ pub mod ids {
     pub const BINARIES: &str = "binaries-available";
     /// Learners are changed but never lead.
     pub const LEARNERS: &str = "learners";
+    /// Swapping binaries back only works before the cluster version flips.
+    pub const ROLLBACK_BEFORE_FLIP: &str = "rollback-before-flip";
 }
 
 /// The outcome of one check.
@@ -168,6 +170,101 @@ pub fn preflight(observed: &Observed, request: &Request, plan: &Result<Plan, Pla
         }
     }
     checks
+}
+
+/// The checks of `steward rollback`: the cluster must be able to take a
+/// rolling restart, and the members to roll back must be changed members
+/// of a cluster whose version has not flipped yet.
+#[must_use]
+pub fn rollback_checks(observed: &Observed) -> Vec<Check> {
+    vec![
+        health(observed),
+        alarms(observed),
+        agents(observed),
+        quorum(observed),
+        before_flip(observed),
+    ]
+}
+
+fn before_flip(observed: &Observed) -> Check {
+    let source = "every upgrade guide (mixed versions)";
+    let Some(lowest) = observed.lowest_version() else {
+        return check(
+            ids::ROLLBACK_BEFORE_FLIP,
+            source,
+            Verdict::Fail,
+            "no member reported its version",
+        );
+    };
+    let changed: Vec<_> = observed
+        .members
+        .iter()
+        .filter(|m| m.version.as_ref().is_some_and(|v| v > lowest))
+        .collect();
+    if changed.is_empty() {
+        // Everyone runs the same version. Did an upgrade finish?
+        let flipped = observed
+            .members
+            .iter()
+            .filter_map(|m| m.agent_previous.as_ref())
+            .any(|previous| previous.minor_version() < lowest.minor_version());
+        return if flipped {
+            check(
+                ids::ROLLBACK_BEFORE_FLIP,
+                source,
+                Verdict::Fail,
+                format!(
+                    "every member runs {lowest} and the cluster version is {}: it flipped, and swapping binaries \
+                     back is no longer possible; restore the snapshot taken before the upgrade, or downgrade where \
+                     the guides allow it (3.5 -> 3.4.32 or later: steward downgrade)",
+                    observed
+                        .cluster_version
+                        .as_ref()
+                        .map_or_else(|| "decided".to_owned(), ToString::to_string)
+                ),
+            )
+        } else {
+            check(
+                ids::ROLLBACK_BEFORE_FLIP,
+                source,
+                Verdict::Pass,
+                format!("every member runs {lowest}: nothing to roll back"),
+            )
+        };
+    }
+    let mut problems = Vec::new();
+    if let Some(version) = &observed.cluster_version
+        && !version.same_minor(lowest)
+    {
+        problems.push(format!("the cluster version is already {version}"));
+    }
+    for member in &changed {
+        match &member.agent_previous {
+            Some(previous) if previous.same_minor(lowest) => {}
+            Some(previous) => problems.push(format!(
+                "{}'s previous version is {previous}, not a {}.{}",
+                member.name,
+                lowest.major(),
+                lowest.minor()
+            )),
+            None => problems.push(format!("{}'s agent has no previous version to return to", member.name)),
+        }
+    }
+    if problems.is_empty() {
+        check(
+            ids::ROLLBACK_BEFORE_FLIP,
+            source,
+            Verdict::Pass,
+            format!(
+                "{} back to their previous version while the cluster version is still {}.{}",
+                changed.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+                lowest.major(),
+                lowest.minor()
+            ),
+        )
+    } else {
+        check(ids::ROLLBACK_BEFORE_FLIP, source, Verdict::Fail, problems.join("; "))
+    }
 }
 
 fn health(observed: &Observed) -> Check {
@@ -787,6 +884,48 @@ mod tests {
         observed.members[0].state_dir_free_bytes = 1024;
         let checks = run(&observed, Direction::Upgrade, "3.5.16", &with_binaries(&["3.5.16"]));
         assert_eq!(verdict(&checks, ids::SNAPSHOT_SPACE), Verdict::Fail);
+    }
+
+    #[test]
+    fn rollback_before_the_flip_only() {
+        // Two members changed, the cluster version still 3.4.
+        let mut partial = cluster(&["3.5.16", "3.5.16", "3.4.23"], 2);
+        partial.cluster_version = Some(v("3.4.0"));
+        for m in &mut partial.members[..2] {
+            m.agent_previous = Some(v("3.4.23"));
+        }
+        let checks = rollback_checks(&partial);
+        assert_eq!(
+            verdict(&checks, ids::ROLLBACK_BEFORE_FLIP),
+            Verdict::Pass,
+            "{checks:#?}"
+        );
+
+        // Everyone on 3.5 after an upgrade from 3.4: flipped.
+        let mut done = cluster(&["3.5.16"; 3], 0);
+        done.cluster_version = Some(v("3.5.0"));
+        for m in &mut done.members {
+            m.agent_previous = Some(v("3.4.23"));
+        }
+        let checks = rollback_checks(&done);
+        assert_eq!(verdict(&checks, ids::ROLLBACK_BEFORE_FLIP), Verdict::Fail);
+        assert!(checks.iter().any(|c| c.message.contains("restore the snapshot")));
+
+        // A changed member whose agent has nothing to go back to.
+        let mut lost = cluster(&["3.5.16", "3.4.23", "3.4.23"], 1);
+        lost.cluster_version = Some(v("3.4.0"));
+        lost.members[0].agent_previous = None;
+        assert_eq!(
+            verdict(&rollback_checks(&lost), ids::ROLLBACK_BEFORE_FLIP),
+            Verdict::Fail
+        );
+
+        // Nothing changed at all: a no-op.
+        let same = cluster(&["3.4.23"; 3], 0);
+        assert_eq!(
+            verdict(&rollback_checks(&same), ids::ROLLBACK_BEFORE_FLIP),
+            Verdict::Pass
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn options(direction: Direction, target: &EtcdVersion) -> RollOptions {
         force: false,
         gate_timeout: Duration::from_secs(60),
         activate_timeout: None,
+        rollback: false,
     }
 }
 

@@ -33,6 +33,7 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
         force: false,
         gate_timeout: Duration::from_secs(60),
         activate_timeout: None,
+        rollback: false,
     };
     let mut events = Recorder {
         events: Vec::new(),

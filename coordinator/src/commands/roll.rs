@@ -6,7 +6,7 @@ use std::io::Write;
 
 use comfy_table::{Cell, Table};
 
-use crate::cli::RollArgs;
+use crate::cli::{RollArgs, RollbackArgs};
 use crate::cluster_file::ClusterTarget;
 use crate::commands::cluster::failed_rules;
 use crate::error::CliError;
@@ -76,6 +76,32 @@ impl Tabular for RollReport {
     }
 }
 
+/// `steward rollback`: the changed members back to their previous version.
+pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let target = ClusterTarget::from_args(&args.cluster)?;
+    let agents = target.members.iter().map(|m| m.agent.clone()).collect();
+    let options = RollOptions {
+        direction: Direction::Downgrade,
+        // Decided from the cluster: the version the unchanged members run.
+        target: steward_proto::EtcdVersion::new(0, 0, 0),
+        binaries: None,
+        binary: None,
+        force: false,
+        gate_timeout: args.gate_timeout,
+        activate_timeout: None,
+        rollback: true,
+    };
+    report(
+        Direction::Downgrade,
+        agents,
+        options,
+        args.events,
+        args.output.format,
+        out,
+    )
+    .await
+}
+
 /// Runs the change and reports it.
 pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let target = ClusterTarget::from_args(&args.cluster)?;
@@ -93,20 +119,34 @@ pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> R
         force: args.source.force,
         gate_timeout: args.gate_timeout,
         activate_timeout: args.activate_timeout,
+        rollback: false,
     };
-    let report = if args.events {
+    report(direction, agents, options, args.events, args.output.format, out).await
+}
+
+/// Runs the engine with the chosen event sink, prints the report, and maps
+/// the outcome to the exit code.
+async fn report(
+    direction: Direction,
+    agents: Vec<crate::agent_client::AgentAddress>,
+    options: RollOptions,
+    events: bool,
+    format: crate::output::OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let report = if events {
         let mut sink = Ndjson(&mut *out);
         Box::pin(roll::run(agents, options, &mut sink)).await
     } else {
         let mut sink: Lines<std::io::Stderr> = Lines(std::io::stderr());
         Box::pin(roll::run(agents, options, &mut sink as &mut dyn EventSink)).await
     };
-    if args.events {
+    if events {
         // Keep stdout valid NDJSON: the report is one more line.
         let line = serde_json::to_string(&report).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
         writeln!(out, "{line}").map_err(CliError::Output)?;
     } else {
-        output::emit(out, args.output.format, &report)?;
+        output::emit(out, format, &report)?;
     }
     match report.result {
         Outcome::Succeeded => Ok(()),

@@ -1,0 +1,111 @@
+//! `steward rollback`: after a partial upgrade (some members on 3.5, the
+//! cluster version still 3.4) the changed members go back to 3.4 one at a
+//! time; after a finished upgrade it refuses (exit 3) and says why.
+
+use std::process::{Command, Output};
+
+use steward_proto::v1 as pb;
+use steward_tests::cluster::steward_binary;
+use steward_tests::{ClusterBuilder, newest};
+
+fn steward(args: &[&str]) -> Output {
+    Command::new(steward_binary()).args(args).output().expect("run steward")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_returns_changed_members_until_the_version_flips() {
+    let old = newest(3, 4);
+    let new = newest(3, 5);
+    let cluster = ClusterBuilder::new(3, old.clone()).start().await;
+    let agents = cluster
+        .members
+        .iter()
+        .map(|m| m.agent_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // A partial upgrade: two members (the leader among them) run 3.5.
+    let leader = cluster.leader_index().await;
+    let follower = (leader + 1) % 3;
+    for i in [follower, leader] {
+        cluster
+            .binaries(i)
+            .await
+            .import_binary(pb::ImportBinaryRequest {
+                path: new.etcd().display().to_string(),
+                tool: pb::Tool::Etcd.into(),
+                version: new.version.to_string(),
+                sha256: String::new(),
+            })
+            .await
+            .expect("stage 3.5");
+        cluster
+            .agent(i)
+            .await
+            .activate(pb::ActivateRequest {
+                version: new.version.to_string(),
+                timeout: None,
+            })
+            .await
+            .expect("activate 3.5");
+    }
+    cluster.wait_ready(std::time::Duration::from_secs(30)).await;
+    assert_eq!(
+        cluster.status(0).await.member.unwrap_or_default().cluster_version,
+        "3.4.0"
+    );
+
+    let rolled = steward(&["rollback", "--agents", &agents, "-w", "json"]);
+    let stderr = String::from_utf8_lossy(&rolled.stderr);
+    assert_eq!(rolled.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&rolled.stdout).expect("report JSON");
+    assert_eq!(report["result"], "succeeded");
+    assert_eq!(report["to"], old.version.to_string());
+    for i in 0..3 {
+        let status = cluster.status(i).await;
+        assert_eq!(status.member.unwrap_or_default().version, old.version.to_string());
+        // Back with the flags it ran with before: no downgrade rules.
+        let args = status.process.unwrap_or_default().args;
+        assert!(
+            !args.iter().any(|a| a.contains("next-cluster-version-compatible")),
+            "{args:?}"
+        );
+    }
+    // The leader went last.
+    let order: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("member    "))
+        .map(|l| l.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            cluster.members[follower].name.as_str(),
+            cluster.members[leader].name.as_str()
+        ],
+        "{stderr}"
+    );
+
+    // After a finished upgrade the cluster version has flipped: refused.
+    let upgraded = steward(&["upgrade", "--agents", &agents, "--to", &new.version.to_string()]);
+    assert_eq!(
+        upgraded.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&upgraded.stderr)
+    );
+    let refused = steward(&["rollback", "--agents", &agents]);
+    assert_eq!(refused.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("rollback-before-flip") && stderr.contains("restore the snapshot"),
+        "{stderr}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            cluster.status(i).await.member.unwrap_or_default().version,
+            new.version.to_string()
+        );
+    }
+    cluster.cleanup();
+}
