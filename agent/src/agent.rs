@@ -315,6 +315,23 @@ impl Agent {
         })?
     }
 
+    /// Admits a mutating call carrying a coordinator's fencing token: a
+    /// token below the highest seen is refused, a higher one becomes the
+    /// highest. 0 is an operator's direct call and always admitted.
+    pub fn admit(&self, token: i64) -> Result<(), AgentError> {
+        if token <= 0 {
+            return Ok(());
+        }
+        let highest = self.state.get().fencing_token;
+        if token < highest {
+            return Err(AgentError::StaleFencingToken { token, highest });
+        }
+        if token > highest {
+            self.state.update(|s| s.fencing_token = s.fencing_token.max(token))?;
+        }
+        Ok(())
+    }
+
     /// Waits until no operation runs (up to `limit`), so shutdown does not
     /// drop a version switch halfway; returns what was still running.
     pub async fn drain(&self, limit: Duration) -> Option<Operation> {

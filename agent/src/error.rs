@@ -79,6 +79,16 @@ pub enum AgentError {
         /// Which condition failed.
         reason: String,
     },
+    /// A coordinator whose cluster lock was taken over since.
+    #[error(
+        "stale fencing token {token}: a coordinator holding token {highest} has acted since (the cluster lock moved on)"
+    )]
+    StaleFencingToken {
+        /// The token sent.
+        token: i64,
+        /// The highest token seen.
+        highest: i64,
+    },
     /// A version is not in the binary store.
     #[error("version {version} is not staged (staged: {staged})")]
     VersionNotStaged {
@@ -344,7 +354,8 @@ impl From<AgentError> for Status {
             | E::Busy { .. }
             | E::Precondition { .. }
             | E::FlagsRefused { .. }
-            | E::BinaryChanged { .. } => Code::FailedPrecondition,
+            | E::BinaryChanged { .. }
+            | E::StaleFencingToken { .. } => Code::FailedPrecondition,
             E::VersionNotStaged { .. } | E::SnapshotNotFound { .. } => Code::NotFound,
             E::AlreadyStaged { .. } => Code::AlreadyExists,
             E::ActivationFailed { .. } => Code::Aborted,

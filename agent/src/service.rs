@@ -272,6 +272,7 @@ impl pb::agent_server::Agent for AgentService {
 
     async fn activate(&self, request: Request<pb::ActivateRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
         let request = request.into_inner();
+        self.agent.admit(request.fencing_token)?;
         let version = parse_version("version", &request.version)?;
         let timeout = parse_timeout("timeout", request.timeout)?;
         let switched = Box::pin(self.agent.activate(version, timeout)).await?;
@@ -279,22 +280,27 @@ impl pb::agent_server::Agent for AgentService {
     }
 
     async fn rollback(&self, request: Request<pb::RollbackRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
-        let timeout = parse_timeout("timeout", request.into_inner().timeout)?;
+        let request = request.into_inner();
+        self.agent.admit(request.fencing_token)?;
+        let timeout = parse_timeout("timeout", request.timeout)?;
         let switched = Box::pin(self.agent.rollback(timeout)).await?;
         Ok(Response::new(switched_to_pb(switched)))
     }
 
-    async fn start(&self, _: Request<pb::StartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+    async fn start(&self, request: Request<pb::StartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(request.get_ref().fencing_token)?;
         let pid = self.agent.start_member().await?;
         Ok(Response::new(self.lifecycle(pid)))
     }
 
-    async fn stop(&self, _: Request<pb::StopRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+    async fn stop(&self, request: Request<pb::StopRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(request.get_ref().fencing_token)?;
         self.agent.stop_member().await?;
         Ok(Response::new(self.lifecycle(0)))
     }
 
-    async fn restart(&self, _: Request<pb::RestartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+    async fn restart(&self, request: Request<pb::RestartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(request.get_ref().fencing_token)?;
         let pid = self.agent.restart_member().await?;
         Ok(Response::new(self.lifecycle(pid)))
     }
@@ -364,6 +370,7 @@ impl pb::binaries_server::Binaries for AgentService {
         request: Request<pb::ImportBinaryRequest>,
     ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
         let request = request.into_inner();
+        self.agent.admit(request.fencing_token)?;
         let tool = parse_tool("tool", request.tool)?;
         let version = parse_version("version", &request.version)?;
         let sha256 = if request.sha256.is_empty() {
@@ -397,6 +404,7 @@ impl pb::binaries_server::Binaries for AgentService {
             }) => header,
             _ => return Err(invalid("header", "the first message must be an UploadHeader").into()),
         };
+        self.agent.admit(header.fencing_token)?;
         let tool = parse_tool("header.tool", header.tool)?;
         let version = parse_version("header.version", &header.version)?;
         let sha256 = parse_sha256("header.sha256", &header.sha256)?;
@@ -439,8 +447,9 @@ impl pb::binaries_server::Binaries for AgentService {
 impl pb::snapshots_server::Snapshots for AgentService {
     async fn take_snapshot(
         &self,
-        _: Request<pb::TakeSnapshotRequest>,
+        request: Request<pb::TakeSnapshotRequest>,
     ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
+        self.agent.admit(request.get_ref().fencing_token)?;
         let meta = self.agent.take_snapshot().await?;
         Ok(Response::new(pb::TakeSnapshotResponse {
             snapshot: Some(snapshot_to_pb(&meta)),

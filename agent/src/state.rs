@@ -170,6 +170,9 @@ pub struct PersistedState {
     /// Automatic restarts since the last requested start.
     #[serde(default)]
     pub restart_count: u32,
+    /// The highest coordinator fencing token seen; a lower one is stale.
+    #[serde(default)]
+    pub fencing_token: i64,
 }
 
 impl Default for PersistedState {
@@ -184,6 +187,7 @@ impl Default for PersistedState {
             switch: None,
             process: None,
             restart_count: 0,
+            fencing_token: 0,
         }
     }
 }

@@ -74,6 +74,9 @@ pub struct RollbackArgs {
     /// HashKV agreement with the others.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub gate_timeout: std::time::Duration,
+    /// The etcd key prefix of the cluster lock (one coordinator at a time) and the journal.
+    #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
+    pub lock_prefix: String,
     /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
     #[arg(long)]
     pub events: bool,
@@ -148,6 +151,9 @@ pub struct RollArgs {
     /// agent's activate_timeout).
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub activate_timeout: Option<std::time::Duration>,
+    /// The etcd key prefix of the cluster lock (one coordinator at a time) and the journal.
+    #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
+    pub lock_prefix: String,
     /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
     #[arg(long)]
     pub events: bool,

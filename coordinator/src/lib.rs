@@ -16,6 +16,7 @@ pub mod events;
 pub mod exit;
 pub mod format;
 pub mod local;
+pub mod lock;
 pub mod observe;
 pub mod observed;
 pub mod output;

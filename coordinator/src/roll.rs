@@ -20,6 +20,7 @@ use steward_proto::v1 as pb;
 use crate::agent_client::{self, AgentAddress, AgentClients};
 use crate::etcd;
 use crate::events::{Event, EventSink};
+use crate::lock::{self, ClusterLock, Holder, Journal, LockError};
 use crate::observe::{Observation, observe};
 use crate::observed::{Observed, ObservedMember};
 use crate::plan::{Direction, NextStep, Plan, next_step, plan};
@@ -53,6 +54,8 @@ pub struct RollOptions {
     /// version through their agents' Rollback (direction and target are
     /// then decided from the cluster).
     pub rollback: bool,
+    /// The key prefix of the cluster lock and the journal.
+    pub lock_prefix: String,
 }
 
 /// How the change ended.
@@ -149,6 +152,9 @@ pub struct RollReport {
 
 struct Roll<'a> {
     agents: Vec<AgentAddress>,
+    /// The cluster lock, once taken; its token fences every agent call.
+    lock: Option<ClusterLock>,
+    journal: Option<Journal>,
     options: RollOptions,
     events: &'a mut dyn EventSink,
     /// Local binaries by version: etcd and the tools next to it.
@@ -211,6 +217,8 @@ pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut d
     };
     let mut roll = Roll {
         agents,
+        lock: None,
+        journal: None,
         options,
         events,
         local: BTreeMap::new(),
@@ -218,7 +226,7 @@ pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut d
         began: Instant::now(),
     };
     let outcome = Box::pin(roll.run()).await;
-    roll.finish(outcome)
+    Box::pin(roll.finish(outcome)).await
 }
 
 /// Why a step stopped the change.
@@ -319,6 +327,7 @@ impl Roll<'_> {
             return self.wait_cluster_version(&plan.to).await.map_err(Stop::from);
         }
 
+        self.take_lock(&observed).await?;
         self.stage(&plan, &observed).await?;
         self.snapshot(&observed).await?;
         let v2_wait = rules::v2_wait(&observed);
@@ -363,6 +372,7 @@ impl Roll<'_> {
                 .map(|m| m.name.clone())
                 .collect(),
         });
+        self.take_lock(observed).await?;
         self.snapshot(observed).await?;
         self.run_pass(&lowest, Duration::ZERO).await?;
         self.emit(&Event::PassDone {
@@ -374,9 +384,52 @@ impl Roll<'_> {
 
     fn emit(&mut self, event: &Event) {
         self.events.emit(event);
+        if let Some(journal) = &mut self.journal {
+            journal.emit(event);
+        }
     }
 
-    fn finish(mut self, outcome: Result<(), Stop>) -> RollReport {
+    /// The fencing token of the lock this run holds (0 before it is taken).
+    fn token(&self) -> i64 {
+        self.lock.as_ref().map_or(0, ClusterLock::token)
+    }
+
+    /// Takes the cluster lock before the first change; another live
+    /// coordinator makes this a refusal that names it.
+    async fn take_lock(&mut self, observed: &Observed) -> Result<(), Stop> {
+        let endpoints: Vec<String> = observed
+            .members
+            .iter()
+            .filter(|m| m.healthy)
+            .map(|m| m.client_url.clone())
+            .collect();
+        let command = if self.options.rollback {
+            "rollback".to_owned()
+        } else {
+            format!("{} to {}", self.options.direction, self.options.target)
+        };
+        match lock::acquire(&endpoints, &self.options.lock_prefix, &Holder::this_process(&command)).await {
+            Ok(taken) => {
+                self.journal = Some(taken.journal());
+                self.lock = Some(taken);
+                Ok(())
+            }
+            Err(LockError::Held { key, holder }) => {
+                let check = Check {
+                    rule: "one-coordinator",
+                    verdict: Verdict::Fail,
+                    message: format!("another coordinator holds {key}: {holder}"),
+                    source: "steward",
+                };
+                self.emit(&Event::Check(check.clone()));
+                self.report.checks.push(check);
+                Err(Stop::Refused)
+            }
+            Err(error) => Err(failure(None, "lock", error.to_string()).into()),
+        }
+    }
+
+    async fn finish(mut self, outcome: Result<(), Stop>) -> RollReport {
         self.report.took_ms = millis(self.began.elapsed());
         match outcome {
             Ok(()) => {
@@ -398,6 +451,12 @@ impl Roll<'_> {
                 self.emit(&event);
                 self.report.failure = Some(failure);
             }
+        }
+        if let Some(journal) = self.journal.take() {
+            journal.flush().await;
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
         }
         self.report
     }
@@ -487,7 +546,7 @@ impl Roll<'_> {
                 let mut files = vec![(pb::Tool::Etcd, release.etcd.clone())];
                 files.extend(release.tools.iter().cloned());
                 for (tool, path) in files {
-                    let answer = crate::upload::upload(&mut clients, &path, &pass.target, tool)
+                    let answer = crate::upload::upload(&mut clients, &path, &pass.target, tool, self.token())
                         .await
                         .map_err(|e| failure(Some(&member.name), "stage", crate::error::chain(&e)))?;
                     self.emit(&Event::Staged {
@@ -510,7 +569,9 @@ impl Roll<'_> {
         let mut clients = self.clients(leader).await?;
         let info = clients
             .snapshots
-            .take_snapshot(pb::TakeSnapshotRequest {})
+            .take_snapshot(pb::TakeSnapshotRequest {
+                fencing_token: self.token(),
+            })
             .await
             .map_err(|s| {
                 failure(
@@ -640,16 +701,24 @@ impl Roll<'_> {
             to: target.to_string(),
         });
         let mut clients = self.clients(member).await?;
+        let token = self.token();
         let timeout = self
             .options
             .activate_timeout
             .and_then(|t| prost_types::Duration::try_from(t).ok());
         let answer = if self.options.rollback {
-            clients.agent.rollback(pb::RollbackRequest { timeout }).await
+            clients
+                .agent
+                .rollback(pb::RollbackRequest {
+                    timeout,
+                    fencing_token: token,
+                })
+                .await
         } else {
             let request = pb::ActivateRequest {
                 version: target.to_string(),
                 timeout,
+                fencing_token: token,
             };
             clients.agent.activate(request).await
         };
@@ -687,7 +756,13 @@ impl Roll<'_> {
             }
             // The agent saw the member healthy, but the cluster does not
             // agree: put the old version back before stopping.
-            let rollback = clients.agent.rollback(pb::RollbackRequest { timeout: None }).await;
+            let rollback = clients
+                .agent
+                .rollback(pb::RollbackRequest {
+                    timeout: None,
+                    fencing_token: token,
+                })
+                .await;
             gate_failure.reason = match rollback {
                 Ok(_) => format!("{}; the member was rolled back", gate_failure.reason),
                 Err(s) => format!(

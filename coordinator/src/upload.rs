@@ -75,6 +75,7 @@ pub async fn upload(
     path: &Path,
     version: &EtcdVersion,
     tool: pb::Tool,
+    fencing_token: i64,
 ) -> Result<pb::ImportBinaryResponse, CliError> {
     let fingerprint = fingerprint(path).await?;
     tracing::info!(path = %path.display(), size = fingerprint.size, sha256 = %fingerprint.sha256, "uploading");
@@ -83,6 +84,7 @@ pub async fn upload(
         version: version.to_string(),
         sha256: fingerprint.sha256,
         size: fingerprint.size,
+        fencing_token,
     };
     let (sender, receiver) = mpsc::channel(BUFFERED_CHUNKS);
     let reader = tokio::spawn(send_file(path.to_owned(), header, sender));

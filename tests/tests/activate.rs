@@ -22,6 +22,7 @@ async fn import(
             tool: tool.into(),
             version: version.to_owned(),
             sha256: String::new(),
+            fencing_token: 0,
         })
         .await
         .unwrap_or_else(|s| panic!("import {} as {version}: {s}", path.display()));
@@ -46,6 +47,7 @@ async fn member_moves_from_3_4_to_3_5_under_writes_without_losing_any() {
         .activate(pb::ActivateRequest {
             version: target.clone(),
             timeout: None,
+            fencing_token: 0,
         })
         .await
         .unwrap_or_else(|s| panic!("activate failed: {s}; {}", cluster.logs_hint()))
@@ -94,7 +96,10 @@ async fn member_moves_from_3_4_to_3_5_under_writes_without_losing_any() {
     let rolled = cluster
         .agent(0)
         .await
-        .rollback(pb::RollbackRequest { timeout: None })
+        .rollback(pb::RollbackRequest {
+            timeout: None,
+            fencing_token: 0,
+        })
         .await
         .unwrap_or_else(|s| panic!("rollback failed: {s}; {}", cluster.logs_hint()))
         .into_inner();
@@ -129,6 +134,7 @@ async fn member_moves_from_3_4_to_3_5_under_writes_without_losing_any() {
         .activate(pb::ActivateRequest {
             version: old.version.to_string(),
             timeout: None,
+            fencing_token: 0,
         })
         .await
         .expect("activate the active version")
@@ -163,6 +169,7 @@ async fn failed_activations_revert_to_the_previous_version() {
         .activate(pb::ActivateRequest {
             version: "3.5.97".into(),
             timeout: None,
+            fencing_token: 0,
         })
         .await
         .expect_err("the activation must fail");
@@ -187,6 +194,7 @@ async fn failed_activations_revert_to_the_previous_version() {
         .activate(pb::ActivateRequest {
             version: "3.5.98".into(),
             timeout: None,
+            fencing_token: 0,
         })
         .await
         .expect_err("the activation must fail");
@@ -227,6 +235,7 @@ async fn an_activation_whose_caller_gives_up_still_finishes() {
     let mut request = tonic::Request::new(pb::ActivateRequest {
         version: target.clone(),
         timeout: None,
+        fencing_token: 0,
     });
     request.set_timeout(Duration::from_millis(100));
     let status = cluster

@@ -56,7 +56,7 @@ async fn a_restarted_agent_adopts_the_running_etcd() {
     let restarted = cluster
         .agent(1)
         .await
-        .restart(pb::RestartRequest {})
+        .restart(pb::RestartRequest::default())
         .await
         .expect("restart the adopted etcd")
         .into_inner();
@@ -110,14 +110,14 @@ async fn an_agent_that_cannot_recover_serves_failed_and_still_owns_etcd() {
     cluster
         .agent(0)
         .await
-        .stop(pb::StopRequest {})
+        .stop(pb::StopRequest::default())
         .await
         .expect("stop the adopted etcd");
     assert!(!std::path::Path::new(&format!("/proc/{pid}/exe")).exists());
     let refused = cluster
         .agent(0)
         .await
-        .start(pb::StartRequest {})
+        .start(pb::StartRequest::default())
         .await
         .expect_err("changed binary");
     assert!(refused.message().contains("changed on disk"), "{}", refused.message());

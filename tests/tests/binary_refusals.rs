@@ -41,6 +41,7 @@ async fn import(
             tool: pb::Tool::Etcd.into(),
             version: version.to_owned(),
             sha256: sha256.to_owned(),
+            fencing_token: 0,
         })
         .await
         .map(tonic::Response::into_inner)
@@ -195,6 +196,7 @@ fn header(version: &str, sha256: &str, size: u64) -> pb::UploadBinaryRequest {
             version: version.to_owned(),
             sha256: sha256.to_owned(),
             size,
+            fencing_token: 0,
         })),
     }
 }

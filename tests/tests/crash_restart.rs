@@ -96,7 +96,7 @@ async fn crashes_are_restarted_and_a_crash_loop_ends_in_failed() {
     let started = cluster
         .agent(2)
         .await
-        .start(pb::StartRequest {})
+        .start(pb::StartRequest::default())
         .await
         .expect("start")
         .into_inner();

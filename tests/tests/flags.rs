@@ -59,6 +59,7 @@ async fn ca_file_is_renamed_and_the_member_runs_3_4() {
             tool: pb::Tool::Etcd.into(),
             version: new.version.to_string(),
             sha256: String::new(),
+            fencing_token: 0,
         })
         .await
         .expect("stage 3.4");
@@ -66,6 +67,7 @@ async fn ca_file_is_renamed_and_the_member_runs_3_4() {
         .activate(pb::ActivateRequest {
             version: new.version.to_string(),
             timeout: None,
+            fencing_token: 0,
         })
         .await
         .unwrap_or_else(|s| panic!("activate 3.4: {s}; {}", cluster.logs_hint()))
@@ -154,6 +156,7 @@ async fn downgrade_rules_from_3_5_to_3_4() {
         .activate(pb::ActivateRequest {
             version: "3.4.23".into(),
             timeout: None,
+            fencing_token: 0,
         })
         .await
         .expect_err("refused");

@@ -49,7 +49,7 @@ async fn stop_start_and_logs() {
     let _ = follow.next().await.expect("the initial tail");
 
     let pid = cluster.status(0).await.process.unwrap_or_default().pid;
-    let stopped = agent.stop(pb::StopRequest {}).await.expect("stop").into_inner();
+    let stopped = agent.stop(pb::StopRequest::default()).await.expect("stop").into_inner();
     assert_eq!(stopped.state(), pb::AgentState::Stopped);
     assert_eq!(stopped.pid, 0);
     assert!(
@@ -71,16 +71,23 @@ async fn stop_start_and_logs() {
     assert!(member.error.contains("unavailable"), "{}", member.error);
 
     // The state machine refuses a second Stop, naming the state.
-    let again = agent.stop(pb::StopRequest {}).await.expect_err("already stopped");
+    let again = agent
+        .stop(pb::StopRequest::default())
+        .await
+        .expect_err("already stopped");
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     assert!(again.message().contains("STOPPED"), "{}", again.message());
     let restart = agent
-        .restart(pb::RestartRequest {})
+        .restart(pb::RestartRequest::default())
         .await
         .expect_err("nothing to restart");
     assert_eq!(restart.code(), tonic::Code::FailedPrecondition);
 
-    let started = agent.start(pb::StartRequest {}).await.expect("start").into_inner();
+    let started = agent
+        .start(pb::StartRequest::default())
+        .await
+        .expect("start")
+        .into_inner();
     assert_eq!(started.state(), pb::AgentState::Running);
     assert_ne!(started.pid, pid);
     cluster.wait_ready(Duration::from_secs(30)).await;
@@ -100,7 +107,7 @@ async fn stop_start_and_logs() {
     std::fs::write(&swapped, &bytes).expect("write the tampered copy");
     std::fs::rename(&swapped, &staged).expect("swap the staged binary");
     let refused = agent
-        .restart(pb::RestartRequest {})
+        .restart(pb::RestartRequest::default())
         .await
         .expect_err("a changed binary");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);

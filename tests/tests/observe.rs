@@ -64,7 +64,7 @@ async fn observes_a_real_cluster_and_refuses_what_the_rules_refuse() {
     cluster
         .agent(2)
         .await
-        .stop(pb::StopRequest {})
+        .stop(pb::StopRequest::default())
         .await
         .expect("stop m2's etcd");
     let observed = observe(&agents, &[]).await.expect("observe").observed;
@@ -85,7 +85,7 @@ async fn observes_a_real_cluster_and_refuses_what_the_rules_refuse() {
     cluster
         .agent(2)
         .await
-        .start(pb::StartRequest {})
+        .start(pb::StartRequest::default())
         .await
         .expect("start m2's etcd");
     cluster.wait_ready(std::time::Duration::from_secs(30)).await;

@@ -129,7 +129,7 @@ async fn an_unhealthy_member() {
     cluster
         .agent(2)
         .await
-        .stop(pb::StopRequest {})
+        .stop(pb::StopRequest::default())
         .await
         .expect("stop m2's etcd");
     let to = newest(3, 5).version.to_string();

@@ -34,6 +34,7 @@ fn options(direction: Direction, target: &EtcdVersion) -> RollOptions {
         gate_timeout: Duration::from_secs(60),
         activate_timeout: None,
         rollback: false,
+        lock_prefix: steward_coordinator::lock::DEFAULT_PREFIX.to_owned(),
     }
 }
 

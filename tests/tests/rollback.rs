@@ -36,6 +36,7 @@ async fn rollback_returns_changed_members_until_the_version_flips() {
                 tool: pb::Tool::Etcd.into(),
                 version: new.version.to_string(),
                 sha256: String::new(),
+                fencing_token: 0,
             })
             .await
             .expect("stage 3.5");
@@ -45,6 +46,7 @@ async fn rollback_returns_changed_members_until_the_version_flips() {
             .activate(pb::ActivateRequest {
                 version: new.version.to_string(),
                 timeout: None,
+                fencing_token: 0,
             })
             .await
             .expect("activate 3.5");

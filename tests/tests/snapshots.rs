@@ -14,7 +14,7 @@ async fn take(cluster: &Cluster) -> pb::SnapshotInfo {
     cluster
         .snapshots(0)
         .await
-        .take_snapshot(pb::TakeSnapshotRequest {})
+        .take_snapshot(pb::TakeSnapshotRequest::default())
         .await
         .unwrap_or_else(|s| panic!("snapshot: {s}; {}", cluster.logs_hint()))
         .into_inner()

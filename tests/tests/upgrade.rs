@@ -34,6 +34,7 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
         gate_timeout: Duration::from_secs(60),
         activate_timeout: None,
         rollback: false,
+        lock_prefix: steward_coordinator::lock::DEFAULT_PREFIX.to_owned(),
     };
     let mut events = Recorder {
         events: Vec::new(),

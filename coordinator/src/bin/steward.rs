@@ -16,8 +16,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    // One command at a time: a single-threaded runtime is plenty.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Two workers: the cluster lock's keepalive must run on time while the
+    // command itself streams binaries or waits on members.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("steward: cannot start the async runtime: {error}");

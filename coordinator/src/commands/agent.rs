@@ -57,6 +57,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
                 tool: tool.to_pb().into(),
                 version: version.to_string(),
                 sha256: sha256.unwrap_or_default(),
+                fencing_token: 0,
             };
             let response = call(&target.agent, "ImportBinary", clients.binaries.import_binary(request)).await?;
             output::emit(out, output.format, &StagedView::from(&response))
@@ -69,7 +70,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             output,
         } => {
             let mut clients = agent_client::connect(&target.agent).await?;
-            let response = Box::pin(crate::upload::upload(&mut clients, &file, &version, tool.to_pb())).await?;
+            let response = Box::pin(crate::upload::upload(&mut clients, &file, &version, tool.to_pb(), 0)).await?;
             output::emit(out, output.format, &StagedView::from(&response))
         }
         AgentCommand::Flags { target, to, output } => {
@@ -91,6 +92,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             let request = pb::ActivateRequest {
                 version: to.to_string(),
                 timeout: timeout.map(wire_duration),
+                fencing_token: 0,
             };
             tracing::info!(agent = %target.agent, version = %to, "activating");
             let response = call(&target.agent, "Activate", clients.agent.activate(request)).await?;
@@ -104,6 +106,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             let mut clients = agent_client::connect(&target.agent).await?;
             let request = pb::RollbackRequest {
                 timeout: timeout.map(wire_duration),
+                fencing_token: 0,
             };
             tracing::info!(agent = %target.agent, "rolling back");
             let response = call(&target.agent, "Rollback", clients.agent.rollback(request)).await?;
@@ -111,17 +114,22 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
         }
         AgentCommand::Start { target, output } => {
             let mut clients = agent_client::connect(&target.agent).await?;
-            let response = call(&target.agent, "Start", clients.agent.start(pb::StartRequest {})).await?;
+            let response = call(&target.agent, "Start", clients.agent.start(pb::StartRequest::default())).await?;
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Stop { target, output } => {
             let mut clients = agent_client::connect(&target.agent).await?;
-            let response = call(&target.agent, "Stop", clients.agent.stop(pb::StopRequest {})).await?;
+            let response = call(&target.agent, "Stop", clients.agent.stop(pb::StopRequest::default())).await?;
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Restart { target, output } => {
             let mut clients = agent_client::connect(&target.agent).await?;
-            let response = call(&target.agent, "Restart", clients.agent.restart(pb::RestartRequest {})).await?;
+            let response = call(
+                &target.agent,
+                "Restart",
+                clients.agent.restart(pb::RestartRequest::default()),
+            )
+            .await?;
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Snapshot { target, output } => {
@@ -129,7 +137,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             let response = call(
                 &target.agent,
                 "TakeSnapshot",
-                clients.snapshots.take_snapshot(pb::TakeSnapshotRequest {}),
+                clients.snapshots.take_snapshot(pb::TakeSnapshotRequest::default()),
             )
             .await?;
             let info = response.snapshot.ok_or_else(|| CliError::MalformedReply {

@@ -90,6 +90,7 @@ pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), Cli
         gate_timeout: args.gate_timeout,
         activate_timeout: None,
         rollback: true,
+        lock_prefix: args.lock_prefix.clone(),
     };
     report(
         Direction::Downgrade,
@@ -120,6 +121,7 @@ pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> R
         gate_timeout: args.gate_timeout,
         activate_timeout: args.activate_timeout,
         rollback: false,
+        lock_prefix: args.lock_prefix.clone(),
     };
     report(direction, agents, options, args.events, args.output.format, out).await
 }

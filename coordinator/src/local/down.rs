@@ -221,7 +221,7 @@ async fn stop_etcd(dir: &Path, agent: &str, record: Option<&AgentProcess>) -> Et
     if !matches!(state, pb::AgentState::Running | pb::AgentState::Failed) {
         return EtcdStop::NotRunning(crate::format::agent_state(info.state));
     }
-    match tokio::time::timeout(STOP_TIMEOUT, clients.agent.stop(pb::StopRequest {})).await {
+    match tokio::time::timeout(STOP_TIMEOUT, clients.agent.stop(pb::StopRequest::default())).await {
         Ok(Ok(_)) => EtcdStop::Stopped,
         Ok(Err(status)) => EtcdStop::Refused(format!(
             "{}: {}",

@@ -1,0 +1,288 @@
+//! One coordinator at a time: a lease-based lock in the cluster itself.
+//!
+//! The lock is a key under a configurable prefix, created in a transaction
+//! only if it does not exist, attached to a lease the holder keeps alive.
+//! The revision that created it is the fencing token: it only grows, every
+//! mutating agent call carries it, and an agent refuses a token lower than
+//! one it has seen, so a coordinator that lost its lock (a pause longer
+//! than the lease) cannot act any more. A holder that died leaves a lease
+//! that nobody renews: the next coordinator waits for it to expire instead
+//! of being refused. A journal of the run's events is kept under the same
+//! prefix.
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::etcd;
+use crate::events::{Event, EventSink};
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "/steward";
+/// Lease time-to-live: a dead holder blocks others at most this long.
+const TTL_SECONDS: i64 = 10;
+/// How often the holder renews its lease.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// How long to watch a holder's lease to see whether it is renewed.
+const OBSERVE_HOLDER: Duration = Duration::from_secs(6);
+/// Without renewals a lease loses the whole watch (6 s, 5 after rounding
+/// to etcd's whole seconds); a holder renewing every second loses at most
+/// 2 plus however late its renewal is. A fall below this means alive.
+const DEAD_HOLDER_FALL: i64 = 5;
+
+/// Who holds the lock (its value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// The command it runs ("upgrade to 3.5.16").
+    pub command: String,
+    /// When it took the lock (RFC 3339).
+    pub since: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (pid {} on {}, since {})",
+            self.command, self.pid, self.host, self.since
+        )
+    }
+}
+
+/// Why the lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another coordinator holds it and renews it.
+    #[error("another coordinator holds the cluster lock {key}: {holder}")]
+    Held {
+        /// The lock key.
+        key: String,
+        /// Who.
+        holder: String,
+    },
+    /// etcd did not answer.
+    #[error("cannot take the cluster lock {key}: {reason}")]
+    Etcd {
+        /// The lock key.
+        key: String,
+        /// What etcd said.
+        reason: String,
+    },
+}
+
+/// A held lock; release it when done (dropping it lets the lease expire).
+pub struct ClusterLock {
+    client: Client,
+    key: String,
+    prefix: String,
+    lease: i64,
+    token: i64,
+    keepalive: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ClusterLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLock")
+            .field("key", &self.key)
+            .field("lease", &self.lease)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Holder {
+    /// This process, running `command`.
+    #[must_use]
+    pub fn this_process(command: &str) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let since = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Self {
+            host,
+            pid: std::process::id(),
+            command: command.to_owned(),
+            since,
+        }
+    }
+}
+
+fn etcd_error(key: &str) -> impl Fn(etcd_client::Error) -> LockError + '_ {
+    move |e| LockError::Etcd {
+        key: key.to_owned(),
+        reason: etcd::describe(&e),
+    }
+}
+
+/// Takes the lock under `prefix`, waiting out a holder whose lease is not
+/// renewed (it died), refusing one that is alive.
+pub async fn acquire(endpoints: &[String], prefix: &str, holder: &Holder) -> Result<ClusterLock, LockError> {
+    let prefix = prefix.trim_end_matches('/').to_owned();
+    let key = format!("{prefix}/lock");
+    let mut client = etcd::connect(endpoints, "the cluster lock")
+        .await
+        .map_err(|e| LockError::Etcd {
+            key: key.clone(),
+            reason: e.reason,
+        })?;
+    let value = serde_json::to_string(holder).unwrap_or_default();
+    // A dead holder's lease expires within TTL; a few rounds are enough.
+    for _ in 0..4 {
+        let lease = client
+            .lease_grant(TTL_SECONDS, None)
+            .await
+            .map_err(etcd_error(&key))?
+            .id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                value.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let answer = client.txn(txn).await.map_err(etcd_error(&key))?;
+        if answer.succeeded() {
+            let token = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
+            let keepalive = spawn_keepalive(client.clone(), lease).await.map_err(etcd_error(&key))?;
+            tracing::info!(%key, token, "took the cluster lock");
+            return Ok(ClusterLock {
+                client,
+                key,
+                prefix,
+                lease,
+                token,
+                keepalive,
+            });
+        }
+        let _ = client.lease_revoke(lease).await;
+        let Some((held_by, held_lease)) = answer.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease())),
+            _ => None,
+        }) else {
+            continue; // gone in between: try again
+        };
+        let holder_text = serde_json::from_str::<Holder>(&held_by).map_or(held_by, |h| h.to_string());
+        let before = ttl(&mut client, held_lease).await;
+        tokio::time::sleep(OBSERVE_HOLDER).await;
+        let after = ttl(&mut client, held_lease).await;
+        match (before, after) {
+            (Some(before), Some(after)) if before - after < DEAD_HOLDER_FALL => {
+                return Err(LockError::Held {
+                    key,
+                    holder: holder_text,
+                });
+            }
+            (_, Some(after)) => {
+                tracing::warn!(%key, holder = %holder_text, after, "the lock's holder does not renew its lease; waiting for it to expire");
+                tokio::time::sleep(Duration::from_secs(u64::try_from(after).unwrap_or(0) + 1)).await;
+            }
+            (_, None) => {}
+        }
+    }
+    Err(LockError::Etcd {
+        key,
+        reason: "the lock stayed taken after its holder's lease should have expired".into(),
+    })
+}
+
+async fn ttl(client: &mut Client, lease: i64) -> Option<i64> {
+    client
+        .lease_time_to_live(lease, None)
+        .await
+        .ok()
+        .map(|r| r.ttl())
+        .filter(|ttl| *ttl > 0)
+}
+
+async fn spawn_keepalive(mut client: Client, lease: i64) -> Result<JoinHandle<()>, etcd_client::Error> {
+    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(KEEPALIVE).await;
+            if let Err(error) = keeper.keep_alive().await {
+                tracing::warn!(%error, "cannot renew the cluster lock");
+                continue;
+            }
+            if let Err(error) = stream.message().await {
+                tracing::warn!(%error, "cannot renew the cluster lock");
+            }
+        }
+    }))
+}
+
+impl ClusterLock {
+    /// The fencing token every mutating agent call carries.
+    #[must_use]
+    pub const fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// An event sink that appends every event to the journal under
+    /// `<prefix>/journal/<token>/`, in order, without slowing the run.
+    #[must_use]
+    pub fn journal(&self) -> Journal {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
+        let mut client = self.client.clone();
+        let base = format!("{}/journal/{:020}", self.prefix, self.token);
+        let writer = tokio::spawn(async move {
+            let mut seq = 0_u64;
+            while let Some(line) = receiver.recv().await {
+                let key = format!("{base}/{seq:06}");
+                if let Err(error) = client.put(key, line, None).await {
+                    tracing::warn!(error = %etcd::describe(&error), "cannot write the journal");
+                }
+                seq += 1;
+            }
+        });
+        Journal {
+            sender: Some(sender),
+            writer: Some(writer),
+        }
+    }
+
+    /// Releases the lock (revokes the lease, deleting the key).
+    pub async fn release(mut self) {
+        self.keepalive.abort();
+        if let Err(error) = self.client.lease_revoke(self.lease).await {
+            tracing::warn!(error = %etcd::describe(&error), key = %self.key, "cannot release the cluster lock; it expires by itself");
+        }
+    }
+}
+
+/// Writes events to the journal (see [`ClusterLock::journal`]).
+#[derive(Debug)]
+pub struct Journal {
+    sender: Option<mpsc::UnboundedSender<String>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Journal {
+    /// Waits until every event is written.
+    pub async fn flush(mut self) {
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.await;
+        }
+    }
+}
+
+impl EventSink for Journal {
+    fn emit(&mut self, event: &Event) {
+        if let (Some(sender), Ok(line)) = (&self.sender, serde_json::to_string(event)) {
+            let _ = sender.send(line);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! One coordinator at a time, and a coordinator killed at any point is
+//! finished by running the same command again: a second `steward upgrade`
+//! during a roll is refused naming the holder; after `kill -9` of the
+//! coordinator mid-roll the rerun waits out the dead holder's lease and
+//! completes; an agent refuses a stale fencing token; the journal is kept
+//! under the lock's prefix.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use steward_proto::v1 as pb;
+use steward_tests::cluster::steward_binary;
+use steward_tests::{Cluster, ClusterBuilder, newest};
+
+fn agents(cluster: &Cluster) -> String {
+    cluster
+        .members
+        .iter()
+        .map(|m| m.agent_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts `steward upgrade --events` and a thread forwarding its event
+/// names as they come.
+fn start_upgrade(agents: &str, to: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(steward_binary())
+        .args(["upgrade", "--agents", agents, "--to", to, "--events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start steward upgrade");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let event = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["event"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "report".to_owned());
+            if sender.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+fn wait_for(events: &mpsc::Receiver<String>, name: &str) {
+    loop {
+        match events.recv_timeout(Duration::from_secs(120)) {
+            Ok(event) if event == name => return,
+            Ok(_) => {}
+            Err(error) => panic!("no {name} event: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_is_refused_naming_the_holder() {
+    let cluster = ClusterBuilder::new(5, newest(3, 4)).start().await;
+    let agents = agents(&cluster);
+    let to = newest(3, 5).version.to_string();
+    let (mut first, events) = start_upgrade(&agents, &to);
+    // The lock is taken right before staging.
+    wait_for(&events, "staged");
+    let second = Command::new(steward_binary())
+        .args(["upgrade", "--agents", &agents, "--to", &to])
+        .output()
+        .expect("run a second coordinator");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("one-coordinator"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.id())),
+        "the holder is named: {stderr}"
+    );
+    let status = first.wait().expect("the first coordinator ends");
+    assert!(status.success(), "the first coordinator finished its roll");
+    for i in 0..5 {
+        assert_eq!(cluster.status(i).await.member.unwrap_or_default().version, to);
+    }
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinator_is_finished_by_running_it_again() {
+    let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
+    let agents = agents(&cluster);
+    let to = newest(3, 5).version.to_string();
+    let (mut first, events) = start_upgrade(&agents, &to);
+    wait_for(&events, "member_done");
+    first.kill().expect("kill -9 the coordinator");
+    let _ = first.wait();
+    let versions: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(cluster.status(i).await.member.unwrap_or_default().version);
+        }
+        v
+    };
+    assert!(versions.contains(&to), "at least one member was done: {versions:?}");
+    assert!(
+        versions.iter().any(|v| *v != to),
+        "the roll was interrupted: {versions:?}"
+    );
+
+    let rerun = Command::new(steward_binary())
+        .args(["upgrade", "--agents", &agents, "--to", &to, "-w", "json"])
+        .output()
+        .expect("run the same command again");
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert_eq!(rerun.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&rerun.stdout).expect("report JSON");
+    assert_eq!(report["result"], "succeeded");
+    assert_eq!(report["cluster_version"], "3.5.0");
+    for i in 0..3 {
+        assert_eq!(cluster.status(i).await.member.unwrap_or_default().version, to);
+    }
+
+    // The journal of both runs is in the cluster.
+    let mut client = cluster.etcd(&[0]).await;
+    let journal = client
+        .get(
+            "/steward/journal/",
+            Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("read the journal");
+    assert!(journal.count() > 10, "{} journal entries", journal.count());
+    let lock = client.get("/steward/lock", None).await.expect("read the lock");
+    assert!(lock.kvs().is_empty(), "the lock was released");
+
+    // Two runs, two tokens, the newer one higher. Once an agent has seen
+    // the newer token, the older run's token is stale there.
+    let mut tokens = journal_tokens(&mut client).await;
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 2, "one token per run: {tokens:?}");
+    let (older, newer) = (tokens[0], tokens[1]);
+    assert!(newer > older);
+    cluster
+        .agent(0)
+        .await
+        .restart(pb::RestartRequest { fencing_token: newer })
+        .await
+        .expect("the current token is admitted");
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let stale = cluster
+        .agent(0)
+        .await
+        .restart(pb::RestartRequest { fencing_token: older })
+        .await
+        .expect_err("a stale token");
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition);
+    assert!(stale.message().contains("stale fencing token"), "{}", stale.message());
+    cluster
+        .agent(0)
+        .await
+        .restart(pb::RestartRequest { fencing_token: 0 })
+        .await
+        .expect("an operator's direct call has no token and is admitted");
+    cluster.cleanup();
+}
+
+/// The tokens of the runs in the journal (`/steward/journal/<token>/<seq>`).
+async fn journal_tokens(client: &mut etcd_client::Client) -> Vec<i64> {
+    let keys = client
+        .get(
+            "/steward/journal/",
+            Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("journal keys");
+    keys.kvs()
+        .iter()
+        .filter_map(|kv| {
+            String::from_utf8_lossy(kv.key())
+                .split('/')
+                .nth(3)
+                .and_then(|t| t.parse().ok())
+        })
+        .collect()
+}
