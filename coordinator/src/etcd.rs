@@ -80,6 +80,11 @@ pub async fn check_health(client: &mut Client) -> Result<(), String> {
     match client.get("health", None).await {
         Ok(_) => Ok(()),
         Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::PermissionDenied => Ok(()),
+        // Like `etcdctl endpoint health`, a read refused for lack of a user
+        // proves nothing about quorum.
+        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("user name is empty") => {
+            Err("auth is enabled and steward has no etcd credentials to run the quorum read with".to_owned())
+        }
         Err(error) => Err(format!("quorum read failed: {}", describe(&error))),
     }
 }

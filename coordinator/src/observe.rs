@@ -113,8 +113,14 @@ pub async fn observe(agents: &[AgentAddress], client_urls: &[String]) -> Result<
         ..Observed::default()
     };
     attach_agents(&mut observed, &views);
-    observed.alarms = etcd::alarms(&mut cluster).await.unwrap_or_default();
-    observed.auth_enabled = etcd::auth_enabled(&mut cluster).await.unwrap_or(false);
+    match etcd::alarms(&mut cluster).await {
+        Ok(alarms) => observed.alarms = alarms,
+        Err(error) => observed.alarms_error = Some(error),
+    }
+    match etcd::auth_enabled(&mut cluster).await {
+        Ok(enabled) => observed.auth_enabled = enabled,
+        Err(error) => observed.auth_error = Some(error),
+    }
     observed.cluster_version = observed
         .leader()
         .and_then(|l| l.cluster_version.clone())

@@ -78,6 +78,10 @@ pub struct Observed {
     pub alarms: Vec<(u64, String)>,
     /// Agents that answered but serve no member of the member list.
     pub stray_agents: Vec<String>,
+    /// Why the alarms could not be read (then they are unknown, not none).
+    pub alarms_error: Option<String>,
+    /// Why auth could not be detected (then it is unknown, not off).
+    pub auth_error: Option<String>,
 }
 
 impl Observed {

@@ -295,6 +295,14 @@ fn health(observed: &Observed) -> Check {
 }
 
 fn alarms(observed: &Observed) -> Check {
+    if let Some(error) = &observed.alarms_error {
+        return check(
+            ids::ALARMS,
+            EVERY_GUIDE,
+            Verdict::Fail,
+            format!("cannot read the alarms, so none can be ruled out: {error}"),
+        );
+    }
     if observed.alarms.is_empty() {
         return check(ids::ALARMS, EVERY_GUIDE, Verdict::Pass, "no alarms");
     }
@@ -546,6 +554,14 @@ fn auth_3_4_3_5(observed: &Observed, plan: &Plan) -> Check {
     if !crosses_3_4_3_5(plan) {
         return check(ids::AUTH_3_4_3_5, source, Verdict::Pass, "no pass between 3.4 and 3.5");
     }
+    if let Some(error) = &observed.auth_error {
+        return check(
+            ids::AUTH_3_4_3_5,
+            source,
+            Verdict::Fail,
+            format!("cannot tell whether auth is enabled: {error}"),
+        );
+    }
     if observed.auth_enabled {
         check(
             ids::AUTH_3_4_3_5,
@@ -699,6 +715,21 @@ mod tests {
         let checks = run(&observed, Direction::Upgrade, "3.5.16", &with_binaries(&["3.5.16"]));
         assert_eq!(verdict(&checks, ids::HEALTH), Verdict::Fail);
         assert!(checks.iter().any(|c| c.message.contains("m1 (connection refused)")));
+    }
+
+    #[test]
+    fn unknown_alarms_and_auth_are_refused_not_assumed_away() {
+        let mut observed = cluster(&["3.4.23"; 3], 0);
+        observed.alarms_error = Some("Unavailable".into());
+        observed.auth_error = Some("Unavailable".into());
+        let checks = run(&observed, Direction::Upgrade, "3.5.16", &with_binaries(&["3.5.16"]));
+        assert_eq!(verdict(&checks, ids::ALARMS), Verdict::Fail);
+        assert_eq!(verdict(&checks, ids::AUTH_3_4_3_5), Verdict::Fail);
+        // A patch change does not depend on auth.
+        let mut patch = cluster(&["3.5.16"; 3], 0);
+        patch.auth_error = Some("Unavailable".into());
+        let checks = run(&patch, Direction::Upgrade, "3.5.30", &with_binaries(&["3.5.30"]));
+        assert_eq!(verdict(&checks, ids::AUTH_3_4_3_5), Verdict::Pass);
     }
 
     #[test]
