@@ -77,6 +77,10 @@ pub struct RollbackArgs {
     /// The etcd key prefix of the cluster lock (one coordinator at a time) and the journal.
     #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
     pub lock_prefix: String,
+    /// Run the availability probe: write a probe key through every endpoint in turn during the change and
+    /// report, per member step, the writes, the failed attempts and the longest stall (keys removed after).
+    #[arg(long)]
+    pub probe: bool,
     /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
     #[arg(long)]
     pub events: bool,
@@ -154,6 +158,10 @@ pub struct RollArgs {
     /// The etcd key prefix of the cluster lock (one coordinator at a time) and the journal.
     #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
     pub lock_prefix: String,
+    /// Run the availability probe: write a probe key through every endpoint in turn during the change and
+    /// report, per member step, the writes, the failed attempts and the longest stall (keys removed after).
+    #[arg(long)]
+    pub probe: bool,
     /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
     #[arg(long)]
     pub events: bool,

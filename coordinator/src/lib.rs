@@ -21,6 +21,7 @@ pub mod observe;
 pub mod observed;
 pub mod output;
 pub mod plan;
+pub mod probe;
 pub mod roll;
 pub mod rules;
 pub mod table;

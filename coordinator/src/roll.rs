@@ -24,6 +24,7 @@ use crate::lock::{self, ClusterLock, Holder, Journal, LockError};
 use crate::observe::{Observation, observe};
 use crate::observed::{Observed, ObservedMember};
 use crate::plan::{Direction, NextStep, Plan, next_step, plan};
+use crate::probe::{Probe, ProbeReport};
 use crate::rules::{self, Check, Request, Verdict};
 
 /// How often gates and waits observe the cluster again.
@@ -54,8 +55,10 @@ pub struct RollOptions {
     /// version through their agents' Rollback (direction and target are
     /// then decided from the cluster).
     pub rollback: bool,
-    /// The key prefix of the cluster lock and the journal.
+    /// The key prefix of the cluster lock, the journal and the probe.
     pub lock_prefix: String,
+    /// Run the availability probe during the change.
+    pub probe: bool,
 }
 
 /// How the change ended.
@@ -146,6 +149,8 @@ pub struct RollReport {
     pub snapshot: Option<SnapshotRecord>,
     /// Why it stopped, when it did not succeed.
     pub failure: Option<Failure>,
+    /// What the availability probe saw (with --probe).
+    pub probe: Option<ProbeReport>,
     /// Milliseconds in all.
     pub took_ms: u64,
 }
@@ -155,6 +160,7 @@ struct Roll<'a> {
     /// The cluster lock, once taken; its token fences every agent call.
     lock: Option<ClusterLock>,
     journal: Option<Journal>,
+    probe: Option<Probe>,
     options: RollOptions,
     events: &'a mut dyn EventSink,
     /// Local binaries by version: etcd and the tools next to it.
@@ -213,12 +219,14 @@ pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut d
         checks: Vec::new(),
         snapshot: None,
         failure: None,
+        probe: None,
         took_ms: 0,
     };
     let mut roll = Roll {
         agents,
         lock: None,
         journal: None,
+        probe: None,
         options,
         events,
         local: BTreeMap::new(),
@@ -330,6 +338,7 @@ impl Roll<'_> {
         self.take_lock(&observed).await?;
         self.stage(&plan, &observed).await?;
         self.snapshot(&observed).await?;
+        self.start_probe(&observed).await;
         let v2_wait = rules::v2_wait(&observed);
         for pass in &plan.passes {
             self.run_pass(&pass.target, v2_wait).await?;
@@ -374,6 +383,7 @@ impl Roll<'_> {
         });
         self.take_lock(observed).await?;
         self.snapshot(observed).await?;
+        self.start_probe(observed).await;
         self.run_pass(&lowest, Duration::ZERO).await?;
         self.emit(&Event::PassDone {
             target: lowest.to_string(),
@@ -386,6 +396,13 @@ impl Roll<'_> {
         self.events.emit(event);
         if let Some(journal) = &mut self.journal {
             journal.emit(event);
+        }
+    }
+
+    async fn start_probe(&mut self, observed: &Observed) {
+        if self.options.probe {
+            let endpoints = observed.members.iter().map(|m| m.client_url.clone()).collect();
+            self.probe = Some(Probe::start(endpoints, &self.options.lock_prefix).await);
         }
     }
 
@@ -451,6 +468,9 @@ impl Roll<'_> {
                 self.emit(&event);
                 self.report.failure = Some(failure);
             }
+        }
+        if let Some(probe) = self.probe.take() {
+            self.report.probe = Some(probe.stop().await);
         }
         if let Some(journal) = self.journal.take() {
             journal.flush().await;
@@ -623,6 +643,13 @@ impl Roll<'_> {
             }
             first = false;
             let began = Instant::now();
+            if let Some(probe) = &self.probe {
+                probe.enter(match &step {
+                    NextStep::Change { member } => member,
+                    NextStep::ChangeLeaderInPlace { leader } | NextStep::MoveLeaderThenChange { leader, .. } => leader,
+                    NextStep::PassDone => "done",
+                });
+            }
             let term_before = max_term(&observed);
             let (name, moved) = match step {
                 NextStep::Change { member } => (member, false),

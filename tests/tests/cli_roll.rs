@@ -26,6 +26,17 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+fn endpoints(cluster: &str) -> Vec<String> {
+    let out = steward(&["status", "--cluster", cluster, "-w", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    json["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["endpoint"].as_str().map(str::to_owned))
+        .collect()
+}
+
 fn member_versions(cluster: &str) -> Vec<String> {
     let out = steward(&["status", "--cluster", cluster, "-w", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
@@ -111,6 +122,7 @@ fn operator_upgrades_a_local_cluster_from_3_4_to_3_5() {
         cluster,
         "--to",
         &new.version.to_string(),
+        "--probe",
         "-w",
         "json",
     ]);
@@ -125,6 +137,38 @@ fn operator_upgrades_a_local_cluster_from_3_4_to_3_5() {
         text(&upgrade.stderr)
     );
     assert_eq!(member_versions(cluster), vec![new.version.to_string(); 3]);
+
+    // The probe saw every member's step and cleaned up after itself.
+    let probe = &report["probe"];
+    assert!(probe["writes"].as_u64().is_some_and(|w| w > 20), "{probe}");
+    let steps: Vec<&str> = probe["steps"]
+        .as_array()
+        .expect("probe steps")
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    for name in ["m0", "m1", "m2"] {
+        assert!(steps.contains(&name), "{steps:?}");
+    }
+    assert!(probe["longest_stall_ms"].as_u64().is_some(), "{probe}");
+    eprintln!(
+        "probe: {} writes, {} failed attempts, longest stall {} ms",
+        probe["writes"], probe["failed"], probe["longest_stall_ms"]
+    );
+    let endpoints = endpoints(cluster);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let left = runtime.block_on(async {
+        let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("connect");
+        client
+            .get(
+                "/steward/probe/",
+                Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .expect("read probe keys")
+            .count()
+    });
+    assert_eq!(left, 0, "the probe keys are removed");
 
     // Running it again is a no-op that succeeds.
     let again = steward(&[

@@ -35,6 +35,7 @@ fn options(direction: Direction, target: &EtcdVersion) -> RollOptions {
         activate_timeout: None,
         rollback: false,
         lock_prefix: steward_coordinator::lock::DEFAULT_PREFIX.to_owned(),
+        probe: false,
     }
 }
 

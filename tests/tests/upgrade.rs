@@ -35,6 +35,7 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
         activate_timeout: None,
         rollback: false,
         lock_prefix: steward_coordinator::lock::DEFAULT_PREFIX.to_owned(),
+        probe: false,
     };
     let mut events = Recorder {
         events: Vec::new(),

@@ -54,6 +54,24 @@ impl Tabular for RollReport {
                 row("etcd log tail", failure.log_tail.join("\n"));
             }
         }
+        if let Some(probe) = &self.probe {
+            row(
+                "probe",
+                format!(
+                    "{} writes, {} failed attempts, longest stall {} ms",
+                    probe.writes, probe.failed, probe.longest_stall_ms
+                ),
+            );
+            for step in &probe.steps {
+                row(
+                    &format!("probe: {}", step.step),
+                    format!(
+                        "{} writes, {} failed, longest stall {} ms",
+                        step.writes, step.failed, step.longest_stall_ms
+                    ),
+                );
+            }
+        }
         let failed = failed_rules(&self.checks);
         if !failed.is_empty() {
             row("refused by", failed);
@@ -91,6 +109,7 @@ pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), Cli
         activate_timeout: None,
         rollback: true,
         lock_prefix: args.lock_prefix.clone(),
+        probe: args.probe,
     };
     report(
         Direction::Downgrade,
@@ -122,6 +141,7 @@ pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> R
         activate_timeout: args.activate_timeout,
         rollback: false,
         lock_prefix: args.lock_prefix.clone(),
+        probe: args.probe,
     };
     report(direction, agents, options, args.events, args.output.format, out).await
 }
