@@ -58,6 +58,12 @@ async fn agent_status(address: &AgentAddress) -> Result<pb::GetStatusResponse, S
 /// Observes the cluster behind `agents`. `client_urls` are extra etcd
 /// endpoints (from a cluster file) used when agents do not answer.
 pub async fn observe(agents: &[AgentAddress], client_urls: &[String]) -> Result<Observation, ObserveError> {
+    // Boxed once here: the observation's future is large, and every
+    // command and every step of a roll awaits it.
+    Box::pin(observe_now(agents, client_urls)).await
+}
+
+async fn observe_now(agents: &[AgentAddress], client_urls: &[String]) -> Result<Observation, ObserveError> {
     let views: Vec<AgentView> = join_all(agents.iter().map(|address| async move {
         AgentView {
             address: address.clone(),
@@ -90,16 +96,35 @@ pub async fn observe(agents: &[AgentAddress], client_urls: &[String]) -> Result<
         return Err(ObserveError::NoEndpoints { agents });
     }
 
-    let mut cluster = etcd::connect(&endpoints, "the member list")
-        .await
-        .map_err(ObserveError::MemberList)?;
-    let list = cluster.member_list().await.map_err(|e| {
-        ObserveError::MemberList(EtcdError {
+    // One endpoint at a time: a client balanced over all of them may send
+    // the question to the one member that is down.
+    let mut answer = None;
+    let mut last_error = None;
+    for endpoint in &endpoints {
+        match etcd::connect_member(endpoint, "the member list").await {
+            Ok(mut client) => match client.member_list().await {
+                Ok(list) => {
+                    answer = Some((client, list));
+                    break;
+                }
+                Err(e) => {
+                    last_error = Some(EtcdError {
+                        endpoints: endpoint.clone(),
+                        what: "the member list",
+                        reason: etcd::describe(&e),
+                    });
+                }
+            },
+            Err(error) => last_error = Some(error),
+        }
+    }
+    let Some((mut cluster, list)) = answer else {
+        return Err(ObserveError::MemberList(last_error.unwrap_or(EtcdError {
             endpoints: endpoints.join(","),
             what: "the member list",
-            reason: etcd::describe(&e),
-        })
-    })?;
+            reason: "no endpoint answered".into(),
+        })));
+    };
     let http = etcd::http_client().ok();
 
     let members: Vec<ObservedMember> = join_all(list.members().iter().map(|member| {

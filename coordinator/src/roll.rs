@@ -153,6 +153,10 @@ pub struct RollReport {
     pub probe: Option<ProbeReport>,
     /// Milliseconds in all.
     pub took_ms: u64,
+    /// Milliseconds spent staging binaries on the agents.
+    pub staging_ms: u64,
+    /// Milliseconds spent taking the snapshot.
+    pub snapshot_ms: u64,
 }
 
 struct Roll<'a> {
@@ -221,6 +225,8 @@ pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut d
         failure: None,
         probe: None,
         took_ms: 0,
+        staging_ms: 0,
+        snapshot_ms: 0,
     };
     let mut roll = Roll {
         agents,
@@ -266,7 +272,12 @@ impl Roll<'_> {
     }
 
     async fn run(&mut self) -> Result<(), Stop> {
-        let observation = self.observe("observe").await?;
+        // The lock comes first: a second coordinator is refused for being
+        // second, whatever state the first left the cluster in, and every
+        // decision below is made on an observation taken under the lock.
+        let first = self.observe("observe").await?;
+        let locked = self.take_lock(&first.observed).await?;
+        let observation = if locked { self.observe("observe").await? } else { first };
         let observed = observation.observed;
         self.emit(&Event::Observed {
             members: observed.members.len(),
@@ -295,7 +306,7 @@ impl Roll<'_> {
             .collect();
 
         if self.options.rollback {
-            return self.run_rollback(&observed).await;
+            return self.run_rollback(&observed, locked).await;
         }
         self.load_local_binaries();
         let request = Request {
@@ -314,8 +325,10 @@ impl Roll<'_> {
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
         }
-        self.report.checks = checks;
-        if rules::refused(&self.report.checks) {
+        // Keep the lock's own check, if it failed.
+        let lock_checks = std::mem::take(&mut self.report.checks);
+        self.report.checks = lock_checks.into_iter().chain(checks).collect();
+        if !locked || rules::refused(&self.report.checks) {
             return Err(Stop::Refused);
         }
         let Ok(plan) = planned else { return Err(Stop::Refused) };
@@ -335,9 +348,12 @@ impl Roll<'_> {
             return self.wait_cluster_version(&plan.to).await.map_err(Stop::from);
         }
 
-        self.take_lock(&observed).await?;
+        let staging = Instant::now();
         self.stage(&plan, &observed).await?;
+        self.report.staging_ms = millis(staging.elapsed());
+        let snapshot = Instant::now();
         self.snapshot(&observed).await?;
+        self.report.snapshot_ms = millis(snapshot.elapsed());
         self.start_probe(&observed).await;
         let v2_wait = rules::v2_wait(&observed);
         for pass in &plan.passes {
@@ -354,13 +370,14 @@ impl Roll<'_> {
 
     /// Returns every member that runs a newer version than the lowest to
     /// its previous version, while the cluster version has not flipped.
-    async fn run_rollback(&mut self, observed: &Observed) -> Result<(), Stop> {
+    async fn run_rollback(&mut self, observed: &Observed, locked: bool) -> Result<(), Stop> {
         let checks = rules::rollback_checks(observed);
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
         }
-        self.report.checks = checks;
-        if rules::refused(&self.report.checks) {
+        let lock_checks = std::mem::take(&mut self.report.checks);
+        self.report.checks = lock_checks.into_iter().chain(checks).collect();
+        if !locked || rules::refused(&self.report.checks) {
             return Err(Stop::Refused);
         }
         let Some(lowest) = observed.lowest_version().cloned() else {
@@ -381,7 +398,6 @@ impl Roll<'_> {
                 .map(|m| m.name.clone())
                 .collect(),
         });
-        self.take_lock(observed).await?;
         self.snapshot(observed).await?;
         self.start_probe(observed).await;
         self.run_pass(&lowest, Duration::ZERO).await?;
@@ -413,7 +429,10 @@ impl Roll<'_> {
 
     /// Takes the cluster lock before the first change; another live
     /// coordinator makes this a refusal that names it.
-    async fn take_lock(&mut self, observed: &Observed) -> Result<(), Stop> {
+    /// Ok(false): the lock could not be taken for another reason than a
+    /// live holder (no quorum, no space); the preflight still runs so the
+    /// refusal names the cause, and nothing is changed.
+    async fn take_lock(&mut self, observed: &Observed) -> Result<bool, Stop> {
         let endpoints: Vec<String> = observed
             .members
             .iter()
@@ -429,7 +448,7 @@ impl Roll<'_> {
             Ok(taken) => {
                 self.journal = Some(taken.journal());
                 self.lock = Some(taken);
-                Ok(())
+                Ok(true)
             }
             Err(LockError::Held { key, holder }) => {
                 let check = Check {
@@ -442,7 +461,18 @@ impl Roll<'_> {
                 self.report.checks.push(check);
                 Err(Stop::Refused)
             }
-            Err(error) => Err(failure(None, "lock", error.to_string()).into()),
+            Err(error) => {
+                // Without the lock nothing may change: a refusal too.
+                let check = Check {
+                    rule: "one-coordinator",
+                    verdict: Verdict::Fail,
+                    message: error.to_string(),
+                    source: "steward",
+                };
+                self.emit(&Event::Check(check.clone()));
+                self.report.checks.push(check);
+                Ok(false)
+            }
         }
     }
 
