@@ -61,6 +61,27 @@ pub struct RollOptions {
     pub probe: bool,
 }
 
+impl RollOptions {
+    /// Options for a change to `target` with the defaults the CLI uses:
+    /// binaries from `binaries`, a 60 s gate, the agents' own activation
+    /// timeout, the default lock prefix, no probe.
+    #[must_use]
+    pub fn new(direction: Direction, target: EtcdVersion, binaries: Option<PathBuf>) -> Self {
+        Self {
+            direction,
+            target,
+            binaries,
+            binary: None,
+            force: false,
+            gate_timeout: Duration::from_secs(60),
+            activate_timeout: None,
+            rollback: false,
+            lock_prefix: crate::lock::DEFAULT_PREFIX.to_owned(),
+            probe: false,
+        }
+    }
+}
+
 /// How the change ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

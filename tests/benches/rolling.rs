@@ -72,16 +72,8 @@ async fn steward_roll(from: &Release, to: &Release) -> Row {
         .map(|m| m.agent_addr.parse().expect("address"))
         .collect();
     let options = RollOptions {
-        direction: Direction::Upgrade,
-        target: to.version.clone(),
-        binaries: Some(binaries_dir()),
-        binary: None,
-        force: false,
-        gate_timeout: Duration::from_secs(60),
-        activate_timeout: None,
-        rollback: false,
-        lock_prefix: "/steward".into(),
         probe: true,
+        ..RollOptions::new(Direction::Upgrade, to.version.clone(), Some(binaries_dir()))
     };
     let report = roll::run(agents, options, &mut Discard).await;
     assert_eq!(report.result, Outcome::Succeeded, "{report:#?}");

@@ -339,6 +339,18 @@ impl Cluster {
         None
     }
 
+    /// Replaces member `i`'s staged etcd of `version` with other content,
+    /// the way an attacker or a careless operator would (a running
+    /// executable cannot be written in place: the file is swapped).
+    pub fn tamper_with_staged_binary(&self, i: usize, version: &str) {
+        let staged = self.members[i].state_dir.join("binaries").join(version).join("etcd");
+        let mut bytes = std::fs::read(&staged).unwrap_or_else(|e| panic!("read {}: {e}", staged.display()));
+        bytes.extend_from_slice(b"tampered");
+        let swapped = staged.with_extension("swap");
+        std::fs::write(&swapped, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", swapped.display()));
+        std::fs::rename(&swapped, &staged).unwrap_or_else(|e| panic!("swap {}: {e}", staged.display()));
+    }
+
     /// A client for member `i`'s Agent service, waiting up to the ready
     /// timeout for the agent to listen.
     pub async fn agent(&self, i: usize) -> AgentClient<Channel> {

@@ -82,16 +82,7 @@ async fn an_agent_that_cannot_recover_serves_failed_and_still_owns_etcd() {
     // While the agent is down, the staged binary of the running version is
     // swapped for other content.
     cluster.kill_agent(0);
-    let staged = cluster.members[0]
-        .state_dir
-        .join("binaries")
-        .join(&version)
-        .join("etcd");
-    let mut bytes = std::fs::read(&staged).expect("read the staged binary");
-    bytes.extend_from_slice(b"tampered");
-    let swapped = staged.with_extension("swap");
-    std::fs::write(&swapped, &bytes).expect("write the tampered copy");
-    std::fs::rename(&swapped, &staged).expect("swap the staged binary");
+    cluster.tamper_with_staged_binary(0, &version);
 
     // The agent starts, serves, says why it is FAILED, and owns the etcd
     // that still runs.

@@ -95,17 +95,7 @@ async fn stop_start_and_logs() {
     // A staged binary changed on disk is never run: the re-hash before the
     // start refuses it, and the running etcd is left alone.
     let version = cluster.status(0).await.versions.unwrap_or_default().active;
-    let staged = cluster.members[0]
-        .state_dir
-        .join("binaries")
-        .join(&version)
-        .join("etcd");
-    let mut bytes = std::fs::read(&staged).expect("read the staged binary");
-    bytes.extend_from_slice(b"tampered");
-    // A running executable cannot be written in place; swap the file.
-    let swapped = staged.with_extension("swap");
-    std::fs::write(&swapped, &bytes).expect("write the tampered copy");
-    std::fs::rename(&swapped, &staged).expect("swap the staged binary");
+    cluster.tamper_with_staged_binary(0, &version);
     let refused = agent
         .restart(pb::RestartRequest::default())
         .await

@@ -25,18 +25,7 @@ fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
 }
 
 fn options(direction: Direction, target: &EtcdVersion) -> RollOptions {
-    RollOptions {
-        direction,
-        target: target.clone(),
-        binaries: Some(binaries_dir()),
-        binary: None,
-        force: false,
-        gate_timeout: Duration::from_secs(60),
-        activate_timeout: None,
-        rollback: false,
-        lock_prefix: steward_coordinator::lock::DEFAULT_PREFIX.to_owned(),
-        probe: false,
-    }
+    RollOptions::new(direction, target.clone(), Some(binaries_dir()))
 }
 
 async fn roll(cluster: &Cluster, options: RollOptions) -> (RollReport, Vec<Event>) {

@@ -25,18 +25,7 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
 
     let writer = Writer::start(cluster.all_client_urls(), "upgrade/").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let options = RollOptions {
-        direction: Direction::Upgrade,
-        target: new.version.clone(),
-        binaries: Some(binaries_dir()),
-        binary: None,
-        force: false,
-        gate_timeout: Duration::from_secs(60),
-        activate_timeout: None,
-        rollback: false,
-        lock_prefix: steward_coordinator::lock::DEFAULT_PREFIX.to_owned(),
-        probe: false,
-    };
+    let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
     let mut events = Recorder {
         events: Vec::new(),
         inner: Lines(std::io::stderr()),
