@@ -70,11 +70,20 @@ pub struct RollbackArgs {
     /// The cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// How long a member may take, after its agent switched it back, to be healthy, caught up and in
-    /// HashKV agreement with the others.
+    /// How the change runs and reports.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What every changing command (upgrade, downgrade, rollback) takes besides
+/// its target: gates, the lock, the probe, and how to report.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// How long a member may take, after its agent switched it, to be healthy, caught up and in HashKV
+    /// agreement with the others.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
-    pub gate_timeout: std::time::Duration,
-    /// The etcd key prefix of the cluster lock (one coordinator at a time) and the journal.
+    pub gate_timeout: Duration,
+    /// The etcd key prefix of the cluster lock (one coordinator at a time), the journal and the probe keys.
     #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
     pub lock_prefix: String,
     /// Run the availability probe: write a probe key through every endpoint in turn during the change and
@@ -147,27 +156,13 @@ pub struct RollArgs {
     /// The binaries.
     #[command(flatten)]
     pub source: BinarySourceArgs,
-    /// How long a member may take, after its agent activated the new version, to be healthy, caught up
-    /// and in HashKV agreement with the others.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
-    pub gate_timeout: std::time::Duration,
     /// How long each agent waits for its member on the new version before reverting it (default: the
     /// agent's activate_timeout).
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
-    pub activate_timeout: Option<std::time::Duration>,
-    /// The etcd key prefix of the cluster lock (one coordinator at a time) and the journal.
-    #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
-    pub lock_prefix: String,
-    /// Run the availability probe: write a probe key through every endpoint in turn during the change and
-    /// report, per member step, the writes, the failed attempts and the longest stall (keys removed after).
-    #[arg(long)]
-    pub probe: bool,
-    /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
-    #[arg(long)]
-    pub events: bool,
-    /// Output format of the final report.
+    pub activate_timeout: Option<Duration>,
+    /// How the change runs and reports.
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub run: RunArgs,
 }
 
 /// `steward agent`: low-level calls to one agent.

@@ -16,11 +16,19 @@ pub trait Tabular {
     fn tables(&self) -> Vec<Table>;
 }
 
-fn table() -> Table {
+/// An empty table in the house style.
+pub fn table() -> Table {
     let mut table = Table::new();
     // ASCII so the output survives any terminal, pager or log file; no
     // dynamic arrangement so the layout does not depend on the terminal.
     table.load_style(presets::ASCII_FULL_CONDENSED);
+    table
+}
+
+/// A table with a header row in the house style.
+pub fn with_header(header: &[&str]) -> Table {
+    let mut table = table();
+    table.set_header(header.iter().map(comfy_table::Cell::new).collect::<Vec<_>>());
     table
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use comfy_table::{Cell, Table};
+use comfy_table::Table;
 use serde::Serialize;
 use steward_proto::v1 as pb;
 
@@ -19,7 +19,7 @@ use crate::output;
 use crate::plan::{self, Direction};
 use crate::roll::local_releases;
 use crate::rules::{self, Check, Request, Verdict};
-use crate::table::Tabular;
+use crate::table::{Tabular, with_header as table};
 
 /// Observes the cluster the arguments name.
 pub async fn observe_target(args: &ClusterArgs) -> Result<Observation, CliError> {
@@ -157,13 +157,6 @@ impl StatusView {
             problems,
         }
     }
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);
-    table.set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
-    table
 }
 
 fn yes(value: bool) -> &'static str {

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use comfy_table::{Cell, Table};
+use comfy_table::Table;
 
 use crate::cli::{RollArgs, RollbackArgs};
 use crate::cluster_file::ClusterTarget;
@@ -14,16 +14,12 @@ use crate::events::{EventSink, Lines, Ndjson};
 use crate::output;
 use crate::plan::Direction;
 use crate::roll::{self, Outcome, RollOptions, RollReport};
-use crate::table::Tabular;
+use crate::table::{Tabular, with_header};
 
 impl Tabular for RollReport {
     fn tables(&self) -> Vec<Table> {
-        let mut summary = Table::new();
-        summary.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);
-        summary.set_header(vec![
-            Cell::new(self.direction.to_string().to_uppercase()),
-            Cell::new(""),
-        ]);
+        let direction = self.direction.to_string().to_uppercase();
+        let mut summary = with_header(&[direction.as_str(), ""]);
         let mut row = |key: &str, value: String| {
             summary.add_row(vec![key.to_owned(), value]);
         };
@@ -76,9 +72,7 @@ impl Tabular for RollReport {
         if !failed.is_empty() {
             row("refused by", failed);
         }
-        let mut members = Table::new();
-        members.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);
-        members.set_header(vec!["MEMBER", "ID", "FROM", "TO", "TOOK", "LEADER MOVES", "ELECTIONS"]);
+        let mut members = with_header(&["MEMBER", "ID", "FROM", "TO", "TOOK", "LEADER MOVES", "ELECTIONS"]);
         for m in &self.members {
             members.add_row(vec![
                 m.name.clone(),
@@ -105,18 +99,18 @@ pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), Cli
         binaries: None,
         binary: None,
         force: false,
-        gate_timeout: args.gate_timeout,
+        gate_timeout: args.run.gate_timeout,
         activate_timeout: None,
         rollback: true,
-        lock_prefix: args.lock_prefix.clone(),
-        probe: args.probe,
+        lock_prefix: args.run.lock_prefix.clone(),
+        probe: args.run.probe,
     };
     report(
         Direction::Downgrade,
         agents,
         options,
-        args.events,
-        args.output.format,
+        args.run.events,
+        args.run.output.format,
         out,
     )
     .await
@@ -137,13 +131,13 @@ pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> R
         binaries,
         binary: args.source.binary.clone(),
         force: args.source.force,
-        gate_timeout: args.gate_timeout,
+        gate_timeout: args.run.gate_timeout,
         activate_timeout: args.activate_timeout,
         rollback: false,
-        lock_prefix: args.lock_prefix.clone(),
-        probe: args.probe,
+        lock_prefix: args.run.lock_prefix.clone(),
+        probe: args.run.probe,
     };
-    report(direction, agents, options, args.events, args.output.format, out).await
+    report(direction, agents, options, args.run.events, args.run.output.format, out).await
 }
 
 /// Runs the engine with the chosen event sink, prints the report, and maps
