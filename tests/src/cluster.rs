@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use steward_coordinator::local::process::{ProcessId, mentioning};
 use steward_proto::v1 as pb;
 use steward_proto::v1::agent_client::AgentClient;
 use steward_proto::v1::binaries_client::BinariesClient;
@@ -526,17 +527,12 @@ impl Drop for Cluster {
 
 /// "pid start-ticks" of this process: a pid alone could be reused.
 fn own_identity() -> String {
-    format!(
-        "{} {}",
-        std::process::id(),
-        start_ticks(std::process::id()).unwrap_or(0)
-    )
+    let own = std::process::id();
+    format!("{own} {}", start_ticks(own).unwrap_or(0))
 }
 
 fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    ProcessId::of(pid).map(|id| id.start_ticks)
 }
 
 /// Kills the processes of clusters whose test process died without
@@ -574,10 +570,14 @@ fn sweep_orphaned_clusters() {
 /// they are gone. Agents and etcd both carry the cluster dir in their
 /// arguments (config path, data dir), so nothing escapes.
 pub fn kill_processes_mentioning(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let pids = processes_mentioning(&needle);
+        // The same listing `steward local down` uses: whole path components,
+        // zombies and this process's own lineage left out.
+        let pids: Vec<i32> = mentioning(dir)
+            .iter()
+            .filter_map(|found| i32::try_from(found.id.pid).ok())
+            .collect();
         if pids.is_empty() {
             return;
         }
@@ -597,37 +597,4 @@ pub fn kill_processes_mentioning(dir: &Path) {
 #[allow(clippy::disallowed_methods)]
 fn pause_between_kill_rounds() {
     std::thread::sleep(Duration::from_millis(50));
-}
-
-fn processes_mentioning(needle: &str) -> Vec<i32> {
-    let own = std::process::id();
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if u32::try_from(pid).is_ok_and(|p| p == own) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Zombies are already dead; their parent reaps them.
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
-            && String::from_utf8_lossy(&cmdline).contains(needle)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
