@@ -14,6 +14,7 @@ pub mod error;
 pub mod etcd;
 pub mod events;
 pub mod exit;
+pub mod flag_check;
 pub mod format;
 pub mod local;
 pub mod lock;

@@ -343,6 +343,11 @@ impl Roll<'_> {
         );
         let mut checks = rules::preflight(&observed, &request, &planned);
         checks.push(self.verify_local_binaries(planned.as_ref().ok()).await);
+        if let Ok(plan) = &planned {
+            checks.push(crate::flag_check::check(
+                &crate::flag_check::ask_all(&observed, plan).await,
+            ));
+        }
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
         }
@@ -596,40 +601,78 @@ impl Roll<'_> {
     }
 
     /// Stages every pass target on every agent that lacks it, before any
-    /// member changes.
+    /// member changes. Each file is hashed once; the agents receive their
+    /// copies at the same time.
     async fn stage(&mut self, plan: &Plan, observed: &Observed) -> Result<(), Failure> {
         for pass in &plan.passes {
             if pass.order.iter().all(|s| s.done) {
                 continue;
             }
-            for member in &observed.members {
-                if member.staged.contains(&pass.target) {
-                    continue;
+            let lacking: Vec<&ObservedMember> = observed
+                .members
+                .iter()
+                .filter(|m| !m.staged.contains(&pass.target))
+                .collect();
+            let Some(first) = lacking.first() else {
+                continue;
+            };
+            let Some(release) = self.local.get(&pass.target).cloned() else {
+                return Err(failure(
+                    Some(&first.name),
+                    "stage",
+                    format!("no local binary for {}", pass.target),
+                ));
+            };
+            let mut files = Vec::new();
+            for (tool, path) in std::iter::once((pb::Tool::Etcd, release.etcd.clone())).chain(release.tools) {
+                let fingerprint = crate::upload::fingerprint(&path)
+                    .await
+                    .map_err(|e| failure(None, "stage", crate::error::chain(&e)))?;
+                files.push((tool, path, fingerprint));
+            }
+            let token = self.token();
+            let uploads = lacking
+                .iter()
+                .map(|member| self.stage_on(member, &pass.target, &files, token));
+            let mut first_failure = None;
+            for result in futures::future::join_all(uploads).await {
+                match result {
+                    Ok(events) => events.iter().for_each(|event| self.emit(event)),
+                    Err(failure) => {
+                        first_failure.get_or_insert(failure);
+                    }
                 }
-                let Some(release) = self.local.get(&pass.target).cloned() else {
-                    return Err(failure(
-                        Some(&member.name),
-                        "stage",
-                        format!("no local binary for {}", pass.target),
-                    ));
-                };
-                let mut clients = self.clients(member).await?;
-                let mut files = vec![(pb::Tool::Etcd, release.etcd.clone())];
-                files.extend(release.tools.iter().cloned());
-                for (tool, path) in files {
-                    let answer = crate::upload::upload(&mut clients, &path, &pass.target, tool, self.token())
-                        .await
-                        .map_err(|e| failure(Some(&member.name), "stage", crate::error::chain(&e)))?;
-                    self.emit(&Event::Staged {
-                        member: member.name.clone(),
-                        version: pass.target.to_string(),
-                        tool: tool.as_str_name().trim_start_matches("TOOL_").to_lowercase(),
-                        already_present: answer.already_present,
-                    });
-                }
+            }
+            if let Some(failure) = first_failure {
+                return Err(failure);
             }
         }
         Ok(())
+    }
+
+    /// Uploads `files` of `version` to one member's agent, one after the
+    /// other; the events to emit once every agent is done.
+    async fn stage_on(
+        &self,
+        member: &ObservedMember,
+        version: &EtcdVersion,
+        files: &[(pb::Tool, PathBuf, crate::upload::Fingerprint)],
+        token: i64,
+    ) -> Result<Vec<Event>, Failure> {
+        let mut clients = self.clients(member).await?;
+        let mut events = Vec::new();
+        for (tool, path, fingerprint) in files {
+            let answer = crate::upload::upload(&mut clients, path, fingerprint, version, *tool, token)
+                .await
+                .map_err(|e| failure(Some(&member.name), "stage", crate::error::chain(&e)))?;
+            events.push(Event::Staged {
+                member: member.name.clone(),
+                version: version.to_string(),
+                tool: tool.as_str_name().trim_start_matches("TOOL_").to_lowercase(),
+                already_present: answer.already_present,
+            });
+        }
+        Ok(events)
     }
 
     /// A verified snapshot through the leader's agent, before any change.

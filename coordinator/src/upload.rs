@@ -65,7 +65,8 @@ pub async fn fingerprint(path: &Path) -> Result<Fingerprint, CliError> {
     })
 }
 
-/// Uploads `path` as `tool` of `version` to the agent, which stages it
+/// Uploads `path` (whose `fingerprint` the caller computed, once for any
+/// number of agents) as `tool` of `version` to the agent, which stages it
 /// after checking the sha256, size and the version the binary reports.
 ///
 /// # Errors
@@ -73,16 +74,16 @@ pub async fn fingerprint(path: &Path) -> Result<Fingerprint, CliError> {
 pub async fn upload(
     clients: &mut AgentClients,
     path: &Path,
+    fingerprint: &Fingerprint,
     version: &EtcdVersion,
     tool: pb::Tool,
     fencing_token: i64,
 ) -> Result<pb::ImportBinaryResponse, CliError> {
-    let fingerprint = fingerprint(path).await?;
     tracing::info!(path = %path.display(), size = fingerprint.size, sha256 = %fingerprint.sha256, "uploading");
     let header = pb::UploadHeader {
         tool: tool.into(),
         version: version.to_string(),
-        sha256: fingerprint.sha256,
+        sha256: fingerprint.sha256.clone(),
         size: fingerprint.size,
         fencing_token,
     };

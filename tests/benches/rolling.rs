@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use steward_coordinator::agent_client::AgentAddress;
 use steward_coordinator::events::Discard;
 use steward_coordinator::plan::Direction;
-use steward_coordinator::probe::Probe;
+use steward_coordinator::probe::{Probe, ProbeWindow};
 use steward_coordinator::roll::{self, Outcome, RollOptions};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::cluster::kill_processes_mentioning;
@@ -35,10 +35,10 @@ struct Row {
     stall_ms: u64,
     failed: u64,
     writes: u64,
+    steps: Vec<ProbeWindow>,
 }
 
-fn print(rows: &[Row]) {
-    println!("\n3.4 -> 3.5, 3 members, probe writing through every endpoint");
+fn print(rows: &[&Row]) {
     println!(
         "{:<8} {:>10} {:>16} {:>11} {:>26} {:>14} {:>8} {:>8}",
         "method", "total ms", "total-backup ms", "staging ms", "per member ms", "longest stall", "failed", "writes"
@@ -61,6 +61,16 @@ fn print(rows: &[Row]) {
             r.failed,
             r.writes
         );
+    }
+    println!("probe windows (step: writes / failed / longest stall)");
+    for r in rows {
+        let steps = r
+            .steps
+            .iter()
+            .map(|w| format!("{}: {}/{}/{} ms", w.step, w.writes, w.failed, w.longest_stall_ms))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("{:<8} {steps}", r.name);
     }
 }
 
@@ -87,6 +97,7 @@ async fn steward_roll(from: &Release, to: &Release) -> Row {
         stall_ms: probe.longest_stall_ms,
         failed: probe.failed,
         writes: probe.writes,
+        steps: probe.steps,
     };
     cluster.cleanup();
     row
@@ -220,6 +231,7 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
         stall_ms: report.longest_stall_ms,
         failed: report.failed,
         writes: report.writes,
+        steps: report.steps,
     }
 }
 
@@ -277,6 +289,22 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Rounds to run: `STEWARD_BENCH_ROUNDS`, 3 by default. One run of each is
+/// dominated by noise (a stall is a few probe intervals); the verdict is
+/// on the medians.
+fn rounds() -> usize {
+    std::env::var("STEWARD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(3)
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -285,24 +313,53 @@ fn main() {
         .expect("runtime");
     let from = newest(3, 4);
     let to = newest(3, 5);
-    let rows = runtime.block_on(async {
-        let steward = steward_roll(&from, &to).await;
-        let manual = manual_roll(&from, &to).await;
-        vec![steward, manual]
-    });
-    print(&rows);
-    let (s, m) = (&rows[0], &rows[1]);
-    let ratio = (s.total_ms - s.excluded_ms) as f64 / m.total_ms.max(1) as f64;
     println!(
-        "\nsteward vs manual: longest stall {} ms vs {} ms ({}), time without backup {:.2}x the manual procedure's ({})",
-        s.stall_ms,
-        m.stall_ms,
-        if s.stall_ms <= m.stall_ms {
-            "goal met"
-        } else {
-            "goal missed"
-        },
-        ratio,
+        "{} -> {}, 3 members, probe writing through every endpoint, {} rounds",
+        from.version,
+        to.version,
+        rounds()
+    );
+    let mut stewards = Vec::new();
+    let mut manuals = Vec::new();
+    for round in 0..rounds() {
+        // Alternate which goes first, so neither always runs on the
+        // warmer (or more fragmented) machine.
+        let (steward, manual) = runtime.block_on(async {
+            if round % 2 == 0 {
+                let steward = steward_roll(&from, &to).await;
+                (steward, manual_roll(&from, &to).await)
+            } else {
+                let manual = manual_roll(&from, &to).await;
+                (steward_roll(&from, &to).await, manual)
+            }
+        });
+        println!("\nround {}", round + 1);
+        print(&[&steward, &manual]);
+        stewards.push(steward);
+        manuals.push(manual);
+    }
+    let stall = |rows: &[Row]| median(rows.iter().map(|r| r.stall_ms).collect());
+    let time = |rows: &[Row]| median(rows.iter().map(|r| r.total_ms - r.excluded_ms).collect());
+    let failed = |rows: &[Row]| median(rows.iter().map(|r| r.failed).collect());
+    let (s_stall, m_stall) = (stall(&stewards), stall(&manuals));
+    let (s_time, m_time) = (time(&stewards), time(&manuals));
+    let ratio = s_time as f64 / m_time.max(1) as f64;
+    println!("\nmedians of {} rounds", stewards.len());
+    println!(
+        "{:<8} {:>16} {:>14} {:>8}",
+        "method", "total-backup ms", "longest stall", "failed"
+    );
+    for (name, rows) in [("steward", &stewards), ("manual", &manuals)] {
+        println!(
+            "{name:<8} {:>16} {:>11} ms {:>8}",
+            time(rows),
+            stall(rows),
+            failed(rows)
+        );
+    }
+    println!(
+        "\nsteward vs manual: longest stall {s_stall} ms vs {m_stall} ms ({}), time without backup {ratio:.2}x the manual procedure's ({})",
+        if s_stall <= m_stall { "goal met" } else { "goal missed" },
         if ratio <= 2.0 {
             "goal met: within 2x"
         } else {

@@ -41,6 +41,7 @@ pub struct ClusterBuilder {
     release: Release,
     supervision: Vec<(String, String)>,
     extra_flags: Vec<String>,
+    member_tls: Vec<(String, String)>,
     retain: usize,
 }
 
@@ -56,6 +57,7 @@ impl ClusterBuilder {
                 ("activate_timeout".into(), "\"60s\"".into()),
             ],
             extra_flags: Vec::new(),
+            member_tls: Vec::new(),
             retain: 5,
         }
     }
@@ -72,6 +74,14 @@ impl ClusterBuilder {
     #[must_use]
     pub fn extra_flag(mut self, flag: &str) -> Self {
         self.extra_flags.push(flag.to_owned());
+        self
+    }
+
+    /// Sets a `[member.tls]` key of every agent (value as TOML).
+    #[must_use]
+    pub fn member_tls(mut self, key: &str, toml_value: &str) -> Self {
+        self.member_tls.retain(|(k, _)| k != key);
+        self.member_tls.push((key.to_owned(), toml_value.to_owned()));
         self
     }
 
@@ -152,7 +162,14 @@ impl ClusterBuilder {
             let _ = writeln!(supervision, "{key} = {value}");
         }
         let extra: Vec<String> = self.extra_flags.iter().map(|f| format!("{f:?}")).collect();
-        format!(
+        let mut tls = String::new();
+        if !self.member_tls.is_empty() {
+            tls.push_str("\n[member.tls]\n");
+            for (key, value) in &self.member_tls {
+                let _ = writeln!(tls, "{key} = {value}");
+            }
+        }
+        let config = format!(
             r#"# Written by the steward test harness.
 listen = "{agent}"
 state_dir = "{state}"
@@ -187,7 +204,8 @@ extra_flags = [{extra}]
             client = member.client_url,
             peer = member.peer_url,
             extra = extra.join(", "),
-        )
+        );
+        config + &tls
     }
 }
 

@@ -182,3 +182,18 @@ async fn a_binary_that_reports_another_version() {
     .await;
     cluster.cleanup();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_spec_the_target_cannot_run() {
+    // etcd 3.3 takes both spellings of the client CA; 3.4 knows only
+    // --trusted-ca-file, and the agent will not pick one of two values for
+    // the operator. The same file under two spellings keeps 3.3 happy.
+    let cluster = ClusterBuilder::new(3, exact("3.3.25"))
+        .extra_flag("--ca-file=/etc/ssl/certs/ca-certificates.crt")
+        .member_tls("trusted_ca_file", "\"/etc/ssl/certs/../certs/ca-certificates.crt\"")
+        .start()
+        .await;
+    let to = newest(3, 4).version.to_string();
+    assert_refused(&cluster, &[0, 1, 2], "upgrade", &["--to", &to], "member-flags-render").await;
+    cluster.cleanup();
+}

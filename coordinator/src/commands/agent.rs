@@ -70,7 +70,9 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             output,
         } => {
             let mut clients = agent_client::connect(&target.agent).await?;
-            let response = Box::pin(crate::upload::upload(&mut clients, &file, &version, tool.to_pb(), 0)).await?;
+            let fingerprint = crate::upload::fingerprint(&file).await?;
+            let upload = crate::upload::upload(&mut clients, &file, &fingerprint, &version, tool.to_pb(), 0);
+            let response = Box::pin(upload).await?;
             output::emit(out, output.format, &StagedView::from(&response))
         }
         AgentCommand::Flags { target, to, output } => {

@@ -8,10 +8,10 @@ use comfy_table::Table;
 use serde::Serialize;
 use steward_proto::v1 as pb;
 
-use crate::agent_client;
 use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
 use crate::cluster_file::ClusterTarget;
 use crate::error::CliError;
+use crate::flag_check;
 use crate::format::{hex_id, human_bytes};
 use crate::observe::{Observation, observe};
 use crate::observed::Observed;
@@ -403,15 +403,25 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
         leases_in_use: observation.leases_in_use,
     };
     let planned = plan::plan(observed, direction, &args.to, &request.available);
-    let checks = rules::preflight(observed, &request, &planned);
+    let mut checks = rules::preflight(observed, &request, &planned);
     let mut passes = Vec::new();
     if let Ok(plan) = &planned {
+        let mut answers = Vec::new();
         for pass in &plan.passes {
             let mut order = Vec::new();
             for step in &pass.order {
                 let member = observed.members.iter().find(|m| m.id == step.id);
                 let (flag_changes, flags_refused, flags_error) = match member.and_then(|m| m.agent.clone()) {
-                    Some(agent) if !step.done => flags(&agent, &pass.target, step.from.as_ref()).await,
+                    Some(agent) if !step.done => {
+                        let answer = flag_check::ask(&agent, &pass.target, step.from.as_ref()).await;
+                        let view = flags_view(&answer);
+                        answers.push(flag_check::MemberFlags {
+                            member: step.member.clone(),
+                            target: pass.target.clone(),
+                            answer,
+                        });
+                        view
+                    }
                     Some(_) => (Vec::new(), false, None),
                     None => (Vec::new(), false, Some("no agent".to_owned())),
                 };
@@ -431,8 +441,9 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
                 order,
             });
         }
+        checks.push(flag_check::check(&answers));
     }
-    let refused = rules::refused(&checks) || passes.iter().any(|p| p.order.iter().any(|s| s.flags_refused));
+    let refused = rules::refused(&checks);
     let view = PlanView {
         direction,
         from: planned.as_ref().ok().map(|p| p.from.to_string()),
@@ -443,34 +454,18 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
     };
     output::emit(out, args.output.format, &view)?;
     if view.refused {
-        let mut rules = failed_rules(&view.checks);
-        if rules.is_empty() {
-            rules = "the agents' flag rules (see FLAG CHANGES)".into();
-        }
-        return Err(CliError::Refused { rules });
+        return Err(CliError::Refused {
+            rules: failed_rules(&view.checks),
+        });
     }
     Ok(())
 }
 
-async fn flags(
-    agent: &str,
-    target: &steward_proto::EtcdVersion,
-    from: Option<&steward_proto::EtcdVersion>,
-) -> (Vec<FlagChangeView>, bool, Option<String>) {
-    let Ok(address) = agent.parse() else {
-        return (Vec::new(), false, Some(format!("bad agent address {agent}")));
-    };
-    let mut clients = match agent_client::connect(&address).await {
-        Ok(clients) => clients,
-        Err(error) => return (Vec::new(), false, Some(crate::error::chain(&error))),
-    };
-    let request = pb::CheckFlagsRequest {
-        target_version: target.to_string(),
-        from_version: from.map(ToString::to_string).unwrap_or_default(),
-    };
-    match clients.agent.check_flags(request).await {
+/// The plan's view of one agent's CheckFlags answer: the changes, whether
+/// they refuse the target, and why the agent could not be asked.
+fn flags_view(answer: &Result<pb::CheckFlagsResponse, String>) -> (Vec<FlagChangeView>, bool, Option<String>) {
+    match answer {
         Ok(response) => {
-            let response = response.into_inner();
             let changes = response
                 .changes
                 .iter()
@@ -485,10 +480,6 @@ async fn flags(
                 .collect();
             (changes, response.refused, None)
         }
-        Err(status) => (
-            Vec::new(),
-            false,
-            Some(format!("{:?}: {}", status.code(), status.message())),
-        ),
+        Err(error) => (Vec::new(), false, Some(error.clone())),
     }
 }
