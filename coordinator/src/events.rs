@@ -100,6 +100,23 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// etcd's Downgrade API: the downgrade was enabled (the cluster
+    /// version drops to the target minor at once).
+    DowngradeEnabled {
+        /// The target minor, as the API takes it ("3.5").
+        target: String,
+    },
+    /// etcd's Downgrade API: every member still on the newer binary
+    /// migrated its storage version to the target's.
+    StorageMigrated {
+        /// The storage version now reported.
+        version: String,
+    },
+    /// etcd's Downgrade API: the downgrade was cancelled.
+    DowngradeCancelled {
+        /// Why.
+        reason: String,
+    },
     /// Every member runs the pass target.
     PassDone {
         /// The pass target.
@@ -238,6 +255,9 @@ pub fn human(event: &Event) -> String {
             elections,
         } => format!("done      {member} in {took_ms} ms, {elections} unplanned elections"),
         Event::Waiting { seconds, reason } => format!("wait      {seconds}s: {reason}"),
+        Event::DowngradeEnabled { target } => format!("downgrade enabled to {target} (Downgrade API)"),
+        Event::StorageMigrated { version } => format!("storage   every newer member reports storage version {version}"),
+        Event::DowngradeCancelled { reason } => format!("downgrade cancelled: {reason}"),
         Event::PassDone { target } => format!("pass      every member runs {target}"),
         Event::ClusterVersion { version } => format!("cluster   version {version}"),
         Event::Failed { member, gate, reason } => format!(

@@ -189,6 +189,11 @@ async fn observe_member(member: &etcd_client::Member, http: Option<&reqwest::Cli
             observed.db_size_in_use = u64::try_from(status.raft_used_db_size()).unwrap_or(0);
             observed.errors = status.errors().to_vec();
             observed.revision = status.header().map_or(0, etcd_client::ResponseHeader::revision);
+            observed.storage_version = status.storage_version().parse::<EtcdVersion>().ok();
+            observed.downgrade_target = status
+                .downgrade_info()
+                .filter(|d| d.enabled())
+                .and_then(|d| d.target_version().parse::<EtcdVersion>().ok());
             // etcd 3.3 has no applied index in Status; the raft index is the
             // closest it reports.
             if observed.applied_index == 0 {

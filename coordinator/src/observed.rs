@@ -63,6 +63,12 @@ pub struct ObservedMember {
     pub agent_state_reason: String,
     /// The member's store revision (Status header).
     pub revision: i64,
+    /// The storage (schema) version the member reports (etcd 3.6+; empty
+    /// before).
+    pub storage_version: Option<EtcdVersion>,
+    /// The downgrade target, when the member reports a downgrade enabled
+    /// through etcd's Downgrade API (etcd 3.6+).
+    pub downgrade_target: Option<EtcdVersion>,
 }
 
 /// The whole cluster as observed at one moment.
@@ -97,6 +103,12 @@ impl Observed {
     #[must_use]
     pub fn lowest_version(&self) -> Option<&EtcdVersion> {
         self.members.iter().filter_map(|m| m.version.as_ref()).min()
+    }
+
+    /// The downgrade target any member reports enabled (etcd 3.6+).
+    #[must_use]
+    pub fn downgrade_target(&self) -> Option<&EtcdVersion> {
+        self.members.iter().find_map(|m| m.downgrade_target.as_ref())
     }
 
     /// The highest member binary version.

@@ -14,7 +14,7 @@ use steward_proto::EtcdVersion;
 use crate::observed::{Observed, ObservedMember};
 
 /// Which way the versions move.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// To a higher version.

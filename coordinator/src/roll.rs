@@ -18,8 +18,10 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::agent_client::{self, AgentAddress, AgentClients};
+use crate::downgrade_api::{self, Phase};
 use crate::etcd;
 use crate::events::{Event, EventSink};
+use crate::last_roll::{self, LastRoll};
 use crate::lock::{self, ClusterLock, Holder, Journal, LockError};
 use crate::observe::{Observation, observe};
 use crate::observed::{Observed, ObservedMember};
@@ -358,14 +360,6 @@ impl Roll<'_> {
             return Err(Stop::Refused);
         }
         let Ok(plan) = planned else { return Err(Stop::Refused) };
-        if plan.passes.iter().any(|p| p.uses_downgrade_api) {
-            return Err(failure(
-                None,
-                "plan",
-                "a 3.6 -> 3.5 downgrade goes through etcd's Downgrade API, which this steward does not drive yet",
-            )
-            .into());
-        }
         self.emit(&Event::Planned {
             passes: plan.passes.iter().map(|p| p.target.to_string()).collect(),
             order: plan.passes[0].order.iter().map(|s| s.member.clone()).collect(),
@@ -374,6 +368,21 @@ impl Roll<'_> {
             return self.wait_cluster_version(&plan.to).await.map_err(Stop::from);
         }
 
+        let record = LastRoll {
+            direction: self.options.direction,
+            from: plan.from.to_string(),
+            to: plan.to.to_string(),
+            token: self.token(),
+        };
+        last_roll::record(&healthy_endpoints(&observed), &self.options.lock_prefix, &record)
+            .await
+            .map_err(|e| {
+                failure(
+                    None,
+                    "last-roll",
+                    format!("cannot record the change before making it: {e}"),
+                )
+            })?;
         let staging = Instant::now();
         self.stage(&plan, &observed).await?;
         self.report.staging_ms = millis(staging.elapsed());
@@ -383,7 +392,22 @@ impl Roll<'_> {
         self.start_probe(&observed).await;
         let v2_wait = rules::v2_wait(&observed);
         for pass in &plan.passes {
-            self.run_pass(&pass.target, v2_wait).await?;
+            if pass.uses_downgrade_api {
+                self.enable_downgrade(&pass.target).await?;
+                self.run_pass(&pass.target, self.options.direction, v2_wait)
+                    .await
+                    .map_err(|mut f| {
+                        f.reason.push_str(&format!(
+                            "; the downgrade stays enabled in etcd (cluster version {}): run the same command again \
+                         to finish it, or `steward rollback` to cancel it and return the changed members to {}",
+                            downgrade_api::api_version(&pass.target),
+                            pass.from
+                        ));
+                        f
+                    })?;
+            } else {
+                self.run_pass(&pass.target, self.options.direction, v2_wait).await?;
+            }
             self.emit(&Event::PassDone {
                 target: pass.target.to_string(),
             });
@@ -394,10 +418,42 @@ impl Roll<'_> {
         Ok(())
     }
 
-    /// Returns every member that runs a newer version than the lowest to
-    /// its previous version, while the cluster version has not flipped.
+    /// Undoes the recorded change while the cluster version has not
+    /// flipped: after an upgrade, every member newer than the lowest goes
+    /// back to its previous version; after a downgrade, every member older
+    /// than the highest (an enabled Downgrade-API downgrade is cancelled
+    /// first).
     async fn run_rollback(&mut self, observed: &Observed, locked: bool) -> Result<(), Stop> {
-        let checks = rules::rollback_checks(observed);
+        let endpoints = healthy_endpoints(observed);
+        let (undo, direction_check) = match last_roll::read(&endpoints, &self.options.lock_prefix).await {
+            Ok(Some(last)) => (
+                last.direction,
+                Check {
+                    rule: "rollback-direction",
+                    verdict: Verdict::Pass,
+                    message: format!(
+                        "the last change recorded is the {} from {} to {}",
+                        last.direction, last.from, last.to
+                    ),
+                    source: "steward",
+                },
+            ),
+            Ok(None) => (
+                Direction::Upgrade,
+                Check {
+                    rule: "rollback-direction",
+                    verdict: Verdict::Warn,
+                    message: format!(
+                        "no change is recorded under {}/last-roll: undoing an upgrade",
+                        self.options.lock_prefix.trim_end_matches('/')
+                    ),
+                    source: "steward",
+                },
+            ),
+            Err(error) => return Err(failure(None, "rollback-direction", error).into()),
+        };
+        let mut checks = vec![direction_check];
+        checks.extend(rules::rollback_checks(observed, undo));
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
         }
@@ -406,31 +462,49 @@ impl Roll<'_> {
         if !locked || rules::refused(&self.report.checks) {
             return Err(Stop::Refused);
         }
-        let Some(lowest) = observed.lowest_version().cloned() else {
+        let Some(baseline) = rules::rollback_baseline(observed, undo).cloned() else {
             return Err(Stop::Refused);
         };
-        self.report.to = lowest.to_string();
-        self.report.from = observed.highest_version().map(ToString::to_string);
-        if observed.members.iter().all(|m| m.version.as_ref() == Some(&lowest)) {
+        // The pass that undoes the change moves the other way.
+        let direction = match undo {
+            Direction::Upgrade => Direction::Downgrade,
+            Direction::Downgrade => Direction::Upgrade,
+        };
+        self.report.direction = direction;
+        self.report.to = baseline.to_string();
+        self.report.from = match undo {
+            Direction::Upgrade => observed.highest_version(),
+            Direction::Downgrade => observed.lowest_version(),
+        }
+        .map(ToString::to_string);
+        if observed.members.iter().all(|m| m.version.as_ref() == Some(&baseline)) {
             self.report.cluster_version = observed.cluster_version.as_ref().map(ToString::to_string);
             return Ok(());
         }
         self.emit(&Event::Planned {
-            passes: vec![lowest.to_string()],
+            passes: vec![baseline.to_string()],
             order: observed
                 .members
                 .iter()
-                .filter(|m| m.version.as_ref() != Some(&lowest))
+                .filter(|m| m.version.as_ref() != Some(&baseline))
                 .map(|m| m.name.clone())
                 .collect(),
         });
+        if undo == Direction::Downgrade && observed.downgrade_target().is_some() {
+            downgrade_api::cancel(&endpoints)
+                .await
+                .map_err(|e| failure(None, "downgrade-cancel", e))?;
+            self.emit(&Event::DowngradeCancelled {
+                reason: "steward rollback".into(),
+            });
+        }
         self.snapshot(observed).await?;
         self.start_probe(observed).await;
-        self.run_pass(&lowest, Duration::ZERO).await?;
+        self.run_pass(&baseline, direction, Duration::ZERO).await?;
         self.emit(&Event::PassDone {
-            target: lowest.to_string(),
+            target: baseline.to_string(),
         });
-        self.wait_cluster_version(&lowest).await?;
+        self.wait_cluster_version(&baseline).await?;
         Ok(())
     }
 
@@ -720,11 +794,11 @@ impl Roll<'_> {
         Ok(())
     }
 
-    async fn run_pass(&mut self, target: &EtcdVersion, v2_wait: Duration) -> Result<(), Failure> {
+    async fn run_pass(&mut self, target: &EtcdVersion, direction: Direction, v2_wait: Duration) -> Result<(), Failure> {
         let mut first = true;
         loop {
             let observed = self.observe("observe").await?.observed;
-            let step = next_step(&observed, self.options.direction, target);
+            let step = next_step(&observed, direction, target);
             if step == NextStep::PassDone {
                 return Ok(());
             }
@@ -777,6 +851,73 @@ impl Roll<'_> {
                 took_ms,
                 elections,
             });
+        }
+    }
+
+    /// The Downgrade API part of a 3.6 -> 3.5 pass, before any binary is
+    /// swapped: validate, enable, and wait until every member on the newer
+    /// binary reports the target's storage version. Resumes wherever a
+    /// previous run stopped. When the storage does not migrate in time the
+    /// downgrade is cancelled: no member has been swapped yet, so the
+    /// cluster is back where it was.
+    async fn enable_downgrade(&mut self, target: &EtcdVersion) -> Result<(), Failure> {
+        let deadline = Instant::now() + self.options.gate_timeout;
+        let mut enabled_here = false;
+        loop {
+            let observed = self.observe("downgrade-api").await?.observed;
+            if next_step(&observed, Direction::Downgrade, target) == NextStep::PassDone {
+                return Ok(());
+            }
+            let endpoints = healthy_endpoints(&observed);
+            let waiting_for = match downgrade_api::phase(&observed, target) {
+                Phase::Swap => {
+                    self.emit(&Event::StorageMigrated {
+                        version: downgrade_api::api_version(target),
+                    });
+                    return Ok(());
+                }
+                Phase::OtherTarget(other) => {
+                    return Err(failure(
+                        None,
+                        "downgrade-api",
+                        format!(
+                            "a downgrade to {other} is already enabled in etcd; steward does not override it \
+                             (etcdctl downgrade cancel, then run again)"
+                        ),
+                    ));
+                }
+                Phase::Enable if !enabled_here => {
+                    downgrade_api::validate(&endpoints, target)
+                        .await
+                        .map_err(|e| failure(None, "downgrade-validate", e))?;
+                    downgrade_api::enable(&endpoints, target)
+                        .await
+                        .map_err(|e| failure(None, "downgrade-enable", e))?;
+                    enabled_here = true;
+                    self.emit(&Event::DowngradeEnabled {
+                        target: downgrade_api::api_version(target),
+                    });
+                    "the members to report the enabled downgrade".to_owned()
+                }
+                Phase::Enable => "the members to report the enabled downgrade".to_owned(),
+                Phase::MigratingStorage { members } => {
+                    format!("{} to migrate their storage version", members.join(", "))
+                }
+            };
+            if Instant::now() > deadline {
+                let reason = format!("waited {:?} for {waiting_for}", self.options.gate_timeout);
+                let cancelled = match downgrade_api::cancel(&endpoints).await {
+                    Ok(()) => {
+                        self.emit(&Event::DowngradeCancelled { reason: reason.clone() });
+                        "the downgrade was cancelled; no member was changed".to_owned()
+                    }
+                    Err(error) => {
+                        format!("cancelling the downgrade failed too ({error}): run `etcdctl downgrade cancel`")
+                    }
+                };
+                return Err(failure(None, "storage-version", format!("{reason}; {cancelled}")));
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -980,6 +1121,16 @@ impl Roll<'_> {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// The client URLs of the members that answered a quorum read.
+fn healthy_endpoints(observed: &Observed) -> Vec<String> {
+    observed
+        .members
+        .iter()
+        .filter(|m| m.healthy)
+        .map(|m| m.client_url.clone())
+        .collect()
 }
 
 /// Differences of HashKV at the lowest revision every member has.

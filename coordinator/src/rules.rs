@@ -174,21 +174,33 @@ pub fn preflight(observed: &Observed, request: &Request, plan: &Result<Plan, Pla
 
 /// The checks of `steward rollback`: the cluster must be able to take a
 /// rolling restart, and the members to roll back must be changed members
-/// of a cluster whose version has not flipped yet.
+/// of a cluster whose version has not flipped yet. `undo` is the direction
+/// of the change being undone (an upgrade unless a downgrade is recorded).
 #[must_use]
-pub fn rollback_checks(observed: &Observed) -> Vec<Check> {
+pub fn rollback_checks(observed: &Observed, undo: Direction) -> Vec<Check> {
     vec![
         health(observed),
         alarms(observed),
         agents(observed),
         quorum(observed),
-        before_flip(observed),
+        before_flip(observed, undo),
     ]
 }
 
-fn before_flip(observed: &Observed) -> Check {
-    let source = "every upgrade guide (mixed versions)";
-    let Some(lowest) = observed.lowest_version() else {
+/// The version the unchanged members run, which a rollback returns the
+/// changed ones to: the lowest after an upgrade, the highest after a
+/// downgrade.
+#[must_use]
+pub fn rollback_baseline(observed: &Observed, undo: Direction) -> Option<&EtcdVersion> {
+    match undo {
+        Direction::Upgrade => observed.lowest_version(),
+        Direction::Downgrade => observed.highest_version(),
+    }
+}
+
+fn before_flip(observed: &Observed, undo: Direction) -> Check {
+    let source = "every upgrade and downgrade guide (mixed versions)";
+    let Some(baseline) = rollback_baseline(observed, undo) else {
         return check(
             ids::ROLLBACK_BEFORE_FLIP,
             source,
@@ -199,53 +211,68 @@ fn before_flip(observed: &Observed) -> Check {
     let changed: Vec<_> = observed
         .members
         .iter()
-        .filter(|m| m.version.as_ref().is_some_and(|v| v > lowest))
+        .filter(|m| m.version.as_ref().is_some_and(|v| v != baseline))
         .collect();
     if changed.is_empty() {
-        // Everyone runs the same version. Did an upgrade finish?
-        let flipped = observed
+        // Everyone runs the same version. Did a change of minor finish?
+        let finished = observed
             .members
             .iter()
             .filter_map(|m| m.agent_previous.as_ref())
-            .any(|previous| previous.minor_version() < lowest.minor_version());
-        return if flipped {
-            check(
+            .find(|previous| match undo {
+                Direction::Upgrade => previous.minor_version() < baseline.minor_version(),
+                Direction::Downgrade => previous.minor_version() > baseline.minor_version(),
+            });
+        let cluster_version = observed
+            .cluster_version
+            .as_ref()
+            .map_or_else(|| "decided".to_owned(), ToString::to_string);
+        return match (finished, undo) {
+            (Some(_), Direction::Upgrade) => check(
                 ids::ROLLBACK_BEFORE_FLIP,
                 source,
                 Verdict::Fail,
                 format!(
-                    "every member runs {lowest} and the cluster version is {}: it flipped, and swapping binaries \
-                     back is no longer possible; restore the snapshot taken before the upgrade, or downgrade where \
-                     the guides allow it (3.5 -> 3.4.32 or later: steward downgrade)",
-                    observed
-                        .cluster_version
-                        .as_ref()
-                        .map_or_else(|| "decided".to_owned(), ToString::to_string)
+                    "every member runs {baseline} and the cluster version is {cluster_version}: it flipped, and \
+                     swapping binaries back is no longer possible; restore the snapshot taken before the upgrade, or \
+                     downgrade where the guides allow it (3.5 -> 3.4.32 or later: steward downgrade)"
                 ),
-            )
-        } else {
-            check(
+            ),
+            (Some(previous), Direction::Downgrade) => check(
+                ids::ROLLBACK_BEFORE_FLIP,
+                source,
+                Verdict::Fail,
+                format!(
+                    "every member runs {baseline} and the cluster version is {cluster_version}: the downgrade \
+                     finished; go back with `steward upgrade --to {previous}`"
+                ),
+            ),
+            (None, _) => check(
                 ids::ROLLBACK_BEFORE_FLIP,
                 source,
                 Verdict::Pass,
-                format!("every member runs {lowest}: nothing to roll back"),
-            )
+                format!("every member runs {baseline}: nothing to roll back"),
+            ),
         };
     }
     let mut problems = Vec::new();
     if let Some(version) = &observed.cluster_version
-        && !version.same_minor(lowest)
+        && !version.same_minor(baseline)
     {
-        problems.push(format!("the cluster version is already {version}"));
+        // etcd's Downgrade API lowers the cluster version as soon as it is
+        // enabled; cancelling it lets the version rise again once every
+        // member runs the newer binary.
+        let cancellable = undo == Direction::Downgrade && observed.downgrade_target().is_some();
+        if !cancellable {
+            problems.push(format!("the cluster version is already {version}"));
+        }
     }
     for member in &changed {
         match &member.agent_previous {
-            Some(previous) if previous.same_minor(lowest) => {}
+            Some(previous) if previous == baseline => {}
             Some(previous) => problems.push(format!(
-                "{}'s previous version is {previous}, not a {}.{}",
-                member.name,
-                lowest.major(),
-                lowest.minor()
+                "{}'s previous version is {previous}, not {baseline}, which the unchanged members run",
+                member.name
             )),
             None => problems.push(format!("{}'s agent has no previous version to return to", member.name)),
         }
@@ -256,10 +283,15 @@ fn before_flip(observed: &Observed) -> Check {
             source,
             Verdict::Pass,
             format!(
-                "{} back to their previous version while the cluster version is still {}.{}",
+                "undoing the {undo}: {} back to {baseline} while the cluster version is still {}.{}{}",
                 changed.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
-                lowest.major(),
-                lowest.minor()
+                baseline.major(),
+                baseline.minor(),
+                if observed.downgrade_target().is_some() {
+                    " (the downgrade enabled in etcd is cancelled first)"
+                } else {
+                    ""
+                }
             ),
         )
     } else {
@@ -925,7 +957,7 @@ mod tests {
         for m in &mut partial.members[..2] {
             m.agent_previous = Some(v("3.4.23"));
         }
-        let checks = rollback_checks(&partial);
+        let checks = rollback_checks(&partial, Direction::Upgrade);
         assert_eq!(
             verdict(&checks, ids::ROLLBACK_BEFORE_FLIP),
             Verdict::Pass,
@@ -938,7 +970,7 @@ mod tests {
         for m in &mut done.members {
             m.agent_previous = Some(v("3.4.23"));
         }
-        let checks = rollback_checks(&done);
+        let checks = rollback_checks(&done, Direction::Upgrade);
         assert_eq!(verdict(&checks, ids::ROLLBACK_BEFORE_FLIP), Verdict::Fail);
         assert!(checks.iter().any(|c| c.message.contains("restore the snapshot")));
 
@@ -947,16 +979,96 @@ mod tests {
         lost.cluster_version = Some(v("3.4.0"));
         lost.members[0].agent_previous = None;
         assert_eq!(
-            verdict(&rollback_checks(&lost), ids::ROLLBACK_BEFORE_FLIP),
+            verdict(&rollback_checks(&lost, Direction::Upgrade), ids::ROLLBACK_BEFORE_FLIP),
             Verdict::Fail
         );
 
         // Nothing changed at all: a no-op.
         let same = cluster(&["3.4.23"; 3], 0);
         assert_eq!(
-            verdict(&rollback_checks(&same), ids::ROLLBACK_BEFORE_FLIP),
+            verdict(&rollback_checks(&same, Direction::Upgrade), ids::ROLLBACK_BEFORE_FLIP),
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn rollback_wants_exactly_the_version_the_unchanged_members_run() {
+        let mut partial = cluster(&["3.5.16", "3.4.23", "3.4.23"], 2);
+        partial.cluster_version = Some(v("3.4.0"));
+        partial.members[0].agent_previous = Some(v("3.4.20"));
+        let checks = rollback_checks(&partial, Direction::Upgrade);
+        assert_eq!(verdict(&checks, ids::ROLLBACK_BEFORE_FLIP), Verdict::Fail);
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.message.contains("m0's previous version is 3.4.20, not 3.4.23")),
+            "{checks:#?}"
+        );
+    }
+
+    #[test]
+    fn a_partial_downgrade_is_undone_upwards() {
+        // m1 was downgraded to 3.5.16; m0 and m2 still run 3.5.30, and their
+        // own previous version (from an older upgrade) is 3.5.16: undoing
+        // the upgrade would finish the downgrade instead.
+        let mut partial = cluster(&["3.5.30", "3.5.16", "3.5.30"], 0);
+        partial.members[1].agent_previous = Some(v("3.5.30"));
+        partial.members[0].agent_previous = Some(v("3.5.16"));
+        partial.members[2].agent_previous = Some(v("3.5.16"));
+        let checks = rollback_checks(&partial, Direction::Downgrade);
+        assert_eq!(
+            verdict(&checks, ids::ROLLBACK_BEFORE_FLIP),
+            Verdict::Pass,
+            "{checks:#?}"
+        );
+        let message = &checks
+            .iter()
+            .find(|c| c.rule == ids::ROLLBACK_BEFORE_FLIP)
+            .unwrap()
+            .message;
+        assert!(message.contains("m1 back to 3.5.30"), "{message}");
+        assert_eq!(rollback_baseline(&partial, Direction::Downgrade), Some(&v("3.5.30")));
+    }
+
+    #[test]
+    fn a_finished_downgrade_points_at_upgrade() {
+        let mut done = cluster(&["3.4.33"; 3], 0);
+        done.cluster_version = Some(v("3.4.0"));
+        for m in &mut done.members {
+            m.agent_previous = Some(v("3.5.30"));
+        }
+        let checks = rollback_checks(&done, Direction::Downgrade);
+        assert_eq!(verdict(&checks, ids::ROLLBACK_BEFORE_FLIP), Verdict::Fail);
+        assert!(
+            checks.iter().any(|c| c.message.contains("steward upgrade --to 3.5.30")),
+            "{checks:#?}"
+        );
+    }
+
+    #[test]
+    fn an_enabled_downgrade_api_downgrade_can_be_undone() {
+        // 3.6 -> 3.5 through the Downgrade API: the cluster version dropped
+        // to 3.5 when the downgrade was enabled; m2 already runs 3.5.
+        let mut partial = cluster(&["3.6.0", "3.6.0", "3.5.26"], 0);
+        partial.cluster_version = Some(v("3.5.0"));
+        partial.members[2].agent_previous = Some(v("3.6.0"));
+        for m in &mut partial.members[..2] {
+            m.downgrade_target = Some(v("3.5.0"));
+        }
+        let checks = rollback_checks(&partial, Direction::Downgrade);
+        assert_eq!(
+            verdict(&checks, ids::ROLLBACK_BEFORE_FLIP),
+            Verdict::Pass,
+            "{checks:#?}"
+        );
+        assert!(checks.iter().any(|c| c.message.contains("cancelled first")));
+        // Without the enabled downgrade, a lower cluster version means the
+        // change cannot be undone by swapping binaries.
+        for m in &mut partial.members {
+            m.downgrade_target = None;
+        }
+        let checks = rollback_checks(&partial, Direction::Downgrade);
+        assert_eq!(verdict(&checks, ids::ROLLBACK_BEFORE_FLIP), Verdict::Fail);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod coordinator;
 pub mod fake;
 pub mod ports;
 pub mod writer;

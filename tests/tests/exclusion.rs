@@ -5,14 +5,12 @@
 //! completes; an agent refuses a stale fencing token; the journal is kept
 //! under the lock's prefix.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use steward_proto::v1 as pb;
 use steward_tests::cluster::steward_binary;
-use steward_tests::{Cluster, ClusterBuilder, newest};
+use steward_tests::{Cluster, ClusterBuilder, coordinator, newest};
 
 fn agents(cluster: &Cluster) -> String {
     cluster
@@ -23,49 +21,14 @@ fn agents(cluster: &Cluster) -> String {
         .join(",")
 }
 
-/// Starts `steward upgrade --events` and a thread forwarding its event
-/// names as they come.
-fn start_upgrade(agents: &str, to: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(steward_binary())
-        .args(["upgrade", "--agents", agents, "--to", to, "--events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start steward upgrade");
-    let stdout = child.stdout.take().expect("stdout");
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let event = serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .and_then(|v| v["event"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "report".to_owned());
-            if sender.send(event).is_err() {
-                break;
-            }
-        }
-    });
-    (child, receiver)
-}
-
-fn wait_for(events: &mpsc::Receiver<String>, name: &str) {
-    loop {
-        match events.recv_timeout(Duration::from_secs(120)) {
-            Ok(event) if event == name => return,
-            Ok(_) => {}
-            Err(error) => panic!("no {name} event: {error}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_coordinator_is_refused_naming_the_holder() {
     let cluster = ClusterBuilder::new(5, newest(3, 4)).start().await;
     let agents = agents(&cluster);
     let to = newest(3, 5).version.to_string();
-    let (mut first, events) = start_upgrade(&agents, &to);
+    let mut first = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
     // The lock is taken right before staging.
-    wait_for(&events, "staged");
+    first.wait_for("staged");
     let second = Command::new(steward_binary())
         .args(["upgrade", "--agents", &agents, "--to", &to])
         .output()
@@ -74,10 +37,10 @@ async fn a_second_coordinator_is_refused_naming_the_holder() {
     assert_eq!(second.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("one-coordinator"), "{stderr}");
     assert!(
-        stderr.contains(&format!("pid {}", first.id())),
+        stderr.contains(&format!("pid {}", first.child.id())),
         "the holder is named: {stderr}"
     );
-    let status = first.wait().expect("the first coordinator ends");
+    let status = first.child.wait().expect("the first coordinator ends");
     assert!(status.success(), "the first coordinator finished its roll");
     for i in 0..5 {
         assert_eq!(cluster.status(i).await.member.unwrap_or_default().version, to);
@@ -90,10 +53,9 @@ async fn a_killed_coordinator_is_finished_by_running_it_again() {
     let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
     let agents = agents(&cluster);
     let to = newest(3, 5).version.to_string();
-    let (mut first, events) = start_upgrade(&agents, &to);
-    wait_for(&events, "member_done");
-    first.kill().expect("kill -9 the coordinator");
-    let _ = first.wait();
+    let first = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
+    first.wait_for("member_done");
+    first.kill();
     let versions: Vec<String> = {
         let mut v = Vec::new();
         for i in 0..3 {

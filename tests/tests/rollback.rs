@@ -1,12 +1,13 @@
 //! `steward rollback`: after a partial upgrade (some members on 3.5, the
 //! cluster version still 3.4) the changed members go back to 3.4 one at a
-//! time; after a finished upgrade it refuses (exit 3) and says why.
+//! time; after a finished upgrade it refuses (exit 3) and says why; after a
+//! partial downgrade the downgraded members go back up, and only they.
 
 use std::process::{Command, Output};
 
 use steward_proto::v1 as pb;
 use steward_tests::cluster::steward_binary;
-use steward_tests::{ClusterBuilder, newest};
+use steward_tests::{ClusterBuilder, coordinator, exact, newest};
 
 fn steward(args: &[&str]) -> Output {
     Command::new(steward_binary()).args(args).output().expect("run steward")
@@ -118,5 +119,76 @@ async fn rollback_returns_changed_members_until_the_version_flips() {
             new.version.to_string()
         );
     }
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_a_partial_downgrade_returns_the_downgraded_members_up() {
+    let low = exact("3.5.16");
+    let high = newest(3, 5);
+    let cluster = ClusterBuilder::new(3, low.clone()).start().await;
+    let agents = cluster
+        .members
+        .iter()
+        .map(|m| m.agent_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    // An upgrade first: every member's previous version is now the low
+    // one, so member versions alone would make the members a downgrade
+    // has not reached yet look like changed members.
+    let upgraded = steward(&["upgrade", "--agents", &agents, "--to", &high.version.to_string()]);
+    assert_eq!(
+        upgraded.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&upgraded.stderr)
+    );
+    let downgrade = coordinator::start(&["downgrade", "--agents", &agents, "--to", &low.version.to_string()]);
+    downgrade.wait_for("member_done");
+    downgrade.kill();
+    let mut downgraded = Vec::new();
+    for i in 0..3 {
+        if cluster.status(i).await.member.unwrap_or_default().version == low.version.to_string() {
+            downgraded.push(cluster.members[i].name.clone());
+        }
+    }
+    assert!(
+        !downgraded.is_empty() && downgraded.len() < 3,
+        "the downgrade was interrupted after a member: {downgraded:?}"
+    );
+
+    let rolled = steward(&["rollback", "--agents", &agents, "-w", "json"]);
+    let stderr = String::from_utf8_lossy(&rolled.stderr);
+    assert_eq!(rolled.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&rolled.stdout).expect("report JSON");
+    assert_eq!(report["result"], "succeeded", "{report}");
+    assert_eq!(report["to"], high.version.to_string());
+    assert!(
+        report["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .any(|c| c["rule"] == "rollback-direction"
+                && c["message"].as_str().unwrap_or_default().contains("downgrade")),
+        "{report}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            cluster.status(i).await.member.unwrap_or_default().version,
+            high.version.to_string(),
+            "every member back on {}",
+            high.version
+        );
+    }
+    let mut changed: Vec<String> = report["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["to"].is_string())
+        .map(|m| m["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    changed.sort();
+    downgraded.sort();
+    assert_eq!(changed, downgraded, "exactly the downgraded members changed: {report}");
     cluster.cleanup();
 }

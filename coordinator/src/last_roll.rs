@@ -1,0 +1,84 @@
+//! What the last rolling change set out to do, kept in the cluster under
+//! `<prefix>/last-roll`: `steward upgrade` and `downgrade` write it once
+//! their checks have passed and before they change anything, and
+//! `steward rollback` reads it to know which way to undo. Member versions
+//! alone cannot tell: after an older upgrade, the members a later
+//! downgrade has not reached yet look exactly like changed members.
+
+use serde::{Deserialize, Serialize};
+
+use crate::etcd;
+use crate::plan::Direction;
+
+/// The record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRoll {
+    /// Which way the versions moved.
+    pub direction: Direction,
+    /// The version the cluster started from.
+    pub from: String,
+    /// The target.
+    pub to: String,
+    /// The fencing token of the run that wrote it.
+    pub token: i64,
+}
+
+fn key(prefix: &str) -> String {
+    format!("{}/last-roll", prefix.trim_end_matches('/'))
+}
+
+/// Writes `roll` through `endpoints`.
+///
+/// # Errors
+/// etcd's error, described.
+pub async fn record(endpoints: &[String], prefix: &str, roll: &LastRoll) -> Result<(), String> {
+    let mut client = etcd::connect(endpoints, "the last-roll record")
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = serde_json::to_string(roll).map_err(|e| e.to_string())?;
+    client
+        .put(key(prefix), value, None)
+        .await
+        .map(|_| ())
+        .map_err(|e| etcd::describe(&e))
+}
+
+/// Reads the record; `Ok(None)` when there is none (no change recorded yet).
+///
+/// # Errors
+/// etcd's error, or a record that is not valid JSON.
+pub async fn read(endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>, String> {
+    let mut client = etcd::connect(endpoints, "the last-roll record")
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = client.get(key(prefix), None).await.map_err(|e| etcd::describe(&e))?;
+    answer
+        .kvs()
+        .first()
+        .map(|kv| {
+            serde_json::from_slice(kv.value()).map_err(|e| format!("{} is not a last-roll record: {e}", key(prefix)))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_is_plain_json_under_the_prefix() {
+        let roll = LastRoll {
+            direction: Direction::Downgrade,
+            from: "3.5.30".into(),
+            to: "3.5.16".into(),
+            token: 42,
+        };
+        let text = serde_json::to_string(&roll).unwrap();
+        assert_eq!(
+            text,
+            r#"{"direction":"downgrade","from":"3.5.30","to":"3.5.16","token":42}"#
+        );
+        assert_eq!(serde_json::from_str::<LastRoll>(&text).unwrap(), roll);
+        assert_eq!(key("/steward/"), "/steward/last-roll");
+    }
+}

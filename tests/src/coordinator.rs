@@ -1,0 +1,67 @@
+//! `steward` run in the background with `--events`, for scenarios that act
+//! in the middle of a rolling change (kill the coordinator after its first
+//! member, start a second one).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::cluster::steward_binary;
+
+/// A coordinator running in the background.
+#[derive(Debug)]
+pub struct Running {
+    /// The process (kill it with `child.kill()`: SIGKILL).
+    pub child: Child,
+    events: mpsc::Receiver<String>,
+}
+
+/// Starts `steward <args> --events` and a thread forwarding the name of
+/// each event as it comes ("report" for the final JSON line).
+#[must_use]
+pub fn start(args: &[&str]) -> Running {
+    let mut child = Command::new(steward_binary())
+        .args(args)
+        .arg("--events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start steward {args:?}: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let (sender, events) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let event = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["event"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "report".to_owned());
+            if sender.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, events }
+}
+
+impl Running {
+    /// Waits (up to two minutes) for the next event called `name`.
+    ///
+    /// # Panics
+    /// When the coordinator ends or goes quiet first.
+    pub fn wait_for(&self, name: &str) {
+        loop {
+            match self.events.recv_timeout(Duration::from_secs(120)) {
+                Ok(event) if event == name => return,
+                Ok(_) => {}
+                Err(error) => panic!("no {name} event: {error}"),
+            }
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
