@@ -18,6 +18,7 @@ pub mod exit;
 pub mod flag_check;
 pub mod format;
 pub mod last_roll;
+pub mod live;
 pub mod local;
 pub mod lock;
 pub mod observe;

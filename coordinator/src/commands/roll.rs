@@ -11,6 +11,7 @@ use crate::cluster_file::ClusterTarget;
 use crate::commands::cluster::failed_rules;
 use crate::error::CliError;
 use crate::events::{EventSink, Lines, Ndjson};
+use crate::live::Live;
 use crate::output;
 use crate::plan::Direction;
 use crate::roll::{self, Outcome, RollOptions, RollReport};
@@ -153,6 +154,9 @@ async fn report(
     let report = if events {
         let mut sink = Ndjson(&mut *out);
         Box::pin(roll::run(agents, options, &mut sink)).await
+    } else if Live::wanted() {
+        let mut sink = Live::start();
+        Box::pin(roll::run(agents, options, &mut sink as &mut dyn EventSink)).await
     } else {
         let mut sink: Lines<std::io::Stderr> = Lines(std::io::stderr());
         Box::pin(roll::run(agents, options, &mut sink as &mut dyn EventSink)).await
