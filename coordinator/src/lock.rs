@@ -10,7 +10,9 @@
 //! of being refused. A journal of the run's events is kept under the same
 //! prefix.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
@@ -85,6 +87,21 @@ pub struct ClusterLock {
     lease: i64,
     token: i64,
     keepalive: JoinHandle<()>,
+    /// Set by the keepalive task once the lease is gone or could not be
+    /// renewed for a whole TTL.
+    lost: Arc<AtomicBool>,
+}
+
+/// Why the holder may not act any more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the cluster lock {key} was lost: {reason}; stopped before changing anything more (run the same command again)"
+)]
+pub struct LockLost {
+    /// The lock key.
+    pub key: String,
+    /// What happened to the lease.
+    pub reason: String,
 }
 
 impl std::fmt::Debug for ClusterLock {
@@ -153,7 +170,8 @@ pub async fn acquire(endpoints: &[String], prefix: &str, holder: &Holder) -> Res
         let answer = client.txn(txn).await.map_err(etcd_error(&key))?;
         if answer.succeeded() {
             let token = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
-            let keepalive = spawn_keepalive(client.clone(), lease).await.map_err(etcd_error(&key))?;
+            let lost = Arc::new(AtomicBool::new(false));
+            let keepalive = tokio::spawn(keep_alive(client.clone(), lease, Arc::clone(&lost)));
             tracing::info!(%key, token, "took the cluster lock");
             return Ok(ClusterLock {
                 client,
@@ -162,6 +180,7 @@ pub async fn acquire(endpoints: &[String], prefix: &str, holder: &Holder) -> Res
                 lease,
                 token,
                 keepalive,
+                lost,
             });
         }
         let _ = client.lease_revoke(lease).await;
@@ -207,20 +226,60 @@ async fn ttl(client: &mut Client, lease: i64) -> Option<i64> {
         .filter(|ttl| *ttl > 0)
 }
 
-async fn spawn_keepalive(mut client: Client, lease: i64) -> Result<JoinHandle<()>, etcd_client::Error> {
-    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-    Ok(tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(KEEPALIVE).await;
-            if let Err(error) = keeper.keep_alive().await {
-                tracing::warn!(%error, "cannot renew the cluster lock");
-                continue;
+/// Renews the lease every second for as long as the lock is held. A
+/// keepalive stream dies with its connection (the member it went to may be
+/// the one being restarted), so a failed renewal opens a new stream on the
+/// next round; only a lease etcd reports gone, or no renewal for a whole
+/// TTL, marks the lock lost.
+async fn keep_alive(client: Client, lease: i64, lost: Arc<AtomicBool>) {
+    let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
+    let mut stream = None;
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(KEEPALIVE).await;
+        let answer = tokio::time::timeout(KEEPALIVE * 2, renew(&client, lease, &mut stream)).await;
+        match answer {
+            Ok(Ok(remaining)) if remaining > 0 => renewed = Instant::now(),
+            Ok(Ok(_)) => {
+                tracing::error!(lease, "the cluster lock's lease is gone");
+                lost.store(true, Ordering::SeqCst);
+                return;
             }
-            if let Err(error) = stream.message().await {
-                tracing::warn!(%error, "cannot renew the cluster lock");
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot renew the cluster lock; retrying");
+                stream = None;
+            }
+            Err(_) => {
+                tracing::warn!("renewing the cluster lock timed out; retrying");
+                stream = None;
             }
         }
-    }))
+        if renewed.elapsed() >= ttl {
+            tracing::error!(lease, "the cluster lock was not renewed for a whole TTL");
+            lost.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+/// One renewal through the open keepalive stream (opened first if needed);
+/// the lease's remaining TTL in seconds.
+async fn renew(
+    client: &Client,
+    lease: i64,
+    stream: &mut Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
+) -> Result<i64, etcd_client::Error> {
+    if stream.is_none() {
+        *stream = Some(client.clone().lease_keep_alive(lease).await?);
+    }
+    let Some((keeper, responses)) = stream.as_mut() else {
+        return Ok(0);
+    };
+    keeper.keep_alive().await?;
+    match responses.message().await? {
+        Some(answer) => Ok(answer.ttl()),
+        None => Err(etcd_client::Error::InvalidArgs("the keepalive stream ended".into())),
+    }
 }
 
 impl ClusterLock {
@@ -250,6 +309,33 @@ impl ClusterLock {
         Journal {
             sender: Some(sender),
             writer: Some(writer),
+        }
+    }
+
+    /// Whether this holder may still act: the keepalive has not given up,
+    /// and etcd still reports the lease alive. An etcd that cannot be asked
+    /// right now (a member restarting) leaves the answer to the keepalive.
+    ///
+    /// # Errors
+    /// [`LockLost`] when the lease is gone.
+    pub async fn ensure_held(&mut self) -> Result<(), LockLost> {
+        let lost = |reason: &str| LockLost {
+            key: self.key.clone(),
+            reason: reason.to_owned(),
+        };
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(lost("its lease could not be renewed"));
+        }
+        match self.client.lease_time_to_live(self.lease, None).await {
+            Ok(answer) if answer.ttl() <= 0 => {
+                self.lost.store(true, Ordering::SeqCst);
+                Err(lost("its lease expired or was revoked"))
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::debug!(error = %etcd::describe(&error), "cannot ask for the lock's lease; trusting the keepalive");
+                Ok(())
+            }
         }
     }
 

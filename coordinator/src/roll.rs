@@ -368,6 +368,7 @@ impl Roll<'_> {
             return self.wait_cluster_version(&plan.to).await.map_err(Stop::from);
         }
 
+        self.ensure_lock().await?;
         let record = LastRoll {
             direction: self.options.direction,
             from: plan.from.to_string(),
@@ -387,6 +388,7 @@ impl Roll<'_> {
         self.stage(&plan, &observed).await?;
         self.report.staging_ms = millis(staging.elapsed());
         let snapshot = Instant::now();
+        self.ensure_lock().await?;
         self.snapshot(&observed).await?;
         self.report.snapshot_ms = millis(snapshot.elapsed());
         self.start_probe(&observed).await;
@@ -490,6 +492,7 @@ impl Roll<'_> {
                 .map(|m| m.name.clone())
                 .collect(),
         });
+        self.ensure_lock().await?;
         if undo == Direction::Downgrade && observed.downgrade_target().is_some() {
             downgrade_api::cancel(&endpoints)
                 .await
@@ -520,6 +523,17 @@ impl Roll<'_> {
             let endpoints = observed.members.iter().map(|m| m.client_url.clone()).collect();
             self.probe = Some(Probe::start(endpoints, &self.options.lock_prefix).await);
         }
+    }
+
+    /// Stops the run when the cluster lock was lost (its lease expired or
+    /// was revoked): another coordinator may hold it by now.
+    async fn ensure_lock(&mut self) -> Result<(), Failure> {
+        if let Some(lock) = &mut self.lock {
+            lock.ensure_held()
+                .await
+                .map_err(|e| failure(None, "lock", e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// The fencing token of the lock this run holds (0 before it is taken).
@@ -810,6 +824,8 @@ impl Roll<'_> {
                 tokio::time::sleep(v2_wait).await;
             }
             first = false;
+            // Every member change starts under a lock still held.
+            self.ensure_lock().await?;
             let began = Instant::now();
             if let Some(probe) = &self.probe {
                 probe.enter(match &step {
@@ -887,6 +903,7 @@ impl Roll<'_> {
                     ));
                 }
                 Phase::Enable if !enabled_here => {
+                    self.ensure_lock().await?;
                     downgrade_api::validate(&endpoints, target)
                         .await
                         .map_err(|e| failure(None, "downgrade-validate", e))?;

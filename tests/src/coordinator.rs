@@ -3,7 +3,7 @@
 //! member, start a second one).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,11 +14,11 @@ use crate::cluster::steward_binary;
 pub struct Running {
     /// The process (kill it with `child.kill()`: SIGKILL).
     pub child: Child,
-    events: mpsc::Receiver<String>,
+    events: mpsc::Receiver<serde_json::Value>,
 }
 
-/// Starts `steward <args> --events` and a thread forwarding the name of
-/// each event as it comes ("report" for the final JSON line).
+/// Starts `steward <args> --events` and a thread forwarding its NDJSON
+/// lines as they come (events, then the final report).
 #[must_use]
 pub fn start(args: &[&str]) -> Running {
     let mut child = Command::new(steward_binary())
@@ -32,11 +32,8 @@ pub fn start(args: &[&str]) -> Running {
     let (sender, events) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let event = serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .and_then(|v| v["event"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "report".to_owned());
-            if sender.send(event).is_err() {
+            let value = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
+            if sender.send(value).is_err() {
                 break;
             }
         }
@@ -52,11 +49,30 @@ impl Running {
     pub fn wait_for(&self, name: &str) {
         loop {
             match self.events.recv_timeout(Duration::from_secs(120)) {
-                Ok(event) if event == name => return,
+                Ok(event) if event["event"] == name => return,
                 Ok(_) => {}
                 Err(error) => panic!("no {name} event: {error}"),
             }
         }
+    }
+
+    /// Waits for the coordinator to end: its exit status and its final
+    /// report (the last line, which is no event).
+    ///
+    /// # Panics
+    /// When it does not end within two minutes or prints no report.
+    pub fn finish(mut self) -> (ExitStatus, serde_json::Value) {
+        let mut report = None;
+        while let Ok(line) = self.events.recv_timeout(Duration::from_secs(120)) {
+            if line.get("event").is_none() {
+                report = Some(line);
+            }
+        }
+        let status = self.child.wait().unwrap_or_else(|e| panic!("steward did not end: {e}"));
+        (
+            status,
+            report.unwrap_or_else(|| panic!("steward printed no report ({status})")),
+        )
     }
 
     /// SIGKILL, and reap.

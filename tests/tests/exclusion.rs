@@ -3,7 +3,8 @@
 //! during a roll is refused naming the holder; after `kill -9` of the
 //! coordinator mid-roll the rerun waits out the dead holder's lease and
 //! completes; an agent refuses a stale fencing token; the journal is kept
-//! under the lock's prefix.
+//! under the lock's prefix; a coordinator whose lock lease is gone stops
+//! before its next member.
 
 use std::process::Command;
 use std::time::Duration;
@@ -145,4 +146,43 @@ async fn journal_tokens(client: &mut etcd_client::Client) -> Vec<i64> {
                 .and_then(|t| t.parse().ok())
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_loses_its_lock_stops_before_the_next_member() {
+    let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
+    let agents = agents(&cluster);
+    let old = newest(3, 4).version.to_string();
+    let to = newest(3, 5).version.to_string();
+    let running = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
+    running.wait_for("member_done");
+    // What an expired lease looks like to the holder: the key and its
+    // lease are gone.
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    let lock = client.get("/steward/lock", None).await.expect("read the lock");
+    let lease = lock.kvs().first().expect("the lock is held").lease();
+    client.lease_revoke(lease).await.expect("revoke the lock's lease");
+
+    let (status, report) = running.finish();
+    assert_eq!(status.code(), Some(1), "{report}");
+    assert_eq!(report["result"], "failed", "{report}");
+    assert_eq!(report["failure"]["gate"], "lock", "{report}");
+    assert!(
+        report["failure"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was lost"),
+        "{report}"
+    );
+    let mut versions = Vec::new();
+    for i in 0..3 {
+        versions.push(cluster.status(i).await.member.unwrap_or_default().version);
+    }
+    assert!(versions.contains(&to), "{versions:?}");
+    assert!(
+        versions.contains(&old),
+        "it stopped before the last member: {versions:?}"
+    );
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    cluster.cleanup();
 }
