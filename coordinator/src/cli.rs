@@ -119,6 +119,10 @@ pub struct BinarySourceArgs {
     /// One etcd binary for the target version (etcdctl/etcdutl next to it go along).
     #[arg(long, value_name = "PATH", conflicts_with = "binaries")]
     pub binary: Option<PathBuf>,
+    /// The sha256 the --binary file must have (64 hex digits, as in the release's SHA256SUMS); a mismatch
+    /// refuses the change before anything is staged.
+    #[arg(long, value_name = "HEX", requires = "binary", value_parser = parse_sha256)]
+    pub sha256: Option<String>,
     /// Proceed where a rule says "unless forced" (a 3.5.0-3.5.2 target); the reason is printed.
     #[arg(long)]
     pub force: bool,

@@ -47,6 +47,8 @@ pub struct RollOptions {
     pub binaries: Option<PathBuf>,
     /// One etcd binary for the final target (tools next to it go along).
     pub binary: Option<PathBuf>,
+    /// The sha256 `binary` must have.
+    pub binary_sha256: Option<String>,
     /// Allow what the rules refuse unless forced (3.5.0-3.5.2).
     pub force: bool,
     /// How long a member may take to pass its gate after activation.
@@ -74,6 +76,7 @@ impl RollOptions {
             target,
             binaries,
             binary: None,
+            binary_sha256: None,
             force: false,
             gate_timeout: Duration::from_secs(60),
             activate_timeout: None,
@@ -345,6 +348,9 @@ impl Roll<'_> {
         );
         let mut checks = rules::preflight(&observed, &request, &planned);
         checks.push(self.verify_local_binaries(planned.as_ref().ok()).await);
+        if let (Some(path), Some(expected)) = (&self.options.binary, &self.options.binary_sha256) {
+            checks.push(binary_sha256_check(path, expected).await);
+        }
         if let Ok(plan) = &planned {
             checks.push(crate::flag_check::check(
                 &crate::flag_check::ask_all(&observed, plan).await,
@@ -1137,6 +1143,28 @@ impl Roll<'_> {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+/// The `--binary` file has the sha256 the operator expects.
+pub async fn binary_sha256_check(path: &Path, expected: &str) -> Check {
+    let (verdict, message) = match crate::upload::fingerprint(path).await {
+        Ok(print) if print.sha256 == expected => (Verdict::Pass, format!("{} has the expected sha256", path.display())),
+        Ok(print) => (
+            Verdict::Fail,
+            format!(
+                "{} has sha256 {}, not the expected {expected}",
+                path.display(),
+                print.sha256
+            ),
+        ),
+        Err(error) => (Verdict::Fail, crate::error::chain(&error)),
+    };
+    Check {
+        rule: "binary-sha256-matches",
+        verdict,
+        message,
+        source: "steward",
     }
 }
 

@@ -61,10 +61,33 @@ fn a_malformed_version_is_a_usage_error_naming_the_flag() {
     assert!(output.stdout.is_empty());
 }
 
+const SHA_ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
 #[test]
 fn other_malformed_inputs_are_usage_errors() {
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 7] = [
         &["agent", "status", "--agent", "https://127.0.0.1:1"],
+        // --sha256 pins the --binary file; alone it means nothing.
+        &[
+            "upgrade",
+            "--agents",
+            "127.0.0.1:1",
+            "--to",
+            "3.5.16",
+            "--sha256",
+            SHA_ZEROS,
+        ],
+        &[
+            "upgrade",
+            "--agents",
+            "127.0.0.1:1",
+            "--to",
+            "3.5.16",
+            "--binary",
+            "/x/etcd",
+            "--sha256",
+            "abc",
+        ],
         &[
             "agent",
             "import",

@@ -289,7 +289,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Rounds to run: `STEWARD_BENCH_ROUNDS`, 3 by default. One run of each is
+/// Rounds to run: `STEWARD_BENCH_ROUNDS`, 5 by default. One run of each is
 /// dominated by noise (a stall is a few probe intervals); the verdict is
 /// on the medians.
 fn rounds() -> usize {
@@ -297,7 +297,7 @@ fn rounds() -> usize {
         .ok()
         .and_then(|r| r.parse().ok())
         .filter(|r| *r > 0)
-        .unwrap_or(3)
+        .unwrap_or(5)
 }
 
 fn median(mut values: Vec<u64>) -> u64 {

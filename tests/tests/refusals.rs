@@ -1,7 +1,7 @@
 //! Every refusal of the rolling procedure on a real cluster: exit code 3,
 //! the rule named, and nothing changed on any member (same versions,
-//! nothing staged, no snapshot taken). The v2-data-without-v3-db rule needs
-//! data etcd 3.3+ cannot produce and is covered by the rule's unit tests.
+//! nothing staged, no snapshot taken). The data of a member migrated from
+//! etcd 2 without v3 data is laid out by hand next to a running member.
 
 use std::process::{Command, Output};
 
@@ -195,5 +195,44 @@ async fn a_member_spec_the_target_cannot_run() {
         .await;
     let to = newest(3, 4).version.to_string();
     assert_refused(&cluster, &[0, 1, 2], "upgrade", &["--to", &to], "member-flags-render").await;
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_whose_sha256_is_not_the_expected_one() {
+    let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
+    let target = newest(3, 5);
+    let binary = target.etcd().display().to_string();
+    let wrong = "0".repeat(64);
+    assert_refused(
+        &cluster,
+        &[0, 1, 2],
+        "upgrade",
+        &[
+            "--to",
+            &target.version.to_string(),
+            "--binary",
+            &binary,
+            "--sha256",
+            &wrong,
+        ],
+        "binary-sha256-matches",
+    )
+    .await;
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_data_without_a_v3_db() {
+    let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
+    // What a member migrated from etcd 2 without v3 data looks like on
+    // disk: v2 store snapshots and no `member/snap/db`. The running etcd
+    // keeps its open database under the new name, so the cluster stays
+    // healthy and only this rule refuses.
+    let snap = cluster.members[2].data_dir.join("member").join("snap");
+    std::fs::rename(snap.join("db"), snap.join("db.moved-by-test")).expect("move the v3 db aside");
+    std::fs::write(snap.join("0000000000000002-0000000000000010.snap"), vec![0_u8; 4096]).expect("a v2 snapshot");
+    let to = newest(3, 5).version.to_string();
+    assert_refused(&cluster, &[0, 1, 2], "upgrade", &["--to", &to], "v2-data-without-v3-db").await;
     cluster.cleanup();
 }

@@ -404,6 +404,9 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
     };
     let planned = plan::plan(observed, direction, &args.to, &request.available);
     let mut checks = rules::preflight(observed, &request, &planned);
+    if let (Some(path), Some(expected)) = (&args.source.binary, &args.source.sha256) {
+        checks.push(crate::roll::binary_sha256_check(path, expected).await);
+    }
     let mut passes = Vec::new();
     if let Ok(plan) = &planned {
         let mut answers = Vec::new();
