@@ -138,24 +138,12 @@ impl LocalMember {
 #[must_use]
 pub fn describe_etcd_error(error: &etcd_client::Error) -> String {
     match error {
-        etcd_client::Error::GRpcStatus(status) => {
-            // A connection failure arrives as UNAVAILABLE whose source chain
-            // holds the OS error ("Connection refused").
-            let mut text = format!("{:?}: {}", status.code(), status.message());
-            let mut cause = std::error::Error::source(status);
-            while let Some(next) = cause {
-                text.push_str(": ");
-                text.push_str(&next.to_string());
-                cause = next.source();
-            }
-            text
-        }
+        etcd_client::Error::GRpcStatus(status) => steward_proto::error_text::status_with_causes(status),
         etcd_client::Error::TransportError(transport) => {
-            let mut cause: &dyn std::error::Error = transport;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            format!("cannot connect: {cause}")
+            format!(
+                "cannot connect: {}",
+                steward_proto::error_text::innermost_cause(transport)
+            )
         }
         other => other.to_string(),
     }

@@ -2,6 +2,7 @@
 //! (`steward.agent.v1`), and the few plain types both sides share.
 
 pub mod details;
+pub mod error_text;
 pub mod version;
 
 pub use version::{EtcdVersion, VersionError};

@@ -276,6 +276,17 @@ fn built_binary(variable: &str, name: &str) -> PathBuf {
 }
 
 impl Cluster {
+    /// Every agent's address, comma-separated, as `steward --agents` takes
+    /// them.
+    #[must_use]
+    pub fn agents_arg(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.agent_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The cluster's dir (kept when a test panics).
     #[must_use]
     pub fn dir(&self) -> &Path {

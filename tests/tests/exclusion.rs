@@ -11,21 +11,12 @@ use std::time::Duration;
 
 use steward_proto::v1 as pb;
 use steward_tests::cluster::steward_binary;
-use steward_tests::{Cluster, ClusterBuilder, coordinator, newest};
-
-fn agents(cluster: &Cluster) -> String {
-    cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",")
-}
+use steward_tests::{ClusterBuilder, coordinator, newest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_coordinator_is_refused_naming_the_holder() {
     let cluster = ClusterBuilder::new(5, newest(3, 4)).start().await;
-    let agents = agents(&cluster);
+    let agents = cluster.agents_arg();
     let to = newest(3, 5).version.to_string();
     let mut first = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
     // The lock is taken right before staging.
@@ -52,7 +43,7 @@ async fn a_second_coordinator_is_refused_naming_the_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_coordinator_is_finished_by_running_it_again() {
     let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
-    let agents = agents(&cluster);
+    let agents = cluster.agents_arg();
     let to = newest(3, 5).version.to_string();
     let first = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
     first.wait_for("member_done");
@@ -151,7 +142,7 @@ async fn journal_tokens(client: &mut etcd_client::Client) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_that_loses_its_lock_stops_before_the_next_member() {
     let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
-    let agents = agents(&cluster);
+    let agents = cluster.agents_arg();
     let old = newest(3, 4).version.to_string();
     let to = newest(3, 5).version.to_string();
     let running = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);

@@ -14,12 +14,7 @@ async fn plan_from_3_3_to_3_5_shows_two_passes_the_leader_last_flags_and_checks(
         .extra_flag("--ca-file=/etc/ssl/certs/ca-certificates.crt")
         .start()
         .await;
-    let agents = cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let agents = cluster.agents_arg();
     let middle = newest(3, 4);
     let end = newest(3, 5);
     let leader = cluster.members[cluster.leader_index().await].name.clone();

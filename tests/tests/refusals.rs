@@ -13,15 +13,6 @@ fn steward(args: &[&str]) -> Output {
     Command::new(steward_binary()).args(args).output().expect("run steward")
 }
 
-fn agents(cluster: &Cluster) -> String {
-    cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// What every member looks like: binary version, staged versions, snapshots.
 async fn fingerprint(cluster: &Cluster, members: &[usize]) -> Vec<(String, Vec<String>, usize)> {
     let mut out = Vec::new();
@@ -48,7 +39,7 @@ async fn fingerprint(cluster: &Cluster, members: &[usize]) -> Vec<(String, Vec<S
 /// Runs `steward <command> --agents ... <args> -w json` and checks the refusal.
 async fn assert_refused(cluster: &Cluster, reachable: &[usize], command: &str, args: &[&str], rule: &str) {
     let before = fingerprint(cluster, reachable).await;
-    let agents = agents(cluster);
+    let agents = cluster.agents_arg();
     let mut full = vec![command, "--agents", agents.as_str(), "-w", "json"];
     full.extend_from_slice(args);
     let output = steward(&full);

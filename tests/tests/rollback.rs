@@ -18,12 +18,7 @@ async fn rollback_returns_changed_members_until_the_version_flips() {
     let old = newest(3, 4);
     let new = newest(3, 5);
     let cluster = ClusterBuilder::new(3, old.clone()).start().await;
-    let agents = cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let agents = cluster.agents_arg();
 
     // A partial upgrade: two members (the leader among them) run 3.5.
     let leader = cluster.leader_index().await;
@@ -127,12 +122,7 @@ async fn rollback_after_a_partial_downgrade_returns_the_downgraded_members_up() 
     let low = exact("3.5.16");
     let high = newest(3, 5);
     let cluster = ClusterBuilder::new(3, low.clone()).start().await;
-    let agents = cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let agents = cluster.agents_arg();
     // An upgrade first: every member's previous version is now the low
     // one, so member versions alone would make the members a downgrade
     // has not reached yet look like changed members.
