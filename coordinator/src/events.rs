@@ -41,6 +41,8 @@ pub enum Event {
         tool: String,
         /// It was there already.
         already_present: bool,
+        /// How it got there.
+        method: StageMethod,
     },
     /// The verified pre-change snapshot.
     Snapshot {
@@ -145,6 +147,16 @@ pub enum Event {
     },
 }
 
+/// How a binary reached an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageMethod {
+    /// The agent's host had the same file in an import dir.
+    Imported,
+    /// Streamed from the coordinator.
+    Uploaded,
+}
+
 /// Where events go.
 pub trait EventSink {
     /// Reports one event.
@@ -231,9 +243,14 @@ pub fn human(event: &Event) -> String {
             version,
             tool,
             already_present,
+            method,
         } => format!(
-            "stage     {member}: {tool} {version}{}",
-            if *already_present { " (already staged)" } else { "" }
+            "stage     {member}: {tool} {version} {}",
+            match (already_present, method) {
+                (true, _) => "(already staged)",
+                (false, StageMethod::Imported) => "(imported on the agent's host)",
+                (false, StageMethod::Uploaded) => "(uploaded)",
+            }
         ),
         Event::Snapshot {
             member,

@@ -20,7 +20,7 @@ use steward_proto::v1 as pb;
 use crate::agent_client::{self, AgentAddress, AgentClients};
 use crate::downgrade_api::{self, Phase};
 use crate::etcd;
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, StageMethod};
 use crate::last_roll::{self, LastRoll};
 use crate::lock::{self, ClusterLock, Holder, Journal, LockError};
 use crate::observe::{Observation, observe};
@@ -744,8 +744,10 @@ impl Roll<'_> {
         Ok(())
     }
 
-    /// Uploads `files` of `version` to one member's agent, one after the
-    /// other; the events to emit once every agent is done.
+    /// Stages `files` of `version` on one member's agent, one after the
+    /// other: imported when the agent's host has the same file at the same
+    /// path inside its import dirs (checked by sha256 there), uploaded
+    /// otherwise. The events to emit once every agent is done.
     async fn stage_on(
         &self,
         member: &ObservedMember,
@@ -756,14 +758,29 @@ impl Roll<'_> {
         let mut clients = self.clients(member).await?;
         let mut events = Vec::new();
         for (tool, path, fingerprint) in files {
-            let answer = crate::upload::upload(&mut clients, path, fingerprint, version, *tool, token)
-                .await
-                .map_err(|e| failure(Some(&member.name), "stage", crate::error::chain(&e)))?;
+            let import = pb::ImportBinaryRequest {
+                path: path.display().to_string(),
+                tool: (*tool).into(),
+                version: version.to_string(),
+                sha256: fingerprint.sha256.clone(),
+                fencing_token: token,
+            };
+            let (answer, method) = match clients.binaries.import_binary(import).await {
+                Ok(answer) => (answer.into_inner(), StageMethod::Imported),
+                Err(refused) => {
+                    tracing::debug!(member = %member.name, path = %path.display(), reason = %refused.message(), "not importable there; uploading");
+                    let answer = crate::upload::upload(&mut clients, path, fingerprint, version, *tool, token)
+                        .await
+                        .map_err(|e| failure(Some(&member.name), "stage", crate::error::chain(&e)))?;
+                    (answer, StageMethod::Uploaded)
+                }
+            };
             events.push(Event::Staged {
                 member: member.name.clone(),
                 version: version.to_string(),
                 tool: tool.as_str_name().trim_start_matches("TOOL_").to_lowercase(),
                 already_present: answer.already_present,
+                method,
             });
         }
         Ok(events)

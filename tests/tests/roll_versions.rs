@@ -1,14 +1,15 @@
 //! The rolling engine across the versions that can be had here: 3.3 -> 3.5
 //! as two passes (with a 3.3-style `--ca-file` member spec that 3.4 would
-//! refuse without the flag rule), five members, a patch upgrade and a patch
-//! downgrade, and a target binary that fails (the member is reverted, the
+//! refuse without the flag rule), five members, a patch upgrade (its binary
+//! uploaded from outside the agents' import dirs) and a patch downgrade,
+//! and a target binary that fails (the member is reverted, the
 //! change stops with a report, the cluster stays healthy).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::events::{Event, Lines, Recorder};
+use steward_coordinator::events::{Event, Lines, Recorder, StageMethod};
 use steward_coordinator::plan::Direction;
 use steward_coordinator::roll::{self, Outcome, RollOptions, RollReport};
 use steward_proto::EtcdVersion;
@@ -122,7 +123,16 @@ async fn a_patch_upgrade_then_a_patch_downgrade() {
         high.version
     );
     let cluster = ClusterBuilder::new(3, low.clone()).start().await;
-    let (report, _) = roll(&cluster, options(Direction::Upgrade, &high.version)).await;
+    // The new release lies where no agent may import from: every file is
+    // streamed to every agent.
+    let elsewhere = tempfile::tempdir().expect("a dir outside the import dirs");
+    for tool in ["etcd", "etcdctl", "etcdutl"] {
+        std::fs::copy(high.dir.join(tool), elsewhere.path().join(tool)).expect("copy the release");
+    }
+    let mut upgrade = options(Direction::Upgrade, &high.version);
+    upgrade.binaries = None;
+    upgrade.binary = Some(elsewhere.path().join("etcd"));
+    let (report, events) = roll(&cluster, upgrade).await;
     assert_eq!(
         report.result,
         Outcome::Succeeded,
@@ -130,6 +140,20 @@ async fn a_patch_upgrade_then_a_patch_downgrade() {
         cluster.logs_hint()
     );
     assert_all_on(&cluster, &high.version, "3.5.0").await;
+    let uploads = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Staged {
+                    method: StageMethod::Uploaded,
+                    already_present: false,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(uploads, 9, "three files to each of three agents: {events:#?}");
     let (report, _) = roll(&cluster, options(Direction::Downgrade, &low.version)).await;
     assert_eq!(
         report.result,

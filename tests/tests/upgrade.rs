@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::events::{Event, Lines, Recorder};
+use steward_coordinator::events::{Event, Lines, Recorder, StageMethod};
 use steward_coordinator::plan::Direction;
 use steward_coordinator::roll::{self, Outcome, RollOptions};
 use steward_tests::{ClusterBuilder, Writer, binaries::binaries_dir, lost_writes, newest};
@@ -55,6 +55,25 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
     let snapshot = report.snapshot.as_ref().expect("a snapshot before the change");
     assert!(snapshot.revision > 0);
     assert_eq!(snapshot.etcd_version, old.version.to_string());
+
+    // The agents' hosts hold the release in an import dir: nothing is
+    // streamed.
+    let staged: Vec<&Event> = events
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Staged { .. }))
+        .collect();
+    assert!(!staged.is_empty());
+    assert!(
+        staged.iter().all(|e| matches!(
+            e,
+            Event::Staged {
+                method: StageMethod::Imported,
+                ..
+            }
+        )),
+        "{staged:#?}"
+    );
 
     // The leader went last.
     let started: Vec<&str> = events
