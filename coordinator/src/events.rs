@@ -58,6 +58,9 @@ pub enum Event {
         sha256: String,
         /// Bytes.
         size: u64,
+        /// Taken by an earlier run of the same change, before its first
+        /// member changed (this run resumes it).
+        earlier_run: bool,
     },
     /// A member starts changing.
     MemberStarted {
@@ -257,8 +260,16 @@ pub fn human(event: &Event) -> String {
             id,
             revision,
             size,
+            earlier_run,
             ..
-        } => format!("snapshot  {id} from {member}: revision {revision}, {size} bytes, verified"),
+        } => format!(
+            "snapshot  {id} from {member}: revision {revision}, {size} bytes, verified{}",
+            if *earlier_run {
+                " (taken by the earlier run, before its first change)"
+            } else {
+                ""
+            }
+        ),
         Event::MemberStarted { member, from, to } => format!("member    {member}: {from} -> {to}"),
         Event::LeaderMoved { from, to, took_ms } => format!("leader    moved {from} -> {to} in {took_ms} ms"),
         Event::Activated {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcd;
 use crate::plan::Direction;
+use crate::roll::SnapshotRecord;
 
 /// The record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,10 @@ pub struct LastRoll {
     pub to: String,
     /// The fencing token of the run that wrote it.
     pub token: i64,
+    /// The verified snapshot taken before the first member changed, once
+    /// there is one.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotRecord>,
 }
 
 fn key(prefix: &str) -> String {
@@ -72,12 +77,16 @@ mod tests {
             from: "3.5.30".into(),
             to: "3.5.16".into(),
             token: 42,
+            snapshot: None,
         };
         let text = serde_json::to_string(&roll).unwrap();
         assert_eq!(
             text,
-            r#"{"direction":"downgrade","from":"3.5.30","to":"3.5.16","token":42}"#
+            r#"{"direction":"downgrade","from":"3.5.30","to":"3.5.16","token":42,"snapshot":null}"#
         );
+        // A record without a snapshot field (written before it existed).
+        let older = r#"{"direction":"downgrade","from":"3.5.30","to":"3.5.16","token":42}"#;
+        assert_eq!(serde_json::from_str::<LastRoll>(older).unwrap(), roll);
         assert_eq!(serde_json::from_str::<LastRoll>(&text).unwrap(), roll);
         assert_eq!(key("/steward/"), "/steward/last-roll");
     }

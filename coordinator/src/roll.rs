@@ -119,7 +119,7 @@ pub struct MemberReport {
 }
 
 /// The verified snapshot taken before the first member changed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SnapshotRecord {
     /// The member it came from.
     pub member: String,
@@ -375,27 +375,46 @@ impl Roll<'_> {
         }
 
         self.ensure_lock().await?;
-        let record = LastRoll {
+        let endpoints = healthy_endpoints(&observed);
+        // A run that resumes a change some members already went through
+        // keeps the snapshot taken before the first of them: that is the
+        // backup of the old version, not a copy of the mixed state.
+        let earlier = last_roll::read(&endpoints, &self.options.lock_prefix)
+            .await
+            .ok()
+            .flatten()
+            .filter(|last| last.direction == self.options.direction && last.to == plan.to.to_string())
+            .and_then(|last| last.snapshot)
+            .filter(|_| plan.passes.iter().any(|p| p.order.iter().any(|s| s.done)));
+        let mut record = LastRoll {
             direction: self.options.direction,
             from: plan.from.to_string(),
             to: plan.to.to_string(),
             token: self.token(),
+            snapshot: earlier.clone(),
         };
-        last_roll::record(&healthy_endpoints(&observed), &self.options.lock_prefix, &record)
-            .await
-            .map_err(|e| {
-                failure(
-                    None,
-                    "last-roll",
-                    format!("cannot record the change before making it: {e}"),
-                )
-            })?;
+        self.record(&endpoints, &record).await?;
         let staging = Instant::now();
         self.stage(&plan, &observed).await?;
         self.report.staging_ms = millis(staging.elapsed());
         let snapshot = Instant::now();
-        self.ensure_lock().await?;
-        self.snapshot(&observed).await?;
+        if let Some(earlier) = earlier {
+            self.emit(&Event::Snapshot {
+                member: earlier.member.clone(),
+                id: earlier.id.clone(),
+                path: earlier.path.clone(),
+                revision: earlier.revision,
+                sha256: earlier.sha256.clone(),
+                size: earlier.size,
+                earlier_run: true,
+            });
+            self.report.snapshot = Some(earlier);
+        } else {
+            self.ensure_lock().await?;
+            self.snapshot(&observed).await?;
+            record.snapshot.clone_from(&self.report.snapshot);
+            self.record(&endpoints, &record).await?;
+        }
         self.report.snapshot_ms = millis(snapshot.elapsed());
         self.start_probe(&observed).await;
         let v2_wait = rules::v2_wait(&observed);
@@ -529,6 +548,14 @@ impl Roll<'_> {
             let endpoints = observed.members.iter().map(|m| m.client_url.clone()).collect();
             self.probe = Some(Probe::start(endpoints, &self.options.lock_prefix).await);
         }
+    }
+
+    /// Writes the last-roll record; a change that cannot be recorded is not
+    /// made.
+    async fn record(&self, endpoints: &[String], record: &LastRoll) -> Result<(), Failure> {
+        last_roll::record(endpoints, &self.options.lock_prefix, record)
+            .await
+            .map_err(|e| failure(None, "last-roll", format!("cannot record the change: {e}")))
     }
 
     /// Stops the run when the cluster lock was lost (its lease expired or
@@ -826,6 +853,7 @@ impl Roll<'_> {
             revision: info.revision,
             sha256: info.sha256,
             size: info.size,
+            earlier_run: false,
         });
         self.report.snapshot = Some(record);
         Ok(())

@@ -42,14 +42,15 @@ pub fn start(args: &[&str]) -> Running {
 }
 
 impl Running {
-    /// Waits (up to two minutes) for the next event called `name`.
+    /// Waits (up to two minutes) for the next event called `name`, and
+    /// returns it.
     ///
     /// # Panics
     /// When the coordinator ends or goes quiet first.
-    pub fn wait_for(&self, name: &str) {
+    pub fn wait_for(&self, name: &str) -> serde_json::Value {
         loop {
             match self.events.recv_timeout(Duration::from_secs(120)) {
-                Ok(event) if event["event"] == name => return,
+                Ok(event) if event["event"] == name => return event,
                 Ok(_) => {}
                 Err(error) => panic!("no {name} event: {error}"),
             }

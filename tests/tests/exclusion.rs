@@ -46,6 +46,7 @@ async fn a_killed_coordinator_is_finished_by_running_it_again() {
     let agents = cluster.agents_arg();
     let to = newest(3, 5).version.to_string();
     let first = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
+    let snapshot = first.wait_for("snapshot");
     first.wait_for("member_done");
     first.kill();
     let versions: Vec<String> = {
@@ -70,6 +71,10 @@ async fn a_killed_coordinator_is_finished_by_running_it_again() {
     let report: serde_json::Value = serde_json::from_slice(&rerun.stdout).expect("report JSON");
     assert_eq!(report["result"], "succeeded");
     assert_eq!(report["cluster_version"], "3.5.0");
+    // The backup of the old version is the one taken before the first
+    // member changed, not a copy of the mixed state the rerun found.
+    assert_eq!(report["snapshot"]["id"], snapshot["id"], "{report}");
+    assert!(stderr.contains("taken by the earlier run"), "{stderr}");
     for i in 0..3 {
         assert_eq!(cluster.status(i).await.member.unwrap_or_default().version, to);
     }
