@@ -28,6 +28,9 @@ pub const DEFAULT_PREFIX: &str = "/steward";
 const TTL_SECONDS: i64 = 10;
 /// How often the holder renews its lease.
 const KEEPALIVE: Duration = Duration::from_secs(1);
+/// How many runs' journals are kept; older ones are deleted when a run
+/// takes the lock.
+pub const JOURNALS_KEPT: usize = 20;
 /// How long to watch a holder's lease to see whether it is renewed.
 const OBSERVE_HOLDER: Duration = Duration::from_secs(6);
 /// Without renewals a lease loses the whole watch (6 s, 5 after rounding
@@ -339,6 +342,40 @@ impl ClusterLock {
         }
     }
 
+    /// Deletes the journals of all but the newest `keep` runs (this one
+    /// included). Best effort: a failure is logged, the run goes on.
+    pub async fn prune_journals(&mut self, keep: usize) {
+        let base = format!("{}/journal/", self.prefix);
+        let listed = self
+            .client
+            .get(
+                base.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await;
+        let keys: Vec<String> = match listed {
+            Ok(answer) => answer
+                .kvs()
+                .iter()
+                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                .collect(),
+            Err(error) => {
+                tracing::warn!(error = %etcd::describe(&error), "cannot list the journals");
+                return;
+            }
+        };
+        for run in journals_to_prune(&base, &keys, keep) {
+            let prefix = format!("{base}{run}/");
+            if let Err(error) = self
+                .client
+                .delete(prefix.as_str(), Some(etcd_client::DeleteOptions::new().with_prefix()))
+                .await
+            {
+                tracing::warn!(error = %etcd::describe(&error), %prefix, "cannot delete an old journal");
+            }
+        }
+    }
+
     /// Releases the lock (revokes the lease, deleting the key).
     pub async fn release(mut self) {
         self.keepalive.abort();
@@ -370,5 +407,40 @@ impl EventSink for Journal {
         if let (Some(sender), Ok(line)) = (&self.sender, serde_json::to_string(event)) {
             let _ = sender.send(line);
         }
+    }
+}
+
+/// The run directories (zero-padded tokens) under `base` beyond the newest
+/// `keep`, oldest first.
+fn journals_to_prune(base: &str, keys: &[String], keep: usize) -> Vec<String> {
+    let mut runs: Vec<&str> = keys
+        .iter()
+        .filter_map(|key| key.strip_prefix(base)?.split('/').next())
+        .filter(|run| !run.is_empty())
+        .collect();
+    runs.sort_unstable();
+    runs.dedup();
+    let excess = runs.len().saturating_sub(keep);
+    runs[..excess].iter().map(|run| (*run).to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_oldest_runs_beyond_the_kept_ones_are_pruned() {
+        let base = "/steward/journal/";
+        let keys: Vec<String> = [3, 1, 2, 3, 4]
+            .iter()
+            .enumerate()
+            .map(|(seq, token)| format!("{base}{token:020}/{seq:06}"))
+            .collect();
+        assert_eq!(
+            journals_to_prune(base, &keys, 2),
+            [format!("{:020}", 1), format!("{:020}", 2)]
+        );
+        assert!(journals_to_prune(base, &keys, 4).is_empty());
+        assert!(journals_to_prune(base, &[], 1).is_empty());
     }
 }

@@ -592,7 +592,8 @@ impl Roll<'_> {
             format!("{} to {}", self.options.direction, self.options.target)
         };
         match lock::acquire(&endpoints, &self.options.lock_prefix, &Holder::this_process(&command)).await {
-            Ok(taken) => {
+            Ok(mut taken) => {
+                taken.prune_journals(lock::JOURNALS_KEPT).await;
                 self.journal = Some(taken.journal());
                 self.lock = Some(taken);
                 Ok(true)
