@@ -46,6 +46,9 @@ pub enum Command {
     /// Start or stop a cluster of real etcd members on this machine, each under its own steward-agent.
     #[command(after_long_help = crate::exit::HELP)]
     Local(LocalArgs),
+    /// Create the certificate authority of steward's mutual TLS, and issue agent and client certificates.
+    #[command(after_long_help = crate::exit::HELP)]
+    Certs(CertsArgs),
     /// Show every member: versions, leader, raft, database, alarms, agent (exit 1 when not healthy).
     #[command(after_long_help = crate::exit::HELP)]
     Status(StatusArgs),
@@ -62,6 +65,85 @@ pub enum Command {
     /// cluster version flips), one at a time, the leader last.
     #[command(after_long_help = crate::exit::HELP)]
     Rollback(RollbackArgs),
+}
+
+/// `steward certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+/// The `steward certs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a certificate authority: DIR/ca.crt and DIR/ca.key (0600; never overwritten).
+    Init {
+        /// The directory of the CA (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, value_name = "NAME", default_value = "steward CA")]
+        name: String,
+        /// Days the CA is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Issue a certificate signed by DIR's CA: DIR/NAME.crt and DIR/NAME.key (0600; never overwritten).
+    Issue {
+        /// The directory of the CA; the new files go there too.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// agent: an agent's server certificate (needs --san); admin, operator, reader, backup: a
+        /// client certificate with that role.
+        #[arg(long, value_name = "ROLE", value_parser = parse_role)]
+        role: steward_proto::Role,
+        /// The certificate's name (its CN and file name): letters, digits, '.', '_', '-'.
+        #[arg(long, value_name = "NAME", value_parser = parse_cert_name)]
+        name: String,
+        /// A host name or IP address the agent is reached by (repeat for several).
+        #[arg(long = "san", value_name = "NAME_OR_IP")]
+        sans: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// `--role`.
+///
+/// # Errors
+/// The roles there are.
+pub fn parse_role(text: &str) -> Result<steward_proto::Role, String> {
+    text.parse()
+        .map_err(|e: steward_proto::role::UnknownRole| e.to_string())
+}
+
+/// `--name` of a certificate: a safe file name.
+///
+/// # Errors
+/// When it is empty, too long, or holds other characters.
+pub fn parse_cert_name(text: &str) -> Result<String, String> {
+    let fine = !text.is_empty()
+        && text.len() <= 64
+        && !text.starts_with('.')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if fine && text != "ca" {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a certificate name: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.', not \"ca\""
+        ))
+    }
 }
 
 /// `steward rollback`.

@@ -139,6 +139,9 @@ pub enum CliError {
     /// The cluster could not be observed.
     #[error("cannot observe the cluster")]
     Observe(#[from] crate::observe::ObserveError),
+    /// A certificate could not be made, read or written.
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
     /// `steward status` found members that are not healthy.
     #[error("the cluster is not healthy: {problems}")]
     Unhealthy {

@@ -6,6 +6,7 @@
 //! can be tested in-process.
 
 pub mod agent_client;
+pub mod certs;
 pub mod cli;
 pub mod cluster_file;
 pub mod commands;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         cli::Command::Agent(agent) => Box::pin(commands::agent::run(agent.command, out)).await,
         cli::Command::Local(local) => Box::pin(commands::local::run(local.command, out)).await,
+        cli::Command::Certs(certs) => commands::certs::run(certs.command, out),
         cli::Command::Status(args) => Box::pin(commands::cluster::status(&args, out)).await,
         cli::Command::Plan(args) => Box::pin(commands::cluster::plan(&args, out)).await,
         cli::Command::Upgrade(args) => Box::pin(commands::roll::run(plan::Direction::Upgrade, args, out)).await,

@@ -3,8 +3,10 @@
 
 pub mod details;
 pub mod error_text;
+pub mod role;
 pub mod version;
 
+pub use role::Role;
 pub use version::{EtcdVersion, VersionError};
 
 /// Generated code for `steward.agent.v1` (messages, clients, servers).
