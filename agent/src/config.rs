@@ -37,6 +37,31 @@ pub struct Config {
     pub limits: Limits,
     /// The etcd member this agent owns.
     pub member: MemberSpec,
+    /// Mutual TLS on the agent API. Required unless `insecure`.
+    #[serde(default)]
+    pub tls: Option<AgentTls>,
+    /// Serve the API in plaintext, without authentication: a development
+    /// mode, allowed only on a loopback `listen` address.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// The agent's own certificate, and the CA its callers' certificates must
+/// come from. Every caller needs a certificate of that CA carrying a role
+/// (see `steward certs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTls {
+    /// The agent's certificate (PEM), with its chain.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The CA that signs the callers' certificates (PEM).
+    pub client_ca_file: PathBuf,
+    /// Let gRPC health checks through without a client certificate (for
+    /// load balancers and probes); everything else still needs one.
+    #[serde(default)]
+    pub health_without_client_cert: bool,
 }
 
 /// How the agent runs and restarts etcd.
@@ -178,6 +203,22 @@ pub struct MemberTls {
 }
 
 impl Config {
+    /// Reads and validates a config file; `insecure` (the agent's
+    /// `--insecure` flag) sets `insecure = true` before validation.
+    pub fn load_with(path: &Path, insecure: bool) -> Result<Self, ConfigError> {
+        let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.insecure |= insecure;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -215,6 +256,43 @@ impl Config {
             if !self.import_dirs.iter().any(|dir| binary.starts_with(dir)) {
                 return Err(invalid("initial_binary", "must lie inside one of import_dirs".into()));
             }
+        }
+        match (&self.tls, self.insecure) {
+            (None, false) => {
+                return Err(invalid(
+                    "tls",
+                    "the agent API needs mutual TLS: set [tls] cert_file, key_file and client_ca_file (see `steward \
+                     certs`), or insecure = true for a development agent on a loopback address"
+                        .into(),
+                ));
+            }
+            (Some(_), true) => {
+                return Err(invalid(
+                    "insecure",
+                    "set either [tls] or insecure = true, not both".into(),
+                ));
+            }
+            (None, true) if !self.listen.ip().is_loopback() => {
+                return Err(invalid(
+                    "insecure",
+                    format!(
+                        "plaintext without authentication is allowed only on a loopback address, and {} is not one",
+                        self.listen
+                    ),
+                ));
+            }
+            (Some(tls), false) => {
+                for (field, path) in [
+                    ("tls.cert_file", &tls.cert_file),
+                    ("tls.key_file", &tls.key_file),
+                    ("tls.client_ca_file", &tls.client_ca_file),
+                ] {
+                    if !path.is_absolute() {
+                        return Err(invalid(field, "must be an absolute path".into()));
+                    }
+                }
+            }
+            (None, true) => {}
         }
         if self.snapshots.retain == 0 {
             return Err(invalid("snapshots.retain", "must be at least 1".into()));
@@ -311,6 +389,7 @@ mod tests {
     const MINIMAL: &str = r#"
         listen = "127.0.0.1:7400"
         state_dir = "/var/lib/steward"
+        insecure = true
         [member]
         name = "m1"
         data_dir = "/var/lib/etcd"
@@ -337,6 +416,32 @@ mod tests {
         assert_eq!(config.member.initial_cluster_state, "new");
         assert_eq!(config.supervision.stop_grace, Duration::from_secs(30));
         assert_eq!(config.member.local_client_url(), "http://127.0.0.1:2379");
+    }
+
+    #[test]
+    fn the_api_needs_tls_unless_insecure_on_loopback() {
+        let no_tls = MINIMAL.replace("insecure = true\n", "");
+        let err = parse(&no_tls).unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("mutual TLS"), "{err}");
+
+        let everywhere = MINIMAL.replace("127.0.0.1:7400", "0.0.0.0:7400");
+        let err = parse(&everywhere).unwrap_err().to_string();
+        assert!(err.contains("insecure") && err.contains("loopback"), "{err}");
+        let ipv6 = MINIMAL.replace("127.0.0.1:7400", "[::1]:7400");
+        assert!(parse(&ipv6).is_ok());
+
+        let tls = no_tls.replace(
+            "[member]",
+            "[tls]\n cert_file = \"/etc/steward/m1.crt\"\n key_file = \"/etc/steward/m1.key\"\n client_ca_file = \"/etc/steward/ca.crt\"\n[member]",
+        );
+        let config = parse(&tls.replace("127.0.0.1:7400", "0.0.0.0:7400")).unwrap();
+        assert!(!config.tls.unwrap().health_without_client_cert);
+
+        let both = tls.replace("state_dir", "insecure = true\nstate_dir");
+        assert!(parse(&both).unwrap_err().to_string().contains("not both"));
+
+        let relative = tls.replace("\"/etc/steward/m1.key\"", "\"m1.key\"");
+        assert!(parse(&relative).unwrap_err().to_string().contains("tls.key_file"));
     }
 
     #[test]

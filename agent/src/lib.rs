@@ -4,6 +4,7 @@
 //! flags for every etcd version, and verified snapshots; it answers the
 //! coordinator over gRPC (`steward.agent.v1`).
 
+pub mod access;
 pub mod agent;
 pub mod config;
 pub mod datadir;
@@ -21,3 +22,4 @@ pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod tls;

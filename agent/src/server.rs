@@ -11,6 +11,7 @@ use steward_proto::v1::{
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+use crate::access::{AccessLayer, Policy};
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::service::AgentService;
@@ -33,6 +34,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS material could not be loaded.
+    #[error("cannot set up mutual TLS")]
+    Tls(#[source] crate::tls::TlsError),
     /// The listener failed.
     #[error("cannot serve gRPC on {address}")]
     Serve {
@@ -47,6 +51,14 @@ pub enum ServeError {
 /// Starts the agent and serves until `shutdown` resolves. etcd keeps
 /// running after the agent stops.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    // Certificates are read before anything starts: a bad file is a
+    // refusal to start, not an agent that answers nobody.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::load)
+        .transpose()
+        .map_err(ServeError::Tls)?;
     let token = CancellationToken::new();
     let agent: Arc<Agent> = Agent::start(config.clone(), token.clone())
         .await
@@ -83,30 +95,55 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ServeError::Bind { address, source })?;
-    tracing::info!(%address, member = %config.member.name, "steward-agent serving");
+    let policy = match (&tls, &config.tls) {
+        (Some(tls), Some(settings)) => Policy::Mutual {
+            verifier: Arc::clone(&tls.verifier),
+            health_open: settings.health_without_client_cert,
+        },
+        _ => Policy::Insecure,
+    };
+    match &tls {
+        Some(_) => tracing::info!(%address, member = %config.member.name, "steward-agent serving with mutual TLS"),
+        None => tracing::warn!(
+            %address,
+            member = %config.member.name,
+            "steward-agent serving INSECURE: plaintext, no authentication (loopback only)"
+        ),
+    }
     notify_ready();
     let stop = token.clone();
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
+        .layer(AccessLayer::new(policy))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AgentServer::new(service.clone()))
         .add_service(BinariesServer::new(service.clone()))
-        .add_service(SnapshotsServer::new(service))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            tracing::info!("shutting down; etcd keeps running");
-            streams.cancel();
-            for name in [
-                "",
-                service_names::AGENT,
-                service_names::BINARIES,
-                service_names::SNAPSHOTS,
-            ] {
-                health.set_service_status(name, ServingStatus::NotServing).await;
-            }
-        })
-        .await;
+        .add_service(SnapshotsServer::new(service));
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("shutting down; etcd keeps running");
+        streams.cancel();
+        for name in [
+            "",
+            service_names::AGENT,
+            service_names::BINARIES,
+            service_names::SNAPSHOTS,
+        ] {
+            health.set_service_status(name, ServingStatus::NotServing).await;
+        }
+    };
+    let result = match tls {
+        Some(tls) => {
+            let incoming = tls_incoming(listener, tokio_rustls::TlsAcceptor::from(tls.config));
+            router.serve_with_incoming_shutdown(incoming, drain).await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), drain)
+                .await
+        }
+    };
     // An operation whose caller went away runs in its own task; let it end
     // (a switch reverts by itself if it fails) before the runtime goes.
     let limit = config.supervision.activate_timeout.saturating_mul(2) + config.supervision.stop_grace;
@@ -115,6 +152,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     stop.cancel();
     result.map_err(|source| ServeError::Serve { address, source })
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The TLS connections of `listener`: each handshake runs in its own task,
+/// so a slow or broken client delays nobody else.
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = sender.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off a little.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = sender.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
 fn notify_ready() {

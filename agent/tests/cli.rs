@@ -8,6 +8,10 @@ fn agent() -> Command {
 }
 
 fn run_with_config(text: &str) -> (bool, String) {
+    run_with_config_and(text, &[])
+}
+
+fn run_with_config_and(text: &str, flags: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("agent.toml");
     std::fs::write(
@@ -15,7 +19,12 @@ fn run_with_config(text: &str) -> (bool, String) {
         text.replace("STATE", &dir.path().join("state").display().to_string()),
     )
     .expect("write config");
-    let output = agent().arg("--config").arg(&path).output().expect("run the agent");
+    let output = agent()
+        .arg("--config")
+        .arg(&path)
+        .args(flags)
+        .output()
+        .expect("run the agent");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -47,7 +56,7 @@ fn a_missing_config_file_is_named() {
 #[test]
 fn an_invalid_field_is_named() {
     let (ok, stderr) = run_with_config(&format!(
-        "listen = \"127.0.0.1:0\"\nstate_dir = \"STATE\"\n[snapshots]\nretain = 0\n{VALID_MEMBER}"
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"STATE\"\ninsecure = true\n[snapshots]\nretain = 0\n{VALID_MEMBER}"
     ));
     assert!(!ok);
     assert!(stderr.contains("snapshots.retain"), "{stderr}");
@@ -56,7 +65,7 @@ fn an_invalid_field_is_named() {
 #[test]
 fn an_unknown_field_is_refused() {
     let (ok, stderr) = run_with_config(&format!(
-        "listen = \"127.0.0.1:0\"\nstate_dir = \"STATE\"\nlisten_adress = \"x\"\n{VALID_MEMBER}"
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"STATE\"\ninsecure = true\nlisten_adress = \"x\"\n{VALID_MEMBER}"
     ));
     assert!(!ok);
     assert!(stderr.contains("listen_adress"), "{stderr}");
@@ -65,10 +74,38 @@ fn an_unknown_field_is_refused() {
 #[test]
 fn an_initial_binary_outside_the_import_dirs_is_refused() {
     let (ok, stderr) = run_with_config(&format!(
-        "listen = \"127.0.0.1:0\"\nstate_dir = \"STATE\"\nimport_dirs = [\"/opt/etcd\"]\ninitial_binary = \"/usr/bin/etcd\"\n{VALID_MEMBER}"
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"STATE\"\ninsecure = true\nimport_dirs = [\"/opt/etcd\"]\ninitial_binary = \"/usr/bin/etcd\"\n{VALID_MEMBER}"
     ));
     assert!(!ok);
     assert!(stderr.contains("initial_binary"), "{stderr}");
+}
+
+#[test]
+fn without_tls_the_agent_does_not_start() {
+    let (ok, stderr) = run_with_config(&format!(
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"STATE\"\n{VALID_MEMBER}"
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains("config field tls") && stderr.contains("mutual TLS"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn insecure_is_refused_on_an_address_that_is_not_loopback() {
+    let config = format!("listen = \"0.0.0.0:0\"\nstate_dir = \"STATE\"\n{VALID_MEMBER}");
+    let (ok, stderr) = run_with_config_and(&config, &["--insecure"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("config field insecure") && stderr.contains("0.0.0.0:0 is not one"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run_with_config(&format!(
+        "listen = \"10.1.2.3:7400\"\nstate_dir = \"STATE\"\ninsecure = true\n{VALID_MEMBER}"
+    ));
+    assert!(!ok);
+    assert!(stderr.contains("loopback"), "{stderr}");
 }
 
 #[test]

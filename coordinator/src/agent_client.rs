@@ -3,14 +3,15 @@
 //! added here and nowhere else.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use steward_proto::v1::{
     agent_client::AgentClient, binaries_client::BinariesClient, snapshots_client::SnapshotsClient,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 use crate::error::CliError;
 
@@ -122,6 +123,100 @@ impl fmt::Display for AgentAddress {
     }
 }
 
+/// The files of this process's identity towards agents: the CA that signed
+/// the agents' certificates, and this caller's certificate (which carries
+/// its role) and key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTlsFiles {
+    /// The CA of the agents' certificates (PEM).
+    pub cacert: PathBuf,
+    /// This caller's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl AgentTlsFiles {
+    /// The same files, relative paths taken from `base`.
+    #[must_use]
+    pub fn relative_to(&self, base: &Path) -> Self {
+        let resolve = |path: &Path| {
+            if path.is_absolute() {
+                path.to_owned()
+            } else {
+                base.join(path)
+            }
+        };
+        Self {
+            cacert: resolve(&self.cacert),
+            cert: resolve(&self.cert),
+            key: resolve(&self.key),
+        }
+    }
+}
+
+/// How this process connects to agents: one identity for every agent,
+/// chosen once per command (flags and environment, else the cluster file).
+/// `None`: plaintext, for agents in insecure development mode.
+static TLS: RwLock<Option<ClientTlsConfig>> = RwLock::new(None);
+
+/// Uses mutual TLS with `files` for every agent connection from now on
+/// (`None`: plaintext).
+///
+/// # Errors
+/// [`CliError::Io`] when a file cannot be read.
+pub fn use_tls(files: Option<&AgentTlsFiles>) -> Result<(), CliError> {
+    let config = match files {
+        None => None,
+        Some(files) => {
+            let read = |path: &Path| {
+                std::fs::read(path).map_err(|source| CliError::Io {
+                    action: "read",
+                    path: path.to_owned(),
+                    source,
+                })
+            };
+            Some(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(read(&files.cacert)?))
+                    .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?)),
+            )
+        }
+    };
+    *TLS.write().unwrap_or_else(PoisonError::into_inner) = config;
+    Ok(())
+}
+
+/// Whether agent connections use TLS.
+#[must_use]
+pub fn uses_tls() -> bool {
+    TLS.read().unwrap_or_else(PoisonError::into_inner).is_some()
+}
+
+fn endpoint(address: &AgentAddress) -> Result<Endpoint, CliError> {
+    let tls = TLS.read().unwrap_or_else(PoisonError::into_inner).clone();
+    let Some(tls) = tls else {
+        return Ok(Endpoint::from(Uri::clone(address.uri())));
+    };
+    let unreachable = |source| CliError::Unreachable {
+        address: address.clone(),
+        source,
+    };
+    let host = address
+        .uri()
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let endpoint = Endpoint::from_shared(format!("https://{address}"))
+        .map_err(unreachable)?
+        .tls_config(tls.domain_name(host))
+        .map_err(unreachable)?;
+    Ok(endpoint)
+}
+
 /// Clients for the agent's three services, sharing one connection.
 #[derive(Clone, Debug)]
 pub struct AgentClients {
@@ -143,7 +238,7 @@ pub struct AgentClients {
 /// [`CliError::ConnectTimeout`] when it does not complete within
 /// [`CONNECT_TIMEOUT`].
 pub async fn connect(address: &AgentAddress) -> Result<AgentClients, CliError> {
-    let endpoint = Endpoint::from(Uri::clone(address.uri())).connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = endpoint(address)?.connect_timeout(CONNECT_TIMEOUT);
     tracing::debug!(%address, "connecting to the agent");
     // connect_timeout bounds the TCP connect only; the outer timeout also
     // bounds the HTTP/2 handshake with a peer that accepts and then stalls.

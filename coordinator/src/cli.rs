@@ -32,9 +32,40 @@ warn).";
 #[derive(Debug, Parser)]
 #[command(name = "steward", version, about = "Upgrade, downgrade and back up etcd clusters", long_about = LONG_ABOUT, after_long_help = crate::exit::HELP)]
 pub struct Cli {
+    /// Mutual TLS towards the agents.
+    #[command(flatten)]
+    pub agent_tls: AgentTlsArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// This caller's identity towards agents that serve mutual TLS. All three
+/// or none; without them, a cluster file's `[agent_tls]` is used, and
+/// without that, plaintext (agents in insecure development mode).
+#[derive(Debug, Clone, Args)]
+pub struct AgentTlsArgs {
+    /// The CA that signed the agents' certificates.
+    #[arg(long, global = true, env = "STEWARD_AGENT_CACERT", value_name = "FILE", requires_all = ["agent_cert", "agent_key"])]
+    pub agent_cacert: Option<PathBuf>,
+    /// This caller's certificate, carrying its role (see `steward certs issue`).
+    #[arg(long, global = true, env = "STEWARD_AGENT_CERT", value_name = "FILE", requires_all = ["agent_cacert", "agent_key"])]
+    pub agent_cert: Option<PathBuf>,
+    /// This caller's private key.
+    #[arg(long, global = true, env = "STEWARD_AGENT_KEY", value_name = "FILE", requires_all = ["agent_cacert", "agent_cert"])]
+    pub agent_key: Option<PathBuf>,
+}
+
+impl AgentTlsArgs {
+    /// The files, when all three were given.
+    #[must_use]
+    pub fn files(&self) -> Option<crate::agent_client::AgentTlsFiles> {
+        Some(crate::agent_client::AgentTlsFiles {
+            cacert: self.agent_cacert.clone()?,
+            cert: self.agent_cert.clone()?,
+            key: self.agent_key.clone()?,
+        })
+    }
 }
 
 /// The top-level commands.
@@ -485,6 +516,10 @@ pub struct LocalUpArgs {
     /// [default: $STEWARD_ETCD_DIR, else ${XDG_CACHE_HOME:-$HOME/.cache}/steward/etcd].
     #[arg(long, value_name = "DIR")]
     pub binaries: Option<PathBuf>,
+    /// Run the agents in plaintext development mode (no certificates) instead of mutual TLS with a CA
+    /// made for this cluster in DIR/pki.
+    #[arg(long)]
+    pub insecure: bool,
     /// etcd's --initial-cluster-token [default: one unique to this cluster].
     #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
     pub token: Option<String>,

@@ -53,6 +53,11 @@ pub struct ClusterFile {
     /// come here).
     #[serde(default, skip_serializing_if = "EtcdSettings::is_default")]
     pub etcd: EtcdSettings,
+    /// Mutual TLS towards the agents: this caller's CA, certificate and key
+    /// (relative paths are taken from the file's directory). The
+    /// `--agent-cacert/--agent-cert/--agent-key` flags win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_tls: Option<crate::agent_client::AgentTlsFiles>,
     /// The members, at least one; names, agent addresses and client URLs are
     /// each unique.
     pub members: Vec<MemberEntry>,
@@ -369,6 +374,8 @@ pub struct ClusterTarget {
     pub name: Option<String>,
     /// How to reach etcd (defaults for `--agents`).
     pub etcd: EtcdSettings,
+    /// The file's `[agent_tls]`, its paths resolved.
+    pub agent_tls: Option<crate::agent_client::AgentTlsFiles>,
     /// The members, in the order given.
     pub members: Vec<TargetMember>,
 }
@@ -503,6 +510,9 @@ impl ClusterTarget {
             source: TargetSource::File(path.to_owned()),
             name: file.name,
             etcd: file.etcd,
+            agent_tls: file
+                .agent_tls
+                .map(|tls| tls.relative_to(path.parent().unwrap_or_else(|| Path::new(".")))),
             members: file
                 .members
                 .into_iter()
@@ -535,6 +545,7 @@ impl ClusterTarget {
             source: TargetSource::Agents,
             name: None,
             etcd: EtcdSettings::default(),
+            agent_tls: None,
             members: agents
                 .iter()
                 .map(|agent| TargetMember {

@@ -208,7 +208,7 @@ impl CliError {
                 address: address.clone(),
                 rpc,
                 code: status.code(),
-                message: status.message().to_owned(),
+                message: with_transport_hint(status),
             },
         }
     }
@@ -227,6 +227,33 @@ impl CliError {
     #[must_use]
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// A plaintext call to an agent that serves TLS ends in a dropped
+/// connection whose error says nothing about TLS; say what it most likely
+/// means.
+fn with_transport_hint(status: &Status) -> String {
+    let message = status.message();
+    // The agent's own statuses say what went wrong; these are the
+    // transport's words for a connection the peer dropped.
+    let dropped = [
+        "h2 protocol error",
+        "operation was canceled",
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+        "transport error",
+    ]
+    .iter()
+    .any(|words| message.contains(words));
+    if dropped && !crate::agent_client::uses_tls() {
+        format!(
+            "{message} (the agent probably serves mutual TLS: give --agent-cacert, --agent-cert and --agent-key, or a \
+             cluster file with [agent_tls])"
+        )
+    } else {
+        message.to_owned()
     }
 }
 

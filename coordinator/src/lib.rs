@@ -45,6 +45,9 @@ pub use error::CliError;
 /// Whatever the command fails with; [`CliError::exit_code`] says how the
 /// process should exit.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    if let Some(files) = cli.agent_tls.files() {
+        agent_client::use_tls(Some(&files))?;
+    }
     match cli.command {
         cli::Command::Agent(agent) => Box::pin(commands::agent::run(agent.command, out)).await,
         cli::Command::Local(local) => Box::pin(commands::local::run(local.command, out)).await,

@@ -19,6 +19,7 @@
 
 pub mod down;
 pub mod layout;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod releases;
@@ -47,6 +48,9 @@ pub const MAX_MEMBERS: usize = 7;
 /// directory, member, file or version it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    /// The cluster's certificates could not be made or used.
+    #[error("the local cluster's certificates: {0}")]
+    Tls(String),
     /// The target directory is in use.
     #[error("{dir} exists and is not empty; steward local up only writes into a new or empty directory")]
     DirNotEmpty {

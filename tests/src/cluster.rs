@@ -19,7 +19,11 @@ use steward_proto::v1 as pb;
 use steward_proto::v1::agent_client::AgentClient;
 use steward_proto::v1::binaries_client::BinariesClient;
 use steward_proto::v1::snapshots_client::SnapshotsClient;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::pki::Pki;
+use steward_coordinator::agent_client::AgentTlsFiles;
+use steward_proto::Role;
 
 use crate::binaries::{Release, binaries_dir};
 use crate::ports::{PortLease, lease};
@@ -43,6 +47,7 @@ pub struct ClusterBuilder {
     extra_flags: Vec<String>,
     member_tls: Vec<(String, String)>,
     retain: usize,
+    mutual_tls: bool,
 }
 
 impl ClusterBuilder {
@@ -59,6 +64,7 @@ impl ClusterBuilder {
             extra_flags: Vec::new(),
             member_tls: Vec::new(),
             retain: 5,
+            mutual_tls: false,
         }
     }
 
@@ -82,6 +88,15 @@ impl ClusterBuilder {
     pub fn member_tls(mut self, key: &str, toml_value: &str) -> Self {
         self.member_tls.retain(|(k, _)| k != key);
         self.member_tls.push((key.to_owned(), toml_value.to_owned()));
+        self
+    }
+
+    /// The agents serve mutual TLS with certificates of a CA made for this
+    /// cluster (see [`crate::pki`]); the harness and the in-process
+    /// coordinator call them as admin.
+    #[must_use]
+    pub const fn mutual_tls(mut self) -> Self {
+        self.mutual_tls = true;
         self
     }
 
@@ -136,15 +151,25 @@ impl ClusterBuilder {
             .map(|m| format!("{}={}", m.name, m.peer_url))
             .collect::<Vec<_>>()
             .join(",");
+        let pki = self.mutual_tls.then(|| {
+            let pki = Pki::create(&dir.path().join("pki"));
+            for member in &members {
+                pki.issue(Role::Agent, &member.name, &["127.0.0.1".to_owned()]);
+            }
+            steward_coordinator::agent_client::use_tls(Some(&pki.client("admin")))
+                .unwrap_or_else(|e| panic!("the test client identity: {e}"));
+            pki
+        });
         for member in &members {
             std::fs::create_dir_all(&member.dir)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", member.dir.display()));
-            let config = self.agent_config(member, &initial_cluster, &token, &import_dir);
+            let config = self.agent_config(member, &initial_cluster, &token, &import_dir, pki.as_ref());
             std::fs::write(&member.config_path, config)
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", member.config_path.display()));
         }
         let mut cluster = Cluster {
             dir: Some(dir),
+            pki,
             members,
             release: self.release,
             _leases: leases,
@@ -156,7 +181,14 @@ impl ClusterBuilder {
         cluster
     }
 
-    fn agent_config(&self, member: &Member, initial_cluster: &str, token: &str, import_dir: &Path) -> String {
+    fn agent_config(
+        &self,
+        member: &Member,
+        initial_cluster: &str,
+        token: &str,
+        import_dir: &Path,
+        pki: Option<&Pki>,
+    ) -> String {
         let mut supervision = String::new();
         for (key, value) in &self.supervision {
             let _ = writeln!(supervision, "{key} = {value}");
@@ -175,6 +207,7 @@ listen = "{agent}"
 state_dir = "{state}"
 import_dirs = ["{binaries}", "{import}"]
 initial_binary = "{initial}"
+{access}
 
 [supervision]
 {supervision}
@@ -198,6 +231,15 @@ extra_flags = [{extra}]
             binaries = binaries_dir().display(),
             import = import_dir.display(),
             initial = self.release.etcd().display(),
+            access = match pki {
+                Some(pki) => format!(
+                    "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+                    pki.dir.join(format!("{}.crt", member.name)).display(),
+                    pki.dir.join(format!("{}.key", member.name)).display(),
+                    pki.ca_cert().display()
+                ),
+                None => "insecure = true\n".to_owned(),
+            },
             retain = self.retain,
             name = member.name,
             data = member.data_dir.display(),
@@ -237,6 +279,8 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Cluster {
     dir: Option<tempfile::TempDir>,
+    /// The certificates, when the agents serve mutual TLS.
+    pub pki: Option<Pki>,
     /// The members, in order.
     pub members: Vec<Member>,
     release: Release,
@@ -397,17 +441,52 @@ impl Cluster {
         SnapshotsClient::new(self.channel(i).await)
     }
 
+    /// One attempt at a channel to member `i`'s agent with `identity`
+    /// (`None`: plaintext; over TLS the CA alone, or a client certificate).
+    ///
+    /// # Errors
+    /// The transport's error.
+    pub async fn channel_with(
+        &self,
+        i: usize,
+        identity: Option<ChannelIdentity>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let address = &self.members[i].agent_addr;
+        let read = |path: &Path| std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let url = |scheme: &str| {
+            Channel::from_shared(format!("{scheme}://{address}")).unwrap_or_else(|e| panic!("bad agent address: {e}"))
+        };
+        let endpoint = match identity {
+            None => url("http"),
+            Some(ChannelIdentity::NoCertificate(ca)) => url("https").tls_config(
+                ClientTlsConfig::new()
+                    .domain_name("127.0.0.1")
+                    .ca_certificate(Certificate::from_pem(read(&ca))),
+            )?,
+            Some(ChannelIdentity::Client(files)) => url("https").tls_config(
+                ClientTlsConfig::new()
+                    .domain_name("127.0.0.1")
+                    .ca_certificate(Certificate::from_pem(read(&files.cacert)))
+                    .identity(Identity::from_pem(read(&files.cert), read(&files.key))),
+            )?,
+        };
+        endpoint.connect_timeout(Duration::from_secs(2)).connect().await
+    }
+
+    /// How the harness calls agents: as admin over mutual TLS, or in
+    /// plaintext.
+    fn own_identity(&self) -> Option<ChannelIdentity> {
+        self.pki
+            .as_ref()
+            .map(|pki| ChannelIdentity::Client(pki.client("admin")))
+    }
+
     /// A gRPC channel to member `i`'s agent.
     pub async fn channel(&self, i: usize) -> Channel {
-        let url = format!("http://{}", self.members[i].agent_addr);
+        let url = self.members[i].agent_addr.clone();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            match Channel::from_shared(url.clone())
-                .unwrap_or_else(|e| panic!("bad agent url {url}: {e}"))
-                .connect_timeout(Duration::from_secs(2))
-                .connect()
-                .await
-            {
+            match self.channel_with(i, self.own_identity()).await {
                 Ok(channel) => return channel,
                 // Refused while the agent starts up: try again.
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
@@ -463,12 +542,7 @@ impl Cluster {
     async fn readiness(&self) -> Result<(), String> {
         let mut leaders = Vec::new();
         for (i, member) in self.members.iter().enumerate() {
-            let Ok(channel) = Channel::from_shared(format!("http://{}", member.agent_addr))
-                .map_err(|e| e.to_string())?
-                .connect_timeout(Duration::from_secs(1))
-                .connect()
-                .await
-            else {
+            let Ok(channel) = self.channel_with(i, self.own_identity()).await else {
                 return Err(format!("agent of {} not listening", member.name));
             };
             let status = AgentClient::new(channel)
@@ -626,4 +700,13 @@ pub fn kill_processes_mentioning(dir: &Path) {
 #[allow(clippy::disallowed_methods)]
 fn pause_between_kill_rounds() {
     std::thread::sleep(Duration::from_millis(50));
+}
+
+/// Who a test connects to an agent as, over TLS.
+#[derive(Debug, Clone)]
+pub enum ChannelIdentity {
+    /// With these client files.
+    Client(AgentTlsFiles),
+    /// With this CA, and no client certificate.
+    NoCertificate(PathBuf),
 }

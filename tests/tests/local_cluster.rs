@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use steward_coordinator::agent_client;
 use steward_coordinator::cluster_file::ClusterFile;
 use steward_coordinator::local::process::{Liveness, ProcessId, mentioning};
 use steward_proto::v1 as pb;
@@ -75,11 +76,15 @@ fn logs_hint(dir: &Path) -> String {
     )
 }
 
+/// GetStatus as `steward` makes it: over mutual TLS with the identity the
+/// cluster file names.
 async fn status(agent: &str) -> pb::GetStatusResponse {
-    let mut client = AgentClient::connect(format!("http://{agent}"))
+    let address = agent.parse().unwrap_or_else(|e| panic!("{agent}: {e}"));
+    let mut clients = agent_client::connect(&address)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the agent at {agent}: {e}"));
-    client
+    clients
+        .agent
         .get_status(pb::GetStatusRequest {})
         .await
         .unwrap_or_else(|s| panic!("GetStatus on {agent}: {s}"))
@@ -121,6 +126,15 @@ async fn up_runs_in_the_background_and_down_stops_everything_twice() {
     assert_eq!(cluster.members.len(), 3);
     let local = cluster.local.as_ref().expect("a [local] table");
     assert_eq!(local.dir, dir);
+
+    // The agents serve mutual TLS with the cluster's own CA; plaintext gets
+    // no answer, the cluster file's identity does.
+    let identity = cluster.agent_tls.clone().expect("an [agent_tls] table");
+    let plain = AgentClient::connect(format!("http://{}", cluster.members[0].agent)).await;
+    if let Ok(mut plain) = plain {
+        assert!(plain.get_status(pb::GetStatusRequest {}).await.is_err());
+    }
+    agent_client::use_tls(Some(&identity.relative_to(&dir))).unwrap_or_else(|e| panic!("{e}"));
 
     // Every agent answers for its member, which is reachable and runs 3.4.
     let mut etcd_pids = Vec::new();
@@ -165,7 +179,22 @@ async fn up_runs_in_the_background_and_down_stops_everything_twice() {
 
     // The agent commands work against it.
     let agent0 = cluster.members[0].agent.to_string();
-    let agent_status = steward(&["agent", "status", "--agent", &agent0]);
+    let plain = steward(&["agent", "status", "--agent", &agent0]);
+    assert_eq!(plain.status.code(), Some(1), "{}", describe(&plain));
+    assert!(text(&plain.stderr).contains("--agent-cacert"), "{}", describe(&plain));
+    let files = identity.relative_to(&dir);
+    let agent_status = steward(&[
+        "agent",
+        "status",
+        "--agent",
+        &agent0,
+        "--agent-cacert",
+        &files.cacert.display().to_string(),
+        "--agent-cert",
+        &files.cert.display().to_string(),
+        "--agent-key",
+        &files.key.display().to_string(),
+    ]);
     assert_eq!(agent_status.status.code(), Some(0), "{}", describe(&agent_status));
     assert!(
         text(&agent_status.stdout).contains("| member name          | m0"),

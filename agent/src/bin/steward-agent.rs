@@ -12,6 +12,10 @@ struct Args {
     /// The agent's TOML config file.
     #[arg(long, env = "STEWARD_AGENT_CONFIG")]
     config: PathBuf,
+    /// Serve the API in plaintext without authentication (development only; refused unless the listen
+    /// address is loopback). The same as `insecure = true` in the config.
+    #[arg(long, env = "STEWARD_AGENT_INSECURE")]
+    insecure: bool,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", env = "STEWARD_AGENT_LOG_FORMAT")]
     log_format: LogFormat,
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = steward_agent::config::Config::load(&args.config)?;
+    let config = steward_agent::config::Config::load_with(&args.config, args.insecure)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(steward_agent::server::run(config, steward_agent::signal::shutdown()))?;
     Ok(())

@@ -9,7 +9,6 @@ use serde::Serialize;
 use steward_proto::v1 as pb;
 
 use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
-use crate::cluster_file::ClusterTarget;
 use crate::error::CliError;
 use crate::flag_check;
 use crate::format::{hex_id, human_bytes};
@@ -23,7 +22,7 @@ use crate::table::{Tabular, with_header as table};
 
 /// Observes the cluster the arguments name.
 pub async fn observe_target(args: &ClusterArgs) -> Result<Observation, CliError> {
-    let target = ClusterTarget::from_args(args)?;
+    let target = super::cluster_target(args)?;
     let agents: Vec<_> = target.members.iter().map(|m| m.agent.clone()).collect();
     let client_urls: Vec<String> = target.members.iter().filter_map(|m| m.client_url.clone()).collect();
     Ok(observe(&agents, &client_urls).await?)

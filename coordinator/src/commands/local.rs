@@ -54,6 +54,7 @@ async fn up(args: LocalUpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         ports: args.port_range.map_or(PortSource::Kernel, PortSource::Range),
         agent_binary: local::agent_binary()?,
         ready_timeout: local::READY_TIMEOUT,
+        insecure: args.insecure,
     };
     tracing::info!(dir = %spec.dir.display(), version = %spec.release.version, members = spec.members, "starting a local cluster");
     let report = local::up(&spec).await?;
@@ -176,8 +177,16 @@ impl Tabular for LocalUpView {
                 Cell::new(yes_no(m.is_leader)),
             ]);
         }
+        let access = match &self.cluster.agent_tls {
+            Some(_) => format!(
+                "mutual TLS; CA and certificates in {}/pki, steward calls as admin (the cluster file's [agent_tls])",
+                self.dir
+            ),
+            None => "INSECURE: plaintext, no authentication (--insecure; loopback only)".to_owned(),
+        };
         let summary = key_values([
             ("cluster file", self.cluster_file.clone()),
+            ("agent API", access),
             (
                 "logs",
                 format!("{0}/m*/agent.log, {0}/m*/state/logs/etcd.log", self.dir),

@@ -7,7 +7,6 @@ use std::io::Write;
 use comfy_table::Table;
 
 use crate::cli::{RollArgs, RollbackArgs};
-use crate::cluster_file::ClusterTarget;
 use crate::commands::cluster::failed_rules;
 use crate::error::CliError;
 use crate::events::{EventSink, Lines, Ndjson};
@@ -91,7 +90,7 @@ impl Tabular for RollReport {
 
 /// `steward rollback`: the changed members back to their previous version.
 pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let target = ClusterTarget::from_args(&args.cluster)?;
+    let target = super::cluster_target(&args.cluster)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
     let options = RollOptions {
         direction: Direction::Downgrade,
@@ -120,7 +119,7 @@ pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), Cli
 
 /// Runs the change and reports it.
 pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let target = ClusterTarget::from_args(&args.cluster)?;
+    let target = super::cluster_target(&args.cluster)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
     let binaries = args
         .source

@@ -127,6 +127,11 @@ pub async fn down(dir: &Path, purge: bool) -> Result<DownReport, LocalError> {
         return Err(LocalError::NotLocalDir { dir });
     }
     let records = processes.map(|p| p.agents).unwrap_or_default();
+    // The agents of a cluster made with certificates answer only its admin.
+    let pki = super::pki::Pki::at(&dir);
+    if pki.exists() {
+        crate::agent_client::use_tls(Some(&pki.admin())).map_err(|e| LocalError::Tls(e.to_string()))?;
+    }
 
     // The members: from the cluster file, and any agent recorded beyond it
     // (an `up` that did not finish has only the record).

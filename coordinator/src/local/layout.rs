@@ -125,8 +125,24 @@ struct AgentConfig {
     state_dir: PathBuf,
     import_dirs: Vec<PathBuf>,
     initial_binary: PathBuf,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    insecure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<AgentTlsSection>,
     supervision: Supervision,
     member: MemberSpec,
+}
+
+/// `[tls]` of an agent config: its certificate and key, and the CA of its
+/// callers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentTlsSection {
+    /// The agent's certificate.
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    /// The CA of the callers' certificates.
+    pub client_ca_file: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,12 +173,15 @@ pub fn agent_config(
     token: &str,
     binaries: &Path,
     initial_binary: &Path,
+    tls: Option<&AgentTlsSection>,
 ) -> Result<String, toml::ser::Error> {
     let config = AgentConfig {
         listen: member.agent_address().to_string(),
         state_dir: member.state_dir(),
         import_dirs: vec![binaries.to_owned()],
         initial_binary: initial_binary.to_owned(),
+        insecure: tls.is_none(),
+        tls: tls.cloned(),
         supervision: Supervision {
             stop_grace: humantime::format_duration(STOP_GRACE).to_string(),
         },
@@ -244,6 +263,7 @@ mod tests {
             "steward-local-demo",
             Path::new("/e"),
             Path::new("/e/3.4.23/etcd"),
+            None,
         )
         .unwrap();
         let value: toml::Table = toml::from_str(&text).unwrap();

@@ -46,6 +46,8 @@ pub struct UpSpec {
     pub agent_binary: PathBuf,
     /// How long to wait for the cluster, per attempt.
     pub ready_timeout: Duration,
+    /// Agents in plaintext development mode instead of mutual TLS.
+    pub insecure: bool,
 }
 
 /// A started and ready local cluster.
@@ -92,6 +94,10 @@ pub async fn up(spec: &UpSpec) -> Result<UpReport, LocalError> {
     // directory as a local cluster's for `down`, even after a crash.
     write_processes(&processes_path, &ProcessesFile::default())?;
     let token = spec.token.clone().unwrap_or_else(|| default_token(&dir));
+    if !spec.insecure {
+        let pki = super::pki::create(&dir, spec.members)?;
+        crate::agent_client::use_tls(Some(&pki.admin())).map_err(|e| LocalError::Tls(e.to_string()))?;
+    }
     let mut avoid = BTreeSet::new();
     let mut last_conflict = String::new();
     for attempt in 1..=ATTEMPTS {
@@ -234,13 +240,19 @@ async fn start_and_wait(
     let cluster = layout::initial_cluster(layouts);
     for member in layouts {
         std::fs::create_dir_all(&member.dir).map_err(io_error("create", &member.dir))?;
-        let config =
-            layout::agent_config(member, &cluster, token, &spec.binaries, &spec.release.etcd).map_err(|source| {
-                LocalError::Encode {
-                    path: member.config_path(),
-                    source,
-                }
-            })?;
+        let tls = (!spec.insecure).then(|| super::pki::Pki::at(dir).agent_tls(&member.name));
+        let config = layout::agent_config(
+            member,
+            &cluster,
+            token,
+            &spec.binaries,
+            &spec.release.etcd,
+            tls.as_ref(),
+        )
+        .map_err(|source| LocalError::Encode {
+            path: member.config_path(),
+            source,
+        })?;
         cluster_file::write_atomic(&member.config_path(), config.as_bytes()).map_err(LocalError::from)?;
     }
     let mut record = ProcessesFile::default();
@@ -454,6 +466,7 @@ fn finish(
     let cluster = ClusterFile {
         name: dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         etcd: cluster_file::EtcdSettings::default(),
+        agent_tls: (!spec.insecure).then(super::pki::Pki::cluster_file_identity),
         members: layouts
             .iter()
             .map(|m| MemberEntry {
