@@ -64,7 +64,7 @@ impl ClusterBuilder {
             extra_flags: Vec::new(),
             member_tls: Vec::new(),
             retain: 5,
-            mutual_tls: false,
+            mutual_tls: true,
         }
     }
 
@@ -91,12 +91,13 @@ impl ClusterBuilder {
         self
     }
 
-    /// The agents serve mutual TLS with certificates of a CA made for this
-    /// cluster (see [`crate::pki`]); the harness and the in-process
-    /// coordinator call them as admin.
+    /// The agents in plaintext development mode instead of the default:
+    /// mutual TLS with certificates of a CA made for this cluster (see
+    /// [`crate::pki`]), which the harness, the in-process coordinator and
+    /// [`steward_command`] use as admin.
     #[must_use]
-    pub const fn mutual_tls(mut self) -> Self {
-        self.mutual_tls = true;
+    pub const fn insecure(mut self) -> Self {
+        self.mutual_tls = false;
         self
     }
 
@@ -156,8 +157,12 @@ impl ClusterBuilder {
             for member in &members {
                 pki.issue(Role::Agent, &member.name, &["127.0.0.1".to_owned()]);
             }
-            steward_coordinator::agent_client::use_tls(Some(&pki.client("admin")))
+            let admin = pki.client("admin");
+            steward_coordinator::agent_client::use_tls(Some(&admin))
                 .unwrap_or_else(|e| panic!("the test client identity: {e}"));
+            *STEWARD_IDENTITY
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admin);
             pki
         });
         for member in &members {
@@ -285,6 +290,29 @@ pub struct Cluster {
     pub members: Vec<Member>,
     release: Release,
     _leases: Vec<PortLease>,
+}
+
+/// The identity `steward` runs with in tests: the admin of the last
+/// cluster started with mutual TLS.
+static STEWARD_IDENTITY: std::sync::Mutex<Option<AgentTlsFiles>> = std::sync::Mutex::new(None);
+
+/// `steward` as a test runs it: with the admin identity of the cluster this
+/// test started (in `STEWARD_AGENT_CACERT/CERT/KEY`), if it started one
+/// with mutual TLS.
+#[must_use]
+pub fn steward_command() -> Command {
+    let mut command = Command::new(steward_binary());
+    let identity = STEWARD_IDENTITY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(files) = identity {
+        command
+            .env("STEWARD_AGENT_CACERT", files.cacert)
+            .env("STEWARD_AGENT_CERT", files.cert)
+            .env("STEWARD_AGENT_KEY", files.key);
+    }
+    command
 }
 
 /// The steward-agent binary under test: `STEWARD_AGENT_BIN`, or next to the

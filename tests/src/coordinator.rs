@@ -3,11 +3,11 @@
 //! member, start a second one).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::cluster::steward_binary;
+use crate::cluster::steward_command;
 
 /// A coordinator running in the background.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub struct Running {
 /// lines as they come (events, then the final report).
 #[must_use]
 pub fn start(args: &[&str]) -> Running {
-    let mut child = Command::new(steward_binary())
+    let mut child = steward_command()
         .args(args)
         .arg("--events")
         .stdout(Stdio::piped())

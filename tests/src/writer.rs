@@ -2,6 +2,8 @@
 //! test changes the cluster, remembers every acknowledged write, and checks
 //! afterwards that each one is still there with its value.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -26,6 +28,7 @@ pub struct WriterReport {
 pub struct Writer {
     stop: oneshot::Sender<()>,
     task: JoinHandle<WriterReport>,
+    acked: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -39,6 +42,8 @@ impl Writer {
             .unwrap_or_else(|e| panic!("writer cannot connect to {endpoints:?}: {e}"));
         let prefix = prefix.to_owned();
         let (stop, mut stopped) = oneshot::channel();
+        let acked = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&acked);
         let task = tokio::spawn(async move {
             let mut report = WriterReport::default();
             let mut last_ack = Instant::now();
@@ -53,6 +58,7 @@ impl Writer {
                         report.longest_stall = report.longest_stall.max(last_ack.elapsed());
                         last_ack = Instant::now();
                         report.acked.push((key, value));
+                        counter.fetch_add(1, Ordering::SeqCst);
                     }
                     Err(_) => report.failures += 1,
                 }
@@ -60,7 +66,32 @@ impl Writer {
             }
             report
         });
-        Self { stop, task }
+        Self { stop, task, acked }
+    }
+
+    /// Writes acknowledged so far.
+    #[must_use]
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `more` writes beyond those acknowledged now are
+    /// acknowledged: proof that the cluster takes writes (no figure of
+    /// writes per second is assumed).
+    ///
+    /// # Panics
+    /// When that takes longer than `timeout`.
+    pub async fn wait_for_more(&self, more: u64, timeout: Duration) {
+        let goal = self.acked() + more;
+        let deadline = Instant::now() + timeout;
+        while self.acked() < goal {
+            assert!(
+                Instant::now() < deadline,
+                "the writer got {} of {more} more writes acknowledged within {timeout:?}",
+                more - (goal - self.acked())
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops writing and returns what happened.

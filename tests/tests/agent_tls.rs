@@ -77,7 +77,7 @@ async fn connect(cluster: &Cluster, identity: ChannelIdentity) -> Channel {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_refuses_a_caller_it_cannot_identify() {
-    let cluster = ClusterBuilder::new(1, newest(3, 5)).mutual_tls().start().await;
+    let cluster = ClusterBuilder::new(1, newest(3, 5)).start().await;
     let pki = cluster.pki.clone().expect("pki");
     let before = cluster.status(0).await;
     let callers = [
@@ -131,7 +131,7 @@ async fn every_rpc_refuses_a_caller_it_cannot_identify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_limit_what_a_caller_may_do() {
-    let cluster = ClusterBuilder::new(1, newest(3, 5)).mutual_tls().start().await;
+    let cluster = ClusterBuilder::new(1, newest(3, 5)).start().await;
     let pki = cluster.pki.clone().expect("pki");
     let as_role = |name: &str| ChannelIdentity::Client(pki.client(name));
 
@@ -223,7 +223,7 @@ fn steward(args: &[String]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steward_calls_agents_with_its_certificate() {
-    let cluster = ClusterBuilder::new(3, newest(3, 4)).mutual_tls().start().await;
+    let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
     let pki = cluster.pki.clone().expect("pki");
     let agents = cluster.agents_arg();
     let identity = |name: &str| {

@@ -6,11 +6,10 @@
 //! under the lock's prefix; a coordinator whose lock lease is gone stops
 //! before its next member.
 
-use std::process::Command;
 use std::time::Duration;
 
 use steward_proto::v1 as pb;
-use steward_tests::cluster::steward_binary;
+use steward_tests::cluster::steward_command;
 use steward_tests::{ClusterBuilder, coordinator, newest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +20,7 @@ async fn a_second_coordinator_is_refused_naming_the_holder() {
     let mut first = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
     // The lock is taken right before staging.
     first.wait_for("staged");
-    let second = Command::new(steward_binary())
+    let second = steward_command()
         .args(["upgrade", "--agents", &agents, "--to", &to])
         .output()
         .expect("run a second coordinator");
@@ -62,7 +61,7 @@ async fn a_killed_coordinator_is_finished_by_running_it_again() {
         "the roll was interrupted: {versions:?}"
     );
 
-    let rerun = Command::new(steward_binary())
+    let rerun = steward_command()
         .args(["upgrade", "--agents", &agents, "--to", &to, "-w", "json"])
         .output()
         .expect("run the same command again");

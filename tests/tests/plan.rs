@@ -3,9 +3,7 @@
 //! flag changes each agent reports for each pass, and every check; nothing
 //! changes.
 
-use std::process::Command;
-
-use steward_tests::cluster::steward_binary;
+use steward_tests::cluster::steward_command;
 use steward_tests::{ClusterBuilder, exact, newest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +17,7 @@ async fn plan_from_3_3_to_3_5_shows_two_passes_the_leader_last_flags_and_checks(
     let end = newest(3, 5);
     let leader = cluster.members[cluster.leader_index().await].name.clone();
 
-    let out = Command::new(steward_binary())
+    let out = steward_command()
         .args([
             "plan",
             "--agents",
@@ -72,7 +70,7 @@ async fn plan_from_3_3_to_3_5_shows_two_passes_the_leader_last_flags_and_checks(
     assert_eq!(plan["refused"], false);
 
     // The table form lists both passes and the checks, and nothing changed.
-    let table = Command::new(steward_binary())
+    let table = steward_command()
         .args(["plan", "--agents", &agents, "--to", &end.version.to_string()])
         .output()
         .expect("run steward plan");

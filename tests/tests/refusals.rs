@@ -3,14 +3,14 @@
 //! nothing staged, no snapshot taken). The data of a member migrated from
 //! etcd 2 without v3 data is laid out by hand next to a running member.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use steward_proto::v1 as pb;
-use steward_tests::cluster::steward_binary;
+use steward_tests::cluster::steward_command;
 use steward_tests::{Cluster, ClusterBuilder, exact, fake, newest};
 
 fn steward(args: &[&str]) -> Output {
-    Command::new(steward_binary()).args(args).output().expect("run steward")
+    steward_command().args(args).output().expect("run steward")
 }
 
 /// What every member looks like: binary version, staged versions, snapshots.

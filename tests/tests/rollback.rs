@@ -3,14 +3,14 @@
 //! time; after a finished upgrade it refuses (exit 3) and says why; after a
 //! partial downgrade the downgraded members go back up, and only they.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use steward_proto::v1 as pb;
-use steward_tests::cluster::steward_binary;
+use steward_tests::cluster::steward_command;
 use steward_tests::{ClusterBuilder, coordinator, exact, newest};
 
 fn steward(args: &[&str]) -> Output {
-    Command::new(steward_binary()).args(args).output().expect("run steward")
+    steward_command().args(args).output().expect("run steward")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

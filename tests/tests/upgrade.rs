@@ -24,13 +24,15 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
     let leader_before = cluster.leader_index().await;
 
     let writer = Writer::start(cluster.all_client_urls(), "upgrade/").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.wait_for_more(20, Duration::from_secs(30)).await;
     let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
     let mut events = Recorder {
         events: Vec::new(),
         inner: Lines(std::io::stderr()),
     };
     let report = roll::run(agents, options, &mut events).await;
+    // The cluster still takes writes after the change.
+    writer.wait_for_more(20, Duration::from_secs(30)).await;
     let writes = writer.stop().await;
 
     assert_eq!(
@@ -109,7 +111,6 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
         assert_eq!(status.version, new.version.to_string());
         assert_eq!(status.cluster_version, "3.5.0");
     }
-    assert!(writes.acked.len() > 100, "{} writes acknowledged", writes.acked.len());
     let mut client = cluster.etcd(&[0, 1, 2]).await;
     let lost = lost_writes(&mut client, "upgrade/", &writes).await;
     assert!(lost.is_empty(), "lost {} acknowledged writes", lost.len());
