@@ -19,6 +19,8 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::audit::{AuditLog, Pending};
+
 /// Who made a call, as the audit log records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
@@ -121,15 +123,55 @@ pub fn authorize(
     })
 }
 
+/// The RPCs the audit log records (by their method name), refused ones
+/// included: those that change the host, and the snapshot download, which
+/// copies every secret stored in etcd.
+#[must_use]
+pub fn audited(path: &str) -> Option<&'static str> {
+    const AUDITED: [&str; 9] = [
+        "Activate",
+        "Rollback",
+        "Start",
+        "Stop",
+        "Restart",
+        "ImportBinary",
+        "UploadBinary",
+        "TakeSnapshot",
+        "DownloadSnapshot",
+    ];
+    let method = path.strip_prefix("/steward.agent.v1.")?.split_once('/')?.1;
+    AUDITED.into_iter().find(|m| *m == method)
+}
+
+/// Who a refused caller claimed to be, for the audit log: the subject of
+/// the certificate it showed (not verified), or that it showed none.
+fn claimed(certs: Option<&[CertificateDer<'static>]>) -> Caller {
+    let subject = certs
+        .and_then(<[_]>::first)
+        .and_then(|leaf| {
+            X509Certificate::from_der(leaf)
+                .ok()
+                .map(|(_, c)| c.subject().to_string())
+        })
+        .map_or_else(|| "no client certificate".to_owned(), |s| format!("{s} (refused)"));
+    Caller { subject, role: None }
+}
+
 /// The tower layer that runs [`authorize`] in front of every service.
 #[derive(Clone, Debug)]
-pub struct AccessLayer(Arc<Policy>);
+pub struct AccessLayer {
+    policy: Arc<Policy>,
+    audit: Arc<AuditLog>,
+}
 
 impl AccessLayer {
-    /// Admits calls by `policy`.
+    /// Admits calls by `policy`; refusals of audited RPCs go to `audit`.
     #[must_use]
-    pub fn new(policy: Policy) -> Self {
-        Self(Arc::new(policy))
+    pub fn new(policy: Policy, audit: Arc<AuditLog>) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            audit,
+        }
     }
 }
 
@@ -139,7 +181,8 @@ impl<S> tower::Layer<S> for AccessLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Access {
             inner,
-            policy: Arc::clone(&self.0),
+            policy: Arc::clone(&self.policy),
+            audit: Arc::clone(&self.audit),
         }
     }
 }
@@ -149,6 +192,7 @@ impl<S> tower::Layer<S> for AccessLayer {
 pub struct Access<S> {
     inner: S,
     policy: Arc<Policy>,
+    audit: Arc<AuditLog>,
 }
 
 type Answer<E> = Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>;
@@ -188,6 +232,11 @@ where
             }
             Err(status) => {
                 tracing::warn!(%path, code = ?status.code(), reason = %status.message(), "call refused");
+                if let Some(rpc) = audited(&path) {
+                    let caller = claimed(certs.as_deref().map(Vec::as_slice));
+                    let status = Err::<(), _>(status.clone());
+                    let _ = Pending::start(&self.audit, Some(&caller), rpc, 0).finish(status);
+                }
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
@@ -321,6 +370,19 @@ mod tests {
         );
         // Open health opens nothing else.
         assert!(authorize(&policy(&ca, true), STATUS, None, UnixTime::now()).is_err());
+    }
+
+    #[test]
+    fn the_audited_rpcs_are_the_changes_and_the_download() {
+        assert_eq!(audited(ACTIVATE), Some("Activate"));
+        assert_eq!(
+            audited("/steward.agent.v1.Snapshots/DownloadSnapshot"),
+            Some("DownloadSnapshot")
+        );
+        assert_eq!(audited("/steward.agent.v1.Binaries/UploadBinary"), Some("UploadBinary"));
+        assert_eq!(audited(STATUS), None);
+        assert_eq!(audited("/steward.agent.v1.Snapshots/ListSnapshots"), None);
+        assert_eq!(audited("/grpc.health.v1.Health/Check"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod audit;
 pub mod config;
 pub mod datadir;
 pub mod error;

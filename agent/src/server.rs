@@ -34,6 +34,15 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log {path}")]
+    Audit {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The TLS material could not be loaded.
     #[error("cannot set up mutual TLS")]
     Tls(#[source] crate::tls::TlsError),
@@ -68,7 +77,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // tasks (supervisor, log follower) stop only after the drain, so an RPC
     // still in flight can finish.
     let streams = CancellationToken::new();
-    let service = AgentService::new(Arc::clone(&agent), streams.clone());
+    let audit = crate::audit::AuditLog::open(&config.state_dir).map_err(|source| ServeError::Audit {
+        path: config.state_dir.join(crate::audit::FILE_NAME),
+        source,
+    })?;
+    let audit = Arc::new(audit);
+    let service = AgentService::new(Arc::clone(&agent), streams.clone(), Arc::clone(&audit));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in [
@@ -113,7 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     notify_ready();
     let stop = token.clone();
     let router = tonic::transport::Server::builder()
-        .layer(AccessLayer::new(policy))
+        .layer(AccessLayer::new(policy, Arc::clone(&audit)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -13,6 +13,9 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access::Caller;
+use crate::audit::{AuditLog, Pending};
+
 use crate::agent::{Agent, Switched};
 use crate::error::{AgentError, BinaryRefusal};
 use crate::flags::{ChangeKind, FlagChange};
@@ -33,17 +36,29 @@ type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 's
 #[derive(Clone, Debug)]
 pub struct AgentService {
     agent: Arc<Agent>,
+    /// Every call that changes something is written here.
+    audit: Arc<AuditLog>,
     /// Ends open follow streams, which would otherwise hold the graceful
     /// shutdown of the server open forever.
     shutdown: CancellationToken,
 }
 
 impl AgentService {
-    /// Services for `agent`; streams that follow end at `shutdown`.
+    /// Services for `agent`; streams that follow end at `shutdown`; calls
+    /// that change something are written to `audit`.
     #[must_use]
-    pub const fn new(agent: Arc<Agent>, shutdown: CancellationToken) -> Self {
-        Self { agent, shutdown }
+    pub const fn new(agent: Arc<Agent>, shutdown: CancellationToken, audit: Arc<AuditLog>) -> Self {
+        Self { agent, audit, shutdown }
     }
+
+    /// Starts the audit line of `rpc` made by `request`'s caller.
+    fn audit<T>(&self, request: &Request<T>, rpc: &'static str, fencing_token: i64) -> Pending {
+        Pending::start(&self.audit, request.extensions().get::<Caller>(), rpc, fencing_token)
+    }
+}
+
+fn timeout_arg(timeout: Option<prost_types::Duration>) -> serde_json::Value {
+    timeout.map_or(serde_json::Value::Null, |d| format!("{}s", d.seconds).into())
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> AgentError {
@@ -271,38 +286,31 @@ impl pb::agent_server::Agent for AgentService {
     }
 
     async fn activate(&self, request: Request<pb::ActivateRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
-        let request = request.into_inner();
-        self.agent.admit(request.fencing_token)?;
-        let version = parse_version("version", &request.version)?;
-        let timeout = parse_timeout("timeout", request.timeout)?;
-        let switched = Box::pin(self.agent.activate(version, timeout)).await?;
-        Ok(Response::new(switched_to_pb(switched)))
+        let mut call = self.audit(&request, "Activate", request.get_ref().fencing_token);
+        call.arg("version", request.get_ref().version.clone());
+        call.arg("timeout", timeout_arg(request.get_ref().timeout));
+        call.finish(self.activate_call(request.into_inner()).await)
     }
 
     async fn rollback(&self, request: Request<pb::RollbackRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
-        let request = request.into_inner();
-        self.agent.admit(request.fencing_token)?;
-        let timeout = parse_timeout("timeout", request.timeout)?;
-        let switched = Box::pin(self.agent.rollback(timeout)).await?;
-        Ok(Response::new(switched_to_pb(switched)))
+        let mut call = self.audit(&request, "Rollback", request.get_ref().fencing_token);
+        call.arg("timeout", timeout_arg(request.get_ref().timeout));
+        call.finish(self.rollback_call(request.into_inner()).await)
     }
 
     async fn start(&self, request: Request<pb::StartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
-        self.agent.admit(request.get_ref().fencing_token)?;
-        let pid = self.agent.start_member().await?;
-        Ok(Response::new(self.lifecycle(pid)))
+        let call = self.audit(&request, "Start", request.get_ref().fencing_token);
+        call.finish(self.start_call(request.get_ref().fencing_token).await)
     }
 
     async fn stop(&self, request: Request<pb::StopRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
-        self.agent.admit(request.get_ref().fencing_token)?;
-        self.agent.stop_member().await?;
-        Ok(Response::new(self.lifecycle(0)))
+        let call = self.audit(&request, "Stop", request.get_ref().fencing_token);
+        call.finish(self.stop_call(request.get_ref().fencing_token).await)
     }
 
     async fn restart(&self, request: Request<pb::RestartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
-        self.agent.admit(request.get_ref().fencing_token)?;
-        let pid = self.agent.restart_member().await?;
-        Ok(Response::new(self.lifecycle(pid)))
+        let call = self.audit(&request, "Restart", request.get_ref().fencing_token);
+        call.finish(self.restart_call(request.get_ref().fencing_token).await)
     }
 
     type TailLogsStream = ServiceStream<pb::TailLogsResponse>;
@@ -341,6 +349,39 @@ impl pb::agent_server::Agent for AgentService {
 }
 
 impl AgentService {
+    async fn activate_call(&self, request: pb::ActivateRequest) -> Result<Response<pb::ActivateResponse>, Status> {
+        self.agent.admit(request.fencing_token)?;
+        let version = parse_version("version", &request.version)?;
+        let timeout = parse_timeout("timeout", request.timeout)?;
+        let switched = Box::pin(self.agent.activate(version, timeout)).await?;
+        Ok(Response::new(switched_to_pb(switched)))
+    }
+
+    async fn rollback_call(&self, request: pb::RollbackRequest) -> Result<Response<pb::ActivateResponse>, Status> {
+        self.agent.admit(request.fencing_token)?;
+        let timeout = parse_timeout("timeout", request.timeout)?;
+        let switched = Box::pin(self.agent.rollback(timeout)).await?;
+        Ok(Response::new(switched_to_pb(switched)))
+    }
+
+    async fn start_call(&self, fencing_token: i64) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(fencing_token)?;
+        let pid = self.agent.start_member().await?;
+        Ok(Response::new(self.lifecycle(pid)))
+    }
+
+    async fn stop_call(&self, fencing_token: i64) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(fencing_token)?;
+        self.agent.stop_member().await?;
+        Ok(Response::new(self.lifecycle(0)))
+    }
+
+    async fn restart_call(&self, fencing_token: i64) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(fencing_token)?;
+        let pid = self.agent.restart_member().await?;
+        Ok(Response::new(self.lifecycle(pid)))
+    }
+
     fn lifecycle(&self, pid: u32) -> pb::LifecycleResponse {
         pb::LifecycleResponse {
             state: state_to_pb(self.agent.persisted().state).into(),
@@ -369,7 +410,30 @@ impl pb::binaries_server::Binaries for AgentService {
         &self,
         request: Request<pb::ImportBinaryRequest>,
     ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
-        let request = request.into_inner();
+        let mut call = self.audit(&request, "ImportBinary", request.get_ref().fencing_token);
+        let args = request.get_ref();
+        call.arg("path", args.path.clone());
+        call.arg("tool", args.tool);
+        call.arg("version", args.version.clone());
+        call.arg("sha256", args.sha256.clone());
+        call.finish(self.import_call(request.into_inner()).await)
+    }
+
+    async fn upload_binary(
+        &self,
+        request: Request<Streaming<pb::UploadBinaryRequest>>,
+    ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
+        let mut call = self.audit(&request, "UploadBinary", 0);
+        let result = self.upload_call(request.into_inner(), &mut call).await;
+        call.finish(result)
+    }
+}
+
+impl AgentService {
+    async fn import_call(
+        &self,
+        request: pb::ImportBinaryRequest,
+    ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
         self.agent.admit(request.fencing_token)?;
         let tool = parse_tool("tool", request.tool)?;
         let version = parse_version("version", &request.version)?;
@@ -393,17 +457,22 @@ impl pb::binaries_server::Binaries for AgentService {
         }))
     }
 
-    async fn upload_binary(
+    async fn upload_call(
         &self,
-        request: Request<Streaming<pb::UploadBinaryRequest>>,
+        mut stream: Streaming<pb::UploadBinaryRequest>,
+        call: &mut Pending,
     ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
-        let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(pb::UploadBinaryRequest {
                 part: Some(pb::upload_binary_request::Part::Header(header)),
             }) => header,
             _ => return Err(invalid("header", "the first message must be an UploadHeader").into()),
         };
+        call.fencing_token(header.fencing_token);
+        call.arg("tool", header.tool);
+        call.arg("version", header.version.clone());
+        call.arg("sha256", header.sha256.clone());
+        call.arg("size", header.size);
         self.agent.admit(header.fencing_token)?;
         let tool = parse_tool("header.tool", header.tool)?;
         let version = parse_version("header.version", &header.version)?;
@@ -449,10 +518,20 @@ impl pb::snapshots_server::Snapshots for AgentService {
         &self,
         request: Request<pb::TakeSnapshotRequest>,
     ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
-        self.agent.admit(request.get_ref().fencing_token)?;
-        let meta = self.agent.take_snapshot().await?;
-        Ok(Response::new(pb::TakeSnapshotResponse {
-            snapshot: Some(snapshot_to_pb(&meta)),
+        let mut call = self.audit(&request, "TakeSnapshot", request.get_ref().fencing_token);
+        let result = async {
+            self.agent.admit(request.get_ref().fencing_token)?;
+            let meta = self.agent.take_snapshot().await?;
+            Ok(meta)
+        }
+        .await;
+        if let Ok(meta) = &result {
+            call.arg("id", meta.id.clone());
+        }
+        call.finish(result.map(|meta| {
+            Response::new(pb::TakeSnapshotResponse {
+                snapshot: Some(snapshot_to_pb(&meta)),
+            })
         }))
     }
 
@@ -470,7 +549,17 @@ impl pb::snapshots_server::Snapshots for AgentService {
         &self,
         request: Request<pb::DownloadSnapshotRequest>,
     ) -> Result<Response<Self::DownloadSnapshotStream>, Status> {
-        let meta = self.agent.snapshots().get_verified(&request.get_ref().id)?;
+        // A download copies every secret stored in etcd: audited like a
+        // change.
+        let mut call = self.audit(&request, "DownloadSnapshot", 0);
+        call.arg("id", request.get_ref().id.clone());
+        call.finish(self.download_call(&request.get_ref().id).await)
+    }
+}
+
+impl AgentService {
+    async fn download_call(&self, id: &str) -> Result<Response<ServiceStream<pb::DownloadSnapshotResponse>>, Status> {
+        let meta = self.agent.snapshots().get_verified(id)?;
         let file = tokio::fs::File::open(&meta.path)
             .await
             .map_err(crate::fsutil::io_err("open", &meta.path))

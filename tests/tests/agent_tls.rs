@@ -1,8 +1,10 @@
 //! Mutual TLS on the agent API, over real TLS connections to real agents:
 //! every RPC refuses a caller without a client certificate, with one from
 //! another CA or with an expired one (UNAUTHENTICATED); roles limit what a
-//! valid caller may do (PERMISSION_DENIED naming the role needed); and
-//! `steward` works with its identity given by flags or by the cluster file.
+//! valid caller may do (PERMISSION_DENIED naming the role needed); the
+//! audit log records every call that changes something, refused ones
+//! included; and `steward` works with its identity given by flags or by the
+//! cluster file.
 
 use std::process::{Command, Output};
 
@@ -120,6 +122,21 @@ async fn every_rpc_refuses_a_caller_it_cannot_identify() {
                 .is_err()
         );
     }
+    // Each refused attempt at a change is in the audit log, with who the
+    // caller claimed to be.
+    let lines = audit_log(&cluster, 0);
+    assert_eq!(lines.len(), 3 * 9, "nine audited RPCs, three callers: {lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["outcome"].as_str().unwrap_or_default().starts_with("Unauthenticated"))
+    );
+    assert!(lines.iter().any(|l| l["caller"] == "no client certificate"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["caller"].as_str().unwrap_or_default().contains("CN=intruder"))
+    );
     // Nothing changed: the same etcd process, still running.
     let after = cluster.status(0).await;
     assert_eq!(
@@ -208,7 +225,47 @@ async fn roles_limit_what_a_caller_may_do() {
         cluster.status(0).await.agent.unwrap_or_default().state,
         pb::AgentState::Running as i32
     );
+
+    // The audit log has one line per call that changes something or takes
+    // a copy, refused ones included, and none for reads.
+    let lines = audit_log(&cluster, 0);
+    let summary: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["rpc"].as_str().unwrap_or_default().to_owned(),
+                l["caller"].as_str().unwrap_or_default().to_owned(),
+                l["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("Activate", "CN=reader", "PermissionDenied"),
+        ("TakeSnapshot", "CN=reader", "PermissionDenied"),
+        ("TakeSnapshot", "CN=backup", "ok"),
+        ("Activate", "CN=backup", "PermissionDenied"),
+        ("Stop", "CN=operator", "PermissionDenied"),
+    ];
+    assert_eq!(summary.len(), expect.len(), "{summary:#?}");
+    for ((rpc, caller, outcome), (want_rpc, want_caller, want_outcome)) in summary.iter().zip(expect) {
+        assert_eq!(rpc, want_rpc, "{summary:#?}");
+        assert!(caller.contains(want_caller), "{summary:#?}");
+        assert!(outcome.starts_with(want_outcome), "{summary:#?}");
+    }
+    let taken = &lines[2];
+    assert_eq!(taken["role"], "backup");
+    assert!(taken["args"]["id"].as_str().is_some_and(|id| !id.is_empty()), "{taken}");
     cluster.cleanup();
+}
+
+/// The audit log of member `i`'s agent, line by line.
+fn audit_log(cluster: &Cluster, i: usize) -> Vec<serde_json::Value> {
+    let path = cluster.members[i].state_dir.join("audit.log");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
 }
 
 fn steward(args: &[String]) -> Output {
@@ -287,6 +344,24 @@ async fn steward_calls_agents_with_its_certificate() {
     );
     for i in 0..3 {
         assert_eq!(cluster.status(i).await.member.unwrap_or_default().version, to);
+        // Each agent wrote down who switched it, with the coordinator's
+        // fencing token.
+        let lines = audit_log(&cluster, i);
+        let activate = lines
+            .iter()
+            .find(|l| l["rpc"] == "Activate" && l["outcome"] == "ok")
+            .unwrap_or_else(|| panic!("no Activate in the audit log of m{i}: {lines:#?}"));
+        assert!(
+            activate["caller"].as_str().unwrap_or_default().contains("CN=admin"),
+            "{activate}"
+        );
+        assert_eq!(activate["role"], "admin");
+        assert_eq!(activate["args"]["version"], to.as_str());
+        assert!(activate["fencing_token"].as_i64().unwrap_or(0) > 0, "{activate}");
+        assert!(
+            lines.iter().any(|l| l["rpc"] == "ImportBinary" && l["outcome"] == "ok"),
+            "{lines:#?}"
+        );
     }
     cluster.cleanup();
 }
