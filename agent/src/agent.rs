@@ -79,7 +79,7 @@ impl Agent {
         let dir_lock = lock_state_dir(&dir)?;
         fsutil::ensure_dir(&dir.join("logs"), 0o700)?;
         let state = Arc::new(StateStore::open(&dir)?);
-        let store = BinaryStore::open(dir.join("binaries"), config.import_dirs.clone())?;
+        let store = BinaryStore::open(dir.join("binaries"), config.import_dirs.clone())?.with_pinned(config.pinned());
         let snapshots = SnapshotDir::open(dir.join("snapshots"), config.snapshots.retain)?;
         let logs = LogTail::new(
             dir.join("logs").join("etcd.log"),

@@ -2,11 +2,13 @@
 //! state, which directories binaries may be imported from, how it supervises
 //! etcd, and the member spec that etcd's command line is rendered from.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use steward_proto::EtcdVersion;
 
 use crate::error::ConfigError;
 
@@ -37,6 +39,10 @@ pub struct Config {
     pub limits: Limits,
     /// The etcd member this agent owns.
     pub member: MemberSpec,
+    /// Per etcd version, the only sha256 values its files (etcd, etcdctl,
+    /// etcdutl) may have; a version not listed takes any verified file.
+    #[serde(default)]
+    pub pinned_sha256: BTreeMap<String, Vec<String>>,
     /// Mutual TLS on the agent API. Required unless `insecure`.
     #[serde(default)]
     pub tls: Option<AgentTls>,
@@ -203,6 +209,21 @@ pub struct MemberTls {
 }
 
 impl Config {
+    /// The pinned checksums by version, lowercase (validated: every key is
+    /// a version).
+    #[must_use]
+    pub fn pinned(&self) -> BTreeMap<EtcdVersion, Vec<String>> {
+        self.pinned_sha256
+            .iter()
+            .filter_map(|(version, sums)| {
+                Some((
+                    version.parse().ok()?,
+                    sums.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                ))
+            })
+            .collect()
+    }
+
     /// Reads and validates a config file; `insecure` (the agent's
     /// `--insecure` flag) sets `insecure = true` before validation.
     pub fn load_with(path: &Path, insecure: bool) -> Result<Self, ConfigError> {
@@ -293,6 +314,20 @@ impl Config {
                 }
             }
             (None, true) => {}
+        }
+        for (version, sums) in &self.pinned_sha256 {
+            let field = format!("pinned_sha256.{version:?}");
+            if version.parse::<EtcdVersion>().is_err() {
+                return Err(invalid(&field, "must be an etcd version such as \"3.5.30\"".into()));
+            }
+            if sums.is_empty() {
+                return Err(invalid(&field, "must list at least one sha256".into()));
+            }
+            for sum in sums {
+                if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(invalid(&field, format!("{sum:?} is not a sha256 (64 hex digits)")));
+                }
+            }
         }
         if self.snapshots.retain == 0 {
             return Err(invalid("snapshots.retain", "must be at least 1".into()));
@@ -442,6 +477,31 @@ mod tests {
 
         let relative = tls.replace("\"/etc/steward/m1.key\"", "\"m1.key\"");
         assert!(parse(&relative).unwrap_err().to_string().contains("tls.key_file"));
+    }
+
+    #[test]
+    fn pinned_checksums_are_versions_and_sha256s() {
+        let sha = "AB".repeat(32);
+        let pinned = MINIMAL.replace(
+            "[member]",
+            &format!("[pinned_sha256]\n\"3.5.30\" = [\"{sha}\"]\n[member]"),
+        );
+        let config = parse(&pinned).unwrap();
+        assert_eq!(
+            config.pinned(),
+            BTreeMap::from([(EtcdVersion::new(3, 5, 30), vec!["ab".repeat(32)])])
+        );
+        let bad_version = pinned.replace("\"3.5.30\" =", "\"latest\" =");
+        assert!(
+            parse(&bad_version)
+                .unwrap_err()
+                .to_string()
+                .contains("pinned_sha256.\"latest\"")
+        );
+        let bad_sum = pinned.replace(&sha, "abc");
+        assert!(parse(&bad_sum).unwrap_err().to_string().contains("not a sha256"));
+        let empty = pinned.replace(&format!("[\"{sha}\"]"), "[]");
+        assert!(parse(&empty).unwrap_err().to_string().contains("at least one"));
     }
 
     #[test]

@@ -287,6 +287,19 @@ pub enum BinaryRefusal {
         /// What the binary says.
         reported: String,
     },
+    /// The agent config pins the checksums of this version, and this file
+    /// is not one of them.
+    #[error(
+        "{tool} {version} with sha256 {sha256} is not one of the checksums pinned for {version} in the agent config (pinned_sha256)"
+    )]
+    NotPinned {
+        /// The program.
+        tool: &'static str,
+        /// Its version.
+        version: String,
+        /// The file's sha256.
+        sha256: String,
+    },
     /// The path is not acceptable.
     #[error("path {path:?} refused: {reason}")]
     Path {

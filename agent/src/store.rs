@@ -99,11 +99,21 @@ pub struct Declared {
 pub struct BinaryStore {
     root: PathBuf,
     import_dirs: Vec<PathBuf>,
+    /// Per version, the only sha256 values its files may have.
+    pinned: BTreeMap<EtcdVersion, Vec<String>>,
     /// Serialises changes to version dirs and manifests.
     write_lock: Mutex<()>,
 }
 
 impl BinaryStore {
+    /// Refuses, from now on, any file of a version in `pinned` whose
+    /// sha256 is not listed for it (lowercase hex).
+    #[must_use]
+    pub fn with_pinned(mut self, pinned: BTreeMap<EtcdVersion, Vec<String>>) -> Self {
+        self.pinned = pinned;
+        self
+    }
+
     /// Opens (creating) the store under `root`; imports may only read from
     /// `import_dirs`.
     pub fn open(root: PathBuf, import_dirs: Vec<PathBuf>) -> Result<Self, AgentError> {
@@ -119,6 +129,7 @@ impl BinaryStore {
         Ok(Self {
             root,
             import_dirs,
+            pinned: BTreeMap::new(),
             write_lock: Mutex::new(()),
         })
     }
@@ -317,6 +328,17 @@ impl BinaryStore {
             return Err(BinaryRefusal::VersionMismatch {
                 declared: version.to_string(),
                 reported: reported.to_string(),
+            }
+            .into());
+        }
+
+        if let Some(allowed) = self.pinned.get(&reported)
+            && !allowed.iter().any(|sha| sha.eq_ignore_ascii_case(&incoming.sha256))
+        {
+            return Err(BinaryRefusal::NotPinned {
+                tool: declared.tool.file_name(),
+                version: reported.to_string(),
+                sha256: incoming.sha256.clone(),
             }
             .into());
         }
@@ -622,6 +644,35 @@ mod tests {
         assert!(err.contains("not an etcd binary"), "{err}");
         let left: Vec<_> = std::fs::read_dir(&store.root).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_version_takes_only_its_pinned_checksums() {
+        let (_dir, store, import) = store_with_import_dir();
+        let script = import.join("etcd");
+        std::fs::write(&script, b"#!/bin/sh\necho 'etcd Version: 3.5.16'\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let declared = Declared {
+            tool: Tool::Etcd,
+            version: Some(EtcdVersion::new(3, 5, 16)),
+            sha256: None,
+            size: None,
+        };
+        let pinned = |sha: &str| BTreeMap::from([(EtcdVersion::new(3, 5, 16), vec![sha.to_owned()])]);
+        let store = store.with_pinned(pinned(&"0".repeat(64)));
+        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).unwrap();
+        let actual = incoming.sha256.clone();
+        let err = crate::error::error_chain(&store.stage(incoming, &declared).await.unwrap_err());
+        assert!(err.contains("pinned_sha256") && err.contains(&actual), "{err}");
+        assert!(
+            std::fs::read_dir(&store.root).unwrap().next().is_none(),
+            "nothing staged"
+        );
+
+        let store = store.with_pinned(pinned(&actual.to_uppercase()));
+        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).unwrap();
+        let (manifest, _) = store.stage(incoming, &declared).await.unwrap();
+        assert_eq!(manifest.version, EtcdVersion::new(3, 5, 16));
     }
 
     #[test]
