@@ -35,9 +35,71 @@ pub struct Cli {
     /// Mutual TLS towards the agents.
     #[command(flatten)]
     pub agent_tls: AgentTlsArgs,
+    /// Credentials towards etcd.
+    #[command(flatten)]
+    pub etcd_auth: EtcdAuthArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// An etcd user for clusters with auth enabled, as etcdctl takes it.
+#[derive(Debug, Clone, Args)]
+pub struct EtcdAuthArgs {
+    /// The etcd user, USER or USER:PASSWORD, for clusters with auth enabled.
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_USER",
+        value_name = "USER[:PASSWORD]",
+        hide_env_values = true
+    )]
+    pub user: Option<String>,
+    /// The etcd user's password (never printed or logged).
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+impl EtcdAuthArgs {
+    /// The credentials, if a user was given.
+    ///
+    /// # Errors
+    /// A message for a user without a password, an empty user, or a
+    /// password without a user.
+    pub fn credentials(&self) -> Result<Option<crate::etcd::Credentials>, String> {
+        let Some(user) = &self.user else {
+            return match self.password {
+                Some(_) => Err("--password (or ETCDCTL_PASSWORD) needs --user (or ETCDCTL_USER)".into()),
+                None => Ok(None),
+            };
+        };
+        let (name, inline) = match user.split_once(':') {
+            Some((name, password)) => (name, Some(password)),
+            None => (user.as_str(), None),
+        };
+        if name.is_empty() {
+            return Err("--user needs a user name".into());
+        }
+        let password = match (inline, &self.password) {
+            (Some(_), Some(_)) => {
+                return Err("give the password once: as --user USER:PASSWORD or as --password, not both".into());
+            }
+            (Some(password), None) => password.to_owned(),
+            (None, Some(password)) => password.clone(),
+            (None, None) => {
+                return Err(format!(
+                    "--user {name} needs a password: --password, ETCDCTL_PASSWORD or --user {name}:PASSWORD"
+                ));
+            }
+        };
+        Ok(Some(crate::etcd::Credentials::new(name.to_owned(), password)))
+    }
 }
 
 /// This caller's identity towards agents that serve mutual TLS. All three
@@ -826,5 +888,38 @@ mod tests {
             Cli::try_parse_from(["steward", "agent", "logs", "--agent", "127.0.0.1:1", "--lines", "0"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--lines"), "{err}");
+    }
+
+    #[test]
+    fn etcd_credentials_come_as_etcdctl_takes_them() {
+        let args = |user: Option<&str>, password: Option<&str>| EtcdAuthArgs {
+            user: user.map(str::to_owned),
+            password: password.map(str::to_owned),
+        };
+        let root = |password: &str| Some(crate::etcd::Credentials::new("root".into(), password.into()));
+        assert_eq!(args(None, None).credentials(), Ok(None));
+        assert_eq!(args(Some("root"), Some("s3cret")).credentials(), Ok(root("s3cret")));
+        assert_eq!(args(Some("root:s3:cret"), None).credentials(), Ok(root("s3:cret")));
+        assert!(
+            args(Some("root"), None)
+                .credentials()
+                .unwrap_err()
+                .contains("needs a password")
+        );
+        assert!(
+            args(None, Some("x"))
+                .credentials()
+                .unwrap_err()
+                .contains("needs --user")
+        );
+        assert!(args(Some(":x"), None).credentials().is_err());
+        assert!(
+            args(Some("root:a"), Some("b"))
+                .credentials()
+                .unwrap_err()
+                .contains("not both")
+        );
+        let shown = format!("{:?}", root("s3cret"));
+        assert!(shown.contains("root") && !shown.contains("s3cret"), "{shown}");
     }
 }

@@ -139,6 +139,9 @@ pub enum CliError {
     /// The cluster could not be observed.
     #[error("cannot observe the cluster")]
     Observe(#[from] crate::observe::ObserveError),
+    /// The command line is inconsistent in a way clap cannot check.
+    #[error("{0}")]
+    Usage(String),
     /// A certificate could not be made, read or written.
     #[error(transparent)]
     Certs(#[from] crate::certs::CertError),
@@ -175,6 +178,7 @@ impl CliError {
         match self {
             // No cluster named, or named ambiguously: how steward was called.
             Self::Target(error) if error.is_usage() => exit::USAGE,
+            Self::Usage(_) => exit::USAGE,
             Self::Refused { .. } => exit::REFUSED,
             _ => exit::FAILURE,
         }

@@ -4,6 +4,8 @@
 //! with a single endpoint list; questions about one member (its Status, its
 //! health) therefore go through a client connected to that member only.
 
+use std::fmt;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
@@ -42,10 +44,54 @@ pub fn describe(error: &etcd_client::Error) -> String {
     }
 }
 
-fn options() -> ConnectOptions {
+/// A user and password for clusters with auth enabled. The password is
+/// never printed: not by `Debug`, not in errors, not in reports.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The etcd user.
+    pub user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// `user` with `password`.
+    #[must_use]
+    pub const fn new(user: String, password: String) -> Self {
+        Self { user, password }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The credentials of this process's etcd connections, chosen once per
+/// command (`--user`/`--password` or their variables).
+static CREDENTIALS: RwLock<Option<Credentials>> = RwLock::new(None);
+
+/// Authenticates every etcd connection from now on as `credentials`
+/// (`None`: no credentials).
+pub fn use_credentials(credentials: Option<Credentials>) {
+    *CREDENTIALS.write().unwrap_or_else(PoisonError::into_inner) = credentials;
+}
+
+fn anonymous_options() -> ConnectOptions {
     ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
+}
+
+fn options() -> ConnectOptions {
+    let credentials = CREDENTIALS.read().unwrap_or_else(PoisonError::into_inner).clone();
+    match credentials {
+        Some(c) => anonymous_options().with_user(c.user, c.password),
+        None => anonymous_options(),
+    }
 }
 
 /// A client over several endpoints (for cluster-wide questions).
@@ -72,9 +118,10 @@ pub async fn check_health(client: &mut Client) -> Result<(), String> {
         Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::PermissionDenied => Ok(()),
         // Like `etcdctl endpoint health`, a read refused for lack of a user
         // proves nothing about quorum.
-        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("user name is empty") => {
-            Err("auth is enabled and steward has no etcd credentials to run the quorum read with".to_owned())
-        }
+        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("user name is empty") => Err(
+            "auth is enabled and steward has no etcd credentials to run the quorum read with (--user, --password)"
+                .to_owned(),
+        ),
         Err(error) => Err(format!("quorum read failed: {}", describe(&error))),
     }
 }
@@ -104,9 +151,13 @@ pub fn http_client() -> Result<reqwest::Client, EtcdError> {
 }
 
 /// Whether authentication is enabled. etcd has no AuthStatus call before
-/// 3.5 and etcd-client exposes none, so ask for the user list without
-/// credentials: it is answered only while auth is disabled.
-pub async fn auth_enabled(client: &mut Client) -> Result<bool, String> {
+/// 3.5 and etcd-client exposes none, so ask `endpoint` for the user list
+/// without credentials (even when steward has some): it is answered only
+/// while auth is disabled.
+pub async fn auth_enabled(endpoint: &str) -> Result<bool, String> {
+    let mut client = Client::connect([endpoint], Some(anonymous_options()))
+        .await
+        .map_err(|e| describe(&e))?;
     match client.user_list().await {
         Ok(_) => Ok(false),
         Err(etcd_client::Error::GRpcStatus(status))

@@ -45,6 +45,7 @@ pub use error::CliError;
 /// Whatever the command fails with; [`CliError::exit_code`] says how the
 /// process should exit.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    etcd::use_credentials(cli.etcd_auth.credentials().map_err(CliError::Usage)?);
     if let Some(files) = cli.agent_tls.files() {
         agent_client::use_tls(Some(&files))?;
     }

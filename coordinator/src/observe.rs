@@ -104,7 +104,7 @@ async fn observe_now(agents: &[AgentAddress], client_urls: &[String]) -> Result<
         match etcd::connect_member(endpoint, "the member list").await {
             Ok(mut client) => match client.member_list().await {
                 Ok(list) => {
-                    answer = Some((client, list));
+                    answer = Some((client, list, endpoint.clone()));
                     break;
                 }
                 Err(e) => {
@@ -118,7 +118,7 @@ async fn observe_now(agents: &[AgentAddress], client_urls: &[String]) -> Result<
             Err(error) => last_error = Some(error),
         }
     }
-    let Some((mut cluster, list)) = answer else {
+    let Some((mut cluster, list, answered)) = answer else {
         return Err(ObserveError::MemberList(last_error.unwrap_or(EtcdError {
             endpoints: endpoints.join(","),
             what: "the member list",
@@ -142,7 +142,7 @@ async fn observe_now(agents: &[AgentAddress], client_urls: &[String]) -> Result<
         Ok(alarms) => observed.alarms = alarms,
         Err(error) => observed.alarms_error = Some(error),
     }
-    match etcd::auth_enabled(&mut cluster).await {
+    match etcd::auth_enabled(&answered).await {
         Ok(enabled) => observed.auth_enabled = enabled,
         Err(error) => observed.auth_error = Some(error),
     }
