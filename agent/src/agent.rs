@@ -88,7 +88,8 @@ impl Agent {
         );
         logs.spawn_follower(shutdown.clone());
         let supervisor = Supervisor::spawn(config.supervision.clone(), state.clone(), shutdown);
-        let member = LocalMember::new(config.member.local_client_url().to_owned())?;
+        let member_tls = crate::member::MemberClientTls::read(&config.member.tls)?;
+        let member = LocalMember::new(config.member.local_client_url().to_owned(), member_tls)?;
         let agent = Arc::new(Self {
             config,
             state,

@@ -360,6 +360,18 @@ impl MemberSpec {
         if !self.data_dir.is_absolute() {
             return Err(invalid("data_dir", "must be an absolute path".into()));
         }
+        if self
+            .advertise_client_urls
+            .first()
+            .is_some_and(|u| u.starts_with("https://"))
+            && self.tls.trusted_ca_file.is_none()
+        {
+            return Err(invalid(
+                "tls.trusted_ca_file",
+                "is needed: the agent reaches its member at the first advertise_client_urls entry, which is https://"
+                    .into(),
+            ));
+        }
         for (field, urls) in [
             ("listen_client_urls", &self.listen_client_urls),
             ("advertise_client_urls", &self.advertise_client_urls),

@@ -14,25 +14,80 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of one request towards the local member.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How the agent reaches a member that serves TLS on its client URL: the
+/// CA of the member's certificate and, for `--client-cert-auth`, the
+/// certificate and key the agent shows (PEM).
+#[derive(Clone)]
+pub struct MemberClientTls {
+    /// The CA (`trusted_ca_file`).
+    pub ca: Vec<u8>,
+    /// Certificate and key (`cert_file`, `key_file`), when given.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MemberClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberClientTls")
+            .field("identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemberClientTls {
+    /// Reads the member's TLS files for the agent's own connection: the
+    /// trusted CA, and the member's certificate and key as the agent's
+    /// identity (they must allow client authentication when the member
+    /// requires client certificates).
+    ///
+    /// # Errors
+    /// A file that cannot be read.
+    pub fn read(tls: &crate::config::MemberTls) -> Result<Option<Self>, AgentError> {
+        let read = |path: &std::path::Path| std::fs::read(path).map_err(crate::fsutil::io_err("read", path));
+        let Some(ca) = &tls.trusted_ca_file else {
+            return Ok(None);
+        };
+        let identity = match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Ok(Some(Self {
+            ca: read(ca)?,
+            identity,
+        }))
+    }
+}
+
 /// The agent's view of its local member.
 #[derive(Clone, Debug)]
 pub struct LocalMember {
     endpoint: String,
     http: reqwest::Client,
+    tls: Option<MemberClientTls>,
 }
 
 impl LocalMember {
-    /// A handle for the member reachable at `endpoint` (a client URL).
-    pub fn new(endpoint: String) -> Result<Self, AgentError> {
-        let http = reqwest::Client::builder()
+    /// A handle for the member reachable at `endpoint` (a client URL), over
+    /// TLS with `tls` when the URL is `https://`.
+    pub fn new(endpoint: String, tls: Option<MemberClientTls>) -> Result<Self, AgentError> {
+        let tool = |e: reqwest::Error| AgentError::Tool {
+            tool: "http client".into(),
+            reason: e.to_string(),
+        };
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| AgentError::Tool {
-                tool: "http client".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self { endpoint, http })
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(tls) = &tls {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&tls.ca).map_err(tool)?);
+            if let Some((cert, key)) = &tls.identity {
+                let pem = [cert.as_slice(), b"\n", key.as_slice()].concat();
+                http = http.identity(reqwest::Identity::from_pem(&pem).map_err(tool)?);
+            }
+        }
+        Ok(Self {
+            endpoint,
+            http: http.build().map_err(tool)?,
+            tls,
+        })
     }
 
     /// The client URL.
@@ -43,9 +98,17 @@ impl LocalMember {
 
     /// A fresh etcd client connected to this member only.
     pub async fn client(&self) -> Result<Client, AgentError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
+        if let Some(tls) = self.tls.as_ref().filter(|_| self.endpoint.starts_with("https://")) {
+            let mut config =
+                etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(tls.ca.clone()));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(etcd_client::Identity::from_pem(cert.clone(), key.clone()));
+            }
+            options = options.with_tls(config);
+        }
         Client::connect([self.endpoint.as_str()], Some(options))
             .await
             .map_err(|error| self.unavailable(&error))

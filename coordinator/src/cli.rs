@@ -38,9 +38,39 @@ pub struct Cli {
     /// Credentials towards etcd.
     #[command(flatten)]
     pub etcd_auth: EtcdAuthArgs,
+    /// TLS towards etcd.
+    #[command(flatten)]
+    pub etcd_tls: EtcdTlsArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// TLS towards etcd's client API, as etcdctl takes it. Without these, a
+/// cluster file's `[etcd]` is used.
+#[derive(Debug, Clone, Args)]
+pub struct EtcdTlsArgs {
+    /// The CA of the etcd members' certificates.
+    #[arg(long, global = true, env = "ETCDCTL_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate for etcd (members with --client-cert-auth).
+    #[arg(long, global = true, env = "ETCDCTL_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, global = true, env = "ETCDCTL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// The files given.
+    #[must_use]
+    pub fn files(&self) -> crate::etcd::EtcdTlsFiles {
+        crate::etcd::EtcdTlsFiles {
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// An etcd user for clusters with auth enabled, as etcdctl takes it.

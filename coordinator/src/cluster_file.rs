@@ -67,12 +67,39 @@ pub struct ClusterFile {
     pub local: Option<LocalSection>,
 }
 
-/// `[etcd]`: how steward reaches etcd's client API. Empty for now: plain
-/// http on the members' client URLs. The CA, client certificate and key
-/// (`cacert`, `cert`, `key`) and auth settings will be fields here.
+/// `[etcd]`: how steward reaches etcd's client API: the CA of the members'
+/// certificates and a client certificate and key, as etcdctl's `--cacert`,
+/// `--cert`, `--key` (relative paths are taken from the file's directory).
+/// Empty: plain http. The flags win.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EtcdSettings {}
+pub struct EtcdSettings {
+    /// The CA of the members' certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdSettings {
+    /// The TLS files, relative paths taken from `base`.
+    #[must_use]
+    pub fn tls_files(&self, base: &Path) -> crate::etcd::EtcdTlsFiles {
+        let resolve = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .map(|p| if p.is_absolute() { p.clone() } else { base.join(p) })
+        };
+        crate::etcd::EtcdTlsFiles {
+            cacert: resolve(&self.cacert),
+            cert: resolve(&self.cert),
+            key: resolve(&self.key),
+        }
+    }
+}
 
 impl EtcdSettings {
     /// True when nothing is set (the table is then left out when written).
@@ -525,6 +552,15 @@ impl ClusterTarget {
         }
     }
 
+    /// The directory of the cluster file, when the target came from one.
+    #[must_use]
+    pub fn file_dir(&self) -> Option<PathBuf> {
+        match &self.source {
+            TargetSource::File(path) => Some(path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned)),
+            TargetSource::Agents => None,
+        }
+    }
+
     /// Members known only by their agents; `origin` names the flag or
     /// variable for errors.
     ///
@@ -644,9 +680,15 @@ agent = "http://10.0.0.2:7400"
         assert!(text.contains("client"), "{text}");
         let text = error("nmae = \"x\"\n[[members]]\nname = \"a\"\nagent = \"h:1\"\n");
         assert!(text.contains("nmae"), "{text}");
-        // The [etcd] table exists but takes no settings yet.
-        let text = error("[etcd]\ncacert = \"/ca.pem\"\n[[members]]\nname = \"a\"\nagent = \"h:1\"\n");
-        assert!(text.contains("cacert"), "{text}");
+        // The [etcd] table takes the TLS files, and nothing else.
+        let text = error("[etcd]\ncafile = \"/ca.pem\"\n[[members]]\nname = \"a\"\nagent = \"h:1\"\n");
+        assert!(text.contains("cafile"), "{text}");
+        let file =
+            parse("[etcd]\ncacert = \"ca.pem\"\ncert = \"/c.pem\"\n[[members]]\nname = \"a\"\nagent = \"h:1\"\n")
+                .unwrap();
+        let files = file.etcd.tls_files(Path::new("/etc/steward"));
+        assert_eq!(files.cacert.as_deref(), Some(Path::new("/etc/steward/ca.pem")));
+        assert_eq!(files.cert.as_deref(), Some(Path::new("/c.pem")));
         assert!(parse("[etcd]\n[[members]]\nname = \"a\"\nagent = \"h:1\"\n").is_ok());
     }
 

@@ -86,11 +86,93 @@ fn anonymous_options() -> ConnectOptions {
         .with_timeout(REQUEST_TIMEOUT)
 }
 
+/// The TLS files of this process's etcd connections: the CA of the
+/// members' certificates and, for `--client-cert-auth`, a client
+/// certificate and key (PEM contents).
+#[derive(Clone)]
+struct EtcdTls {
+    ca: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+static TLS: RwLock<Option<EtcdTls>> = RwLock::new(None);
+
+/// The files of an etcd TLS setting, as etcdctl's `--cacert`, `--cert`,
+/// `--key` take them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsFiles {
+    /// The CA of the members' certificates.
+    pub cacert: Option<std::path::PathBuf>,
+    /// A client certificate (for `--client-cert-auth`).
+    pub cert: Option<std::path::PathBuf>,
+    /// Its key.
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdTlsFiles {
+    /// Nothing set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Uses TLS with `files` for every etcd connection from now on (`None` or
+/// no CA: plaintext).
+///
+/// # Errors
+/// A file that cannot be read, or a certificate without its key.
+pub fn use_tls(files: Option<&EtcdTlsFiles>) -> Result<(), String> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    let tls = match files {
+        Some(EtcdTlsFiles {
+            cacert: Some(ca),
+            cert,
+            key,
+        }) => Some(EtcdTls {
+            ca: read(ca)?,
+            identity: match (cert, key) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                (None, None) => None,
+                _ => return Err("--cert and --key go together".into()),
+            },
+        }),
+        Some(EtcdTlsFiles {
+            cacert: None,
+            cert,
+            key,
+        }) if cert.is_some() || key.is_some() => {
+            return Err("--cert and --key need --cacert (the CA of the members' certificates)".into());
+        }
+        _ => None,
+    };
+    *TLS.write().unwrap_or_else(PoisonError::into_inner) = tls;
+    Ok(())
+}
+
+/// Whether etcd connections use TLS.
+#[must_use]
+pub fn uses_tls() -> bool {
+    TLS.read().unwrap_or_else(PoisonError::into_inner).is_some()
+}
+
+fn with_tls(options: ConnectOptions) -> ConnectOptions {
+    let tls = TLS.read().unwrap_or_else(PoisonError::into_inner).clone();
+    let Some(tls) = tls else { return options };
+    let mut config = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(tls.ca));
+    if let Some((cert, key)) = tls.identity {
+        config = config.identity(etcd_client::Identity::from_pem(cert, key));
+    }
+    options.with_tls(config)
+}
+
 fn options() -> ConnectOptions {
     let credentials = CREDENTIALS.read().unwrap_or_else(PoisonError::into_inner).clone();
+    let options = with_tls(anonymous_options());
     match credentials {
-        Some(c) => anonymous_options().with_user(c.user, c.password),
-        None => anonymous_options(),
+        Some(c) => options.with_user(c.user, c.password),
+        None => options,
     }
 }
 
@@ -139,15 +221,23 @@ pub async fn cluster_version(http: &reqwest::Client, client_url: &str) -> Option
 
 /// An HTTP client for `/version`.
 pub fn http_client() -> Result<reqwest::Client, EtcdError> {
-    reqwest::Client::builder()
+    let error = |e: reqwest::Error| EtcdError {
+        endpoints: String::new(),
+        what: "an HTTP client",
+        reason: e.to_string(),
+    };
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| EtcdError {
-            endpoints: String::new(),
-            what: "an HTTP client",
-            reason: e.to_string(),
-        })
+        .timeout(REQUEST_TIMEOUT);
+    let tls = TLS.read().unwrap_or_else(PoisonError::into_inner).clone();
+    if let Some(tls) = tls {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&tls.ca).map_err(error)?);
+        if let Some((cert, key)) = tls.identity {
+            let pem = [cert.as_slice(), b"\n", key.as_slice()].concat();
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(error)?);
+        }
+    }
+    builder.build().map_err(error)
 }
 
 /// Whether authentication is enabled. etcd has no AuthStatus call before
@@ -155,7 +245,7 @@ pub fn http_client() -> Result<reqwest::Client, EtcdError> {
 /// without credentials (even when steward has some): it is answered only
 /// while auth is disabled.
 pub async fn auth_enabled(endpoint: &str) -> Result<bool, String> {
-    let mut client = Client::connect([endpoint], Some(anonymous_options()))
+    let mut client = Client::connect([endpoint], Some(with_tls(anonymous_options())))
         .await
         .map_err(|e| describe(&e))?;
     match client.user_list().await {

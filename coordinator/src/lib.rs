@@ -46,6 +46,10 @@ pub use error::CliError;
 /// process should exit.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     etcd::use_credentials(cli.etcd_auth.credentials().map_err(CliError::Usage)?);
+    let etcd_tls = cli.etcd_tls.files();
+    if !etcd_tls.is_empty() {
+        etcd::use_tls(Some(&etcd_tls)).map_err(CliError::Usage)?;
+    }
     if let Some(files) = cli.agent_tls.files() {
         agent_client::use_tls(Some(&files))?;
     }

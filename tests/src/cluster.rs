@@ -21,7 +21,7 @@ use steward_proto::v1::binaries_client::BinariesClient;
 use steward_proto::v1::snapshots_client::SnapshotsClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::pki::Pki;
+use crate::pki::{EtcdPki, Pki};
 use steward_coordinator::agent_client::AgentTlsFiles;
 use steward_proto::Role;
 
@@ -48,6 +48,7 @@ pub struct ClusterBuilder {
     member_tls: Vec<(String, String)>,
     retain: usize,
     mutual_tls: bool,
+    etcd_tls: bool,
 }
 
 impl ClusterBuilder {
@@ -65,6 +66,7 @@ impl ClusterBuilder {
             member_tls: Vec::new(),
             retain: 5,
             mutual_tls: true,
+            etcd_tls: false,
         }
     }
 
@@ -101,6 +103,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// The members serve TLS on their client and peer URLs and require
+    /// client certificates on both (`--client-cert-auth`,
+    /// `--peer-client-cert-auth`), with certificates of a CA made for this
+    /// cluster (see [`crate::pki::EtcdPki`]); the harness, the in-process
+    /// coordinator and [`steward_command`] connect as its client.
+    #[must_use]
+    pub const fn etcd_tls(mut self) -> Self {
+        self.etcd_tls = true;
+        self
+    }
+
     /// Sets the agents' snapshot retention count.
     #[must_use]
     pub const fn retain_snapshots(mut self, retain: usize) -> Self {
@@ -125,6 +138,7 @@ impl ClusterBuilder {
             .file_name()
             .map_or_else(|| "steward-test".to_owned(), |n| n.to_string_lossy().into_owned());
 
+        let scheme = if self.etcd_tls { "https" } else { "http" };
         let mut leases = Vec::new();
         let mut members = Vec::new();
         for i in 0..self.members {
@@ -134,8 +148,8 @@ impl ClusterBuilder {
             let name = format!("m{i}");
             let member_dir = dir.path().join(&name);
             members.push(Member {
-                client_url: format!("http://127.0.0.1:{}", client.port()),
-                peer_url: format!("http://127.0.0.1:{}", peer.port()),
+                client_url: format!("{scheme}://127.0.0.1:{}", client.port()),
+                peer_url: format!("{scheme}://127.0.0.1:{}", peer.port()),
                 agent_addr: format!("127.0.0.1:{}", agent.port()),
                 config_path: member_dir.join("agent.toml"),
                 state_dir: member_dir.join("state"),
@@ -165,10 +179,25 @@ impl ClusterBuilder {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admin);
             pki
         });
+        let etcd_pki = self.etcd_tls.then(|| {
+            let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+            let pki = EtcdPki::create(&dir.path().join("etcd-pki"), &names);
+            steward_coordinator::etcd::use_tls(Some(&pki.client()))
+                .unwrap_or_else(|e| panic!("the test etcd client identity: {e}"));
+            *ETCD_IDENTITY.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pki.clone());
+            pki
+        });
         for member in &members {
             std::fs::create_dir_all(&member.dir)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", member.dir.display()));
-            let config = self.agent_config(member, &initial_cluster, &token, &import_dir, pki.as_ref());
+            let config = self.agent_config(
+                member,
+                &initial_cluster,
+                &token,
+                &import_dir,
+                pki.as_ref(),
+                etcd_pki.as_ref(),
+            );
             std::fs::write(&member.config_path, config)
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", member.config_path.display()));
         }
@@ -193,16 +222,34 @@ impl ClusterBuilder {
         token: &str,
         import_dir: &Path,
         pki: Option<&Pki>,
+        etcd_pki: Option<&EtcdPki>,
     ) -> String {
         let mut supervision = String::new();
         for (key, value) in &self.supervision {
             let _ = writeln!(supervision, "{key} = {value}");
         }
         let extra: Vec<String> = self.extra_flags.iter().map(|f| format!("{f:?}")).collect();
+        let mut member_tls = self.member_tls.clone();
+        if let Some(etcd) = etcd_pki {
+            let path = |name: String| format!("{:?}", etcd.dir.join(name).display().to_string());
+            for (key, value) in [
+                ("cert_file", path(format!("{}.crt", member.name))),
+                ("key_file", path(format!("{}.key", member.name))),
+                ("trusted_ca_file", path("ca.crt".into())),
+                ("client_cert_auth", "true".into()),
+                ("peer_cert_file", path(format!("{}.crt", member.name))),
+                ("peer_key_file", path(format!("{}.key", member.name))),
+                ("peer_trusted_ca_file", path("ca.crt".into())),
+                ("peer_client_cert_auth", "true".into()),
+            ] {
+                member_tls.retain(|(k, _)| k != key);
+                member_tls.push((key.to_owned(), value));
+            }
+        }
         let mut tls = String::new();
-        if !self.member_tls.is_empty() {
+        if !member_tls.is_empty() {
             tls.push_str("\n[member.tls]\n");
-            for (key, value) in &self.member_tls {
+            for (key, value) in &member_tls {
                 let _ = writeln!(tls, "{key} = {value}");
             }
         }
@@ -292,6 +339,20 @@ pub struct Cluster {
     _leases: Vec<PortLease>,
 }
 
+/// The etcd client identity of the last cluster started with etcd TLS.
+static ETCD_IDENTITY: std::sync::Mutex<Option<EtcdPki>> = std::sync::Mutex::new(None);
+
+/// Options for an etcd-client connection to the clusters of this test: as
+/// the etcd client of a cluster started with etcd TLS, plain otherwise.
+#[must_use]
+pub fn etcd_options() -> etcd_client::ConnectOptions {
+    ETCD_IDENTITY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .map_or_else(etcd_client::ConnectOptions::new, EtcdPki::connect_options)
+}
+
 /// The identity `steward` runs with in tests: the admin of the last
 /// cluster started with mutual TLS.
 static STEWARD_IDENTITY: std::sync::Mutex<Option<AgentTlsFiles>> = std::sync::Mutex::new(None);
@@ -311,6 +372,22 @@ pub fn steward_command() -> Command {
             .env("STEWARD_AGENT_CACERT", files.cacert)
             .env("STEWARD_AGENT_CERT", files.cert)
             .env("STEWARD_AGENT_KEY", files.key);
+    }
+    let etcd = ETCD_IDENTITY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(etcd) = etcd {
+        let files = etcd.client();
+        for (name, value) in [
+            ("ETCDCTL_CACERT", files.cacert),
+            ("ETCDCTL_CERT", files.cert),
+            ("ETCDCTL_KEY", files.key),
+        ] {
+            if let Some(value) = value {
+                command.env(name, value);
+            }
+        }
     }
     command
 }
@@ -541,7 +618,7 @@ impl Cluster {
 
     /// An etcd client connected to the given members.
     pub async fn etcd(&self, members: &[usize]) -> etcd_client::Client {
-        let options = etcd_client::ConnectOptions::new()
+        let options = etcd_options()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5));
         etcd_client::Client::connect(self.client_urls(members), Some(options))
@@ -592,7 +669,7 @@ impl Cluster {
             return Err(format!("members disagree on the leader: {leaders:x?}"));
         }
         for i in 0..self.members.len() {
-            let options = etcd_client::ConnectOptions::new()
+            let options = etcd_options()
                 .with_connect_timeout(Duration::from_secs(1))
                 .with_timeout(Duration::from_secs(2));
             let mut client = etcd_client::Client::connect([self.members[i].client_url.as_str()], Some(options))

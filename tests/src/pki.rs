@@ -122,3 +122,75 @@ fn client_params(
     params.not_after = not_after;
     (params, KeyPair::generate().unwrap_or_else(|e| panic!("{e}")))
 }
+
+/// Certificates for etcd's own TLS: a CA, one certificate per member (for
+/// 127.0.0.1 and localhost, usable for server, peer and client
+/// authentication, since the member's agent shows it to the member), and a
+/// client certificate `client` for the coordinator and the harness.
+#[derive(Debug, Clone)]
+pub struct EtcdPki {
+    /// Where the files are.
+    pub dir: PathBuf,
+}
+
+impl EtcdPki {
+    /// Creates the CA and certificates for `members` in `dir`.
+    #[must_use]
+    pub fn create(dir: &Path, members: &[String]) -> Self {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "etcd test CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        write(&dir.join("ca.crt"), &ca.pem());
+        let issuer = Issuer::new(params, key);
+        let issue = |name: &str, sans: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+            let mut params = CertificateParams::new(sans).unwrap_or_else(|e| panic!("{e}"));
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = usages;
+            let cert = params.signed_by(&key, &issuer).unwrap_or_else(|e| panic!("{e}"));
+            write(&dir.join(format!("{name}.crt")), &cert.pem());
+            write(&dir.join(format!("{name}.key")), &key.serialize_pem());
+        };
+        for member in members {
+            issue(
+                member,
+                vec!["127.0.0.1".into(), "localhost".into()],
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            );
+        }
+        issue("client", Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]);
+        Self { dir: dir.to_owned() }
+    }
+
+    /// The CA certificate.
+    #[must_use]
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The client identity, as `steward --cacert/--cert/--key` takes it.
+    #[must_use]
+    pub fn client(&self) -> steward_coordinator::etcd::EtcdTlsFiles {
+        steward_coordinator::etcd::EtcdTlsFiles {
+            cacert: Some(self.ca()),
+            cert: Some(self.dir.join("client.crt")),
+            key: Some(self.dir.join("client.key")),
+        }
+    }
+
+    /// Options for an etcd-client connection as that client.
+    #[must_use]
+    pub fn connect_options(&self) -> etcd_client::ConnectOptions {
+        let read = |path: PathBuf| std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(self.ca())))
+            .identity(etcd_client::Identity::from_pem(
+                read(self.dir.join("client.crt")),
+                read(self.dir.join("client.key")),
+            ));
+        etcd_client::ConnectOptions::new().with_tls(tls)
+    }
+}

@@ -34,7 +34,7 @@ pub struct Writer {
 impl Writer {
     /// Starts writing `<prefix><n>` = `value-<n>` through `endpoints`.
     pub async fn start(endpoints: Vec<String>, prefix: &str) -> Self {
-        let options = etcd_client::ConnectOptions::new()
+        let options = crate::cluster::etcd_options()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(Duration::from_secs(2));
         let mut client = etcd_client::Client::connect(&endpoints, Some(options))

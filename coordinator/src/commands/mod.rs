@@ -21,5 +21,13 @@ pub fn cluster_target(args: &ClusterArgs) -> Result<ClusterTarget, CliError> {
     if !crate::agent_client::uses_tls() && target.agent_tls.is_some() {
         crate::agent_client::use_tls(target.agent_tls.as_ref())?;
     }
+    if !crate::etcd::uses_tls()
+        && let Some(base) = target.file_dir()
+    {
+        let files = target.etcd.tls_files(&base);
+        if !files.is_empty() {
+            crate::etcd::use_tls(Some(&files)).map_err(CliError::Usage)?;
+        }
+    }
     Ok(target)
 }
