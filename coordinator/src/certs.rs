@@ -134,6 +134,39 @@ pub fn issue(ca: &Issued, role: Role, name: &str, sans: &[String], days: u32) ->
     })
 }
 
+/// A certificate for etcd itself (no steward role): `name` for `sans`,
+/// usable for server and client authentication, as a member's certificate
+/// is when its agent shows it to the member; or, without `sans`, a client
+/// certificate.
+///
+/// # Errors
+/// [`CertError::Crypto`] for a CA that cannot be read or a name that
+/// cannot be encoded.
+pub fn issue_for_etcd(ca: &Issued, name: &str, sans: &[String], days: u32) -> Result<Issued, CertError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(crypto("read the CA key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(crypto("read the CA certificate"))?;
+    let key = KeyPair::generate().map_err(crypto("generate a key"))?;
+    let mut params = CertificateParams::new(sans.to_vec()).map_err(crypto("encode the subject alternative names"))?;
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::CommonName, name);
+    params.distinguished_name = subject;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = if sans.is_empty() {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+    };
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, days);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(crypto("sign the certificate"))?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// Reads the CA of a certificate directory.
 ///
 /// # Errors

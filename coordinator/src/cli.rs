@@ -612,6 +612,11 @@ pub struct LocalUpArgs {
     /// made for this cluster in DIR/pki.
     #[arg(long)]
     pub insecure: bool,
+    /// etcd serves TLS on its client and peer URLs and requires client certificates on both, with a CA
+    /// made for this cluster in DIR/etcd-pki; the cluster file's [etcd] names steward's client
+    /// certificate.
+    #[arg(long)]
+    pub etcd_tls: bool,
     /// etcd's --initial-cluster-token [default: one unique to this cluster].
     #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
     pub token: Option<String>,

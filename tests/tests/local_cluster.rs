@@ -274,3 +274,45 @@ fn up_with_a_missing_version_names_the_binaries_dir() {
     assert!(stderr.contains("scripts/setup-etcd"), "{stderr}");
     assert!(!dir.exists(), "nothing was created");
 }
+
+#[tokio::test]
+async fn up_with_etcd_tls_builds_a_cluster_steward_reaches_over_tls() {
+    let scratch = Scratch::new();
+    let dir = scratch.path().join("cluster");
+    let dir_text = dir.display().to_string();
+    let binaries = binaries_dir().display().to_string();
+    let up = steward(&[
+        "local",
+        "up",
+        "--dir",
+        &dir_text,
+        "--members",
+        "1",
+        "--version",
+        "3.5",
+        "--binaries",
+        &binaries,
+        "--etcd-tls",
+    ]);
+    assert_eq!(up.status.code(), Some(0), "{}; {}", describe(&up), logs_hint(&dir));
+    let cluster = ClusterFile::load(&dir.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cluster.etcd.cacert.is_some(), "an [etcd] table with the CA");
+    let cluster_file = dir.join("cluster.toml").display().to_string();
+    let status = steward(&["status", "--cluster", &cluster_file, "-w", "json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = report["members"][0]["endpoint"].as_str().unwrap_or_default().to_owned();
+    assert!(endpoint.starts_with("https://"), "{report:#}");
+    // etcd refuses a client without a certificate.
+    let plain = etcd_client::Client::connect(
+        [endpoint.as_str()],
+        Some(etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(2))),
+    )
+    .await;
+    if let Ok(mut plain) = plain {
+        assert!(plain.get("x", None).await.is_err());
+    }
+    let down = steward(&["local", "down", "--dir", &dir_text]);
+    assert_eq!(down.status.code(), Some(0), "{}", describe(&down));
+    assert!(mentioning(&dir).is_empty(), "left running: {:?}", mentioning(&dir));
+}

@@ -55,6 +55,7 @@ async fn up(args: LocalUpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         agent_binary: local::agent_binary()?,
         ready_timeout: local::READY_TIMEOUT,
         insecure: args.insecure,
+        etcd_tls: args.etcd_tls,
     };
     tracing::info!(dir = %spec.dir.display(), version = %spec.release.version, members = spec.members, "starting a local cluster");
     let report = local::up(&spec).await?;
@@ -187,6 +188,17 @@ impl Tabular for LocalUpView {
         let summary = key_values([
             ("cluster file", self.cluster_file.clone()),
             ("agent API", access),
+            (
+                "etcd",
+                if self.cluster.etcd.cacert.is_some() {
+                    format!(
+                        "TLS on client and peer URLs, client certificates required; CA and certificates in {}/etcd-pki (the cluster file's [etcd])",
+                        self.dir
+                    )
+                } else {
+                    "plain http".to_owned()
+                },
+            ),
             (
                 "logs",
                 format!("{0}/m*/agent.log, {0}/m*/state/logs/etcd.log", self.dir),

@@ -37,6 +37,8 @@ pub struct MemberLayout {
     pub peer_port: u16,
     /// The agent's gRPC port on 127.0.0.1.
     pub agent_port: u16,
+    /// etcd serves TLS on its client and peer URLs.
+    pub etcd_tls: bool,
 }
 
 impl MemberLayout {
@@ -50,19 +52,31 @@ impl MemberLayout {
             client_port,
             peer_port,
             agent_port,
+            etcd_tls: false,
         }
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// The same member serving TLS (`https://`) when `etcd_tls`.
     #[must_use]
-    pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+    pub const fn with_etcd_tls(mut self, etcd_tls: bool) -> Self {
+        self.etcd_tls = etcd_tls;
+        self
     }
 
-    /// `http://127.0.0.1:<peer port>`.
+    const fn scheme(&self) -> &'static str {
+        if self.etcd_tls { "https" } else { "http" }
+    }
+
+    /// `http://127.0.0.1:<client port>` (`https://` with etcd TLS).
+    #[must_use]
+    pub fn client_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
+    }
+
+    /// `http://127.0.0.1:<peer port>` (`https://` with etcd TLS).
     #[must_use]
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
     }
 
     /// `127.0.0.1:<agent port>`.
@@ -150,6 +164,27 @@ struct Supervision {
     stop_grace: String,
 }
 
+/// `[member.tls]`: etcd's own client and peer TLS.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberTlsSection {
+    /// `--cert-file`.
+    pub cert_file: PathBuf,
+    /// `--key-file`.
+    pub key_file: PathBuf,
+    /// `--trusted-ca-file`.
+    pub trusted_ca_file: PathBuf,
+    /// `--client-cert-auth`.
+    pub client_cert_auth: bool,
+    /// `--peer-cert-file`.
+    pub peer_cert_file: PathBuf,
+    /// `--peer-key-file`.
+    pub peer_key_file: PathBuf,
+    /// `--peer-trusted-ca-file`.
+    pub peer_trusted_ca_file: PathBuf,
+    /// `--peer-client-cert-auth`.
+    pub peer_client_cert_auth: bool,
+}
+
 #[derive(Debug, Serialize)]
 struct MemberSpec {
     name: String,
@@ -161,6 +196,8 @@ struct MemberSpec {
     initial_cluster: String,
     initial_cluster_state: String,
     initial_cluster_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<MemberTlsSection>,
 }
 
 /// The text of `member`'s `agent.toml`.
@@ -195,6 +232,9 @@ pub fn agent_config(
             initial_cluster: initial_cluster.to_owned(),
             initial_cluster_state: "new".to_owned(),
             initial_cluster_token: token.to_owned(),
+            tls: member
+                .etcd_tls
+                .then(|| super::pki::member_tls(member.dir.parent().unwrap_or(&member.dir), &member.name)),
         },
     };
     let body = toml::to_string_pretty(&config)?;

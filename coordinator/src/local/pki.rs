@@ -14,6 +14,8 @@ use crate::certs::{self, CA_CERT, CA_KEY};
 
 /// The directory name inside the cluster directory.
 pub const DIR: &str = "pki";
+/// The directory of etcd's own certificates (`--etcd-tls`).
+pub const ETCD_DIR: &str = "etcd-pki";
 /// The client certificate's name.
 const ADMIN: &str = "admin";
 /// How long local certificates last.
@@ -101,4 +103,69 @@ impl Pki {
             client_ca_file: self.dir.join(CA_CERT),
         }
     }
+}
+
+/// Creates `cluster_dir/etcd-pki`: a CA for etcd itself, a certificate per
+/// member (`m0.crt`, ...; server and client authentication, for 127.0.0.1
+/// and localhost) and the client certificate steward uses (`client.crt`).
+///
+/// # Errors
+/// [`LocalError::Tls`] when a certificate cannot be made or written.
+pub fn create_etcd(cluster_dir: &Path, members: usize) -> Result<(), LocalError> {
+    let dir = cluster_dir.join(ETCD_DIR);
+    let ca = certs::new_ca("etcd local CA", DAYS).map_err(|e| tls_error(&e))?;
+    certs::write_new(&dir.join(CA_KEY), &ca.key_pem).map_err(|e| tls_error(&e))?;
+    certs::write_new(&dir.join(CA_CERT), &ca.cert_pem).map_err(|e| tls_error(&e))?;
+    let issue = |name: &str, sans: &[String]| -> Result<(), LocalError> {
+        let issued = certs::issue_for_etcd(&ca, name, sans, DAYS).map_err(|e| tls_error(&e))?;
+        certs::write_new(&dir.join(format!("{name}.key")), &issued.key_pem).map_err(|e| tls_error(&e))?;
+        certs::write_new(&dir.join(format!("{name}.crt")), &issued.cert_pem).map_err(|e| tls_error(&e))
+    };
+    for i in 0..members {
+        issue(&format!("m{i}"), &["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    }
+    issue("client", &[])
+}
+
+/// The `[member.tls]` of member `name` when the cluster was made with
+/// `--etcd-tls`: client and peer TLS with client certificates required.
+#[must_use]
+pub fn member_tls(cluster_dir: &Path, name: &str) -> super::layout::MemberTlsSection {
+    let dir = cluster_dir.join(ETCD_DIR);
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let ca = dir.join(CA_CERT);
+    super::layout::MemberTlsSection {
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+        trusted_ca_file: ca.clone(),
+        client_cert_auth: true,
+        peer_cert_file: cert,
+        peer_key_file: key,
+        peer_trusted_ca_file: ca,
+        peer_client_cert_auth: true,
+    }
+}
+
+/// The cluster file's `[etcd]` when the cluster was made with
+/// `--etcd-tls` (relative to the file).
+#[must_use]
+pub fn cluster_file_etcd() -> crate::cluster_file::EtcdSettings {
+    crate::cluster_file::EtcdSettings {
+        cacert: Some(Path::new(ETCD_DIR).join(CA_CERT)),
+        cert: Some(Path::new(ETCD_DIR).join("client.crt")),
+        key: Some(Path::new(ETCD_DIR).join("client.key")),
+    }
+}
+
+/// The etcd client identity of a cluster made with `--etcd-tls`, absolute
+/// paths; `None` for a cluster without.
+#[must_use]
+pub fn etcd_client(cluster_dir: &Path) -> Option<crate::etcd::EtcdTlsFiles> {
+    let dir = cluster_dir.join(ETCD_DIR);
+    dir.join(CA_CERT).is_file().then(|| crate::etcd::EtcdTlsFiles {
+        cacert: Some(dir.join(CA_CERT)),
+        cert: Some(dir.join("client.crt")),
+        key: Some(dir.join("client.key")),
+    })
 }

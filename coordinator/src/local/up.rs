@@ -48,6 +48,9 @@ pub struct UpSpec {
     pub ready_timeout: Duration,
     /// Agents in plaintext development mode instead of mutual TLS.
     pub insecure: bool,
+    /// etcd serves TLS on its client and peer URLs, client certificates
+    /// required.
+    pub etcd_tls: bool,
 }
 
 /// A started and ready local cluster.
@@ -98,6 +101,10 @@ pub async fn up(spec: &UpSpec) -> Result<UpReport, LocalError> {
         let pki = super::pki::create(&dir, spec.members)?;
         crate::agent_client::use_tls(Some(&pki.admin())).map_err(|e| LocalError::Tls(e.to_string()))?;
     }
+    if spec.etcd_tls {
+        super::pki::create_etcd(&dir, spec.members)?;
+        crate::etcd::use_tls(super::pki::etcd_client(&dir).as_ref()).map_err(LocalError::Tls)?;
+    }
     let mut avoid = BTreeSet::new();
     let mut last_conflict = String::new();
     for attempt in 1..=ATTEMPTS {
@@ -118,7 +125,7 @@ pub async fn up(spec: &UpSpec) -> Result<UpReport, LocalError> {
         let layouts: Vec<MemberLayout> = ports
             .chunks_exact(3)
             .enumerate()
-            .map(|(i, p)| MemberLayout::new(&dir, i, [p[0], p[1], p[2]]))
+            .map(|(i, p)| MemberLayout::new(&dir, i, [p[0], p[1], p[2]]).with_etcd_tls(spec.etcd_tls))
             .collect();
         let mut started = Vec::new();
         let outcome = start_and_wait(spec, &dir, &layouts, &token, &mut started).await;
@@ -465,7 +472,11 @@ fn finish(
 ) -> Result<UpReport, LocalError> {
     let cluster = ClusterFile {
         name: dir.file_name().map(|n| n.to_string_lossy().into_owned()),
-        etcd: cluster_file::EtcdSettings::default(),
+        etcd: if spec.etcd_tls {
+            super::pki::cluster_file_etcd()
+        } else {
+            cluster_file::EtcdSettings::default()
+        },
         agent_tls: (!spec.insecure).then(super::pki::Pki::cluster_file_identity),
         members: layouts
             .iter()
