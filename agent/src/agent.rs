@@ -89,7 +89,14 @@ impl Agent {
         logs.spawn_follower(shutdown.clone());
         let supervisor = Supervisor::spawn(config.supervision.clone(), state.clone(), shutdown);
         let member_tls = crate::member::MemberClientTls::read(&config.member.tls)?;
-        let member = LocalMember::new(config.member.local_client_url().to_owned(), member_tls)?;
+        let credentials = config
+            .member
+            .auth
+            .as_ref()
+            .map(crate::member::MemberCredentials::read)
+            .transpose()?;
+        let member =
+            LocalMember::new(config.member.local_client_url().to_owned(), member_tls)?.with_credentials(credentials);
         let agent = Arc::new(Self {
             config,
             state,

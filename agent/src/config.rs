@@ -172,6 +172,10 @@ pub struct MemberSpec {
     #[serde(default)]
     pub initial_cluster_token: Option<String>,
     /// TLS files of the member.
+    /// The etcd user the agent's own calls to its member run as, once
+    /// auth is enabled in the cluster (a snapshot then needs a root user).
+    #[serde(default)]
+    pub auth: Option<MemberAuth>,
     #[serde(default)]
     pub tls: MemberTls,
     /// Further etcd flags as written for the version the member runs now
@@ -182,6 +186,17 @@ pub struct MemberSpec {
 
 fn default_cluster_state() -> String {
     "new".to_owned()
+}
+
+/// `[member.auth]`: the etcd user of the agent's own calls.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberAuth {
+    /// The etcd user (with the root role, for snapshots).
+    pub user: String,
+    /// A file holding its password (one line; keep it 0600). The password
+    /// is never written into the agent's config, logs or answers.
+    pub password_file: PathBuf,
 }
 
 /// TLS file paths of the member (client and peer side).
@@ -359,6 +374,14 @@ impl MemberSpec {
         }
         if !self.data_dir.is_absolute() {
             return Err(invalid("data_dir", "must be an absolute path".into()));
+        }
+        if let Some(auth) = &self.auth {
+            if auth.user.trim().is_empty() {
+                return Err(invalid("auth.user", "must not be empty".into()));
+            }
+            if !auth.password_file.is_absolute() {
+                return Err(invalid("auth.password_file", "must be an absolute path".into()));
+            }
         }
         if self
             .advertise_client_urls

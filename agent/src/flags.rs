@@ -570,6 +570,7 @@ mod tests {
             initial_cluster: "m1=http://127.0.0.1:2380".into(),
             initial_cluster_state: "new".into(),
             initial_cluster_token: Some("tok".into()),
+            auth: None,
             tls: MemberTls::default(),
             extra_flags: extra.iter().map(|s| (*s).to_owned()).collect(),
         }

@@ -57,12 +57,51 @@ impl MemberClientTls {
     }
 }
 
+/// The etcd user of the agent's calls; the password is never printed.
+#[derive(Clone)]
+pub struct MemberCredentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for MemberCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberCredentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl MemberCredentials {
+    /// Reads the password file of `[member.auth]` (its first line).
+    ///
+    /// # Errors
+    /// The file cannot be read, or holds no password.
+    pub fn read(auth: &crate::config::MemberAuth) -> Result<Self, AgentError> {
+        let text =
+            std::fs::read_to_string(&auth.password_file).map_err(crate::fsutil::io_err("read", &auth.password_file))?;
+        let password = text.lines().next().unwrap_or_default().to_owned();
+        if password.is_empty() {
+            return Err(AgentError::InvalidArgument {
+                field: "member.auth.password_file",
+                reason: format!("{} holds no password", auth.password_file.display()),
+            });
+        }
+        Ok(Self {
+            user: auth.user.clone(),
+            password,
+        })
+    }
+}
+
 /// The agent's view of its local member.
 #[derive(Clone, Debug)]
 pub struct LocalMember {
     endpoint: String,
     http: reqwest::Client,
     tls: Option<MemberClientTls>,
+    credentials: Option<MemberCredentials>,
 }
 
 impl LocalMember {
@@ -87,7 +126,15 @@ impl LocalMember {
             endpoint,
             http: http.build().map_err(tool)?,
             tls,
+            credentials: None,
         })
+    }
+
+    /// The same member, called as `credentials` (auth enabled).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Option<MemberCredentials>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// The client URL.
@@ -108,6 +155,17 @@ impl LocalMember {
                 config = config.identity(etcd_client::Identity::from_pem(cert.clone(), key.clone()));
             }
             options = options.with_tls(config);
+        }
+        if let Some(credentials) = &self.credentials {
+            let with_user = options
+                .clone()
+                .with_user(credentials.user.clone(), credentials.password.clone());
+            match Client::connect([self.endpoint.as_str()], Some(with_user)).await {
+                // Until auth is enabled in the cluster, etcd refuses to
+                // authenticate anyone: call without the user then.
+                Err(error) if describe_etcd_error(&error).contains("authentication is not enabled") => {}
+                other => return other.map_err(|error| self.unavailable(&error)),
+            }
         }
         Client::connect([self.endpoint.as_str()], Some(options))
             .await

@@ -178,13 +178,19 @@ fn options() -> ConnectOptions {
 
 /// A client over several endpoints (for cluster-wide questions).
 pub async fn connect(endpoints: &[String], what: &'static str) -> Result<Client, EtcdError> {
-    Client::connect(endpoints, Some(options()))
-        .await
-        .map_err(|e| EtcdError {
-            endpoints: endpoints.join(","),
-            what,
-            reason: describe(&e),
-        })
+    let connected = match Client::connect(endpoints, Some(options())).await {
+        // Credentials given for a cluster without auth: etcd refuses to
+        // authenticate anyone then, and needs no user.
+        Err(error) if describe(&error).contains("authentication is not enabled") => {
+            Client::connect(endpoints, Some(with_tls(anonymous_options()))).await
+        }
+        other => other,
+    };
+    connected.map_err(|e| EtcdError {
+        endpoints: endpoints.join(","),
+        what,
+        reason: describe(&e),
+    })
 }
 
 /// A client for one member only.

@@ -302,7 +302,7 @@ impl Roll<'_> {
         // second, whatever state the first left the cluster in, and every
         // decision below is made on an observation taken under the lock.
         let first = self.observe("observe").await?;
-        let locked = self.take_lock(&first.observed).await?;
+        let locked = Box::pin(self.take_lock(&first.observed)).await?;
         let observation = if locked { self.observe("observe").await? } else { first };
         let observed = observation.observed;
         self.emit(&Event::Observed {

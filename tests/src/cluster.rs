@@ -49,6 +49,7 @@ pub struct ClusterBuilder {
     retain: usize,
     mutual_tls: bool,
     etcd_tls: bool,
+    member_auth: Option<(String, String)>,
 }
 
 impl ClusterBuilder {
@@ -67,6 +68,7 @@ impl ClusterBuilder {
             retain: 5,
             mutual_tls: true,
             etcd_tls: false,
+            member_auth: None,
         }
     }
 
@@ -111,6 +113,14 @@ impl ClusterBuilder {
     #[must_use]
     pub const fn etcd_tls(mut self) -> Self {
         self.etcd_tls = true;
+        self
+    }
+
+    /// The agents call their members as `user` with `password` (given in a
+    /// password file), for clusters where the test enables auth.
+    #[must_use]
+    pub fn member_auth(mut self, user: &str, password: &str) -> Self {
+        self.member_auth = Some((user.to_owned(), password.to_owned()));
         self
     }
 
@@ -247,6 +257,15 @@ impl ClusterBuilder {
             }
         }
         let mut tls = String::new();
+        if let Some((user, password)) = &self.member_auth {
+            let file = member.dir.join("etcd-password");
+            std::fs::write(&file, format!("{password}\n")).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+            let _ = write!(
+                tls,
+                "\n[member.auth]\nuser = {user:?}\npassword_file = {:?}\n",
+                file.display().to_string()
+            );
+        }
         if !member_tls.is_empty() {
             tls.push_str("\n[member.tls]\n");
             for (key, value) in &member_tls {

@@ -116,3 +116,47 @@ async fn steward_works_with_a_user_and_the_auth_rule_refuses_3_4_to_3_5() {
     assert_eq!(usage.status.code(), Some(2));
     cluster.cleanup();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_upgrade_runs_on_a_cluster_with_auth() {
+    let low = steward_tests::exact("3.5.16");
+    let high = newest(3, 5);
+    let cluster = ClusterBuilder::new(3, low.clone())
+        .member_auth("root", PASSWORD)
+        .start()
+        .await;
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    client.user_add("root", PASSWORD, None).await.expect("add root");
+    client.user_grant_role("root", "root").await.expect("grant root");
+    client.auth_enable().await.expect("enable auth");
+
+    let to = high.version.to_string();
+    let upgraded = steward(
+        &["upgrade", "--agents", &cluster.agents_arg(), "--to", &to, "-w", "json"],
+        &[("ETCDCTL_USER", "root"), ("ETCDCTL_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(
+        upgraded.status.code(),
+        Some(0),
+        "{}; {}",
+        String::from_utf8_lossy(&upgraded.stderr),
+        cluster.logs_hint()
+    );
+    assert_no_password(&upgraded);
+    let report: serde_json::Value = serde_json::from_slice(&upgraded.stdout).expect("report JSON");
+    assert!(
+        report["snapshot"]["id"].is_string(),
+        "the agent took the snapshot as root: {report:#}"
+    );
+    for i in 0..3 {
+        assert_eq!(cluster.status(i).await.member.unwrap_or_default().version, to);
+        for log in [
+            cluster.members[i].log_path.clone(),
+            cluster.members[i].state_dir.join("audit.log"),
+        ] {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(!text.contains(PASSWORD), "the password is in {}", log.display());
+        }
+    }
+    cluster.cleanup();
+}
