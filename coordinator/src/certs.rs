@@ -108,30 +108,23 @@ pub fn issue(ca: &Issued, role: Role, name: &str, sans: &[String], days: u32) ->
     if role == Role::Agent && sans.is_empty() {
         return Err(CertError::NoSubjectAltNames);
     }
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(crypto("read the CA key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(crypto("read the CA certificate"))?;
-    let key = KeyPair::generate().map_err(crypto("generate a key"))?;
-    let mut params = CertificateParams::new(sans.to_vec()).map_err(crypto("encode the subject alternative names"))?;
     let mut subject = DistinguishedName::new();
     subject.push(DnType::CommonName, name);
     subject.push(DnType::OrganizationName, ORGANIZATION);
     subject.push(DnType::OrganizationalUnitName, role.as_str());
-    params.distinguished_name = subject;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![if role == Role::Agent {
+    let usage = if role == Role::Agent {
         ExtendedKeyUsagePurpose::ServerAuth
     } else {
         ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params, days);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(crypto("sign the certificate"))?;
-    Ok(Issued {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    };
+    sign(
+        ca,
+        subject,
+        sans,
+        vec![KeyUsagePurpose::DigitalSignature],
+        vec![usage],
+        days,
+    )
 }
 
 /// A certificate for etcd itself (no steward role): `name` for `sans`,
@@ -143,19 +136,34 @@ pub fn issue(ca: &Issued, role: Role, name: &str, sans: &[String], days: u32) ->
 /// [`CertError::Crypto`] for a CA that cannot be read or a name that
 /// cannot be encoded.
 pub fn issue_for_etcd(ca: &Issued, name: &str, sans: &[String], days: u32) -> Result<Issued, CertError> {
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(crypto("read the CA key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(crypto("read the CA certificate"))?;
-    let key = KeyPair::generate().map_err(crypto("generate a key"))?;
-    let mut params = CertificateParams::new(sans.to_vec()).map_err(crypto("encode the subject alternative names"))?;
     let mut subject = DistinguishedName::new();
     subject.push(DnType::CommonName, name);
-    params.distinguished_name = subject;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = if sans.is_empty() {
+    let usages = if sans.is_empty() {
         vec![ExtendedKeyUsagePurpose::ClientAuth]
     } else {
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
     };
+    let key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    sign(ca, subject, sans, key_usages, usages, days)
+}
+
+/// A new key and a certificate for it with `subject`, `sans` and the
+/// usages, signed by `ca`.
+fn sign(
+    ca: &Issued,
+    subject: DistinguishedName,
+    sans: &[String],
+    key_usages: Vec<KeyUsagePurpose>,
+    extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+    days: u32,
+) -> Result<Issued, CertError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(crypto("read the CA key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(crypto("read the CA certificate"))?;
+    let key = KeyPair::generate().map_err(crypto("generate a key"))?;
+    let mut params = CertificateParams::new(sans.to_vec()).map_err(crypto("encode the subject alternative names"))?;
+    params.distinguished_name = subject;
+    params.key_usages = key_usages;
+    params.extended_key_usages = extended_key_usages;
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, days);
     let cert = params
