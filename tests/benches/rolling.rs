@@ -4,7 +4,8 @@
 //! with etcdctl, SIGTERM, start the new binary with the same flags, poll
 //! `etcdctl endpoint health`; followers first, the leader last).
 //!
-//! `cargo bench -p steward-tests --bench rolling` prints total time,
+//! `scripts/bench` (release binaries, then `cargo bench -p steward-tests
+//! --bench rolling`) prints total time,
 //! per-member time, the longest write stall and failed writes for both.
 //! Goal: steward's longest stall no worse than the manual procedure's, and
 //! its total time, backup excluded, within 2x.
