@@ -184,10 +184,44 @@ pub enum Command {
     /// Downgrade the cluster to a version, one member at a time, the leader last.
     #[command(after_long_help = crate::exit::HELP)]
     Downgrade(RollArgs),
+    /// Take a verified snapshot through the leader's agent (or --member's), and copy it here with --out.
+    #[command(after_long_help = crate::exit::HELP)]
+    Backup(BackupArgs),
+    /// List the snapshots every agent keeps, newest first.
+    #[command(after_long_help = crate::exit::HELP)]
+    Backups(BackupsArgs),
     /// Return the members a partial upgrade already changed to their previous version (before the
     /// cluster version flips), one at a time, the leader last.
     #[command(after_long_help = crate::exit::HELP)]
     Rollback(RollbackArgs),
+}
+
+/// `steward backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Take it through this member's agent instead of the leader's.
+    #[arg(long, value_name = "NAME")]
+    pub member: Option<String>,
+    /// Also copy it to this local file (never overwritten), verified against its sha256 trailer.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `steward backups`.
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `steward certs`.

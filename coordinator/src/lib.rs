@@ -61,6 +61,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         cli::Command::Plan(args) => Box::pin(commands::cluster::plan(&args, out)).await,
         cli::Command::Upgrade(args) => Box::pin(commands::roll::run(plan::Direction::Upgrade, args, out)).await,
         cli::Command::Downgrade(args) => Box::pin(commands::roll::run(plan::Direction::Downgrade, args, out)).await,
+        cli::Command::Backup(args) => Box::pin(commands::backup::backup(&args, out)).await,
+        cli::Command::Backups(args) => Box::pin(commands::backup::backups(&args.cluster, args.output, out)).await,
         cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(args, out)).await,
     }
 }

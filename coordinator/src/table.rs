@@ -6,8 +6,8 @@ use comfy_table::{Cell, Table, presets};
 
 use crate::format::{self, human_bytes, or_dash, yes_no};
 use crate::view::{
-    BinariesView, DownloadView, FlagChangeView, FlagsView, LifecycleView, SnapshotView, SnapshotsView, StagedView,
-    StatusView, SwitchView,
+    BackupView, BinariesView, DownloadView, FlagChangeView, FlagsView, LifecycleView, SnapshotView, SnapshotsView,
+    StagedView, StatusView, SwitchView,
 };
 
 /// A view that can be printed as one or more tables.
@@ -248,6 +248,21 @@ fn snapshot_rows(snapshot: &SnapshotView) -> Vec<(&'static str, String)> {
         ("member id", or_dash(snapshot.member_id.as_deref())),
         ("path on agent", snapshot.path.clone()),
     ]
+}
+
+impl Tabular for BackupView {
+    fn tables(&self) -> Vec<Table> {
+        let mut rows = snapshot_rows(&self.snapshot);
+        rows.push(("agent", self.agent.clone()));
+        rows.push((
+            "downloaded to",
+            self.downloaded_to.as_ref().map_or_else(
+                || "- (kept on the agent's host; --out FILE copies it here)".to_owned(),
+                |f| format!("{f} (sha256 trailer verified)"),
+            ),
+        ));
+        vec![key_values(rows)]
+    }
 }
 
 impl Tabular for SnapshotView {

@@ -467,6 +467,17 @@ impl From<&pb::SnapshotInfo> for SnapshotView {
     }
 }
 
+/// `steward backup`: the verified snapshot and where it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupView {
+    /// The agent that took it.
+    pub agent: String,
+    /// The snapshot.
+    pub snapshot: SnapshotView,
+    /// The local copy, when `--out` was given (verified).
+    pub downloaded_to: Option<String>,
+}
+
 /// `steward agent snapshots`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotsView {

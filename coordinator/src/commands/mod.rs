@@ -2,6 +2,7 @@
 //! and views; connecting, formatting and errors live in their own modules.
 
 pub mod agent;
+pub mod backup;
 pub mod certs;
 pub mod cluster;
 pub mod local;
