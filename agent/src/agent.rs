@@ -330,14 +330,19 @@ impl Agent {
         if token <= 0 {
             return Ok(());
         }
-        let highest = self.state.get().fencing_token;
-        if token < highest {
-            return Err(AgentError::StaleFencingToken { token, highest });
-        }
-        if token > highest {
-            self.state.update(|s| s.fencing_token = s.fencing_token.max(token))?;
-        }
-        Ok(())
+        // Compare and raise under one lock: of two callers racing with
+        // different tokens, the older one can never be admitted after the
+        // newer one raised the mark.
+        self.state.update(|s| {
+            if token < s.fencing_token {
+                return Err(AgentError::StaleFencingToken {
+                    token,
+                    highest: s.fencing_token,
+                });
+            }
+            s.fencing_token = token;
+            Ok(())
+        })?
     }
 
     /// Waits until no operation runs (up to `limit`), so shutdown does not

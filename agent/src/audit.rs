@@ -49,7 +49,7 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (creating, 0600) `state_dir/audit.log` for appending.
+    /// Opens (creating) `state_dir/audit.log` for appending, mode 0600.
     ///
     /// # Errors
     /// The file cannot be opened.
@@ -62,6 +62,8 @@ impl AuditLog {
             .mode(0o600)
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&path)?;
+        // An existing file keeps its mode on open: make it private again.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         Ok(Self {
             path,
             file: Mutex::new(file),
@@ -200,6 +202,16 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn an_existing_log_is_made_private_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub enum AddressError {
 }
 
 impl AgentAddress {
-    /// The URI the channel connects to (`http://host:port`).
+    /// The plaintext URI (`http://host:port`); with mutual TLS the channel
+    /// connects to `https://host:port` of the same authority.
     #[must_use]
     pub fn uri(&self) -> &Uri {
         &self.uri

@@ -147,9 +147,11 @@ pub async fn download(clients: &mut AgentClients, id: &str, out: &Path) -> Resul
         .into_inner();
 
     let part = part_path(out);
+    // A snapshot holds every secret stored in etcd: private from the start.
     let mut file = match tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&part)
         .await
     {

@@ -247,23 +247,32 @@ pub fn http_client() -> Result<reqwest::Client, EtcdError> {
 }
 
 /// Whether authentication is enabled. etcd has no AuthStatus call before
-/// 3.5 and etcd-client exposes none, so ask `endpoint` for the user list
-/// without credentials (even when steward has some): it is answered only
-/// while auth is disabled.
+/// 3.5 and etcd-client exposes none, so ask `endpoint` to authenticate a
+/// user that cannot exist: etcd answers "authentication is not enabled"
+/// only while it is off, whoever asks (a client certificate whose CN names
+/// a root user would make a permission-based probe say "off").
 pub async fn auth_enabled(endpoint: &str) -> Result<bool, String> {
-    let mut client = Client::connect([endpoint], Some(with_tls(anonymous_options())))
+    let client = Client::connect([endpoint], Some(with_tls(anonymous_options())))
         .await
         .map_err(|e| describe(&e))?;
-    match client.user_list().await {
-        Ok(_) => Ok(false),
+    let probe = client
+        .auth_client()
+        .authenticate("steward-auth-probe\u{0}".to_owned(), "-".to_owned())
+        .await;
+    match probe {
+        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("authentication is not enabled") => {
+            Ok(false)
+        }
         Err(etcd_client::Error::GRpcStatus(status))
             if matches!(
                 status.code(),
                 tonic::Code::InvalidArgument | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
-            ) =>
+            ) || status.message().contains("authentication failed") =>
         {
             Ok(true)
         }
+        // A user by that name authenticated: auth is on.
+        Ok(_) => Ok(true),
         Err(error) => Err(describe(&error)),
     }
 }

@@ -82,7 +82,8 @@ pub enum LockError {
     },
 }
 
-/// A held lock; release it when done (dropping it lets the lease expire).
+/// A held lock; release it when done. Dropping it keeps renewing the lease
+/// until the process exits (the keepalive task is detached).
 pub struct ClusterLock {
     client: Client,
     key: String,
@@ -240,9 +241,12 @@ async fn keep_alive(client: Client, lease: i64, lost: Arc<AtomicBool>) {
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(KEEPALIVE).await;
+        // etcd counts the TTL from when it got the renewal: count from when
+        // it was sent, never later.
+        let sent = Instant::now();
         let answer = tokio::time::timeout(KEEPALIVE * 2, renew(&client, lease, &mut stream)).await;
         match answer {
-            Ok(Ok(remaining)) if remaining > 0 => renewed = Instant::now(),
+            Ok(Ok(remaining)) if remaining > 0 => renewed = sent,
             Ok(Ok(_)) => {
                 tracing::error!(lease, "the cluster lock's lease is gone");
                 lost.store(true, Ordering::SeqCst);

@@ -795,6 +795,21 @@ impl Roll<'_> {
             };
             let (answer, method) = match clients.binaries.import_binary(import).await {
                 Ok(answer) => (answer.into_inner(), StageMethod::Imported),
+                // Anything but "not importable from that path" (a stale
+                // token, a busy agent, a role that may not) would refuse the
+                // upload just the same.
+                Err(refused)
+                    if !matches!(
+                        refused.code(),
+                        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::AlreadyExists
+                    ) =>
+                {
+                    return Err(failure(
+                        Some(&member.name),
+                        "stage",
+                        format!("ImportBinary: {:?}: {}", refused.code(), refused.message()),
+                    ));
+                }
                 Err(refused) => {
                     tracing::debug!(member = %member.name, path = %path.display(), reason = %refused.message(), "not importable there; uploading");
                     let answer = crate::upload::upload(&mut clients, path, fingerprint, version, *tool, token)
@@ -973,6 +988,16 @@ impl Roll<'_> {
                     format!("{} to migrate their storage version", members.join(", "))
                 }
             };
+            if Instant::now() > deadline && !enabled_here {
+                return Err(failure(
+                    None,
+                    "storage-version",
+                    format!(
+                        "waited {:?} for {waiting_for}; the downgrade was enabled by an earlier run and is left as it is",
+                        self.options.gate_timeout
+                    ),
+                ));
+            }
             if Instant::now() > deadline {
                 let reason = format!("waited {:?} for {waiting_for}", self.options.gate_timeout);
                 let cancelled = match downgrade_api::cancel(&endpoints).await {

@@ -56,6 +56,11 @@ async fn backup_takes_a_verified_snapshot_and_backups_lists_them() {
     assert_eq!(taken["downloaded_to"], file_text.as_str());
     let local = std::fs::metadata(&file).expect("the local copy");
     assert_eq!(Some(local.len()), snapshot["size_bytes"].as_u64());
+    // It holds every secret stored in etcd: readable by its owner only.
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&local.permissions()) & 0o777,
+        0o600
+    );
 
     // Never over an existing file, and refused before a snapshot is taken.
     let again = steward(&["backup", "--agents", &agents, "--out", &file_text]);
