@@ -619,6 +619,25 @@ impl Cluster {
         }
     }
 
+    /// Imports the etcd server at `path` as `version` on member `i`'s agent
+    /// (it must lie in an import dir), without a fencing token.
+    ///
+    /// # Panics
+    /// When the agent refuses it.
+    pub async fn import_etcd(&self, i: usize, path: &Path, version: &str) {
+        self.binaries(i)
+            .await
+            .import_binary(pb::ImportBinaryRequest {
+                path: path.display().to_string(),
+                tool: pb::Tool::Etcd.into(),
+                version: version.to_owned(),
+                sha256: String::new(),
+                fencing_token: 0,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("import {} as {version} on member {i}: {s}", path.display()));
+    }
+
     /// GetStatus of member `i`.
     pub async fn status(&self, i: usize) -> pb::GetStatusResponse {
         self.agent(i)

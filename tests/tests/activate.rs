@@ -7,34 +7,13 @@ use std::time::Duration;
 use steward_proto::v1 as pb;
 use steward_tests::{ClusterBuilder, Writer, fake, lost_writes, newest};
 
-async fn import(
-    cluster: &steward_tests::Cluster,
-    member: usize,
-    path: &std::path::Path,
-    tool: pb::Tool,
-    version: &str,
-) {
-    cluster
-        .binaries(member)
-        .await
-        .import_binary(pb::ImportBinaryRequest {
-            path: path.display().to_string(),
-            tool: tool.into(),
-            version: version.to_owned(),
-            sha256: String::new(),
-            fencing_token: 0,
-        })
-        .await
-        .unwrap_or_else(|s| panic!("import {} as {version}: {s}", path.display()));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_moves_from_3_4_to_3_5_under_writes_without_losing_any() {
     let old = newest(3, 4);
     let new = newest(3, 5);
     let cluster = ClusterBuilder::new(3, old.clone()).start().await;
     let target = new.version.to_string();
-    import(&cluster, 0, &new.etcd(), pb::Tool::Etcd, &target).await;
+    cluster.import_etcd(0, &new.etcd(), &target).await;
 
     let writer = Writer::start(cluster.client_urls(&[1, 2]), "activate/").await;
     // The writer is going before the member changes.
@@ -158,7 +137,7 @@ async fn failed_activations_revert_to_the_previous_version() {
 
     // A binary that exits at once.
     let exits = fake::exits_at_once(&cluster.import_dir(), "3.5.97");
-    import(&cluster, 1, &exits, pb::Tool::Etcd, "3.5.97").await;
+    cluster.import_etcd(1, &exits, "3.5.97").await;
     let status = cluster
         .agent(1)
         .await
@@ -183,7 +162,7 @@ async fn failed_activations_revert_to_the_previous_version() {
 
     // A binary that claims 3.5.98 but runs another release.
     let liar = fake::reports_wrong_version(&cluster.import_dir(), "3.5.98", &real_new.etcd());
-    import(&cluster, 1, &liar, pb::Tool::Etcd, "3.5.98").await;
+    cluster.import_etcd(1, &liar, "3.5.98").await;
     let status = cluster
         .agent(1)
         .await
@@ -225,7 +204,7 @@ async fn an_activation_whose_caller_gives_up_still_finishes() {
     let new = newest(3, 5);
     let cluster = ClusterBuilder::new(1, old.clone()).start().await;
     let target = new.version.to_string();
-    import(&cluster, 0, &new.etcd(), pb::Tool::Etcd, &target).await;
+    cluster.import_etcd(0, &new.etcd(), &target).await;
 
     // The caller's deadline passes long before the switch is done.
     let mut request = tonic::Request::new(pb::ActivateRequest {

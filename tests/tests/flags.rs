@@ -51,18 +51,7 @@ async fn ca_file_is_renamed_and_the_member_runs_3_4() {
     assert_eq!(change.rule, "flags-3.4-trusted-ca-file");
 
     // 3.4 refuses --ca-file outright, so this only works with the rule.
-    cluster
-        .binaries(0)
-        .await
-        .import_binary(pb::ImportBinaryRequest {
-            path: new.etcd().display().to_string(),
-            tool: pb::Tool::Etcd.into(),
-            version: new.version.to_string(),
-            sha256: String::new(),
-            fencing_token: 0,
-        })
-        .await
-        .expect("stage 3.4");
+    cluster.import_etcd(0, &new.etcd(), &new.version.to_string()).await;
     let activated = agent
         .activate(pb::ActivateRequest {
             version: new.version.to_string(),

@@ -24,18 +24,7 @@ async fn rollback_returns_changed_members_until_the_version_flips() {
     let leader = cluster.leader_index().await;
     let follower = (leader + 1) % 3;
     for i in [follower, leader] {
-        cluster
-            .binaries(i)
-            .await
-            .import_binary(pb::ImportBinaryRequest {
-                path: new.etcd().display().to_string(),
-                tool: pb::Tool::Etcd.into(),
-                version: new.version.to_string(),
-                sha256: String::new(),
-                fencing_token: 0,
-            })
-            .await
-            .expect("stage 3.5");
+        cluster.import_etcd(i, &new.etcd(), &new.version.to_string()).await;
         cluster
             .agent(i)
             .await
