@@ -128,15 +128,18 @@ pub fn authorize(
 /// copies every secret stored in etcd.
 #[must_use]
 pub fn audited(path: &str) -> Option<&'static str> {
-    const AUDITED: [&str; 9] = [
+    const AUDITED: [&str; 12] = [
         "Activate",
         "Rollback",
         "Start",
         "Stop",
         "Restart",
+        "RestoreMember",
+        "FinishRestore",
         "ImportBinary",
         "UploadBinary",
         "TakeSnapshot",
+        "UploadSnapshot",
         "DownloadSnapshot",
     ];
     let method = path.strip_prefix("/steward.agent.v1.")?.split_once('/')?.1;
@@ -380,6 +383,8 @@ mod tests {
             Some("DownloadSnapshot")
         );
         assert_eq!(audited("/steward.agent.v1.Binaries/UploadBinary"), Some("UploadBinary"));
+        assert_eq!(audited("/steward.agent.v1.Agent/RestoreMember"), Some("RestoreMember"));
+        assert_eq!(audited("/steward.agent.v1.Snapshots/UploadSnapshot"), Some("UploadSnapshot"));
         assert_eq!(audited(STATUS), None);
         assert_eq!(audited("/steward.agent.v1.Snapshots/ListSnapshots"), None);
         assert_eq!(audited("/grpc.health.v1.Health/Check"), None);

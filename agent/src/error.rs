@@ -145,6 +145,33 @@ pub enum AgentError {
         #[source]
         source: crate::snapshot::VerifyError,
     },
+    /// An uploaded snapshot failed verification; it was not kept.
+    #[error("snapshot {id} refused")]
+    SnapshotRefused {
+        /// The id it was uploaded as.
+        id: String,
+        /// What is wrong.
+        #[source]
+        source: crate::snapshot::VerifyError,
+    },
+    /// A snapshot id is stored already with other content.
+    #[error("snapshot {id} is already stored with sha256 {existing}; the upload has {new}")]
+    SnapshotExists {
+        /// The id.
+        id: String,
+        /// sha256 of the stored snapshot.
+        existing: String,
+        /// sha256 of the upload.
+        new: String,
+    },
+    /// A restore rule refuses the restore; nothing was changed.
+    #[error("restore refused: {reason} [rule {rule}]")]
+    RestoreRefused {
+        /// The rule's name, as the operator guide lists it.
+        rule: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// An activation or rollback failed and the previous version runs again.
     #[error(
         "switching to {attempted} failed ({reason}); reverted to {reverted_to}{}",
@@ -362,15 +389,16 @@ impl From<AgentError> for Status {
     fn from(error: AgentError) -> Self {
         use AgentError as E;
         let code = match &error {
-            E::InvalidArgument { .. } | E::BinaryRefused(_) => Code::InvalidArgument,
+            E::InvalidArgument { .. } | E::BinaryRefused(_) | E::SnapshotRefused { .. } => Code::InvalidArgument,
             E::TransitionRefused { .. }
+            | E::RestoreRefused { .. }
             | E::Busy { .. }
             | E::Precondition { .. }
             | E::FlagsRefused { .. }
             | E::BinaryChanged { .. }
             | E::StaleFencingToken { .. } => Code::FailedPrecondition,
             E::VersionNotStaged { .. } | E::SnapshotNotFound { .. } => Code::NotFound,
-            E::AlreadyStaged { .. } => Code::AlreadyExists,
+            E::AlreadyStaged { .. } | E::SnapshotExists { .. } => Code::AlreadyExists,
             E::ActivationFailed { .. } => Code::Aborted,
             E::EtcdUnavailable { .. } | E::SupervisorGone => Code::Unavailable,
             E::SnapshotInvalid { .. } => Code::DataLoss,

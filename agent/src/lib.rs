@@ -7,6 +7,7 @@
 pub mod access;
 pub mod agent;
 pub mod audit;
+pub mod bolt;
 pub mod config;
 pub mod datadir;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod hashing;
 pub mod logs;
 pub mod member;
 pub mod process;
+pub mod restore;
 pub mod server;
 pub mod service;
 pub mod signal;

@@ -16,11 +16,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::access::Caller;
 use crate::audit::{AuditLog, Pending};
 
-use crate::agent::{Agent, Switched};
+use crate::agent::{Agent, RestoreRequest, Switched};
 use crate::error::{AgentError, BinaryRefusal};
 use crate::flags::{ChangeKind, FlagChange};
-use crate::snapshot::SnapshotMeta;
-use crate::state::AgentState;
+use crate::snapshot::{SnapshotMeta, UploadDeclared};
+use crate::state::{AgentState, RestorePhase, RestoreRecord};
 use crate::store::{Declared, Manifest, Tool};
 
 /// Lines TailLogs sends first when the request does not say.
@@ -127,6 +127,7 @@ fn state_to_pb(state: AgentState) -> pb::AgentState {
         AgentState::Activating => pb::AgentState::Activating,
         AgentState::RollingBack => pb::AgentState::RollingBack,
         AgentState::Failed => pb::AgentState::Failed,
+        AgentState::Restoring => pb::AgentState::Restoring,
     }
 }
 
@@ -192,7 +193,55 @@ fn snapshot_to_pb(meta: &SnapshotMeta) -> pb::SnapshotInfo {
         created_at: Some(timestamp_ms(meta.created_at_ms)),
         member_name: meta.member_name.clone(),
         member_id: meta.member_id,
+        db_cluster_version: meta.db_cluster_version.clone(),
+        uploaded: meta.uploaded,
     }
+}
+
+fn restore_to_pb(record: &RestoreRecord) -> pb::RestoreInfo {
+    pb::RestoreInfo {
+        restore_id: record.id.clone(),
+        phase: match record.phase {
+            RestorePhase::Restoring => pb::RestorePhase::Restoring,
+            RestorePhase::Restored => pb::RestorePhase::Restored,
+            RestorePhase::Finished => pb::RestorePhase::Finished,
+        }
+        .into(),
+        snapshot_id: record.snapshot_id.clone(),
+        snapshot_sha256: record.snapshot_sha256.clone(),
+        snapshot_revision: record.snapshot_revision,
+        version: record.version.clone(),
+        initial_cluster: record.initial_cluster.clone(),
+        initial_cluster_token: record.initial_cluster_token.clone(),
+        data_dir: record.data_dir.display().to_string(),
+        moved_aside_to: if record.had_data_dir {
+            record.moved_aside_to.display().to_string()
+        } else {
+            String::new()
+        },
+        started_at: Some(timestamp_ms(record.started_at_ms)),
+        updated_at: Some(timestamp_ms(record.updated_at_ms)),
+    }
+}
+
+/// A restore id or cluster token: what is safe in a file name and on
+/// etcd's command line.
+fn parse_name(field: &'static str, text: &str) -> Result<String, AgentError> {
+    if text.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    if text.len() > 128
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || text.starts_with('.')
+    {
+        return Err(invalid(
+            field,
+            format!("{text:?} must be at most 128 letters, digits, '-', '_' or '.', not starting with '.'"),
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn switched_to_pb(switched: Switched) -> pb::ActivateResponse {
@@ -263,6 +312,7 @@ impl pb::agent_server::Agent for AgentService {
             member: Some(member),
             data_dir: Some(crate::datadir::facts(&config.member.data_dir)),
             disk: Some(crate::datadir::disk(&config.state_dir, &config.member.data_dir)),
+            restore: persisted.restore.as_ref().map(restore_to_pb),
         }))
     }
 
@@ -311,6 +361,37 @@ impl pb::agent_server::Agent for AgentService {
     async fn restart(&self, request: Request<pb::RestartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
         let call = self.audit(&request, "Restart", request.get_ref().fencing_token);
         call.finish(self.restart_call(request.get_ref().fencing_token).await)
+    }
+
+    async fn restore_member(
+        &self,
+        request: Request<pb::RestoreMemberRequest>,
+    ) -> Result<Response<pb::RestoreMemberResponse>, Status> {
+        let r = request.get_ref();
+        let mut call = self.audit(&request, "RestoreMember", r.fencing_token);
+        call.arg("restore_id", r.restore_id.clone());
+        call.arg("snapshot_id", r.snapshot_id.clone());
+        call.arg("version", r.version.clone());
+        call.arg("initial_cluster", r.initial_cluster.clone());
+        call.arg("initial_cluster_token", r.initial_cluster_token.clone());
+        call.finish(self.restore_call(request.into_inner()).await)
+    }
+
+    async fn finish_restore(
+        &self,
+        request: Request<pb::FinishRestoreRequest>,
+    ) -> Result<Response<pb::RestoreMemberResponse>, Status> {
+        let mut call = self.audit(&request, "FinishRestore", 0);
+        call.arg("restore_id", request.get_ref().restore_id.clone());
+        let result = parse_name("restore_id", &request.get_ref().restore_id)
+            .and_then(|id| self.agent.finish_restore(&id))
+            .map(|record| {
+                Response::new(pb::RestoreMemberResponse {
+                    restore: Some(restore_to_pb(&record)),
+                })
+            })
+            .map_err(Status::from);
+        call.finish(result)
     }
 
     type TailLogsStream = ServiceStream<pb::TailLogsResponse>;
@@ -543,6 +624,15 @@ impl pb::snapshots_server::Snapshots for AgentService {
         Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
     }
 
+    async fn upload_snapshot(
+        &self,
+        request: Request<Streaming<pb::UploadSnapshotRequest>>,
+    ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
+        let mut call = self.audit(&request, "UploadSnapshot", 0);
+        let result = self.upload_snapshot_call(request.into_inner(), &mut call).await;
+        call.finish(result)
+    }
+
     type DownloadSnapshotStream = ServiceStream<pb::DownloadSnapshotResponse>;
 
     async fn download_snapshot(
@@ -558,6 +648,95 @@ impl pb::snapshots_server::Snapshots for AgentService {
 }
 
 impl AgentService {
+    async fn restore_call(
+        &self,
+        request: pb::RestoreMemberRequest,
+    ) -> Result<Response<pb::RestoreMemberResponse>, Status> {
+        let parsed = RestoreRequest {
+            id: parse_name("restore_id", &request.restore_id)?,
+            snapshot_id: {
+                crate::snapshot::check_id(&request.snapshot_id)
+                    .map_err(|_| invalid("snapshot_id", format!("{:?} is not a snapshot id", request.snapshot_id)))?;
+                request.snapshot_id.clone()
+            },
+            version: parse_version("version", &request.version)?,
+            initial_cluster: if request.initial_cluster.is_empty() {
+                return Err(invalid("initial_cluster", "is required").into());
+            } else {
+                request.initial_cluster.clone()
+            },
+            initial_cluster_token: parse_name("initial_cluster_token", &request.initial_cluster_token)?,
+        };
+        self.agent.admit(request.fencing_token)?;
+        let record = self.agent.restore_member(parsed).await?;
+        Ok(Response::new(pb::RestoreMemberResponse {
+            restore: Some(restore_to_pb(&record)),
+        }))
+    }
+
+    async fn upload_snapshot_call(
+        &self,
+        mut stream: Streaming<pb::UploadSnapshotRequest>,
+        call: &mut Pending,
+    ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
+        let header = match stream.message().await? {
+            Some(pb::UploadSnapshotRequest {
+                part: Some(pb::upload_snapshot_request::Part::Header(header)),
+            }) => header,
+            _ => return Err(invalid("header", "the first message must be a SnapshotUploadHeader").into()),
+        };
+        call.fencing_token(header.fencing_token);
+        call.arg("id", header.id.clone());
+        call.arg("sha256", header.sha256.clone());
+        call.arg("size", header.size);
+        self.agent.admit(header.fencing_token)?;
+        crate::snapshot::check_id(&header.id).map_err(|_| {
+            invalid(
+                "header.id",
+                format!("{:?} is not a snapshot id (letters, digits, '-', '_', '.')", header.id),
+            )
+        })?;
+        let sha256 = parse_sha256("header.sha256", &header.sha256)?;
+        if header.size == 0 {
+            return Err(invalid("header.size", "is required").into());
+        }
+        let free =
+            crate::datadir::disk(&self.agent.config().state_dir, &self.agent.config().state_dir).state_dir_free_bytes;
+        if header.size > free {
+            return Err(invalid(
+                "header.size",
+                format!(
+                    "{} bytes do not fit in the {free} bytes free in the state dir",
+                    header.size
+                ),
+            )
+            .into());
+        }
+        let declared = UploadDeclared {
+            id: header.id.clone(),
+            sha256,
+            size: header.size,
+            member_name: header.member_name.clone(),
+            etcd_version: header.etcd_version.clone(),
+            cluster_version: header.cluster_version.clone(),
+            created_at_ms: header
+                .created_at
+                .map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)),
+        };
+        let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(pb::upload_snapshot_request::Part::Chunk(chunk)) => upload.append(&chunk, header.size)?,
+                _ => return Err(invalid("chunk", "only content chunks may follow the header").into()),
+            }
+        }
+        let (meta, already_present) = self.agent.upload_snapshot(upload, &declared).await?;
+        Ok(Response::new(pb::UploadSnapshotResponse {
+            snapshot: Some(snapshot_to_pb(&meta)),
+            already_present,
+        }))
+    }
+
     async fn download_call(&self, id: &str) -> Result<Response<ServiceStream<pb::DownloadSnapshotResponse>>, Status> {
         let meta = self.agent.snapshots().get_verified(id)?;
         let file = tokio::fs::File::open(&meta.path)

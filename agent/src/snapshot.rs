@@ -46,6 +46,26 @@ pub enum VerifyError {
         /// The file's (self-consistent) sha256.
         actual: String,
     },
+    /// The file is intact but is not the snapshot the caller declared.
+    #[error("content sha256 {actual} differs from the declared sha256 {declared}")]
+    NotDeclared {
+        /// The sha256 the caller declared.
+        declared: String,
+        /// The file's (self-consistent) sha256.
+        actual: String,
+    },
+    /// The size is not the declared size.
+    #[error("{actual} bytes arrived, {declared} were declared")]
+    SizeNotDeclared {
+        /// The declared size.
+        declared: u64,
+        /// What arrived.
+        actual: u64,
+    },
+    /// The file holds no readable bbolt database (the integrity check of
+    /// `snapshot status`, or reading the recorded cluster version, failed).
+    #[error("not an etcd database: {0}")]
+    NotADatabase(String),
     /// The file cannot be read.
     #[error("cannot read the file")]
     Io(#[source] std::io::Error),
@@ -102,6 +122,13 @@ pub struct SnapshotMeta {
     pub member_name: String,
     /// The member's id.
     pub member_id: u64,
+    /// The cluster version recorded inside the database ("3.5.0"); empty
+    /// when it could not be read.
+    #[serde(default)]
+    pub db_cluster_version: String,
+    /// Uploaded to this agent rather than taken from its member.
+    #[serde(default)]
+    pub uploaded: bool,
 }
 
 /// The snapshot directory of the agent.
@@ -113,10 +140,12 @@ pub struct SnapshotDir {
 
 /// What `etcdctl/etcdutl snapshot status -w json` prints.
 #[derive(Debug, Deserialize)]
-struct ToolStatus {
-    revision: i64,
+pub struct ToolStatus {
+    /// The store revision.
+    pub revision: i64,
+    /// Keys in the database.
     #[serde(rename = "totalKey")]
-    total_key: u64,
+    pub total_key: u64,
 }
 
 impl SnapshotDir {
@@ -150,6 +179,7 @@ impl SnapshotDir {
         member: &LocalMember,
         member_name: &str,
         status_tool: Option<(PathBuf, &'static str)>,
+        protected: &[String],
     ) -> Result<SnapshotMeta, AgentError> {
         let mut client = member.client().await?;
         let status = client.status().await.map_err(|error| AgentError::EtcdUnavailable {
@@ -223,15 +253,132 @@ impl SnapshotDir {
             created_at_ms,
             member_name: member_name.to_owned(),
             member_id: header.as_ref().map_or(0, etcd_client::ResponseHeader::member_id),
+            db_cluster_version: db_cluster_version(&path).unwrap_or_default(),
+            uploaded: false,
         };
-        let bytes = serde_json::to_vec_pretty(&meta).map_err(|source| AgentError::CorruptState {
-            path: self.dir.join(format!("{id}.json")),
-            source,
-        })?;
-        fsutil::write_atomic(&self.dir.join(format!("{id}.json")), &bytes, 0o600)?;
-        self.apply_retention(&id)?;
+        self.describe(&meta, protected)?;
         tracing::info!(%id, revision, size = meta.size, "snapshot stored");
         Ok(meta)
+    }
+
+    /// Writes the metadata that makes a stored file a snapshot, then applies
+    /// the retention count.
+    fn describe(&self, meta: &SnapshotMeta, protected: &[String]) -> Result<(), AgentError> {
+        let path = self.dir.join(format!("{}.json", meta.id));
+        let bytes = serde_json::to_vec_pretty(meta).map_err(|source| AgentError::CorruptState {
+            path: path.clone(),
+            source,
+        })?;
+        fsutil::write_atomic(&path, &bytes, 0o600)?;
+        let mut keep: Vec<&str> = protected.iter().map(String::as_str).collect();
+        keep.push(&meta.id);
+        self.apply_retention(&keep)
+    }
+
+    /// Starts receiving an uploaded snapshot for `id` into `<id>.db.part`.
+    /// A second upload of the same id at the same time is refused (the part
+    /// file exists).
+    pub fn begin_upload(&self, id: &str) -> Result<SnapshotUpload, AgentError> {
+        check_id(id)?;
+        let part = self.dir.join(format!("{id}.db.part"));
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::AlreadyExists {
+                    AgentError::Precondition {
+                        operation: crate::state::Operation::UploadSnapshot,
+                        reason: format!("an upload of snapshot {id} is in progress"),
+                    }
+                } else {
+                    AgentError::Io {
+                        action: "create",
+                        path: part.clone(),
+                        source,
+                    }
+                }
+            })?;
+        let part = PartGuard(part);
+        set_mode(&part.0, 0o600)?;
+        Ok(SnapshotUpload { part, file, size: 0 })
+    }
+
+    /// Verifies an uploaded snapshot against what was declared and stores
+    /// it under its id. The same content under the same id changes nothing
+    /// (`true`); other content under an existing id is refused.
+    pub async fn finish_upload(
+        &self,
+        upload: SnapshotUpload,
+        declared: &UploadDeclared,
+        status_tool: Option<(PathBuf, &'static str)>,
+        protected: &[String],
+    ) -> Result<(SnapshotMeta, bool), AgentError> {
+        // The part file is removed whatever goes wrong below.
+        let SnapshotUpload {
+            part: guard,
+            file,
+            size,
+        } = upload;
+        let part = guard.0.clone();
+        let refused = |source: VerifyError| AgentError::SnapshotRefused {
+            id: declared.id.clone(),
+            source,
+        };
+        file.sync_all().map_err(io_err("fsync", &part))?;
+        drop(file);
+        if size != declared.size {
+            return Err(refused(VerifyError::SizeNotDeclared {
+                declared: declared.size,
+                actual: size,
+            }));
+        }
+        let verified = verify_file(&part).map_err(refused)?;
+        if verified.sha256 != declared.sha256 {
+            return Err(refused(VerifyError::NotDeclared {
+                declared: declared.sha256.clone(),
+                actual: verified.sha256,
+            }));
+        }
+        if let Some(existing) = self.list()?.into_iter().find(|m| m.id == declared.id) {
+            if existing.sha256 == verified.sha256 {
+                return Ok((existing, true));
+            }
+            return Err(AgentError::SnapshotExists {
+                id: declared.id.clone(),
+                existing: existing.sha256,
+                new: verified.sha256,
+            });
+        }
+        let db_cluster_version = db_cluster_version(&part).map_err(refused)?;
+        let (revision, total_keys) = match status_tool {
+            Some((tool, name)) => {
+                let status = check_database(&tool, name, &part).await.map_err(refused)?;
+                (status.revision, status.total_key)
+            }
+            None => (0, 0),
+        };
+        let path = self.dir.join(format!("{}.db", declared.id));
+        fsutil::rename_durable(&part, &path)?;
+        guard.disarm();
+        let meta = SnapshotMeta {
+            id: declared.id.clone(),
+            path,
+            size: verified.size,
+            sha256: verified.sha256,
+            revision,
+            total_keys,
+            etcd_version: declared.etcd_version.clone(),
+            cluster_version: declared.cluster_version.clone(),
+            created_at_ms: declared.created_at_ms.unwrap_or_else(now_ms),
+            member_name: declared.member_name.clone(),
+            member_id: 0,
+            db_cluster_version,
+            uploaded: true,
+        };
+        self.describe(&meta, protected)?;
+        tracing::info!(id = %meta.id, revision, size = meta.size, "uploaded snapshot stored");
+        Ok((meta, false))
     }
 
     async fn stream_into(
@@ -266,7 +413,12 @@ impl SnapshotDir {
             if path.extension().is_some_and(|e| e == "json") {
                 let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
                 match serde_json::from_slice::<SnapshotMeta>(&bytes) {
-                    Ok(meta) => out.push(meta),
+                    Ok(mut meta) => {
+                        if meta.db_cluster_version.is_empty() {
+                            meta.db_cluster_version = db_cluster_version(&meta.path).unwrap_or_default();
+                        }
+                        out.push(meta);
+                    }
                     Err(error) => {
                         tracing::warn!(path = %path.display(), %error, "ignoring unreadable snapshot metadata")
                     }
@@ -279,17 +431,7 @@ impl SnapshotDir {
 
     /// One snapshot by id, verified again.
     pub fn get_verified(&self, id: &str) -> Result<SnapshotMeta, AgentError> {
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            || id.starts_with('.')
-        {
-            return Err(AgentError::InvalidArgument {
-                field: "id",
-                reason: format!("{id:?} is not a snapshot id (letters, digits, '-', '_', '.')"),
-            });
-        }
+        check_id(id)?;
         let meta = self
             .list()?
             .into_iter()
@@ -311,11 +453,12 @@ impl SnapshotDir {
         Ok(meta)
     }
 
-    /// Keeps the `retain` newest snapshots. The one just taken (`keep`) is
-    /// never removed, even when a clock that stepped back sorts it oldest.
-    fn apply_retention(&self, keep: &str) -> Result<(), AgentError> {
-        let others = self.list()?.into_iter().filter(|m| m.id != keep);
-        for old in others.skip(self.retain.saturating_sub(1)) {
+    /// Keeps the `retain` newest snapshots. The ones in `keep` (the one just
+    /// stored, one an unfinished restore needs) are never removed, even when
+    /// a clock that stepped back sorts them oldest.
+    fn apply_retention(&self, keep: &[&str]) -> Result<(), AgentError> {
+        let others = self.list()?.into_iter().filter(|m| !keep.contains(&m.id.as_str()));
+        for old in others.skip(self.retain.saturating_sub(keep.len())) {
             tracing::info!(id = %old.id, "removing snapshot beyond the retention count");
             // Metadata first: a crash in between leaves an undescribed file,
             // which the next start removes, never a listed snapshot without
@@ -326,6 +469,102 @@ impl SnapshotDir {
         }
         fsutil::fsync_dir(&self.dir)
     }
+}
+
+/// A snapshot being uploaded; dropped unfinished, its part file goes.
+#[derive(Debug)]
+pub struct SnapshotUpload {
+    part: PartGuard,
+    file: std::fs::File,
+    size: u64,
+}
+
+impl SnapshotUpload {
+    /// Appends a chunk; refuses more bytes than `limit`.
+    pub fn append(&mut self, chunk: &[u8], limit: u64) -> Result<(), AgentError> {
+        let size = self.size + chunk.len() as u64;
+        if size > limit {
+            return Err(AgentError::InvalidArgument {
+                field: "chunk",
+                reason: format!("more than the {limit} bytes declared in header.size"),
+            });
+        }
+        self.file.write_all(chunk).map_err(io_err("write", &self.part.0))?;
+        self.size = size;
+        Ok(())
+    }
+}
+
+/// Removes an unfinished part file when dropped.
+#[derive(Debug)]
+struct PartGuard(PathBuf);
+
+impl Drop for PartGuard {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl PartGuard {
+    /// The file got its final name: nothing to remove any more.
+    fn disarm(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
+/// What the uploader declares about a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct UploadDeclared {
+    /// The id to store it under.
+    pub id: String,
+    /// sha256 of the content, lower-case hex.
+    pub sha256: String,
+    /// The file size, trailer included.
+    pub size: u64,
+    /// Where it was taken.
+    pub member_name: String,
+    /// That member's etcd version.
+    pub etcd_version: String,
+    /// The cluster version then.
+    pub cluster_version: String,
+    /// When it was taken, ms since the epoch.
+    pub created_at_ms: Option<i64>,
+}
+
+/// Refuses what cannot be a snapshot id (a path, an empty or hidden name).
+pub fn check_id(id: &str) -> Result<(), AgentError> {
+    if id.is_empty()
+        || id.len() > 200
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || id.starts_with('.')
+    {
+        return Err(AgentError::InvalidArgument {
+            field: "id",
+            reason: format!("{id:?} is not a snapshot id (letters, digits, '-', '_', '.')"),
+        });
+    }
+    Ok(())
+}
+
+/// The cluster version etcd recorded in the database of a snapshot file.
+pub fn db_cluster_version(path: &Path) -> Result<String, VerifyError> {
+    match crate::bolt::cluster_version(path) {
+        Ok(version) => Ok(version.unwrap_or_default()),
+        Err(crate::bolt::BoltError::Io(e)) => Err(VerifyError::Io(e)),
+        Err(e @ crate::bolt::BoltError::Malformed(_)) => Err(VerifyError::NotADatabase(e.to_string())),
+    }
+}
+
+/// The integrity check of `snapshot status` by `tool` (etcdutl, or etcdctl
+/// before 3.5): it walks every bucket of the database.
+pub async fn check_database(tool: &Path, name: &'static str, file: &Path) -> Result<ToolStatus, VerifyError> {
+    tool_status(tool, name, file)
+        .await
+        .map_err(|e| VerifyError::NotADatabase(crate::error::error_chain(&e)))
 }
 
 async fn tool_status(tool: &Path, name: &'static str, file: &Path) -> Result<ToolStatus, AgentError> {
@@ -369,7 +608,8 @@ fn sanitize(name: &str) -> String {
         .collect()
 }
 
-fn now_ms() -> i64 {
+/// Now, in ms since the epoch.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -422,6 +662,8 @@ mod tests {
             created_at_ms,
             member_name: "m0".into(),
             member_id: 1,
+            db_cluster_version: String::new(),
+            uploaded: false,
         };
         std::fs::write(dir.join(format!("{id}.db")), b"x").unwrap();
         std::fs::write(dir.join(format!("{id}.json")), serde_json::to_vec(&meta).unwrap()).unwrap();
@@ -435,7 +677,7 @@ mod tests {
         write_meta(dir.path(), "b", 2000);
         // Taken after a clock step back: it sorts oldest, and stays.
         write_meta(dir.path(), "new", 1000);
-        snapshots.apply_retention("new").unwrap();
+        snapshots.apply_retention(&["new"]).unwrap();
         let ids: Vec<String> = snapshots.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["a", "new"]);
         assert!(!dir.path().join("b.db").exists() && !dir.path().join("b.json").exists());

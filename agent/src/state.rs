@@ -33,6 +33,8 @@ pub enum AgentState {
     RollingBack,
     /// Crash loop or failed revert; not restarted automatically.
     Failed,
+    /// Replacing the data dir with a snapshot.
+    Restoring,
 }
 
 impl fmt::Display for AgentState {
@@ -44,6 +46,7 @@ impl fmt::Display for AgentState {
             Self::Activating => "ACTIVATING",
             Self::RollingBack => "ROLLING_BACK",
             Self::Failed => "FAILED",
+            Self::Restoring => "RESTORING",
         })
     }
 }
@@ -63,6 +66,12 @@ pub enum Operation {
     Rollback,
     /// TakeSnapshot RPC (needs a running member, changes no state).
     TakeSnapshot,
+    /// UploadSnapshot RPC (changes no state).
+    UploadSnapshot,
+    /// RestoreMember RPC.
+    Restore,
+    /// FinishRestore RPC (changes no state).
+    FinishRestore,
     /// The supervisor gave up after repeated crashes.
     CrashLoop,
 }
@@ -76,6 +85,9 @@ impl fmt::Display for Operation {
             Self::Activate => "Activate",
             Self::Rollback => "Rollback",
             Self::TakeSnapshot => "TakeSnapshot",
+            Self::UploadSnapshot => "UploadSnapshot",
+            Self::Restore => "RestoreMember",
+            Self::FinishRestore => "FinishRestore",
             Self::CrashLoop => "crash loop",
         })
     }
@@ -102,18 +114,22 @@ fn table(operation: Operation, state: AgentState) -> Option<Transition> {
         (O::Activate, S::Empty | S::Stopped | S::Running | S::Failed) => t(S::Activating, S::Running),
         (O::Rollback, S::Stopped | S::Running | S::Failed) => t(S::RollingBack, S::Running),
         (O::TakeSnapshot, S::Running) => t(S::Running, S::Running),
+        // etcd must not run while its data dir is replaced.
+        (O::Restore, S::Empty | S::Stopped | S::Failed) => t(S::Restoring, S::Stopped),
+        (O::UploadSnapshot | O::FinishRestore, _) => t(state, state),
         (O::CrashLoop, S::Running) => t(S::Failed, S::Failed),
         _ => None,
     }
 }
 
-const ALL_STATES: [AgentState; 6] = [
+const ALL_STATES: [AgentState; 7] = [
     AgentState::Empty,
     AgentState::Stopped,
     AgentState::Running,
     AgentState::Activating,
     AgentState::RollingBack,
     AgentState::Failed,
+    AgentState::Restoring,
 ];
 
 /// Looks `operation` up in the transition table for `state`; a refusal names
@@ -173,6 +189,63 @@ pub struct PersistedState {
     /// The highest coordinator fencing token seen; a lower one is stale.
     #[serde(default)]
     pub fencing_token: i64,
+    /// The last restore of the member's data, if any.
+    #[serde(default)]
+    pub restore: Option<RestoreRecord>,
+}
+
+/// How far a restore got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestorePhase {
+    /// Recorded; the fresh data dir may not be in place yet.
+    Restoring,
+    /// The fresh data dir is in place; etcd may start.
+    Restored,
+    /// The cluster runs from the restore.
+    Finished,
+}
+
+/// A restore of the member's data, persisted before anything changes so
+/// that the same request finishes it after a crash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    /// The cluster-wide restore's id.
+    pub id: String,
+    /// How far it got.
+    pub phase: RestorePhase,
+    /// The snapshot restored.
+    pub snapshot_id: String,
+    /// Its sha256.
+    pub snapshot_sha256: String,
+    /// Its revision.
+    pub snapshot_revision: i64,
+    /// The version whose tool restores and which runs the result.
+    pub version: String,
+    /// `--initial-cluster` of the restored cluster.
+    pub initial_cluster: String,
+    /// `--initial-cluster-token` of the restored cluster.
+    pub initial_cluster_token: String,
+    /// The member's data dir.
+    pub data_dir: PathBuf,
+    /// Whether a data dir existed when the restore began.
+    pub had_data_dir: bool,
+    /// Where the replaced data dir goes.
+    pub moved_aside_to: PathBuf,
+    /// Where the restore tool writes.
+    pub staging_dir: PathBuf,
+    /// When it began, ms since the epoch.
+    pub started_at_ms: i64,
+    /// When the phase last changed, ms since the epoch.
+    pub updated_at_ms: i64,
+}
+
+impl RestoreRecord {
+    /// True until the fresh data dir is in place.
+    #[must_use]
+    pub fn unfinished(&self) -> bool {
+        self.phase == RestorePhase::Restoring
+    }
 }
 
 impl Default for PersistedState {
@@ -188,6 +261,7 @@ impl Default for PersistedState {
             process: None,
             restart_count: 0,
             fencing_token: 0,
+            restore: None,
         }
     }
 }

@@ -115,6 +115,7 @@ pub fn agent_state(value: i32) -> String {
         Ok(pb::AgentState::Activating) => "activating".to_owned(),
         Ok(pb::AgentState::RollingBack) => "rolling_back".to_owned(),
         Ok(pb::AgentState::Failed) => "failed".to_owned(),
+        Ok(pb::AgentState::Restoring) => "restoring".to_owned(),
         // A newer agent may add states; show the number rather than guess.
         Err(_) => format!("unknown({value})"),
     }

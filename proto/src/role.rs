@@ -89,6 +89,9 @@ pub fn allowed(path: &str) -> &'static [Role] {
             | "Agent/Start"
             | "Agent/Stop"
             | "Agent/Restart"
+            | "Agent/RestoreMember"
+            | "Agent/FinishRestore"
+            | "Snapshots/UploadSnapshot"
             | "Binaries/ImportBinary"
             | "Binaries/UploadBinary",
         ) => ADMIN,
@@ -115,7 +118,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(count, 14);
+        assert_eq!(count, 17);
     }
 
     #[test]
@@ -132,13 +135,15 @@ mod tests {
         let agent = |m: &str| format!("/steward.agent.v1.Agent/{m}");
         let snapshots = |m: &str| format!("/steward.agent.v1.Snapshots/{m}");
         let binaries = |m: &str| format!("/steward.agent.v1.Binaries/{m}");
-        for method in ["Activate", "Rollback", "Start", "Stop", "Restart"] {
+        for method in ["Activate", "Rollback", "Start", "Stop", "Restart", "RestoreMember", "FinishRestore"] {
             assert!(may(Role::Admin, &agent(method)));
             for role in [Role::Operator, Role::Reader, Role::Backup, Role::Agent] {
                 assert!(!may(role, &agent(method)), "{role} {method}");
             }
         }
         assert!(!may(Role::Operator, &binaries("UploadBinary")));
+        assert!(!may(Role::Operator, &snapshots("UploadSnapshot")));
+        assert!(!may(Role::Backup, &snapshots("UploadSnapshot")));
         assert!(may(Role::Reader, &agent("GetStatus")));
         assert!(may(Role::Reader, &binaries("ListBinaries")));
         assert!(may(Role::Reader, &snapshots("ListSnapshots")));

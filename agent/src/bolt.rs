@@ -1,0 +1,345 @@
+//! Reading one value out of a bbolt file, etcd's backend database, without
+//! opening it with etcd.
+//!
+//! A restore must know which etcd wrote a snapshot before it stops anything:
+//! a 3.5 database given to a 3.4 binary is refused, not discovered by a
+//! member that cannot start. etcd keeps the cluster version in its own
+//! database (bucket `cluster`, key `clusterVersion`, since 3.3), so the
+//! snapshot says itself; its `snapshot status` does not print it. No
+//! maintained Rust crate reads bbolt, and a lookup needs only the read path
+//! of the format: the two meta pages, branch and leaf pages, overflow
+//! pages, and inline buckets. Pages are read on demand, so a snapshot of
+//! gigabytes costs a few pages of memory.
+//!
+//! Every offset read from the file is bounds-checked: a damaged file is an
+//! error, never a panic.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// bbolt's magic number, in both meta pages.
+const MAGIC: u32 = 0xED0C_DAED;
+/// Page header: id u64, flags u16, count u16, overflow u32.
+const PAGE_HEADER: usize = 16;
+/// Branch and leaf elements are both 16 bytes.
+const ELEMENT: usize = 16;
+/// A bucket value starts with its header: root page id u64, sequence u64.
+const BUCKET_HEADER: usize = 16;
+/// The meta fields covered by the checksum (everything before it).
+const META_CHECKED: usize = 56;
+const BRANCH_PAGE: u16 = 0x01;
+const LEAF_PAGE: u16 = 0x02;
+const BUCKET_LEAF: u32 = 0x01;
+/// A tree deeper than this is a loop in a damaged file.
+const MAX_DEPTH: usize = 64;
+
+/// Why a value could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BoltError {
+    /// The file could not be read.
+    #[error("cannot read the file")]
+    Io(#[from] std::io::Error),
+    /// The file is not a bbolt database, or a damaged one.
+    #[error("not a bbolt database: {0}")]
+    Malformed(String),
+}
+
+fn malformed(what: impl Into<String>) -> BoltError {
+    BoltError::Malformed(what.into())
+}
+
+/// A bbolt file opened for lookups.
+#[derive(Debug)]
+pub struct BoltFile {
+    file: File,
+    len: u64,
+    page_size: u64,
+    root: u64,
+}
+
+/// One page's bytes (with its overflow pages).
+struct Page {
+    bytes: Vec<u8>,
+}
+
+impl Page {
+    fn flags(&self) -> u16 {
+        u16::from_le_bytes([self.bytes[8], self.bytes[9]])
+    }
+
+    fn count(&self) -> usize {
+        usize::from(u16::from_le_bytes([self.bytes[10], self.bytes[11]]))
+    }
+
+    /// Element `i`'s header fields as four u32 (a branch element reads its
+    /// page id from the last two).
+    fn element(&self, i: usize) -> Result<(usize, [u32; 4]), BoltError> {
+        let at = PAGE_HEADER + i * ELEMENT;
+        let raw = self
+            .bytes
+            .get(at..at + ELEMENT)
+            .ok_or_else(|| malformed("an element lies outside its page"))?;
+        let word = |n: usize| u32::from_le_bytes([raw[n * 4], raw[n * 4 + 1], raw[n * 4 + 2], raw[n * 4 + 3]]);
+        Ok((at, [word(0), word(1), word(2), word(3)]))
+    }
+
+    fn slice(&self, at: usize, len: usize) -> Result<&[u8], BoltError> {
+        at.checked_add(len)
+            .and_then(|end| self.bytes.get(at..end))
+            .ok_or_else(|| malformed("a key or value lies outside its page"))
+    }
+
+    /// Branch element `i`: its key and child page.
+    fn branch(&self, i: usize) -> Result<(&[u8], u64), BoltError> {
+        let (at, [pos, ksize, lo, hi]) = self.element(i)?;
+        let key = self.slice(at + pos as usize, ksize as usize)?;
+        Ok((key, u64::from(lo) | (u64::from(hi) << 32)))
+    }
+
+    /// Leaf element `i`: flags, key and value.
+    fn leaf(&self, i: usize) -> Result<(u32, &[u8], &[u8]), BoltError> {
+        let (at, [flags, pos, ksize, vsize]) = self.element(i)?;
+        let key = self.slice(at + pos as usize, ksize as usize)?;
+        let value = self.slice(at + pos as usize + ksize as usize, vsize as usize)?;
+        Ok((flags, key, value))
+    }
+}
+
+impl BoltFile {
+    /// Opens `path` and picks the newer valid meta page.
+    ///
+    /// # Errors
+    /// The file cannot be read or has no valid meta page.
+    pub fn open(path: &Path) -> Result<Self, BoltError> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let first = read_meta(&file, 0)?;
+        let page_size = first.as_ref().map_or(4096, |m| m.page_size);
+        let second = read_meta(&file, page_size)?;
+        let meta = match (first, second) {
+            (Some(a), Some(b)) => {
+                if b.txid > a.txid {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(m), None) | (None, Some(m)) => m,
+            (None, None) => return Err(malformed("neither meta page is valid")),
+        };
+        Ok(Self {
+            file,
+            len,
+            page_size: meta.page_size,
+            root: meta.root,
+        })
+    }
+
+    /// The value of `key` in the top-level bucket `bucket`, if both exist.
+    ///
+    /// # Errors
+    /// The file cannot be read or is damaged.
+    pub fn get(&self, bucket: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>, BoltError> {
+        let root = self.page(self.root)?;
+        let Some((flags, value)) = self.find(&root, bucket, 0)? else {
+            return Ok(None);
+        };
+        if flags & BUCKET_LEAF == 0 {
+            return Err(malformed("a top-level key is not a bucket"));
+        }
+        let header = value
+            .get(..BUCKET_HEADER)
+            .ok_or_else(|| malformed("a bucket value is shorter than its header"))?;
+        let bucket_root = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
+        let page = if bucket_root == 0 {
+            // An inline bucket: its page follows the header in the value.
+            let bytes = value[BUCKET_HEADER..].to_vec();
+            if bytes.len() < PAGE_HEADER {
+                return Err(malformed("an inline bucket is shorter than a page header"));
+            }
+            Page { bytes }
+        } else {
+            self.page(bucket_root)?
+        };
+        match self.find(&page, key, 0)? {
+            Some((flags, _)) if flags & BUCKET_LEAF != 0 => Ok(None),
+            Some((_, value)) => Ok(Some(value)),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks `key` up in the tree rooted at `page`: its leaf flags and value.
+    fn find(&self, page: &Page, key: &[u8], depth: usize) -> Result<Option<(u32, Vec<u8>)>, BoltError> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("the tree is deeper than any real database"));
+        }
+        match page.flags() {
+            BRANCH_PAGE => {
+                // The last child whose first key is not after `key`.
+                let mut child = None;
+                for i in 0..page.count() {
+                    let (first, id) = page.branch(i)?;
+                    if first > key {
+                        break;
+                    }
+                    child = Some(id);
+                }
+                let Some(child) = child.or(if page.count() > 0 {
+                    Some(page.branch(0)?.1)
+                } else {
+                    None
+                }) else {
+                    return Ok(None);
+                };
+                let next = self.page(child)?;
+                self.find(&next, key, depth + 1)
+            }
+            LEAF_PAGE => {
+                for i in 0..page.count() {
+                    let (flags, k, v) = page.leaf(i)?;
+                    if k == key {
+                        return Ok(Some((flags, v.to_vec())));
+                    }
+                }
+                Ok(None)
+            }
+            other => Err(malformed(format!("page type {other:#x} where a tree page belongs"))),
+        }
+    }
+
+    /// Page `id` with its overflow pages.
+    fn page(&self, id: u64) -> Result<Page, BoltError> {
+        let offset = id
+            .checked_mul(self.page_size)
+            .filter(|o| o.saturating_add(PAGE_HEADER as u64) <= self.len)
+            .ok_or_else(|| malformed(format!("page {id} lies beyond the end of the file")))?;
+        let mut header = [0_u8; PAGE_HEADER];
+        self.file.read_exact_at(&mut header, offset)?;
+        let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+        let size = (overflow + 1)
+            .checked_mul(self.page_size)
+            .map(|s| s.min(self.len - offset))
+            .ok_or_else(|| malformed(format!("page {id} claims an impossible size")))?;
+        let mut bytes = vec![0_u8; usize::try_from(size).map_err(|_| malformed("a page larger than memory"))?];
+        self.file.read_exact_at(&mut bytes, offset)?;
+        Ok(Page { bytes })
+    }
+}
+
+struct Meta {
+    page_size: u64,
+    root: u64,
+    txid: u64,
+}
+
+/// The meta page at `offset`, if its magic and checksum are right.
+fn read_meta(file: &File, offset: u64) -> Result<Option<Meta>, BoltError> {
+    let mut bytes = [0_u8; PAGE_HEADER + META_CHECKED + 8];
+    match file.read_exact_at(&mut bytes, offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let meta = &bytes[PAGE_HEADER..];
+    let u32_at = |at: usize| u32::from_le_bytes(meta[at..at + 4].try_into().unwrap_or_default());
+    let u64_at = |at: usize| u64::from_le_bytes(meta[at..at + 8].try_into().unwrap_or_default());
+    if u32_at(0) != MAGIC || fnv64a(&meta[..META_CHECKED]) != u64_at(META_CHECKED) {
+        return Ok(None);
+    }
+    let page_size = u64::from(u32_at(8));
+    if !(512..=1 << 20).contains(&page_size) {
+        return Ok(None);
+    }
+    Ok(Some(Meta {
+        page_size,
+        root: u64_at(16),
+        txid: u64_at(48),
+    }))
+}
+
+/// FNV-1a, 64 bits: bbolt's meta checksum.
+fn fnv64a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The cluster version etcd recorded in the database at `path` ("3.5.0"),
+/// or `None` when it recorded none.
+///
+/// # Errors
+/// The file cannot be read or is not a bbolt database.
+pub fn cluster_version(path: &Path) -> Result<Option<String>, BoltError> {
+    let value = BoltFile::open(path)?.get(b"cluster", b"clusterVersion")?;
+    value
+        .map(|v| String::from_utf8(v).map_err(|_| malformed("the recorded cluster version is not text")))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+    }
+
+    #[test]
+    fn reads_the_cluster_version_of_real_snapshots() {
+        for (file, version) in [
+            ("snapshot-3.3.25.db", "3.3.0"),
+            ("snapshot-3.4.23.db", "3.4.0"),
+            ("snapshot-3.5.30.db", "3.5.0"),
+        ] {
+            assert_eq!(
+                cluster_version(&testdata(file)).unwrap().as_deref(),
+                Some(version),
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn finds_keys_and_misses_absent_ones() {
+        let db = BoltFile::open(&testdata("snapshot-3.5.30.db")).unwrap();
+        // The member list is a bucket of its own; a key that is not there.
+        assert!(db.get(b"cluster", b"noSuchKey").unwrap().is_none());
+        assert!(db.get(b"noSuchBucket", b"clusterVersion").unwrap().is_none());
+        // A key in another bucket: the meta bucket's consistent index.
+        assert_eq!(db.get(b"meta", b"consistent_index").unwrap().map(|v| v.len()), Some(8));
+    }
+
+    #[test]
+    fn damaged_files_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, vec![0x5a_u8; 16 * 1024]).unwrap();
+        assert!(matches!(cluster_version(&garbage), Err(BoltError::Malformed(_))));
+
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(cluster_version(&empty), Err(BoltError::Malformed(_))));
+
+        // A real file cut after its meta pages: the tree pages are gone.
+        let real = std::fs::read(testdata("snapshot-3.4.23.db")).unwrap();
+        let cut = dir.path().join("cut");
+        std::fs::write(&cut, &real[..8192]).unwrap();
+        assert!(cluster_version(&cut).is_err());
+
+        // Every byte of the tree pages flipped in turn never panics.
+        for at in (8192..real.len()).step_by(97) {
+            let mut bytes = real.clone();
+            bytes[at] ^= 0xff;
+            let flipped = dir.path().join("flipped");
+            std::fs::write(&flipped, &bytes).unwrap();
+            let _ = cluster_version(&flipped);
+        }
+    }
+
+    #[test]
+    fn fnv_matches_the_reference_values() {
+        assert_eq!(fnv64a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv64a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}
