@@ -384,7 +384,10 @@ mod tests {
         );
         assert_eq!(audited("/steward.agent.v1.Binaries/UploadBinary"), Some("UploadBinary"));
         assert_eq!(audited("/steward.agent.v1.Agent/RestoreMember"), Some("RestoreMember"));
-        assert_eq!(audited("/steward.agent.v1.Snapshots/UploadSnapshot"), Some("UploadSnapshot"));
+        assert_eq!(
+            audited("/steward.agent.v1.Snapshots/UploadSnapshot"),
+            Some("UploadSnapshot")
+        );
         assert_eq!(audited(STATUS), None);
         assert_eq!(audited("/steward.agent.v1.Snapshots/ListSnapshots"), None);
         assert_eq!(audited("/grpc.health.v1.Health/Check"), None);

@@ -190,10 +190,47 @@ pub enum Command {
     /// List the snapshots every agent keeps, newest first.
     #[command(after_long_help = crate::exit::HELP)]
     Backups(BackupsArgs),
+    /// Restore every member from one verified snapshot (an agent's or a file): stop, replace the data
+    /// dirs (the old ones are kept), start, wait until healthy. Asks first; --yes for automation.
+    #[command(after_long_help = crate::exit::HELP)]
+    Restore(RestoreArgs),
     /// Return the members a partial upgrade already changed to their previous version (before the
-    /// cluster version flips), one at a time, the leader last.
+    /// cluster version flips), one at a time, the leader last; with --to-snapshot, bring a finished
+    /// minor upgrade back from its pre-upgrade snapshot.
     #[command(after_long_help = crate::exit::HELP)]
     Rollback(RollbackArgs),
+}
+
+/// `steward restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The snapshot: an id `steward backups` lists, or a snapshot file on this machine (a path: it
+    /// contains a '/' or names an existing file).
+    #[arg(long, value_name = "ID|FILE")]
+    pub snapshot: String,
+    /// The version every member restores with and then runs (staged on every agent, with its restore
+    /// tool); default: the version each member runs now.
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<EtcdVersion>,
+    /// Do not ask: the restore goes ahead once its checks pass (for automation).
+    #[arg(long)]
+    pub yes: bool,
+    /// How long the restored cluster may take to be healthy, in HashKV agreement, at the snapshot's
+    /// revision or later.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// The etcd key prefix of the cluster lock.
+    #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
+    pub lock_prefix: String,
+    /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
+    #[arg(long)]
+    pub events: bool,
+    /// Output format of the final report.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `steward backup`.
@@ -309,7 +346,16 @@ pub struct RollbackArgs {
     /// The cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// How the change runs and reports.
+    /// After a finished minor upgrade (the cluster version flipped): restore every member from the
+    /// upgrade's pre-upgrade snapshot with the version it upgraded from. Everything written since the
+    /// snapshot is lost; asks first.
+    #[arg(long)]
+    pub to_snapshot: bool,
+    /// With --to-snapshot: do not ask (for automation).
+    #[arg(long, requires = "to_snapshot")]
+    pub yes: bool,
+    /// How the change runs and reports (with --to-snapshot, --gate-timeout is how long the restored
+    /// cluster may take to be healthy).
     #[command(flatten)]
     pub run: RunArgs,
 }

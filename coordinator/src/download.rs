@@ -90,6 +90,24 @@ impl TrailerHasher {
         }
     }
 
+    /// Checks the trailer against the content only (a file with no record
+    /// to compare with). Returns the content's sha256, hex, and the size.
+    ///
+    /// # Errors
+    /// The file is too short or its trailer does not match.
+    pub fn verify_trailer(self) -> Result<(String, u64), VerifyProblem> {
+        let size = self.size;
+        if self.held.len() < TRAILER_LEN {
+            return Err(VerifyProblem::TooShort { size });
+        }
+        let trailer = hex::encode(&self.held);
+        let content = hex::encode(self.content.finalize());
+        if trailer != content {
+            return Err(VerifyProblem::TrailerMismatch { trailer, content });
+        }
+        Ok((content, size))
+    }
+
     /// Checks the trailer against the content, and both against the agent's
     /// record (`sha256` hex and `size`). Returns the content's sha256, hex.
     ///

@@ -157,6 +157,15 @@ pub enum CliError {
         /// The rules that failed, with their messages.
         rules: String,
     },
+    /// A restore stopped after it began changing members; rerunning the
+    /// same command finishes it.
+    #[error("restore stopped at {where_}: {reason} (running the same command again finishes what the agents recorded)")]
+    RestoreFailed {
+        /// The member and step.
+        where_: String,
+        /// Why.
+        reason: String,
+    },
     /// A rolling change stopped.
     #[error("{direction} stopped at {where_}: {reason}")]
     RollFailed {

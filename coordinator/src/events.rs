@@ -141,6 +141,71 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A restore passed its checks and was confirmed; members are stopped
+    /// and restored from here on.
+    RestoreBegan {
+        /// The restore id, the same on every agent.
+        restore_id: String,
+        /// The snapshot id.
+        snapshot: String,
+        /// Its revision.
+        revision: i64,
+        /// Every member restored.
+        members: Vec<String>,
+        /// An earlier run began it.
+        resumed: bool,
+    },
+    /// A snapshot was sent to an agent that lacked it.
+    SnapshotSent {
+        /// The member.
+        member: String,
+        /// The snapshot id.
+        id: String,
+        /// The agent had it already.
+        already_present: bool,
+    },
+    /// etcd was stopped for a restore.
+    MemberStopped {
+        /// The member.
+        member: String,
+    },
+    /// A member's data dir is being replaced.
+    MemberRestoring {
+        /// The member.
+        member: String,
+        /// The version that restores it.
+        version: String,
+    },
+    /// A member's data dir was replaced.
+    MemberRestored {
+        /// The member.
+        member: String,
+        /// The version it will run.
+        version: String,
+        /// Where its old data dir is kept.
+        moved_aside_to: String,
+        /// Milliseconds the agent took.
+        took_ms: u64,
+    },
+    /// etcd was started on restored data.
+    EtcdStarted {
+        /// The member.
+        member: String,
+        /// etcd's pid.
+        pid: u32,
+    },
+    /// The restored cluster is healthy, agrees on HashKV, and holds the
+    /// snapshot's revision.
+    ClusterRestored {
+        /// The restore id.
+        restore_id: String,
+        /// The revision now.
+        revision: i64,
+        /// name=new member id, hex.
+        members: Vec<String>,
+        /// Milliseconds in all.
+        took_ms: u64,
+    },
     /// The change finished.
     Finished {
         /// The final cluster version.
@@ -291,6 +356,54 @@ pub fn human(event: &Event) -> String {
         Event::Failed { member, gate, reason } => format!(
             "FAILED    {}{gate}: {reason}",
             member.as_ref().map(|m| format!("{m} ")).unwrap_or_default()
+        ),
+        Event::RestoreBegan {
+            restore_id,
+            snapshot,
+            revision,
+            members,
+            resumed,
+        } => format!(
+            "restore   {restore_id}: snapshot {snapshot} (revision {revision}) onto {}{}",
+            members.join(", "),
+            if *resumed { " (finishing an earlier run)" } else { "" }
+        ),
+        Event::SnapshotSent {
+            member,
+            id,
+            already_present,
+        } => format!(
+            "send      {id} to {member}{}",
+            if *already_present {
+                " (already there)"
+            } else {
+                ", verified there"
+            }
+        ),
+        Event::MemberStopped { member } => format!("stop      {member}"),
+        Event::MemberRestoring { member, version } => format!("restore   {member} with {version}"),
+        Event::MemberRestored {
+            member,
+            version,
+            moved_aside_to,
+            took_ms,
+        } => format!(
+            "restored  {member}: runs {version}; old data dir kept at {} ({took_ms} ms)",
+            if moved_aside_to.is_empty() {
+                "(none)"
+            } else {
+                moved_aside_to
+            }
+        ),
+        Event::EtcdStarted { member, pid } => format!("start     {member} (pid {pid})"),
+        Event::ClusterRestored {
+            restore_id,
+            revision,
+            members,
+            took_ms,
+        } => format!(
+            "restored  {restore_id}: healthy, HashKV agrees, revision {revision}, members {} in {took_ms} ms",
+            members.join(", ")
         ),
         Event::Finished {
             cluster_version,

@@ -66,6 +66,21 @@ pub async fn read(endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>
         .transpose()
 }
 
+/// Deletes the record (the change it describes was undone by a restore).
+///
+/// # Errors
+/// etcd's error, described.
+pub async fn remove(endpoints: &[String], prefix: &str) -> Result<(), String> {
+    let mut client = etcd::connect(endpoints, "the last-roll record")
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .delete(key(prefix), None)
+        .await
+        .map(|_| ())
+        .map_err(|e| etcd::describe(&e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,8 @@ pub mod observed;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod restore;
+pub mod restore_plan;
 pub mod roll;
 pub mod rules;
 pub mod table;
@@ -63,6 +65,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         cli::Command::Downgrade(args) => Box::pin(commands::roll::run(plan::Direction::Downgrade, args, out)).await,
         cli::Command::Backup(args) => Box::pin(commands::backup::backup(&args, out)).await,
         cli::Command::Backups(args) => Box::pin(commands::backup::backups(&args.cluster, args.output, out)).await,
+        cli::Command::Restore(args) => Box::pin(commands::restore::restore(args, out)).await,
+        cli::Command::Rollback(args) if args.to_snapshot => {
+            Box::pin(commands::restore::rollback_to_snapshot(args, out)).await
+        }
         cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(args, out)).await,
     }
 }

@@ -62,7 +62,19 @@ impl Status {
             Event::DowngradeCancelled { .. } => Some("downgrade cancelled".to_owned()),
             Event::PassDone { .. } => Some("waiting for the cluster version".to_owned()),
             Event::ClusterVersion { .. } => Some("finishing".to_owned()),
-            Event::Failed { .. } | Event::Finished { .. } => Some(String::new()),
+            Event::RestoreBegan { members, .. } => {
+                self.total = members.len();
+                Some("stopping and restoring members".to_owned())
+            }
+            Event::SnapshotSent { member, .. } => Some(format!("sent the snapshot to {member}")),
+            Event::MemberStopped { member } => Some(format!("{member}: stopped")),
+            Event::MemberRestoring { member, .. } => Some(format!("{member}: replacing its data dir")),
+            Event::MemberRestored { .. } => {
+                self.done += 1;
+                Some("restoring the next member".to_owned())
+            }
+            Event::EtcdStarted { .. } => Some("waiting for the restored cluster".to_owned()),
+            Event::Failed { .. } | Event::Finished { .. } | Event::ClusterRestored { .. } => Some(String::new()),
         };
         if let Some(activity) = activity
             && activity != self.activity

@@ -380,6 +380,13 @@ impl ClusterLock {
         }
     }
 
+    /// Stops renewing the lease without revoking it: the cluster the lock
+    /// lives in is being replaced (a restore), so there is nothing to
+    /// release and nobody to renew it with.
+    pub fn abandon(self) {
+        self.keepalive.abort();
+    }
+
     /// Releases the lock (revokes the lease, deleting the key).
     pub async fn release(mut self) {
         self.keepalive.abort();

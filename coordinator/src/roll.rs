@@ -1250,7 +1250,7 @@ fn healthy_endpoints(observed: &Observed) -> Vec<String> {
 }
 
 /// Differences of HashKV at the lowest revision every member has.
-async fn hash_kv_disagreement(observed: &Observed) -> Option<String> {
+pub(crate) async fn hash_kv_disagreement(observed: &Observed) -> Option<String> {
     let revision = observed.members.iter().map(|m| m.revision).min()?;
     let mut hashes = Vec::new();
     for member in &observed.members {

@@ -1,6 +1,7 @@
-//! Sending a local binary to an agent: hash it here first (the contract
-//! wants the sha256 and size up front, so the agent can refuse a mismatch),
-//! then stream an `UploadHeader` followed by 64 KiB chunks.
+//! Sending a local file to an agent (a binary to stage, a snapshot to
+//! restore): hash it here first (the contract wants the sha256 and size up
+//! front, so the agent can refuse a mismatch), then stream a header
+//! followed by 64 KiB chunks.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -88,13 +89,58 @@ pub async fn upload(
         fencing_token,
     };
     let (sender, receiver) = mpsc::channel(BUFFERED_CHUNKS);
-    let reader = tokio::spawn(send_file(path.to_owned(), header, sender));
+    let size = header.size;
+    let first = pb::UploadBinaryRequest {
+        part: Some(Part::Header(header)),
+    };
+    let chunk = |bytes| pb::UploadBinaryRequest {
+        part: Some(Part::Chunk(bytes)),
+    };
+    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender));
     let response = clients
         .binaries
         .upload_binary(tokio_stream::wrappers::ReceiverStream::new(receiver))
         .await;
-    // A read error explains a refusal ("size mismatch") better than the
-    // refusal itself, so it wins.
+    read_error_first(path, reader).await?;
+    response
+        .map(tonic::Response::into_inner)
+        .map_err(|s| CliError::from_status(&clients.address, "UploadBinary", &s))
+}
+
+/// Uploads the snapshot file at `path` to the agent, which stores it under
+/// `header.id` once it verified it.
+///
+/// # Errors
+/// A local read error, or the agent's refusal.
+pub async fn upload_snapshot(
+    clients: &mut AgentClients,
+    path: &Path,
+    header: pb::SnapshotUploadHeader,
+) -> Result<pb::UploadSnapshotResponse, CliError> {
+    use steward_proto::v1::upload_snapshot_request::Part as SnapshotPart;
+    tracing::info!(path = %path.display(), id = %header.id, "uploading a snapshot");
+    let (sender, receiver) = mpsc::channel(BUFFERED_CHUNKS);
+    let size = header.size;
+    let first = pb::UploadSnapshotRequest {
+        part: Some(SnapshotPart::Header(header)),
+    };
+    let chunk = |bytes| pb::UploadSnapshotRequest {
+        part: Some(SnapshotPart::Chunk(bytes)),
+    };
+    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender));
+    let response = clients
+        .snapshots
+        .upload_snapshot(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await;
+    read_error_first(path, reader).await?;
+    response
+        .map(tonic::Response::into_inner)
+        .map_err(|s| CliError::from_status(&clients.address, "UploadSnapshot", &s))
+}
+
+/// A read error explains a refusal ("size mismatch") better than the
+/// refusal itself, so it wins.
+async fn read_error_first(path: &Path, reader: tokio::task::JoinHandle<Result<(), CliError>>) -> Result<(), CliError> {
     match reader.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error),
@@ -106,38 +152,35 @@ pub async fn upload(
             });
         }
     }
-    response
-        .map(tonic::Response::into_inner)
-        .map_err(|s| CliError::from_status(&clients.address, "UploadBinary", &s))
+    Ok(())
 }
 
-/// Sends the header, then exactly `header.size` bytes of the file. Stops
-/// quietly when the agent has stopped listening (it refused; the RPC's
-/// status says why).
-async fn send_file(
+/// Sends `first` (the header), then exactly `size` bytes of the file, each
+/// chunk wrapped by `chunk`. Stops quietly when the agent has stopped
+/// listening (it refused; the RPC's status says why).
+async fn send_file<M>(
     path: PathBuf,
-    header: pb::UploadHeader,
-    sender: mpsc::Sender<pb::UploadBinaryRequest>,
+    size: u64,
+    first: M,
+    chunk: impl Fn(Vec<u8>) -> M,
+    sender: mpsc::Sender<M>,
 ) -> Result<(), CliError> {
     let io = |source| CliError::Io {
         action: "read",
         path: path.clone(),
         source,
     };
-    let mut remaining = header.size;
-    let first = pb::UploadBinaryRequest {
-        part: Some(Part::Header(header)),
-    };
+    let mut remaining = size;
     if sender.send(first).await.is_err() {
         return Ok(());
     }
     let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
     while remaining > 0 {
         let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
-        let mut chunk = vec![0; want];
+        let mut bytes = vec![0; want];
         let mut filled = 0;
         while filled < want {
-            let read = file.read(&mut chunk[filled..]).await.map_err(io)?;
+            let read = file.read(&mut bytes[filled..]).await.map_err(io)?;
             if read == 0 {
                 return Err(io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -147,10 +190,7 @@ async fn send_file(
             filled += read;
         }
         remaining -= want as u64;
-        let message = pb::UploadBinaryRequest {
-            part: Some(Part::Chunk(chunk)),
-        };
-        if sender.send(message).await.is_err() {
+        if sender.send(chunk(bytes)).await.is_err() {
             return Ok(());
         }
     }
@@ -160,6 +200,18 @@ async fn send_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header() -> pb::UploadBinaryRequest {
+        pb::UploadBinaryRequest {
+            part: Some(Part::Header(pb::UploadHeader::default())),
+        }
+    }
+
+    fn chunk(bytes: Vec<u8>) -> pb::UploadBinaryRequest {
+        pb::UploadBinaryRequest {
+            part: Some(Part::Chunk(bytes)),
+        }
+    }
 
     #[tokio::test]
     async fn fingerprints_match_sha256sum() {
@@ -180,12 +232,10 @@ mod tests {
         let file = dir.path().join("etcd");
         let content: Vec<u8> = (0..CHUNK_SIZE * 2 + 10).map(|i| (i % 256) as u8).collect();
         std::fs::write(&file, &content).unwrap();
-        let header = pb::UploadHeader {
-            size: content.len() as u64,
-            ..Default::default()
-        };
         let (sender, mut receiver) = mpsc::channel(16);
-        send_file(file, header, sender).await.unwrap();
+        send_file(file, content.len() as u64, header(), chunk, sender)
+            .await
+            .unwrap();
         let mut messages = Vec::new();
         while let Some(message) = receiver.recv().await {
             messages.push(message.part.unwrap());
@@ -206,12 +256,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("etcd");
         std::fs::write(&file, b"abc").unwrap();
-        let header = pb::UploadHeader {
-            size: 10,
-            ..Default::default()
-        };
         let (sender, _receiver) = mpsc::channel(16);
-        let error = send_file(file, header, sender).await.unwrap_err();
+        let error = send_file(file, 10, header(), chunk, sender).await.unwrap_err();
         assert!(error.to_string().starts_with("cannot read"), "{error}");
     }
 }

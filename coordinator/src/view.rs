@@ -577,6 +577,7 @@ mod tests {
                 state_dir_free_bytes: 1 << 30,
                 data_dir_free_bytes: 1 << 30,
             }),
+            restore: None,
         }
     }
 

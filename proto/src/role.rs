@@ -135,7 +135,15 @@ mod tests {
         let agent = |m: &str| format!("/steward.agent.v1.Agent/{m}");
         let snapshots = |m: &str| format!("/steward.agent.v1.Snapshots/{m}");
         let binaries = |m: &str| format!("/steward.agent.v1.Binaries/{m}");
-        for method in ["Activate", "Rollback", "Start", "Stop", "Restart", "RestoreMember", "FinishRestore"] {
+        for method in [
+            "Activate",
+            "Rollback",
+            "Start",
+            "Stop",
+            "Restart",
+            "RestoreMember",
+            "FinishRestore",
+        ] {
             assert!(may(Role::Admin, &agent(method)));
             for role in [Role::Operator, Role::Reader, Role::Backup, Role::Agent] {
                 assert!(!may(role, &agent(method)), "{role} {method}");

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod certs;
 pub mod cluster;
 pub mod local;
+pub mod restore;
 pub mod roll;
 
 use crate::cli::ClusterArgs;
