@@ -437,8 +437,10 @@ impl Restore<'_> {
     /// A new restore: the lock, the cluster as it is, the snapshot, the
     /// versions. Everything here is read-only on the members.
     async fn decide_fresh(&mut self, members: &[Member]) -> Result<Decided, Stop> {
-        let fencing_token = self.take_lock(members).await?;
+        // Observed first: the lock's own write is no revision the operator
+        // loses.
         self.observe_cluster(members).await?;
+        let fencing_token = self.take_lock(members).await?;
         let snapshot = self.locate_snapshot(members).await?;
         let mut versions = Vec::new();
         for member in members {
@@ -594,7 +596,7 @@ impl Restore<'_> {
                         Ok(snapshot)
                     }
                     None => {
-                        let kept: Vec<&str> = members
+                        let kept: std::collections::BTreeSet<&str> = members
                             .iter()
                             .flat_map(|m| m.snapshots.iter().map(|s| s.id.as_str()))
                             .collect();
@@ -604,7 +606,7 @@ impl Restore<'_> {
                             if kept.is_empty() {
                                 "none".to_owned()
                             } else {
-                                kept.join(", ")
+                                kept.into_iter().collect::<Vec<_>>().join(", ")
                             }
                         )))
                     }
@@ -636,13 +638,14 @@ impl Restore<'_> {
         let id = decided.snapshot.id.clone();
         let mut snapshot = decided.snapshot.clone();
         for i in 0..members.len() {
-            if let Some(info) = members[i].snapshots.iter().find(|s| s.id == id) {
+            if let Some(info) = members[i].snapshots.iter().find(|s| s.id == id).cloned() {
                 if !decided.snapshot.sha256.is_empty() && info.sha256 != decided.snapshot.sha256 {
                     return Err(self.usage_refusal(format!(
                         "{} keeps a snapshot {id} with sha256 {}, not {}; remove it there or restore another",
                         members[i].facts.name, info.sha256, decided.snapshot.sha256
                     )));
                 }
+                learn(&mut snapshot, &info);
                 continue;
             }
             let source = self.source_file(&members, &id).await?;
@@ -667,10 +670,7 @@ impl Restore<'_> {
                         id: id.clone(),
                         already_present: answer.already_present,
                     });
-                    if snapshot.db_cluster_version.is_empty() {
-                        snapshot.db_cluster_version.clone_from(&info.db_cluster_version);
-                    }
-                    snapshot.revision = snapshot.revision.max(info.revision);
+                    learn(&mut snapshot, &info);
                     members[i].snapshots.push(info);
                 }
                 Err(CliError::Rpc {
@@ -903,7 +903,7 @@ impl Restore<'_> {
                                 let now = observed.members.iter().find(|o| o.name == m.facts.name);
                                 RestoredMember {
                                     name: m.facts.name.clone(),
-                                    id: now.map(|o| format!("{:x}", o.id)).unwrap_or_default(),
+                                    id: now.map(|o| format!("{:016x}", o.id)).unwrap_or_default(),
                                     version: now
                                         .and_then(|o| o.version.as_ref())
                                         .map(ToString::to_string)
@@ -1012,6 +1012,15 @@ impl Restore<'_> {
     }
 }
 
+/// What an agent found out about the snapshot (its database's cluster
+/// version, its revision when the agent could read it).
+fn learn(snapshot: &mut RestoredSnapshot, info: &pb::SnapshotInfo) {
+    if snapshot.db_cluster_version.is_empty() {
+        snapshot.db_cluster_version.clone_from(&info.db_cluster_version);
+    }
+    snapshot.revision = snapshot.revision.max(info.revision);
+}
+
 fn version_of(decided: &Decided, name: &str) -> Result<EtcdVersion, Failure> {
     decided
         .versions
@@ -1095,6 +1104,19 @@ pub async fn verify_local(path: &Path) -> Result<(String, u64), String> {
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    // A database is whole 512-byte sectors; the trailer adds 32 bytes.
+    if size < 512 + 32 || size % 512 != 32 {
+        return Err(format!(
+            "{} is not an intact snapshot: {size} bytes is not a database plus a 32-byte sha256 trailer (truncated, \
+             or not a snapshot)",
+            path.display()
+        ));
+    }
     let mut hasher = crate::download::TrailerHasher::default();
     let mut buffer = vec![0; 256 * 1024];
     loop {

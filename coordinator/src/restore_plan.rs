@@ -263,24 +263,25 @@ pub fn version_checks(
             ),
         ),
     });
-    let missing: Vec<String> = versions
-        .iter()
-        .filter(|(name, version)| {
-            let tool = restore_tool(version);
-            !members.iter().any(|m| {
-                m.name == *name
-                    && m.staged_tools
-                        .iter()
-                        .any(|(v, tools)| v == version && tools.iter().any(|t| t == tool))
-            })
-        })
-        .map(|(name, version)| format!("{name} needs {} {version}", restore_tool(version)))
-        .collect();
+    let mut missing = Vec::new();
+    for (name, version) in versions {
+        let staged: &[String] = members
+            .iter()
+            .filter(|m| m.name == *name)
+            .flat_map(|m| m.staged_tools.iter())
+            .find(|(v, _)| v == version)
+            .map_or(&[], |(_, tools)| tools.as_slice());
+        for tool in ["etcd", restore_tool(version)] {
+            if !staged.iter().any(|t| t == tool) {
+                missing.push(format!("{name} needs {tool} {version}"));
+            }
+        }
+    }
     checks.push(if missing.is_empty() {
         check(
             ids::RESTORE_TOOL,
             Verdict::Pass,
-            "every member has the restore tool of its version staged (etcdutl from 3.5, etcdctl before)",
+            "every member has etcd and the restore tool of its version staged (etcdutl from 3.5, etcdctl before)",
         )
     } else {
         check(

@@ -81,7 +81,11 @@ impl Tabular for RestoreReport {
                 },
             ]);
         }
-        vec![summary, members]
+        if self.members.is_empty() {
+            vec![summary]
+        } else {
+            vec![summary, members]
+        }
     }
 }
 

@@ -1,0 +1,239 @@
+//! `steward restore` on real clusters: a snapshot taken by an agent
+//! restored on 3.4 (etcdctl restores it), a snapshot file restored on 3.5
+//! (etcdutl restores it). The keys from before the snapshot come back with
+//! their values, the later ones are gone, the cluster is healthy with new
+//! member ids, every old data dir is kept, and the restored cluster keeps
+//! working with steward (a write, a backup, the lock).
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use steward_proto::v1 as pb;
+use steward_tests::cluster::steward_command;
+use steward_tests::{Cluster, ClusterBuilder, newest};
+
+fn steward(args: &[&str]) -> Output {
+    steward_command().args(args).output().expect("run steward")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // With -w json the report is the whole of stdout.
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// Writes `count` keys under `prefix`; returns the last revision.
+async fn write(client: &mut etcd_client::Client, prefix: &str, count: usize, value: &str) -> i64 {
+    let mut revision = 0;
+    for i in 0..count {
+        let put = client
+            .put(format!("{prefix}/{i:03}"), format!("{value}-{i}"), None)
+            .await
+            .expect("put");
+        revision = put.header().map_or(0, etcd_client::ResponseHeader::revision);
+    }
+    revision
+}
+
+async fn values(client: &mut etcd_client::Client, prefix: &str) -> Vec<(String, String)> {
+    let answer = client
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .expect("get");
+    answer
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn member_ids(cluster: &Cluster) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for i in 0..cluster.members.len() {
+        ids.push(cluster.status(i).await.member.unwrap_or_default().member_id);
+    }
+    ids
+}
+
+/// What every restore must leave: the data from before the snapshot, none
+/// from after, three healthy members with new ids, the old data dirs kept
+/// beside the new ones, and every agent's restore finished.
+async fn assert_restored(cluster: &Cluster, report: &serde_json::Value, ids_before: &[u64]) {
+    assert_eq!(report["result"], "succeeded", "{report:#}");
+    cluster.wait_ready(std::time::Duration::from_secs(30)).await;
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    let before = values(&mut client, "before/").await;
+    assert_eq!(before.len(), 50, "every key from before the snapshot");
+    for (key, value) in &before {
+        let i = key.trim_start_matches("before/");
+        assert_eq!(
+            *value,
+            format!("v1-{}", i.trim_start_matches('0').parse::<u32>().unwrap_or(0)),
+            "{key}"
+        );
+    }
+    assert!(
+        values(&mut client, "after/").await.is_empty(),
+        "no key from after the snapshot"
+    );
+
+    let ids_after = member_ids(cluster).await;
+    for (old, new) in ids_before.iter().zip(&ids_after) {
+        assert_ne!(old, new, "a restored cluster has new member ids");
+    }
+    let members = report["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{report:#}");
+    for (i, member) in cluster.members.iter().enumerate() {
+        let status = cluster.status(i).await;
+        let restore = status.restore.expect("the agent reports the restore");
+        assert_eq!(restore.restore_id, report["restore_id"].as_str().unwrap_or_default());
+        assert_eq!(restore.phase, i32::from(pb::RestorePhase::Finished));
+        let aside = PathBuf::from(&restore.moved_aside_to);
+        assert!(
+            aside.join("member/snap/db").is_file(),
+            "{}'s old data dir is kept at {}",
+            member.name,
+            aside.display()
+        );
+        assert!(member.data_dir.join("member/snap/db").is_file());
+        let reported = members
+            .iter()
+            .find(|m| m["name"] == member.name.as_str())
+            .expect("the member in the report");
+        assert_eq!(reported["moved_aside_to"], restore.moved_aside_to.as_str());
+        assert_eq!(
+            reported["id"].as_str(),
+            Some(format!("{:016x}", ids_after[i]).as_str()),
+            "the report names the new id"
+        );
+        // The command line says what the data dir holds: the restored
+        // cluster's token.
+        let args = status.process.unwrap_or_default().args.join(" ");
+        assert!(args.contains(&restore.initial_cluster_token), "{args}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_snapshot_is_restored_on_3_4_with_etcdctl() {
+    let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
+    let agents = cluster.agents_arg();
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    write(&mut client, "before", 50, "v1").await;
+    let ids_before = member_ids(&cluster).await;
+
+    let taken = json(&steward(&["backup", "--agents", &agents, "-w", "json"]));
+    let id = taken["snapshot"]["id"].as_str().expect("snapshot id").to_owned();
+    let snapshot_revision = taken["snapshot"]["revision"].as_i64().expect("revision");
+    // Later writes: new keys, and new values for the old ones.
+    write(&mut client, "after", 20, "v2").await;
+    let last = write(&mut client, "before", 50, "v2").await;
+
+    let report = json(&steward(&[
+        "restore",
+        "--agents",
+        &agents,
+        "--snapshot",
+        &id,
+        "--yes",
+        "-w",
+        "json",
+    ]));
+    assert_eq!(report["snapshot"]["id"], id.as_str());
+    assert_eq!(report["snapshot"]["db_cluster_version"], "3.4.0");
+    assert_eq!(report["revision_before"].as_i64(), Some(last));
+    assert_eq!(report["revisions_lost"].as_i64(), Some(last - snapshot_revision));
+    assert!(
+        report["revision"].as_i64().unwrap_or(0) >= snapshot_revision,
+        "{report:#}"
+    );
+    assert_restored(&cluster, &report, &ids_before).await;
+    for i in 0..3 {
+        let status = cluster.status(i).await;
+        assert_eq!(
+            status.versions.unwrap_or_default().active,
+            newest(3, 4).version.to_string()
+        );
+    }
+
+    // The restored cluster keeps working: writes, and steward's own
+    // snapshot through the lock-free path.
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    client.put("after-restore", "yes", None).await.expect("a write");
+    json(&steward(&["backup", "--agents", &agents, "-w", "json"]));
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
+    let agents = cluster.agents_arg();
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    write(&mut client, "before", 50, "v1").await;
+    let ids_before = member_ids(&cluster).await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let file = scratch.path().join("cluster.db");
+    let file_text = file.display().to_string();
+    json(&steward(&[
+        "backup", "--agents", &agents, "--out", &file_text, "-w", "json",
+    ]));
+    write(&mut client, "after", 20, "v2").await;
+    write(&mut client, "before", 50, "v2").await;
+
+    let report = json(&steward(&[
+        "restore",
+        "--agents",
+        &agents,
+        "--snapshot",
+        &file_text,
+        "--yes",
+        "-w",
+        "json",
+    ]));
+    assert_eq!(report["snapshot"]["db_cluster_version"], "3.5.0");
+    assert_restored(&cluster, &report, &ids_before).await;
+    // The file went to every agent, which verified and kept it.
+    let id = report["snapshot"]["id"].as_str().expect("id");
+    for i in 0..3 {
+        let listed = cluster
+            .snapshots(i)
+            .await
+            .list_snapshots(pb::ListSnapshotsRequest {})
+            .await
+            .expect("list")
+            .into_inner();
+        let kept = listed.snapshots.iter().find(|s| s.id == id).expect("uploaded");
+        assert!(kept.uploaded);
+        assert_eq!(kept.db_cluster_version, "3.5.0");
+    }
+
+    // A second restore of the same file: a new restore id, and the first
+    // restore's data dirs are kept too.
+    let again = json(&steward(&[
+        "restore",
+        "--agents",
+        &agents,
+        "--snapshot",
+        &file_text,
+        "--yes",
+        "-w",
+        "json",
+    ]));
+    assert_ne!(again["restore_id"], report["restore_id"]);
+    let kept = std::fs::read_dir(cluster.members[0].data_dir.parent().expect("member dir"))
+        .expect("read the member dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".before-restore-"))
+        .count();
+    assert_eq!(kept, 2, "both replaced data dirs are kept");
+    cluster.cleanup();
+}
