@@ -253,6 +253,11 @@ pub async fn run(
         began: Instant::now(),
     };
     let outcome = Box::pin(restore.run()).await;
+    if let Some(lock) = restore.lock.take() {
+        // Refused before any member stopped: the old cluster runs on, and
+        // the next coordinator must not wait for this lock to expire.
+        lock.release().await;
+    }
     restore.report.result = match outcome {
         Ok(()) => Outcome::Succeeded,
         Err(Stop::Refused | Stop::Declined) => Outcome::Refused,
