@@ -234,8 +234,9 @@ fn before_flip(observed: &Observed, undo: Direction) -> Check {
                 Verdict::Fail,
                 format!(
                     "every member runs {baseline} and the cluster version is {cluster_version}: it flipped, and \
-                     swapping binaries back is no longer possible; restore the snapshot taken before the upgrade, or \
-                     downgrade where the guides allow it (3.5 -> 3.4.32 or later: steward downgrade)"
+                     swapping binaries back is no longer possible; restore the snapshot taken before the upgrade \
+                     (steward rollback --to-snapshot, losing what was written since), or downgrade where the guides \
+                     allow it (3.5 -> 3.4.32 or later: steward downgrade)"
                 ),
             ),
             (Some(previous), Direction::Downgrade) => check(
