@@ -20,11 +20,12 @@ use crate::logs::LogTail;
 use crate::member::LocalMember;
 use crate::process::{self, Launch, Liveness, ProcessRecord};
 use crate::snapshot::{SnapshotDir, SnapshotMeta};
-use crate::state::{
-    AgentState, Operation, PersistedState, RestorePhase, RestoreRecord, StateStore, Switch, transition,
-};
+use crate::state::{AgentState, Operation, PersistedState, StateStore, Switch, transition};
 use crate::store::{BinaryStore, Declared, Incoming, Manifest, Tool};
 use crate::supervisor::{ProcessStatus, Supervisor};
+
+mod restoring;
+pub use restoring::RestoreRequest;
 
 /// How often a switch checks whether the member is healthy yet.
 const HEALTH_POLL: Duration = Duration::from_millis(300);
@@ -334,22 +335,6 @@ impl Agent {
                 std::borrow::Cow::Owned(spec)
             }
             None => std::borrow::Cow::Borrowed(&self.config.member),
-        }
-    }
-
-    /// Refuses `operation`, which would start etcd, while a restore has not
-    /// put its data dir in place: etcd would find no data dir, or the old
-    /// one, and bootstrap or rejoin the wrong cluster.
-    fn refuse_during_restore(&self, operation: Operation) -> Result<(), AgentError> {
-        match self.state.get().restore {
-            Some(restore) if restore.unfinished() => Err(AgentError::Precondition {
-                operation,
-                reason: format!(
-                    "restore {} of snapshot {} is unfinished; RestoreMember with the same restore_id (steward restore run again) finishes it",
-                    restore.id, restore.snapshot_id
-                ),
-            }),
-            _ => Ok(()),
         }
     }
 
@@ -823,223 +808,6 @@ impl Agent {
         .await
     }
 
-    /// The snapshot an unfinished restore still needs, kept by retention.
-    fn protected_snapshot(&self) -> Vec<String> {
-        self.state
-            .get()
-            .restore
-            .filter(RestoreRecord::unfinished)
-            .map(|r| r.snapshot_id)
-            .into_iter()
-            .collect()
-    }
-
-    /// Receives an uploaded snapshot and stores it once verified.
-    pub async fn upload_snapshot(
-        &self,
-        upload: crate::snapshot::SnapshotUpload,
-        declared: &crate::snapshot::UploadDeclared,
-    ) -> Result<(SnapshotMeta, bool), AgentError> {
-        let tool = self.status_tool();
-        let protected = self.protected_snapshot();
-        self.snapshots.finish_upload(upload, declared, tool, &protected).await
-    }
-
-    /// Replaces the member's data with a stored snapshot (see
-    /// [`crate::restore`]); `version` becomes active and etcd stays stopped.
-    pub async fn restore_member(self: &Arc<Self>, request: RestoreRequest) -> Result<RestoreRecord, AgentError> {
-        Box::pin(self.exclusive(Operation::Restore, move |agent| async move {
-            agent.restore_now(request).await
-        }))
-        .await
-    }
-
-    async fn restore_now(&self, request: RestoreRequest) -> Result<RestoreRecord, AgentError> {
-        let persisted = self.state.get();
-        let resumed = match persisted.restore.clone() {
-            Some(record) if record.id == request.id => {
-                if !request.matches(&record) {
-                    return Err(AgentError::InvalidArgument {
-                        field: "restore_id",
-                        reason: format!(
-                            "restore {} was recorded with snapshot {}, version {}, initial cluster {} and token {}; a resumed restore must ask for the same",
-                            record.id,
-                            record.snapshot_id,
-                            record.version,
-                            record.initial_cluster,
-                            record.initial_cluster_token
-                        ),
-                    });
-                }
-                if !record.unfinished() {
-                    return Ok(record); // done already: the same call changes nothing
-                }
-                Some(record)
-            }
-            Some(record) if record.unfinished() => {
-                return Err(AgentError::RestoreRefused {
-                    rule: "one-restore-at-a-time",
-                    reason: format!(
-                        "restore {} of snapshot {} is unfinished on this member; finish it first (the same restore_id)",
-                        record.id, record.snapshot_id
-                    ),
-                });
-            }
-            _ => None,
-        };
-        let step = transition(Operation::Restore, persisted.state)?;
-        if let Some(process) = self.supervisor.status().record {
-            return Err(AgentError::Precondition {
-                operation: Operation::Restore,
-                reason: format!("etcd is running (pid {}); stop it first", process.pid),
-            });
-        }
-        let member = &self.config.member;
-        if let Some(flag) = member.extra_flags.iter().find(|f| f.starts_with("--wal-dir")) {
-            return Err(AgentError::RestoreRefused {
-                rule: "no-separate-wal-dir",
-                reason: format!("the member keeps its WAL apart ({flag}); restore it by hand"),
-            });
-        }
-        crate::restore::check_initial_cluster(
-            &request.initial_cluster,
-            &member.name,
-            &member.initial_advertise_peer_urls,
-        )
-        .map_err(|reason| AgentError::InvalidArgument {
-            field: "initial_cluster",
-            reason,
-        })?;
-        // The version must be able to run here, and bring its restore tool.
-        self.launch_for(&request.version, None)?;
-        let tool = restore_tool_for(&request.version);
-        let program = self
-            .store
-            .tool_path(&request.version, tool)
-            .ok_or_else(|| AgentError::RestoreRefused {
-                rule: "restore-tool-staged",
-                reason: format!(
-                    "{} {} is not staged here; a {}.{} member is restored with {} (stage it with ImportBinary or UploadBinary)",
-                    tool.file_name(),
-                    request.version,
-                    request.version.major(),
-                    request.version.minor(),
-                    tool.file_name()
-                ),
-            })?;
-        let snapshot = self.snapshots.get_verified(&request.snapshot_id)?;
-        let db_version =
-            crate::snapshot::db_cluster_version(&snapshot.path).map_err(|source| AgentError::SnapshotInvalid {
-                path: snapshot.path.clone(),
-                source,
-            })?;
-        check_not_newer(&snapshot.id, &db_version, &request.version)?;
-        crate::snapshot::check_database(&program, tool.file_name(), &snapshot.path)
-            .await
-            .map_err(|source| AgentError::SnapshotInvalid {
-                path: snapshot.path.clone(),
-                source,
-            })?;
-
-        let now = crate::snapshot::now_ms();
-        let record = resumed.unwrap_or_else(|| {
-            let paths = crate::restore::paths(&member.data_dir, &request.id);
-            RestoreRecord {
-                id: request.id.clone(),
-                phase: RestorePhase::Restoring,
-                snapshot_id: snapshot.id.clone(),
-                snapshot_sha256: snapshot.sha256.clone(),
-                snapshot_revision: snapshot.revision,
-                version: request.version.to_string(),
-                initial_cluster: request.initial_cluster.clone(),
-                initial_cluster_token: request.initial_cluster_token.clone(),
-                data_dir: member.data_dir.clone(),
-                had_data_dir: member.data_dir.exists(),
-                moved_aside_to: paths.aside,
-                staging_dir: paths.staging,
-                started_at_ms: now,
-                updated_at_ms: now,
-            }
-        });
-        // Recorded before anything on disk changes: a crash from here on is
-        // finished by the same call, and nothing starts etcd meanwhile.
-        self.state.update(|s| {
-            s.state = step.during;
-            s.restore = Some(record.clone());
-        })?;
-        tracing::info!(restore = %record.id, snapshot = %record.snapshot_id, version = %record.version, "restoring the member's data");
-        let tool = crate::restore::RestoreTool {
-            program,
-            name: tool.file_name(),
-            snapshot: snapshot.path.clone(),
-            member_name: member.name.clone(),
-            initial_cluster: record.initial_cluster.clone(),
-            initial_cluster_token: record.initial_cluster_token.clone(),
-            peer_urls: member.initial_advertise_peer_urls.clone(),
-        };
-        match crate::restore::replace_data_dir(&record, |staging| async move { tool.run(staging).await }).await {
-            Ok(()) => {
-                let done = self.state.update(|s| {
-                    s.state = step.after;
-                    s.state_reason.clear();
-                    s.active_version = Some(record.version.clone());
-                    // A fresh data dir: no earlier version ran on it, so
-                    // there is nothing to roll back to and no switch context.
-                    s.active_from = None;
-                    s.previous_version = None;
-                    s.previous_from = None;
-                    s.restart_count = 0;
-                    // The restored cluster's lock revisions start again from
-                    // the snapshot's: tokens of the old history mean nothing.
-                    s.fencing_token = 0;
-                    let restore = s.restore.get_or_insert_with(|| record.clone());
-                    restore.phase = RestorePhase::Restored;
-                    restore.updated_at_ms = crate::snapshot::now_ms();
-                    restore.clone()
-                })?;
-                tracing::info!(restore = %done.id, moved_aside_to = %done.moved_aside_to.display(), "member data restored");
-                Ok(done)
-            }
-            Err(error) => {
-                let reason = format!(
-                    "restore {} unfinished: {}; RestoreMember with the same restore_id retries it",
-                    record.id,
-                    error_chain(&error)
-                );
-                tracing::error!(%reason);
-                let _ = self.state.update(|s| {
-                    s.state = AgentState::Stopped;
-                    s.state_reason = reason;
-                });
-                Err(error)
-            }
-        }
-    }
-
-    /// Marks restore `id` finished (the cluster runs from it).
-    pub fn finish_restore(&self, id: &str) -> Result<RestoreRecord, AgentError> {
-        self.state.update(|s| match s.restore.as_mut() {
-            Some(restore) if restore.id == id && restore.phase != RestorePhase::Restoring => {
-                if restore.phase != RestorePhase::Finished {
-                    restore.phase = RestorePhase::Finished;
-                    restore.updated_at_ms = crate::snapshot::now_ms();
-                }
-                Ok(restore.clone())
-            }
-            Some(restore) if restore.id == id => Err(AgentError::Precondition {
-                operation: Operation::FinishRestore,
-                reason: format!("restore {id} has not put its data dir in place yet"),
-            }),
-            other => Err(AgentError::Precondition {
-                operation: Operation::FinishRestore,
-                reason: format!(
-                    "this member has no restore {id} (its last restore: {})",
-                    other.map_or("none", |r| r.id.as_str())
-                ),
-            }),
-        })?
-    }
-
     /// etcdutl of the active version, or its etcdctl before 3.5.
     fn status_tool(&self) -> Option<(PathBuf, &'static str)> {
         let version = active_of(&self.state.get())?;
@@ -1047,65 +815,6 @@ impl Agent {
             .into_iter()
             .find_map(|tool| self.store.tool_path(&version, tool).map(|p| (p, tool.file_name())))
     }
-}
-
-/// What RestoreMember asks for, validated.
-#[derive(Clone, Debug)]
-pub struct RestoreRequest {
-    /// The cluster-wide restore's id.
-    pub id: String,
-    /// The stored snapshot.
-    pub snapshot_id: String,
-    /// The version that restores and runs the member.
-    pub version: EtcdVersion,
-    /// `--initial-cluster` of the restored cluster.
-    pub initial_cluster: String,
-    /// Its token.
-    pub initial_cluster_token: String,
-}
-
-impl RestoreRequest {
-    fn matches(&self, record: &RestoreRecord) -> bool {
-        self.snapshot_id == record.snapshot_id
-            && self.version.to_string() == record.version
-            && self.initial_cluster == record.initial_cluster
-            && self.initial_cluster_token == record.initial_cluster_token
-    }
-}
-
-/// etcdutl restores from 3.5 on; before, etcdctl did.
-fn restore_tool_for(version: &EtcdVersion) -> Tool {
-    if (version.major(), version.minor()) >= (3, 5) {
-        Tool::Etcdutl
-    } else {
-        Tool::Etcdctl
-    }
-}
-
-/// A database written by a newer minor version than `version` would be
-/// read by a binary that does not know its format.
-fn check_not_newer(id: &str, db_version: &str, version: &EtcdVersion) -> Result<(), AgentError> {
-    if db_version.is_empty() {
-        return Err(AgentError::RestoreRefused {
-            rule: "snapshot-not-newer-than-binary",
-            reason: format!("snapshot {id} records no cluster version, so which etcd wrote it is unknown"),
-        });
-    }
-    let recorded: EtcdVersion = db_version.parse().map_err(|_| AgentError::RestoreRefused {
-        rule: "snapshot-not-newer-than-binary",
-        reason: format!("snapshot {id} records the cluster version {db_version:?}, which is not a version"),
-    })?;
-    if (recorded.major(), recorded.minor()) > (version.major(), version.minor()) {
-        return Err(AgentError::RestoreRefused {
-            rule: "snapshot-not-newer-than-binary",
-            reason: format!(
-                "snapshot {id} was written by a {}.{} cluster, newer than {version}, which would restore and run it",
-                recorded.major(),
-                recorded.minor()
-            ),
-        });
-    }
-    Ok(())
 }
 
 fn active_of(state: &PersistedState) -> Option<EtcdVersion> {

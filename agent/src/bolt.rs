@@ -33,6 +33,13 @@ const LEAF_PAGE: u16 = 0x02;
 const BUCKET_LEAF: u32 = 0x01;
 /// A tree deeper than this is a loop in a damaged file.
 const MAX_DEPTH: usize = 64;
+/// The pages a lookup reads hold bucket headers and small keys; a page
+/// (with its overflow) claiming more is damage, not data, and must not
+/// make the agent allocate it.
+const MAX_PAGE_BYTES: u64 = 16 * 1024 * 1024;
+/// The page sizes bbolt uses (the OS page size when the file was created):
+/// where the second meta page may be when the first is damaged.
+const PAGE_SIZES: [u64; 7] = [1024, 2048, 4096, 8192, 16_384, 32_768, 65_536];
 
 /// Why a value could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +122,21 @@ impl BoltFile {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
         let first = read_meta(&file, 0)?;
-        let page_size = first.as_ref().map_or(4096, |m| m.page_size);
-        let second = read_meta(&file, page_size)?;
+        let second = match &first {
+            Some(meta) => read_meta(&file, meta.page_size)?,
+            // The first meta page is damaged: look for the second one at
+            // every page size bbolt may have used.
+            None => {
+                let mut found = None;
+                for size in PAGE_SIZES {
+                    if let Some(meta) = read_meta(&file, size)?.filter(|m| m.page_size == size) {
+                        found = Some(meta);
+                        break;
+                    }
+                }
+                found
+            }
+        };
         let meta = match (first, second) {
             (Some(a), Some(b)) => {
                 if b.txid > a.txid {
@@ -219,8 +239,9 @@ impl BoltFile {
         let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
         let size = (overflow + 1)
             .checked_mul(self.page_size)
+            .filter(|s| *s <= MAX_PAGE_BYTES)
             .map(|s| s.min(self.len - offset))
-            .ok_or_else(|| malformed(format!("page {id} claims an impossible size")))?;
+            .ok_or_else(|| malformed(format!("page {id} claims {overflow} overflow pages")))?;
         let mut bytes = vec![0_u8; usize::try_from(size).map_err(|_| malformed("a page larger than memory"))?];
         self.file.read_exact_at(&mut bytes, offset)?;
         Ok(Page { bytes })
@@ -244,7 +265,8 @@ fn read_meta(file: &File, offset: u64) -> Result<Option<Meta>, BoltError> {
     let meta = &bytes[PAGE_HEADER..];
     let u32_at = |at: usize| u32::from_le_bytes(meta[at..at + 4].try_into().unwrap_or_default());
     let u64_at = |at: usize| u64::from_le_bytes(meta[at..at + 8].try_into().unwrap_or_default());
-    if u32_at(0) != MAGIC || fnv64a(&meta[..META_CHECKED]) != u64_at(META_CHECKED) {
+    // Format version 2 is the only one bbolt has written.
+    if u32_at(0) != MAGIC || u32_at(4) != 2 || fnv64a(&meta[..META_CHECKED]) != u64_at(META_CHECKED) {
         return Ok(None);
     }
     let page_size = u64::from(u32_at(8));
@@ -335,6 +357,16 @@ mod tests {
             std::fs::write(&flipped, &bytes).unwrap();
             let _ = cluster_version(&flipped);
         }
+    }
+
+    #[test]
+    fn a_damaged_first_meta_page_falls_back_to_the_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = std::fs::read(testdata("snapshot-3.4.23.db")).unwrap();
+        bytes[16] ^= 0xff; // the first meta page's magic
+        let path = dir.path().join("first-meta-damaged");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(cluster_version(&path).unwrap().as_deref(), Some("3.4.0"));
     }
 
     #[test]

@@ -37,18 +37,30 @@ pub struct RestorePaths {
     pub aside: PathBuf,
 }
 
-/// The staging and aside paths of restore `id` for `data_dir`.
+/// The staging dir of `attempt` and the aside path of restore `id` for
+/// `data_dir`.
 #[must_use]
-pub fn paths(data_dir: &Path, id: &str) -> RestorePaths {
+pub fn paths(data_dir: &Path, id: &str, attempt: u32) -> RestorePaths {
     let with = |suffix: &str| {
         let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
         name.push(suffix);
         data_dir.with_file_name(name)
     };
     RestorePaths {
-        staging: with(&format!(".restore-{id}.part")),
+        staging: with(&format!(".restore-{id}.{attempt}.part")),
         aside: with(&format!(".before-restore-{id}")),
     }
+}
+
+/// True when `path` is a mount point: the old data dir is renamed next to
+/// itself, which a mount point cannot be.
+#[must_use]
+pub fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(own), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
+        return false;
+    };
+    std::fs::metadata(parent).is_ok_and(|p| p.dev() != own.dev())
 }
 
 /// Brings the data dir of `record` to the restored state, from wherever a
@@ -216,7 +228,7 @@ mod tests {
 
     fn record(root: &Path, had_data_dir: bool) -> RestoreRecord {
         let data_dir = root.join("m0.etcd");
-        let p = paths(&data_dir, "r1");
+        let p = paths(&data_dir, "r1", 1);
         RestoreRecord {
             id: "r1".into(),
             phase: RestorePhase::Restoring,
@@ -230,6 +242,7 @@ mod tests {
             had_data_dir,
             moved_aside_to: p.aside,
             staging_dir: p.staging,
+            attempt: 1,
             started_at_ms: 0,
             updated_at_ms: 0,
         }
@@ -252,8 +265,8 @@ mod tests {
 
     #[test]
     fn paths_sit_next_to_the_data_dir() {
-        let p = paths(Path::new("/var/lib/etcd"), "20261121T100000Z");
-        assert_eq!(p.staging, Path::new("/var/lib/etcd.restore-20261121T100000Z.part"));
+        let p = paths(Path::new("/var/lib/etcd"), "20261121T100000Z", 2);
+        assert_eq!(p.staging, Path::new("/var/lib/etcd.restore-20261121T100000Z.2.part"));
         assert_eq!(p.aside, Path::new("/var/lib/etcd.before-restore-20261121T100000Z"));
     }
 
@@ -341,6 +354,14 @@ mod tests {
         let err = replace_data_dir(&r, fresh).await.unwrap_err();
         assert!(err.to_string().contains("all exist"), "{err}");
         assert_eq!(db(&r.data_dir), "old");
+    }
+
+    #[test]
+    fn a_directory_on_its_parents_filesystem_is_no_mount_point() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()));
+        assert!(!is_mount_point(&dir.path().join("missing")));
+        assert!(is_mount_point(Path::new("/proc")));
     }
 
     #[test]

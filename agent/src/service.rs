@@ -374,6 +374,7 @@ impl pb::agent_server::Agent for AgentService {
         call.arg("version", r.version.clone());
         call.arg("initial_cluster", r.initial_cluster.clone());
         call.arg("initial_cluster_token", r.initial_cluster_token.clone());
+        call.arg("dry_run", r.dry_run);
         call.finish(self.restore_call(request.into_inner()).await)
     }
 
@@ -667,8 +668,10 @@ impl AgentService {
             },
             initial_cluster_token: parse_name("initial_cluster_token", &request.initial_cluster_token)?,
         };
-        self.agent.admit(request.fencing_token)?;
-        let record = self.agent.restore_member(parsed).await?;
+        if !request.dry_run {
+            self.agent.admit(request.fencing_token)?;
+        }
+        let record = self.agent.restore_member(parsed, request.dry_run).await?;
         Ok(Response::new(pb::RestoreMemberResponse {
             restore: Some(restore_to_pb(&record)),
         }))

@@ -232,8 +232,12 @@ pub struct RestoreRecord {
     pub had_data_dir: bool,
     /// Where the replaced data dir goes.
     pub moved_aside_to: PathBuf,
-    /// Where the restore tool writes.
+    /// Where the restore tool writes (one dir per attempt: a tool left
+    /// running by a killed agent never writes into the next attempt's).
     pub staging_dir: PathBuf,
+    /// Which attempt the staging dir belongs to.
+    #[serde(default)]
+    pub attempt: u32,
     /// When it began, ms since the epoch.
     pub started_at_ms: i64,
     /// When the phase last changed, ms since the epoch.

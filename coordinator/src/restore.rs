@@ -219,6 +219,8 @@ struct Restore<'a> {
     lock: Option<ClusterLock>,
     /// A temp dir for a snapshot passed from one agent to others.
     relay: Option<tempfile::TempDir>,
+    /// A member was stopped: the old cluster is being replaced.
+    stopped_any: bool,
     began: Instant,
 }
 
@@ -250,13 +252,20 @@ pub async fn run(
         },
         lock: None,
         relay: None,
+        stopped_any: false,
         began: Instant::now(),
     };
     let outcome = Box::pin(restore.run()).await;
     if let Some(lock) = restore.lock.take() {
-        // Refused before any member stopped: the old cluster runs on, and
-        // the next coordinator must not wait for this lock to expire.
-        lock.release().await;
+        if restore.stopped_any {
+            // Members were stopped: no other coordinator may take the old
+            // cluster's lock before this one expires (a rerun needs none).
+            lock.abandon();
+        } else {
+            // Nothing stopped: the old cluster runs on, and the next
+            // coordinator must not wait for this lock to expire.
+            lock.release().await;
+        }
     }
     restore.report.result = match outcome {
         Ok(()) => Outcome::Succeeded,
@@ -295,7 +304,18 @@ impl Restore<'_> {
             Some(resume) => self.decide_resume(&members, resume).await?,
             None => self.decide_fresh(&members).await?,
         };
-        let members = self.distribute(members, &decided).await?;
+        // A rerun whose members are all restored only starts and waits:
+        // the snapshot may be gone from the agents by now.
+        let to_restore = members
+            .iter()
+            .any(|m| plan::steps(&m.facts, &decided.id).contains(&Step::Restore));
+        let members = if to_restore {
+            let members = self.distribute(members, &decided).await?;
+            self.dry_run(&members, &decided).await?;
+            members
+        } else {
+            members
+        };
         let question = self.question(&decided, &members);
         if !self.confirm.confirm(&question) {
             let check = Check {
@@ -318,7 +338,7 @@ impl Restore<'_> {
         Box::pin(self.replace(&members, &decided)).await?;
         Box::pin(self.start(&members)).await?;
         Box::pin(self.wait_restored(&members, &decided)).await?;
-        self.clean_up(&members, &decided).await;
+        self.clean_up(&members, &decided).await?;
         Ok(())
     }
 
@@ -380,22 +400,30 @@ impl Restore<'_> {
         self.report.resumed = true;
         match self.options.source.clone() {
             SnapshotSource::Id(id) if id != resume.snapshot_id => {
-                return Err(self.usage_refusal(format!(
-                    "restore {} of snapshot {} is unfinished; finish it first (steward restore --snapshot {})",
-                    resume.id, resume.snapshot_id, resume.snapshot_id
-                )));
+                return Err(self.refuse(
+                    ids::UNFINISHED,
+                    format!(
+                        "restore {} of snapshot {} is unfinished; finish it first (steward restore --snapshot {})",
+                        resume.id, resume.snapshot_id, resume.snapshot_id
+                    ),
+                ));
             }
             SnapshotSource::File(path) => {
-                let (sha256, _) = verify_local(&path).await.map_err(|e| self.usage_refusal(e))?;
+                let (sha256, _) = verify_local(&path)
+                    .await
+                    .map_err(|e| self.refuse(ids::SNAPSHOT_VERIFIED, e))?;
                 if sha256 != resume.snapshot_sha256 {
-                    return Err(self.usage_refusal(format!(
-                        "restore {} of snapshot {} is unfinished, and {} is another snapshot; finish it first \
+                    return Err(self.refuse(
+                        ids::UNFINISHED,
+                        format!(
+                            "restore {} of snapshot {} is unfinished, and {} is another snapshot; finish it first \
                          (steward restore --snapshot {})",
-                        resume.id,
-                        resume.snapshot_id,
-                        path.display(),
-                        resume.snapshot_id
-                    )));
+                            resume.id,
+                            resume.snapshot_id,
+                            path.display(),
+                            resume.snapshot_id
+                        ),
+                    ));
                 }
             }
             SnapshotSource::Id(_) => {}
@@ -413,7 +441,8 @@ impl Restore<'_> {
         for member in members {
             let version = match resume.versions.iter().find(|(name, _)| *name == member.facts.name) {
                 Some((_, version)) => version.clone(),
-                None => plan::version_for(&member.facts, asked.as_ref()).map_err(|e| self.usage_refusal(e))?,
+                None => plan::version_for(&member.facts, asked.as_ref())
+                    .map_err(|e| self.refuse(ids::RESTORE_VERSION, e))?,
             };
             versions.push((member.facts.name.clone(), version));
         }
@@ -449,8 +478,8 @@ impl Restore<'_> {
         let snapshot = self.locate_snapshot(members).await?;
         let mut versions = Vec::new();
         for member in members {
-            let version =
-                plan::version_for(&member.facts, self.options.version.as_ref()).map_err(|e| self.usage_refusal(e))?;
+            let version = plan::version_for(&member.facts, self.options.version.as_ref())
+                .map_err(|e| self.refuse(ids::RESTORE_VERSION, e))?;
             versions.push((member.facts.name.clone(), version));
         }
         let facts: Vec<MemberFacts> = members.iter().map(|m| m.facts.clone()).collect();
@@ -472,10 +501,10 @@ impl Restore<'_> {
         })
     }
 
-    /// A refusal of the input, as a failed check naming it.
-    fn usage_refusal(&mut self, reason: impl Into<String>) -> Stop {
+    /// A refusal, as a failed check naming its rule.
+    fn refuse(&mut self, rule: &'static str, reason: impl Into<String>) -> Stop {
         let check = Check {
-            rule: ids::SNAPSHOT_VERIFIED,
+            rule,
             verdict: Verdict::Fail,
             message: reason.into(),
             source: "steward",
@@ -605,7 +634,7 @@ impl Restore<'_> {
                             .iter()
                             .flat_map(|m| m.snapshots.iter().map(|s| s.id.as_str()))
                             .collect();
-                        Err(self.usage_refusal(format!(
+                        Err(self.refuse(ids::SNAPSHOT_VERIFIED, format!(
                             "no agent keeps a snapshot {id:?} (they keep: {}); give its id from `steward backups`, or \
                              a file",
                             if kept.is_empty() {
@@ -618,7 +647,9 @@ impl Restore<'_> {
                 }
             }
             SnapshotSource::File(path) => {
-                let (sha256, size) = verify_local(&path).await.map_err(|e| self.usage_refusal(e))?;
+                let (sha256, size) = verify_local(&path)
+                    .await
+                    .map_err(|e| self.refuse(ids::SNAPSHOT_VERIFIED, e))?;
                 let snapshot = RestoredSnapshot {
                     id: format!("file-{}", &sha256[..16]),
                     sha256: sha256.clone(),
@@ -645,10 +676,13 @@ impl Restore<'_> {
         for i in 0..members.len() {
             if let Some(info) = members[i].snapshots.iter().find(|s| s.id == id).cloned() {
                 if !decided.snapshot.sha256.is_empty() && info.sha256 != decided.snapshot.sha256 {
-                    return Err(self.usage_refusal(format!(
-                        "{} keeps a snapshot {id} with sha256 {}, not {}; remove it there or restore another",
-                        members[i].facts.name, info.sha256, decided.snapshot.sha256
-                    )));
+                    return Err(self.refuse(
+                        ids::SNAPSHOT_VERIFIED,
+                        format!(
+                            "{} keeps a snapshot {id} with sha256 {}, not {}; remove it there or restore another",
+                            members[i].facts.name, info.sha256, decided.snapshot.sha256
+                        ),
+                    ));
                 }
                 learn(&mut snapshot, &info);
                 continue;
@@ -683,7 +717,10 @@ impl Restore<'_> {
                     message,
                     ..
                 }) => {
-                    return Err(self.usage_refusal(format!("{name}'s agent refused the snapshot: {message}")));
+                    return Err(self.refuse(
+                        ids::SNAPSHOT_VERIFIED,
+                        format!("{name}'s agent refused the snapshot: {message}"),
+                    ));
                 }
                 Err(error) => return Err(failure(Some(&name), "send snapshot", error.to_string()).into()),
             }
@@ -732,6 +769,53 @@ impl Restore<'_> {
             .map_err(|e| failure(Some(member), "connect", e.to_string()).into())
     }
 
+    /// Asks every agent that will restore whether it could, changing
+    /// nothing: its own checks (the version's flags and restore tool, the
+    /// snapshot's database with that tool, the data dir's filesystem and
+    /// free space, no separate WAL dir) run while the cluster still runs.
+    async fn dry_run(&mut self, members: &[Member], decided: &Decided) -> Result<(), Stop> {
+        let mut problems = Vec::new();
+        for member in members {
+            if !plan::steps(&member.facts, &decided.id).contains(&Step::Restore) {
+                continue;
+            }
+            let name = member.facts.name.clone();
+            let version = version_of(decided, &name)?;
+            let mut clients = self.connect(&member.address, &name).await?;
+            let answer = clients
+                .agent
+                .restore_member(pb::RestoreMemberRequest {
+                    restore_id: decided.id.clone(),
+                    snapshot_id: decided.snapshot.id.clone(),
+                    version: version.to_string(),
+                    initial_cluster: decided.initial_cluster.clone(),
+                    initial_cluster_token: decided.token.clone(),
+                    fencing_token: decided.fencing_token,
+                    dry_run: true,
+                })
+                .await;
+            if let Err(status) = answer {
+                problems.push(format!("{name}: {}", status.message()));
+            }
+        }
+        let check = if problems.is_empty() {
+            Check {
+                rule: ids::AGENT_CHECKS,
+                verdict: Verdict::Pass,
+                message: "every agent would restore its member (a dry run of RestoreMember)".into(),
+                source: "steward",
+            }
+        } else {
+            Check {
+                rule: ids::AGENT_CHECKS,
+                verdict: Verdict::Fail,
+                message: problems.join("; "),
+                source: "steward",
+            }
+        };
+        self.check(check)
+    }
+
     /// What the operator confirms: what is replaced, what is lost, what is
     /// kept.
     fn question(&self, decided: &Decided, members: &[Member]) -> String {
@@ -773,6 +857,20 @@ impl Restore<'_> {
             let steps = plan::steps(&member.facts, &decided.id);
             let mut clients = self.connect(&member.address, &name).await?;
             if steps.contains(&Step::Stop) {
+                if !self.stopped_any
+                    && let Some(mut lock) = self.lock.take()
+                {
+                    lock.ensure_held()
+                        .await
+                        .map_err(|lost| failure(Some(&name), "lock", lost.to_string()))?;
+                    // From here on the old cluster goes away, and with it
+                    // the lock. Its lease is left to expire: no other
+                    // coordinator takes it while members stop. The renewal
+                    // stream goes now, or etcd 3.5 waits for it to end
+                    // before it stops (seconds per member).
+                    lock.abandon();
+                }
+                self.stopped_any = true;
                 clients
                     .agent
                     .stop(pb::StopRequest {
@@ -804,6 +902,7 @@ impl Restore<'_> {
                         initial_cluster: decided.initial_cluster.clone(),
                         initial_cluster_token: decided.token.clone(),
                         fencing_token: decided.fencing_token,
+                        dry_run: false,
                     })
                     .await
                     .map_err(|s| {
@@ -822,10 +921,6 @@ impl Restore<'_> {
                     took_ms: millis(began.elapsed()),
                 });
             }
-        }
-        // The old cluster is gone: so is the lock that lived in it.
-        if let Some(lock) = self.lock.take() {
-            lock.abandon();
         }
         Ok(())
     }
@@ -944,7 +1039,7 @@ impl Restore<'_> {
     /// Removes what the snapshot brought back from before it (the cluster
     /// lock of a coordinator that is gone, the record of the upgrade that
     /// was undone), and tells every agent the restore is finished.
-    async fn clean_up(&mut self, members: &[Member], decided: &Decided) {
+    async fn clean_up(&mut self, members: &[Member], decided: &Decided) -> Result<(), Failure> {
         let endpoints = client_urls(members);
         if let Err(error) = self.drop_stale_keys(&endpoints, decided).await {
             tracing::warn!(%error, "cannot remove keys the snapshot brought back");
@@ -952,9 +1047,9 @@ impl Restore<'_> {
         let mut kept = Vec::new();
         for member in members {
             let name = member.facts.name.clone();
-            let Ok(mut clients) = self.connect(&member.address, &name).await else {
-                continue;
-            };
+            let mut clients = agent_client::connect(&member.address)
+                .await
+                .map_err(|e| failure(Some(&name), "finish", e.to_string()))?;
             match clients
                 .agent
                 .finish_restore(pb::FinishRestoreRequest {
@@ -967,7 +1062,16 @@ impl Restore<'_> {
                         kept.push((name, info.moved_aside_to));
                     }
                 }
-                Err(status) => tracing::warn!(member = %name, message = status.message(), "FinishRestore failed"),
+                Err(status) => {
+                    return Err(failure(
+                        Some(&name),
+                        "finish",
+                        format!(
+                            "{}; the cluster runs from the restore, and running the same command again marks it finished",
+                            CliError::from_status(&member.address, "FinishRestore", &status)
+                        ),
+                    ));
+                }
             }
         }
         for member in &mut self.report.members {
@@ -986,6 +1090,7 @@ impl Restore<'_> {
                 .collect(),
             took_ms: millis(self.began.elapsed()),
         });
+        Ok(())
     }
 
     async fn drop_stale_keys(&self, endpoints: &[String], decided: &Decided) -> Result<(), String> {
@@ -1083,6 +1188,7 @@ fn facts_of(
         name: agent.member_name,
         agent: address.to_string(),
         running: status.process.as_ref().is_some_and(|p| p.running),
+        supervised: agent.state == i32::from(pb::AgentState::Running),
         active: status.versions.as_ref().and_then(|v| v.active.parse().ok()),
         peer_urls: agent.peer_urls,
         restore,

@@ -20,6 +20,12 @@ pub mod ids {
     pub const AGENTS: &str = "every-member-has-agent";
     /// One coordinator at a time.
     pub const ONE_COORDINATOR: &str = "one-coordinator";
+    /// Every member has a version to restore with.
+    pub const RESTORE_VERSION: &str = "restore-version";
+    /// An unfinished restore is finished before another begins.
+    pub const UNFINISHED: &str = "finish-unfinished-restore";
+    /// Every agent's own checks, asked as a dry run.
+    pub const AGENT_CHECKS: &str = "agent-restore-checks";
 }
 
 const SOURCE: &str = "etcd disaster recovery guide (snapshot restore)";
@@ -63,6 +69,9 @@ pub struct MemberFacts {
     pub agent: String,
     /// An etcd process runs.
     pub running: bool,
+    /// The agent supervises etcd (state RUNNING), whether or not a process
+    /// runs right now (a crash-loop backoff).
+    pub supervised: bool,
     /// The agent's active version.
     pub active: Option<EtcdVersion>,
     /// The peer URLs the member advertises.
@@ -316,7 +325,7 @@ pub fn steps(member: &MemberFacts, id: &str) -> Vec<Step> {
         .is_some_and(|r| r.id == id && r.phase != Phase::Restoring);
     let mut steps = Vec::new();
     if !restored {
-        if member.running {
+        if member.running || member.supervised {
             steps.push(Step::Stop);
         }
         steps.push(Step::Restore);
@@ -340,6 +349,7 @@ mod tests {
             name: name.into(),
             agent: format!("{name}:7400"),
             running: true,
+            supervised: true,
             active: Some(v("3.4.23")),
             peer_urls: vec![format!("http://{name}:2380")],
             restore: None,
@@ -441,13 +451,17 @@ mod tests {
     fn steps_skip_what_is_done() {
         let mut m = member("m0");
         assert_eq!(steps(&m, "r"), [Step::Stop, Step::Restore, Step::Start]);
+        // Supervised but between two crashes: stopped all the same.
         m.running = false;
+        assert_eq!(steps(&m, "r"), [Step::Stop, Step::Restore, Step::Start]);
+        m.supervised = false;
         assert_eq!(steps(&m, "r"), [Step::Restore, Step::Start]);
         m.restore = Some(recorded("r", Phase::Restoring));
         assert_eq!(steps(&m, "r"), [Step::Restore, Step::Start]);
         m.restore = Some(recorded("r", Phase::Restored));
         assert_eq!(steps(&m, "r"), [Step::Start]);
         m.running = true;
+        m.supervised = true;
         assert!(steps(&m, "r").is_empty());
         // A restore recorded under another id is an earlier one.
         m.restore = Some(recorded("older", Phase::Finished));

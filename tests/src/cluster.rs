@@ -80,7 +80,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Adds an etcd flag to every member's `extra_flags`.
+    /// Adds an etcd flag to every member's `extra_flags`; `{member_dir}` in
+    /// it becomes the member's own directory.
     #[must_use]
     pub fn extra_flag(mut self, flag: &str) -> Self {
         self.extra_flags.push(flag.to_owned());
@@ -238,7 +239,12 @@ impl ClusterBuilder {
         for (key, value) in &self.supervision {
             let _ = writeln!(supervision, "{key} = {value}");
         }
-        let extra: Vec<String> = self.extra_flags.iter().map(|f| format!("{f:?}")).collect();
+        let member_dir = member.dir.display().to_string();
+        let extra: Vec<String> = self
+            .extra_flags
+            .iter()
+            .map(|f| format!("{:?}", f.replace("{member_dir}", &member_dir)))
+            .collect();
         let mut member_tls = self.member_tls.clone();
         if let Some(etcd) = etcd_pki {
             let path = |name: String| format!("{:?}", etcd.dir.join(name).display().to_string());

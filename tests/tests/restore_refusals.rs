@@ -2,7 +2,9 @@
 //! stopped, naming the check: a truncated snapshot, a corrupted one, a file
 //! that is no snapshot, one whose trailer matches but holds no database, a
 //! snapshot from a newer etcd than the binary that would restore it, a
-//! restore while another coordinator holds the lock, and no confirmation.
+//! restore while another coordinator holds the lock, no confirmation, and
+//! a member the agent itself cannot restore (its WAL kept apart), which the
+//! coordinator learns from every agent's dry run.
 //! After each, every etcd process is the one from before and no data dir
 //! was touched.
 
@@ -197,5 +199,32 @@ async fn a_restore_is_refused_while_another_coordinator_holds_the_lock() {
     )
     .await;
     renewing.abort();
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_only_an_agent_can_check_is_asked_before_any_member_stops() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5))
+        .extra_flag("--wal-dir={member_dir}/wal")
+        .start()
+        .await;
+    let agents = cluster.agents_arg();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let file = scratch.path().join("good.db").display().to_string();
+    let backup = steward(&["backup", "--agents", &agents, "--out", &file]);
+    assert_eq!(
+        backup.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let stderr = refused(
+        &cluster,
+        &["restore", "--agents", &agents, "--snapshot", &file, "--yes"],
+        3,
+        "agent-restore-checks",
+    )
+    .await;
+    assert!(stderr.contains("no-separate-wal-dir"), "{stderr}");
     cluster.cleanup();
 }
