@@ -41,6 +41,25 @@ pub fn emit<V: Serialize + Tabular>(out: &mut dyn Write, format: OutputFormat, v
     out.flush().map_err(CliError::Output)
 }
 
+/// Writes the final report of a changing command: one more NDJSON line
+/// after the events (stdout stays valid NDJSON), else in `format`.
+///
+/// # Errors
+/// [`CliError::Output`] when `out` cannot be written.
+pub fn report<V: Serialize + Tabular>(
+    out: &mut dyn Write,
+    events: bool,
+    format: OutputFormat,
+    view: &V,
+) -> Result<(), CliError> {
+    if events {
+        let line = serde_json::to_string(view).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        writeln!(out, "{line}").map_err(CliError::Output)
+    } else {
+        emit(out, format, view)
+    }
+}
+
 /// Writes lines as they are (etcd's log lines), flushing so `--follow` shows
 /// them at once.
 ///

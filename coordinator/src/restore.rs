@@ -350,35 +350,26 @@ impl Restore<'_> {
             let mut clients = agent_client::connect(address)
                 .await
                 .map_err(|e| failure(None, gate, format!("{e}; a restore needs every member's agent")))?;
+            let refused = |rpc: &'static str| {
+                move |s: tonic::Status| failure(None, gate, CliError::from_status(address, rpc, &s).to_string())
+            };
             let status = clients
                 .agent
                 .get_status(pb::GetStatusRequest {})
                 .await
-                .map_err(|s| failure(None, gate, CliError::from_status(address, "GetStatus", &s).to_string()))?
+                .map_err(refused("GetStatus"))?
                 .into_inner();
             let binaries = clients
                 .binaries
                 .list_binaries(pb::ListBinariesRequest {})
                 .await
-                .map_err(|s| {
-                    failure(
-                        None,
-                        gate,
-                        CliError::from_status(address, "ListBinaries", &s).to_string(),
-                    )
-                })?
+                .map_err(refused("ListBinaries"))?
                 .into_inner();
             let snapshots = clients
                 .snapshots
                 .list_snapshots(pb::ListSnapshotsRequest {})
                 .await
-                .map_err(|s| {
-                    failure(
-                        None,
-                        gate,
-                        CliError::from_status(address, "ListSnapshots", &s).to_string(),
-                    )
-                })?
+                .map_err(refused("ListSnapshots"))?
                 .into_inner()
                 .snapshots;
             let facts = facts_of(address, &status, &binaries);

@@ -142,7 +142,7 @@ pub struct SnapshotRecord {
 }
 
 /// Why the change stopped.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Failure {
     /// The member being changed.
     pub member: Option<String>,
@@ -152,6 +152,16 @@ pub struct Failure {
     pub reason: String,
     /// etcd's last lines on the member, when the agent sent them.
     pub log_tail: Vec<String>,
+}
+
+impl Failure {
+    /// Where it stopped, for people: "m1 gate", or the step alone.
+    #[must_use]
+    pub fn location(&self) -> String {
+        format!("{} {}", self.member.clone().unwrap_or_default(), self.gate)
+            .trim()
+            .to_owned()
+    }
 }
 
 /// The final report (`-w json`).

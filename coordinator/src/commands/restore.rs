@@ -275,29 +275,17 @@ async fn report(
         let mut sink: Lines<std::io::Stderr> = Lines(std::io::stderr());
         Box::pin(restore::run(agents, options, &mut sink as &mut dyn EventSink, confirm)).await
     };
-    if events {
-        let line = serde_json::to_string(&report).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
-        writeln!(out, "{line}").map_err(CliError::Output)?;
-    } else {
-        output::emit(out, format, &report)?;
-    }
+    output::report(out, events, format, &report)?;
     match report.result {
         Outcome::Succeeded => Ok(()),
         Outcome::Refused => Err(CliError::Refused {
             rules: failed_rules(&report.checks),
         }),
         Outcome::Failed => {
-            let failure = report.failure.clone();
+            let failure = report.failure.unwrap_or_default();
             Err(CliError::RestoreFailed {
-                where_: failure
-                    .as_ref()
-                    .map(|f| {
-                        format!("{} {}", f.member.clone().unwrap_or_default(), f.gate)
-                            .trim()
-                            .to_owned()
-                    })
-                    .unwrap_or_default(),
-                reason: failure.map(|f| f.reason).unwrap_or_default(),
+                where_: failure.location(),
+                reason: failure.reason,
             })
         }
     }
