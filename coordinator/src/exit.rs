@@ -21,4 +21,5 @@ Exit codes:
   1  failure: the agent is unreachable, refused or failed the call (a version
      switch that was reverted included), or a local file could not be used
   2  usage error: a flag is missing or malformed (checked before any call)
-  3  refused by a check (preflight gates of the rolling commands)";
+  3  refused by a check (the preflight gates of upgrade, downgrade, rollback and
+     restore); nothing was changed";
