@@ -74,6 +74,20 @@ impl Tabular for StatusView {
         } else {
             format!("no: {}", or_dash(member.error.as_deref()))
         };
+        let restore = self.restore.as_ref().map_or_else(
+            || "-".to_owned(),
+            |r| {
+                format!(
+                    "{} {} of snapshot {} (revision {}) with {}; old data dir {}",
+                    r.restore_id,
+                    r.phase,
+                    r.snapshot_id,
+                    r.snapshot_revision,
+                    r.version,
+                    r.moved_aside_to.as_deref().unwrap_or("(none)")
+                )
+            },
+        );
         vec![key_values([
             ("agent", self.agent_address.clone()),
             ("agent version", agent.version.clone()),
@@ -121,6 +135,7 @@ impl Tabular for StatusView {
             ("newest v2 .snap size", human_bytes(self.data_dir.newest_v2_snap_bytes)),
             ("state dir free", human_bytes(self.disk.state_dir_free_bytes)),
             ("data dir free", human_bytes(self.disk.data_dir_free_bytes)),
+            ("last restore", restore),
         ])]
     }
 }

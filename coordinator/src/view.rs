@@ -29,6 +29,53 @@ pub struct StatusView {
     pub data_dir: DataDirView,
     /// Free space.
     pub disk: DiskView,
+    /// The last restore of the member's data; `null` when there was none.
+    pub restore: Option<RestoreView>,
+}
+
+/// The last restore of a member's data (`steward restore`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreView {
+    /// The restore id, the same on every member.
+    pub restore_id: String,
+    /// `restoring`, `restored` or `finished`.
+    pub phase: String,
+    /// The snapshot restored.
+    pub snapshot_id: String,
+    /// Its revision.
+    pub snapshot_revision: i64,
+    /// The version that restored the data and runs it.
+    pub version: String,
+    /// The restored cluster's token.
+    pub initial_cluster_token: String,
+    /// Where the replaced data dir is kept; `null` when there was none.
+    pub moved_aside_to: Option<String>,
+    /// When it began.
+    pub started_at: Option<String>,
+    /// When its phase last changed.
+    pub updated_at: Option<String>,
+}
+
+impl RestoreView {
+    fn new(info: &pb::RestoreInfo) -> Self {
+        let phase = match pb::RestorePhase::try_from(info.phase) {
+            Ok(pb::RestorePhase::Restoring) => "restoring".to_owned(),
+            Ok(pb::RestorePhase::Restored) => "restored".to_owned(),
+            Ok(pb::RestorePhase::Finished) => "finished".to_owned(),
+            _ => format!("unknown({})", info.phase),
+        };
+        Self {
+            restore_id: info.restore_id.clone(),
+            phase,
+            snapshot_id: info.snapshot_id.clone(),
+            snapshot_revision: info.snapshot_revision,
+            version: info.version.clone(),
+            initial_cluster_token: info.initial_cluster_token.clone(),
+            moved_aside_to: non_empty(&info.moved_aside_to),
+            started_at: format::rfc3339(info.started_at.as_ref()),
+            updated_at: format::rfc3339(info.updated_at.as_ref()),
+        }
+    }
 }
 
 /// The agent process and its state machine.
@@ -221,6 +268,7 @@ impl StatusView {
                 state_dir_free_bytes: disk.state_dir_free_bytes,
                 data_dir_free_bytes: disk.data_dir_free_bytes,
             },
+            restore: status.restore.as_ref().map(RestoreView::new),
         }
     }
 }
@@ -600,6 +648,7 @@ mod tests {
         assert_eq!(value["member"]["cluster_id"], "0123456789abcdef");
         assert_eq!(value["member"]["db_size_bytes"], 20480);
         assert_eq!(value["data_dir"]["v3_db_present"], true);
+        assert_eq!(value["restore"], json!(null), "no restore yet");
         let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -610,6 +659,7 @@ mod tests {
                 "disk",
                 "member",
                 "process",
+                "restore",
                 "versions"
             ]
         );

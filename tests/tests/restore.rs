@@ -116,6 +116,17 @@ async fn assert_restored(cluster: &Cluster, report: &serde_json::Value, ids_befo
             Some(format!("{:016x}", ids_after[i]).as_str()),
             "the report names the new id"
         );
+        // `steward agent status` shows it too.
+        let shown = json(&steward(&[
+            "agent",
+            "status",
+            "--agent",
+            &member.agent_addr,
+            "-w",
+            "json",
+        ]));
+        assert_eq!(shown["restore"]["phase"], "finished", "{shown:#}");
+        assert_eq!(shown["restore"]["moved_aside_to"], restore.moved_aside_to.as_str());
         // The command line says what the data dir holds: the restored
         // cluster's token.
         let args = status.process.unwrap_or_default().args.join(" ");
