@@ -4,7 +4,8 @@
 //! can upgrade it again); a restore whose coordinator is SIGKILLed after
 //! its first member, or whose agent is SIGKILLed during a member's
 //! restore, is finished by running the same command again, and no data dir
-//! is lost.
+//! is lost; and the disaster itself: a cluster that lost its quorum is
+//! restored without its lock or its revision.
 
 use std::process::Output;
 use std::time::Duration;
@@ -270,4 +271,51 @@ async fn wait_status(cluster: &Cluster, i: usize) -> pb::GetStatusResponse {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("agent {i} did not come back; {}", cluster.logs_hint());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_lost_its_quorum_is_restored() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
+    let agents = cluster.agents_arg();
+    let snapshot = backup_between_writes(&cluster).await;
+    // Two of three members gone: no quorum, so no lock.
+    for i in [1, 2] {
+        cluster
+            .agent(i)
+            .await
+            .stop(pb::StopRequest { fencing_token: 0 })
+            .await
+            .expect("stop");
+    }
+    let output = steward(&[
+        "restore",
+        "--agents",
+        &agents,
+        "--snapshot",
+        &snapshot,
+        "--yes",
+        "-w",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = json(&output);
+    assert_eq!(report["result"], "succeeded", "{report:#}");
+    // The one member left still answers its Status: what is lost is known.
+    assert!(report["revisions_lost"].as_i64().unwrap_or(0) >= 30, "{report:#}");
+    let warned: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["verdict"] == "warn")
+        .filter_map(|c| c["rule"].as_str())
+        .collect();
+    assert_eq!(warned, ["one-coordinator"], "no quorum, no lock: {report:#}");
+    assert!(stderr.contains("restored  "), "{stderr}");
+
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    assert_eq!(count(&mut client, "before/").await, 40);
+    assert_eq!(count(&mut client, "after/").await, 0);
+    assert_eq!(data_dirs(&cluster).len(), 6, "three in place and three kept");
+    cluster.cleanup();
 }
