@@ -230,12 +230,7 @@ fn parse_name(field: &'static str, text: &str) -> Result<String, AgentError> {
     if text.is_empty() {
         return Err(invalid(field, "is required"));
     }
-    if text.len() > 128
-        || !text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || text.starts_with('.')
-    {
+    if !crate::snapshot::is_safe_name(text, 128) {
         return Err(invalid(
             field,
             format!("{text:?} must be at most 128 letters, digits, '-', '_' or '.', not starting with '.'"),

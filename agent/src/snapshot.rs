@@ -533,15 +533,22 @@ pub struct UploadDeclared {
     pub created_at_ms: Option<i64>,
 }
 
-/// Refuses what cannot be a snapshot id (a path, an empty or hidden name).
-pub fn check_id(id: &str) -> Result<(), AgentError> {
-    if id.is_empty()
-        || id.len() > 200
-        || !id
+/// True for a name that is safe as a file name and on a command line: at
+/// most `max` letters, digits, '-', '_' or '.', not empty and not starting
+/// with '.' (no path, no hidden file).
+#[must_use]
+pub fn is_safe_name(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && !text.starts_with('.')
+        && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || id.starts_with('.')
-    {
+}
+
+/// Refuses what cannot be a snapshot id (a path, an empty or hidden name).
+pub fn check_id(id: &str) -> Result<(), AgentError> {
+    if !is_safe_name(id, 200) {
         return Err(AgentError::InvalidArgument {
             field: "id",
             reason: format!("{id:?} is not a snapshot id (letters, digits, '-', '_', '.')"),

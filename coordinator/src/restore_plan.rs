@@ -204,16 +204,6 @@ pub fn version_for(member: &MemberFacts, asked: Option<&EtcdVersion>) -> Result<
     })
 }
 
-/// The restore tool of `version`: etcdutl from 3.5, etcdctl before.
-#[must_use]
-pub fn restore_tool(version: &EtcdVersion) -> &'static str {
-    if version.minor_version() >= (3, 5) {
-        "etcdutl"
-    } else {
-        "etcdctl"
-    }
-}
-
 fn check(rule: &'static str, verdict: Verdict, message: impl Into<String>) -> Check {
     Check {
         rule,
@@ -280,7 +270,7 @@ pub fn version_checks(
             .flat_map(|m| m.staged_tools.iter())
             .find(|(v, _)| v == version)
             .map_or(&[], |(_, tools)| tools.as_slice());
-        for tool in ["etcd", restore_tool(version)] {
+        for tool in ["etcd", version.restore_tool()] {
             if !staged.iter().any(|t| t == tool) {
                 missing.push(format!("{name} needs {tool} {version}"));
             }

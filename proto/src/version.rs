@@ -67,6 +67,18 @@ impl EtcdVersion {
         self.minor_version() >= (major, minor)
     }
 
+    /// The program that restores a snapshot for this version: `etcdutl`
+    /// from 3.5 (where `etcdctl snapshot restore` was deprecated), `etcdctl`
+    /// before.
+    #[must_use]
+    pub fn restore_tool(&self) -> &'static str {
+        if self.at_least_minor(3, 5) {
+            "etcdutl"
+        } else {
+            "etcdctl"
+        }
+    }
+
     /// True when both versions share `major.minor`.
     #[must_use]
     pub fn same_minor(&self, other: &Self) -> bool {
@@ -119,6 +131,22 @@ mod tests {
     fn parses_with_and_without_v() {
         assert_eq!("v3.5.16".parse::<EtcdVersion>().unwrap(), EtcdVersion::new(3, 5, 16));
         assert_eq!("3.4.23".parse::<EtcdVersion>().unwrap(), EtcdVersion::new(3, 4, 23));
+    }
+
+    #[test]
+    fn the_restore_tool_follows_the_version() {
+        for (version, tool) in [
+            ("3.3.25", "etcdctl"),
+            ("3.4.23", "etcdctl"),
+            ("3.5.0", "etcdutl"),
+            ("3.6.1", "etcdutl"),
+        ] {
+            assert_eq!(
+                version.parse::<EtcdVersion>().unwrap().restore_tool(),
+                tool,
+                "{version}"
+            );
+        }
     }
 
     #[test]

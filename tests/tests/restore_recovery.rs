@@ -86,17 +86,21 @@ async fn rollback_to_snapshot_undoes_a_finished_3_4_to_3_5_upgrade() {
     assert!(String::from_utf8_lossy(&early.stderr).contains("rollback-to-snapshot-after-flip"));
 
     let binaries = old.dir.parent().expect("binaries dir").display().to_string();
-    let upgrade = json(&steward(&[
-        "upgrade",
-        "--agents",
-        &agents,
-        "--to",
-        &new.version.to_string(),
-        "--binaries",
-        &binaries,
-        "-w",
-        "json",
-    ]));
+    let target = new.version.to_string();
+    let upgrade_all = || {
+        json(&steward(&[
+            "upgrade",
+            "--agents",
+            &agents,
+            "--to",
+            &target,
+            "--binaries",
+            &binaries,
+            "-w",
+            "json",
+        ]))
+    };
+    let upgrade = upgrade_all();
     let snapshot = upgrade["snapshot"]["id"]
         .as_str()
         .expect("pre-upgrade snapshot")
@@ -154,17 +158,7 @@ async fn rollback_to_snapshot_undoes_a_finished_3_4_to_3_5_upgrade() {
 
     // steward keeps working on the restored cluster: the lock, the fencing
     // tokens, the agents. The same upgrade again.
-    let again = json(&steward(&[
-        "upgrade",
-        "--agents",
-        &agents,
-        "--to",
-        &new.version.to_string(),
-        "--binaries",
-        &binaries,
-        "-w",
-        "json",
-    ]));
+    let again = upgrade_all();
     assert_eq!(again["result"], "succeeded", "{again:#}");
     cluster.cleanup();
 }

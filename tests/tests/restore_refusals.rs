@@ -62,6 +62,19 @@ async fn refused(cluster: &Cluster, args: &[&str], code: i32, rule: &str) -> Str
     stderr.into_owned()
 }
 
+/// `steward backup --out file`, which must succeed; the file's path.
+fn backup_to(agents: &str, file: &Path) -> String {
+    let text = file.display().to_string();
+    let backup = steward(&["backup", "--agents", agents, "--out", &text]);
+    assert_eq!(
+        backup.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    text
+}
+
 fn with_trailer(content: &[u8]) -> Vec<u8> {
     let mut bytes = content.to_vec();
     bytes.extend_from_slice(&Sha256::digest(content));
@@ -80,14 +93,7 @@ async fn bad_snapshots_are_refused_before_any_member_stops() {
     let agents = cluster.agents_arg();
     let scratch = tempfile::tempdir().expect("scratch");
     let good = scratch.path().join("good.db");
-    let good_text = good.display().to_string();
-    let backup = steward(&["backup", "--agents", &agents, "--out", &good_text]);
-    assert_eq!(
-        backup.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&backup.stderr)
-    );
+    let good_text = backup_to(&agents, &good);
     let bytes = std::fs::read(&good).expect("the backup");
 
     let truncated = write(scratch.path(), "truncated.db", &bytes[..bytes.len() / 2]);
@@ -161,14 +167,7 @@ async fn a_restore_is_refused_while_another_coordinator_holds_the_lock() {
     let cluster = ClusterBuilder::new(3, newest(3, 4)).start().await;
     let agents = cluster.agents_arg();
     let scratch = tempfile::tempdir().expect("scratch");
-    let file = scratch.path().join("good.db").display().to_string();
-    let backup = steward(&["backup", "--agents", &agents, "--out", &file]);
-    assert_eq!(
-        backup.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&backup.stderr)
-    );
+    let file = backup_to(&agents, &scratch.path().join("good.db"));
 
     // Another coordinator: the lock key on a lease it keeps renewing.
     let mut client = cluster.etcd(&[0, 1, 2]).await;
@@ -210,14 +209,7 @@ async fn what_only_an_agent_can_check_is_asked_before_any_member_stops() {
         .await;
     let agents = cluster.agents_arg();
     let scratch = tempfile::tempdir().expect("scratch");
-    let file = scratch.path().join("good.db").display().to_string();
-    let backup = steward(&["backup", "--agents", &agents, "--out", &file]);
-    assert_eq!(
-        backup.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&backup.stderr)
-    );
+    let file = backup_to(&agents, &scratch.path().join("good.db"));
     let stderr = refused(
         &cluster,
         &["restore", "--agents", &agents, "--snapshot", &file, "--yes"],
