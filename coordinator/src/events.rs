@@ -105,6 +105,18 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The change waits for the cluster before its next step: a check
+    /// does not pass yet (repeated when what it waits for changes).
+    WaitingFor {
+        /// The member the next step concerns, if any.
+        member: Option<String>,
+        /// The check that holds the step back ("quorum-safety").
+        check: String,
+        /// What it waits for.
+        reason: String,
+        /// How long it waits at most, in seconds, before it stops.
+        up_to_seconds: u64,
+    },
     /// etcd's Downgrade API: the downgrade was enabled (the cluster
     /// version drops to the target minor at once).
     DowngradeEnabled {
@@ -348,6 +360,15 @@ pub fn human(event: &Event) -> String {
             elections,
         } => format!("done      {member} in {took_ms} ms, {elections} unplanned elections"),
         Event::Waiting { seconds, reason } => format!("wait      {seconds}s: {reason}"),
+        Event::WaitingFor {
+            member,
+            check,
+            reason,
+            up_to_seconds,
+        } => format!(
+            "wait      {}{check} (up to {up_to_seconds}s): {reason}",
+            member.as_ref().map(|m| format!("{m}: ")).unwrap_or_default()
+        ),
         Event::DowngradeEnabled { target } => format!("downgrade enabled to {target} (Downgrade API)"),
         Event::StorageMigrated { version } => format!("storage   every newer member reports storage version {version}"),
         Event::DowngradeCancelled { reason } => format!("downgrade cancelled: {reason}"),

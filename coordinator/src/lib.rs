@@ -31,6 +31,7 @@ pub mod restore;
 pub mod restore_plan;
 pub mod roll;
 pub mod rules;
+pub mod safety;
 pub mod table;
 pub mod upload;
 pub mod view;

@@ -57,6 +57,12 @@ impl Status {
                 Some("choosing the next member".to_owned())
             }
             Event::Waiting { seconds, .. } => Some(format!("waiting {seconds}s between members")),
+            Event::WaitingFor {
+                member, check, reason, ..
+            } => Some(format!(
+                "{}waiting ({check}): {reason}",
+                member.as_ref().map(|m| format!("{m}: ")).unwrap_or_default()
+            )),
             Event::DowngradeEnabled { .. } => Some("waiting for the storage version to migrate".to_owned()),
             Event::StorageMigrated { .. } => Some("choosing the next member".to_owned()),
             Event::DowngradeCancelled { .. } => Some("downgrade cancelled".to_owned()),

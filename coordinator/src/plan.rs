@@ -324,8 +324,10 @@ pub enum NextStep {
 }
 
 /// The next step towards `target`: a follower that is not done yet, or,
-/// when only the leader is left, the leader after MoveLeader to a caught-up
-/// voting member that already runs the target.
+/// when only the leader is left, the leader after MoveLeader to a healthy,
+/// caught-up voting member, one that already runs the target if there is
+/// one (else the most caught-up). Whether the step may be taken now is for
+/// [`crate::safety::clearance`] to say, on the same observation.
 #[must_use]
 pub fn next_step(observed: &Observed, direction: Direction, target: &EtcdVersion) -> NextStep {
     let pending: Vec<&ObservedMember> = member_order(observed)
@@ -340,12 +342,7 @@ pub fn next_step(observed: &Observed, direction: Direction, target: &EtcdVersion
             member: first.name.clone(),
         };
     }
-    let transferee = observed
-        .members
-        .iter()
-        .filter(|m| !m.is_leader && !m.is_learner && m.healthy && done(m, direction, target))
-        .max_by_key(|m| (m.applied_index, std::cmp::Reverse(m.name.clone())));
-    match transferee {
+    match best_transferee(observed, first, |m| done(m, direction, target)) {
         Some(to) => NextStep::MoveLeaderThenChange {
             leader: first.name.clone(),
             to: to.name.clone(),
@@ -355,6 +352,28 @@ pub fn next_step(observed: &Observed, direction: Direction, target: &EtcdVersion
             leader: first.name.clone(),
         },
     }
+}
+
+/// The member leadership should move to away from `leader`: a healthy,
+/// caught-up voting member, the most caught-up one.
+#[must_use]
+pub fn transferee<'a>(observed: &'a Observed, leader: &str) -> Option<&'a ObservedMember> {
+    let leader = observed.members.iter().find(|m| m.name == leader)?;
+    best_transferee(observed, leader, |_| false)
+}
+
+/// A healthy, caught-up voting member other than `leader`: one `preferred`
+/// if there is one, then the most caught-up, then by name.
+fn best_transferee<'a>(
+    observed: &'a Observed,
+    leader: &ObservedMember,
+    preferred: impl Fn(&ObservedMember) -> bool,
+) -> Option<&'a ObservedMember> {
+    observed
+        .members
+        .iter()
+        .filter(|m| m.name != leader.name && !m.is_learner && m.healthy && crate::safety::caught_up(m, leader))
+        .max_by_key(|m| (preferred(m), m.applied_index, std::cmp::Reverse(m.name.clone())))
 }
 
 #[cfg(test)]
@@ -549,6 +568,38 @@ pub(crate) mod tests {
         assert_eq!(
             next_step(&observed, Direction::Upgrade, &v("3.5.16")),
             NextStep::ChangeLeaderInPlace { leader: "m0".into() }
+        );
+    }
+
+    #[test]
+    fn leadership_prefers_a_member_on_the_target_and_never_one_far_behind() {
+        let mut observed = cluster(&["3.4.23", "3.5.16", "3.4.23"], 0);
+        observed.members[2].applied_index = 150;
+        let step = next_step(&observed, Direction::Downgrade, &v("3.4.23"));
+        assert_eq!(step, NextStep::Change { member: "m1".into() });
+        // Only the leader left: m2 is done and caught up.
+        observed.members[1].version = Some(v("3.4.23"));
+        observed.members[0].version = Some(v("3.5.16"));
+        observed.members[1].applied_index = 90;
+        assert_eq!(
+            next_step(&observed, Direction::Downgrade, &v("3.4.23")),
+            NextStep::MoveLeaderThenChange {
+                leader: "m0".into(),
+                to: "m2".into(),
+                to_id: 3
+            }
+        );
+        // A member thousands of entries behind never takes over.
+        observed.members[0].applied_index = 100_000;
+        observed.members[2].applied_index = 100;
+        observed.members[1].applied_index = 99_000;
+        assert_eq!(
+            next_step(&observed, Direction::Downgrade, &v("3.4.23")),
+            NextStep::MoveLeaderThenChange {
+                leader: "m0".into(),
+                to: "m1".into(),
+                to_id: 2
+            }
         );
     }
 

@@ -28,11 +28,15 @@ use crate::observed::{Observed, ObservedMember};
 use crate::plan::{Direction, NextStep, Plan, next_step, plan};
 use crate::probe::{Probe, ProbeReport};
 use crate::rules::{self, Check, Request, Verdict};
+use crate::safety::{self, Clearance, Unsafe};
 
 /// How often gates and waits observe the cluster again.
 const POLL: Duration = Duration::from_millis(250);
 /// How long a new leader may take to confirm after MoveLeader.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often leadership may move away from one member before its step
+/// counts as failed (it keeps coming back: something elects it).
+const MAX_LEADER_MOVES: u32 = 3;
 /// How long the cluster version may take to follow the last member.
 const CLUSTER_VERSION_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -207,6 +211,15 @@ struct Roll<'a> {
     local: BTreeMap<EtcdVersion, LocalRelease>,
     report: RollReport,
     began: Instant,
+}
+
+/// Since when a step has waited for the safety invariant, and what it
+/// waited for when that was last said.
+#[derive(Debug, Default)]
+struct SafetyWait {
+    since: Option<Instant>,
+    member: String,
+    named: Option<Vec<String>>,
 }
 
 /// One local etcd release: the server and the tools next to it.
@@ -885,66 +898,142 @@ impl Roll<'_> {
         Ok(())
     }
 
+    /// Changes every member that is not at `target` yet, one at a time:
+    /// each round observes the cluster afresh, lets the planner pick the
+    /// member, and asks [`safety::clearance`] on that same observation
+    /// whether it may go down now. A leader gives its leadership away
+    /// first (then the round starts over); an unsafe step waits, saying
+    /// for what, up to the gate timeout.
     async fn run_pass(&mut self, target: &EtcdVersion, direction: Direction, v2_wait: Duration) -> Result<(), Failure> {
-        let mut first = true;
+        let mut waiting = SafetyWait::default();
+        // The step in progress: its member, when it began, the raft term
+        // then, and how often leadership moved away from it.
+        let mut step_began: Option<(String, Instant, u64, u32)> = None;
         loop {
             let observed = self.observe("observe").await?.observed;
             let step = next_step(&observed, direction, target);
-            if step == NextStep::PassDone {
-                return Ok(());
+            let name = match &step {
+                NextStep::PassDone => return Ok(()),
+                NextStep::Change { member } => member.clone(),
+                NextStep::ChangeLeaderInPlace { leader } | NextStep::MoveLeaderThenChange { leader, .. } => {
+                    leader.clone()
+                }
+            };
+            let clearance = match safety::clearance(&observed, &name) {
+                Ok(clearance) => clearance,
+                Err(unsafe_) => {
+                    self.wait_for_safety(&mut waiting, &unsafe_)?;
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            // The step's clock starts once it may begin: a wait for the
+            // cluster is not the member's time, nor its elections.
+            if step_began.as_ref().is_none_or(|(member, ..)| *member != name) {
+                step_began = Some((name.clone(), Instant::now(), max_term(&observed), 0));
             }
-            if !first && !v2_wait.is_zero() {
-                self.emit(&Event::Waiting {
-                    seconds: v2_wait.as_secs(),
-                    reason: "v2 data above 50 MB: members need time to catch up".into(),
-                });
-                tokio::time::sleep(v2_wait).await;
+            if clearance == Clearance::AfterLeaderMoves {
+                let NextStep::MoveLeaderThenChange { leader, to, to_id } = step else {
+                    let stuck = Unsafe {
+                        member: name.clone(),
+                        problems: vec![safety::Problem {
+                            member: name.clone(),
+                            what: "leads, and no healthy, caught-up voting member can take over".into(),
+                        }],
+                    };
+                    self.wait_for_safety(&mut waiting, &stuck)?;
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                };
+                waiting = SafetyWait::default();
+                self.ensure_lock().await?;
+                if let Some(probe) = &self.probe {
+                    probe.enter(&leader);
+                }
+                Box::pin(self.move_leader(&observed, &leader, &to, to_id)).await?;
+                if let Some((_, _, _, moves)) = &mut step_began {
+                    *moves += 1;
+                    if *moves > MAX_LEADER_MOVES {
+                        return Err(failure(
+                            Some(&leader),
+                            "move-leader",
+                            format!("leadership came back to {leader} {MAX_LEADER_MOVES} times"),
+                        ));
+                    }
+                }
+                // Observe again: the member is changed only once a fresh
+                // observation clears it.
+                continue;
             }
-            first = false;
+            waiting = SafetyWait::default();
             // Every member change starts under a lock still held.
             self.ensure_lock().await?;
-            let began = Instant::now();
             if let Some(probe) = &self.probe {
-                probe.enter(match &step {
-                    NextStep::Change { member } => member,
-                    NextStep::ChangeLeaderInPlace { leader } | NextStep::MoveLeaderThenChange { leader, .. } => leader,
-                    NextStep::PassDone => "done",
-                });
+                probe.enter(&name);
             }
-            let term_before = max_term(&observed);
-            let (name, moved) = match step {
-                NextStep::Change { member } => (member, false),
-                NextStep::ChangeLeaderInPlace { leader } => (leader, false),
-                NextStep::MoveLeaderThenChange { leader, to, to_id } => {
-                    self.move_leader(&observed, &leader, &to, to_id).await?;
-                    (leader, true)
-                }
-                NextStep::PassDone => return Ok(()),
-            };
-            let observed = if moved {
-                self.observe("observe").await?.observed
-            } else {
-                observed
-            };
             let member = find(&observed, &name)?.clone();
-            self.change(&member, target).await?;
+            Box::pin(self.change(&member, target)).await?;
+            let (_, began, term_before, moves) = step_began.take().unwrap_or((name.clone(), Instant::now(), 0, 0));
             let after = self.observe("observe").await?.observed;
             let elections = max_term(&after)
                 .saturating_sub(term_before)
-                .saturating_sub(u64::from(moved));
+                .saturating_sub(u64::from(moves));
             let took_ms = millis(began.elapsed());
             if let Some(entry) = self.report.members.iter_mut().find(|m| m.name == name) {
                 entry.to = Some(target.to_string());
                 entry.took_ms += took_ms;
                 entry.elections += elections;
-                entry.leader_moves += u32::from(moved);
+                entry.leader_moves += moves;
             }
             self.emit(&Event::MemberDone {
                 member: name,
                 took_ms,
                 elections,
             });
+            if !v2_wait.is_zero() && next_step(&after, direction, target) != NextStep::PassDone {
+                self.emit(&Event::Waiting {
+                    seconds: v2_wait.as_secs(),
+                    reason: "v2 data above 50 MB: members need time to catch up".into(),
+                });
+                tokio::time::sleep(v2_wait).await;
+            }
         }
+    }
+
+    /// Waits while a step is unsafe: says so when what it waits for
+    /// changes, and stops the change once the gate timeout has passed with
+    /// the step still unsafe (nothing was taken down for it).
+    fn wait_for_safety(&mut self, waiting: &mut SafetyWait, unsafe_: &Unsafe) -> Result<(), Failure> {
+        let now = Instant::now();
+        let since = *waiting.since.get_or_insert(now);
+        let named: Vec<String> = unsafe_.named().into_iter().map(str::to_owned).collect();
+        if waiting.named.as_ref() != Some(&named) || waiting.member != unsafe_.member {
+            waiting.named = Some(named);
+            waiting.member.clone_from(&unsafe_.member);
+            self.emit(&Event::WaitingFor {
+                member: Some(unsafe_.member.clone()),
+                check: rules::ids::QUORUM_SAFETY.into(),
+                reason: unsafe_
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                up_to_seconds: self.options.gate_timeout.saturating_sub(now - since).as_secs(),
+            });
+        }
+        if now - since > self.options.gate_timeout {
+            return Err(failure(
+                Some(&unsafe_.member),
+                rules::ids::QUORUM_SAFETY,
+                format!(
+                    "{unsafe_} (still so after {:?}); {} was not taken down: bring the cluster back to health, \
+                     then run the same command again",
+                    self.options.gate_timeout, unsafe_.member
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The Downgrade API part of a 3.6 -> 3.5 pass, before any binary is
@@ -1025,22 +1114,30 @@ impl Roll<'_> {
         }
     }
 
-    /// MoveLeader, sent to the leader itself, then confirmed by Status.
+    /// MoveLeader, sent to the leader itself, then confirmed by Status:
+    /// done once one member other than `leader` leads (normally `to`; if
+    /// `to` failed right after, the cluster may have elected another, and
+    /// the next round decides from that).
     async fn move_leader(&mut self, observed: &Observed, leader: &str, to: &str, to_id: u64) -> Result<(), Failure> {
         let began = Instant::now();
         let leader_member = find(observed, leader)?;
         let mut client = etcd::connect_member(&leader_member.client_url, "MoveLeader")
             .await
             .map_err(|e| failure(Some(leader), "move-leader", e.to_string()))?;
-        client
-            .move_leader(to_id)
-            .await
-            .map_err(|e| failure(Some(leader), "move-leader", etcd::describe(&e)))?;
+        let sent = client.move_leader(to_id).await;
         let deadline = Instant::now() + MOVE_LEADER_TIMEOUT;
         loop {
             let observed = self.observe("move-leader").await?.observed;
-            if observed.leader().is_some_and(|l| l.name == to) {
-                break;
+            if let Some(now) = observed.leader().filter(|l| l.name != leader) {
+                self.emit(&Event::LeaderMoved {
+                    from: leader.to_owned(),
+                    to: now.name.clone(),
+                    took_ms: millis(began.elapsed()),
+                });
+                return Ok(());
+            }
+            if let Err(error) = &sent {
+                return Err(failure(Some(leader), "move-leader", etcd::describe(error)));
             }
             if Instant::now() > deadline {
                 return Err(failure(
@@ -1051,12 +1148,6 @@ impl Roll<'_> {
             }
             tokio::time::sleep(POLL).await;
         }
-        self.emit(&Event::LeaderMoved {
-            from: leader.to_owned(),
-            to: to.to_owned(),
-            took_ms: millis(began.elapsed()),
-        });
-        Ok(())
     }
 
     /// Activates `target` on `member` through its agent and gates it.
@@ -1121,25 +1212,57 @@ impl Roll<'_> {
                 return Err(gate_failure);
             }
             // The agent saw the member healthy, but the cluster does not
-            // agree: put the old version back before stopping.
-            let rollback = clients
-                .agent
-                .rollback(pb::RollbackRequest {
-                    timeout: None,
-                    fencing_token: token,
-                })
-                .await;
-            gate_failure.reason = match rollback {
-                Ok(_) => format!("{}; the member was rolled back", gate_failure.reason),
-                Err(s) => format!(
-                    "{}; rolling the member back failed too: {}",
-                    gate_failure.reason,
-                    s.message()
+            // agree: put the old version back before stopping, if taking
+            // the member down again is safe.
+            gate_failure.reason = match self.undo_clearance(&member.name).await {
+                Ok(()) => {
+                    let rollback = clients
+                        .agent
+                        .rollback(pb::RollbackRequest {
+                            timeout: None,
+                            fencing_token: token,
+                        })
+                        .await;
+                    match rollback {
+                        Ok(_) => format!("{}; the member was rolled back", gate_failure.reason),
+                        Err(s) => format!(
+                            "{}; rolling the member back failed too: {}",
+                            gate_failure.reason,
+                            s.message()
+                        ),
+                    }
+                }
+                Err(why) => format!(
+                    "{}; {} was left on {target}, not rolled back: {why}",
+                    gate_failure.reason, member.name
                 ),
             };
             return Err(gate_failure);
         }
         Ok(())
+    }
+
+    /// Whether `name` may be taken down again to undo its change, from a
+    /// fresh observation (moving leadership away from it first if it
+    /// leads); the reason when not.
+    async fn undo_clearance(&mut self, name: &str) -> Result<(), String> {
+        for _ in 0..2 {
+            let observed = self.observe("rollback").await.map_err(|f| f.reason)?.observed;
+            match safety::clearance_to_undo(&observed, name) {
+                Ok(Clearance::Now) => return Ok(()),
+                Ok(Clearance::AfterLeaderMoves) => {
+                    let Some(to) = crate::plan::transferee(&observed, name) else {
+                        return Err(format!("{name} leads and no member can take over"));
+                    };
+                    let (to, to_id) = (to.name.clone(), to.id);
+                    Box::pin(self.move_leader(&observed, name, &to, to_id))
+                        .await
+                        .map_err(|f| f.reason)?;
+                }
+                Err(why) => return Err(why.to_string()),
+            }
+        }
+        Err(format!("leadership kept coming back to {name}"))
     }
 
     /// The member is healthy, runs the target, has applied what the leader
@@ -1150,6 +1273,7 @@ impl Roll<'_> {
         let leader_applied = start.leader().map_or(0, |l| l.applied_index);
         let alarms_before = start.alarms.clone();
         let deadline = Instant::now() + self.options.gate_timeout;
+        let mut waiting_for: Option<String> = None;
         loop {
             let observed = self.observe("gate").await?.observed;
             if let Some(alarm) = observed.alarms.iter().find(|a| !alarms_before.contains(a)) {
@@ -1178,6 +1302,20 @@ impl Roll<'_> {
                         member.applied_index
                     ),
                 ))
+            } else if let Some(sick) = observed.members.iter().find(|m| m.name != name && !m.healthy) {
+                // Not this member's doing, and not its success either: the
+                // cluster is whole again before the next step.
+                let reason = format!("{} is not healthy ({})", sick.name, sick.health_error);
+                if waiting_for.as_deref() != Some(sick.name.as_str()) {
+                    waiting_for = Some(sick.name.clone());
+                    self.emit(&Event::WaitingFor {
+                        member: Some(name.to_owned()),
+                        check: rules::ids::HEALTH.into(),
+                        reason: reason.clone(),
+                        up_to_seconds: deadline.saturating_duration_since(Instant::now()).as_secs(),
+                    });
+                }
+                Some((rules::ids::HEALTH, reason))
             } else {
                 hash_kv_disagreement(&observed).await.map(|p| ("hash-kv", p))
             };

@@ -44,6 +44,9 @@ pub mod ids {
     pub const MIN_3_5_FOR_3_6: &str = "3.6-needs-3.5.26";
     /// Enough members to keep quorum while one restarts.
     pub const QUORUM: &str = "quorum-headroom";
+    /// A member is taken down only while the others carry quorum (checked
+    /// right before every step that stops one).
+    pub const QUORUM_SAFETY: &str = "quorum-safety";
     /// Room for the pre-change snapshot.
     pub const SNAPSHOT_SPACE: &str = "snapshot-disk-space";
     /// A binary for every pass target.

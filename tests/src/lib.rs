@@ -6,6 +6,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod coordinator;
 pub mod fake;
+pub mod faults;
 pub mod pki;
 pub mod ports;
 pub mod writer;
