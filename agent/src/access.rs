@@ -128,7 +128,7 @@ pub fn authorize(
 /// copies every secret stored in etcd.
 #[must_use]
 pub fn audited(path: &str) -> Option<&'static str> {
-    const AUDITED: [&str; 12] = [
+    const AUDITED: [&str; 13] = [
         "Activate",
         "Rollback",
         "Start",
@@ -140,6 +140,7 @@ pub fn audited(path: &str) -> Option<&'static str> {
         "UploadBinary",
         "TakeSnapshot",
         "UploadSnapshot",
+        "PinSnapshot",
         "DownloadSnapshot",
     ];
     let method = path.strip_prefix("/steward.agent.v1.")?.split_once('/')?.1;

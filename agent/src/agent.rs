@@ -808,6 +808,13 @@ impl Agent {
         .await
     }
 
+    /// Pins a stored snapshot under `label` (or unpins it, with an empty
+    /// label); see [`crate::snapshot::SnapshotDir::pin`].
+    pub fn pin_snapshot(&self, id: &str, label: &str) -> Result<(SnapshotMeta, Vec<String>), AgentError> {
+        let protected = self.protected_snapshot();
+        self.snapshots.pin(id, label, &protected)
+    }
+
     /// etcdutl of the active version, or its etcdctl before 3.5.
     fn status_tool(&self) -> Option<(PathBuf, &'static str)> {
         let version = active_of(&self.state.get())?;

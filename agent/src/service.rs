@@ -195,6 +195,7 @@ fn snapshot_to_pb(meta: &SnapshotMeta) -> pb::SnapshotInfo {
         member_id: meta.member_id,
         db_cluster_version: meta.db_cluster_version.clone(),
         uploaded: meta.uploaded,
+        pin: meta.pin.clone(),
     }
 }
 
@@ -608,6 +609,26 @@ impl pb::snapshots_server::Snapshots for AgentService {
         call.finish(result.map(|meta| {
             Response::new(pb::TakeSnapshotResponse {
                 snapshot: Some(snapshot_to_pb(&meta)),
+            })
+        }))
+    }
+
+    async fn pin_snapshot(
+        &self,
+        request: Request<pb::PinSnapshotRequest>,
+    ) -> Result<Response<pb::PinSnapshotResponse>, Status> {
+        let mut call = self.audit(&request, "PinSnapshot", request.get_ref().fencing_token);
+        let pb::PinSnapshotRequest { id, pin, fencing_token } = request.into_inner();
+        call.arg("id", id.clone());
+        call.arg("pin", pin.clone());
+        let result = self
+            .agent
+            .admit(fencing_token)
+            .and_then(|()| self.agent.pin_snapshot(&id, &pin));
+        call.finish(result.map_err(Status::from).map(|(meta, released)| {
+            Response::new(pb::PinSnapshotResponse {
+                snapshot: Some(snapshot_to_pb(&meta)),
+                released,
             })
         }))
     }

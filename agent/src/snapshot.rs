@@ -129,6 +129,10 @@ pub struct SnapshotMeta {
     /// Uploaded to this agent rather than taken from its member.
     #[serde(default)]
     pub uploaded: bool,
+    /// The label it is pinned under; empty when not pinned. Retention
+    /// neither counts nor removes a pinned snapshot.
+    #[serde(default)]
+    pub pin: String,
 }
 
 /// The snapshot directory of the agent.
@@ -136,6 +140,9 @@ pub struct SnapshotMeta {
 pub struct SnapshotDir {
     dir: PathBuf,
     retain: usize,
+    /// Held while metadata changes (a new snapshot described, retention,
+    /// a pin): a pin must not land on a snapshot retention is removing.
+    metadata: std::sync::Mutex<()>,
 }
 
 /// What `etcdctl/etcdutl snapshot status -w json` prints.
@@ -168,7 +175,11 @@ impl SnapshotDir {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        Ok(Self { dir, retain })
+        Ok(Self {
+            dir,
+            retain,
+            metadata: std::sync::Mutex::new(()),
+        })
     }
 
     /// Streams a snapshot from the member into `<id>.db`, verifies it, reads
@@ -255,6 +266,7 @@ impl SnapshotDir {
             member_id: header.as_ref().map_or(0, etcd_client::ResponseHeader::member_id),
             db_cluster_version: db_cluster_version(&path).unwrap_or_default(),
             uploaded: false,
+            pin: String::new(),
         };
         self.describe(&meta, protected)?;
         tracing::info!(%id, revision, size = meta.size, "snapshot stored");
@@ -269,10 +281,59 @@ impl SnapshotDir {
             path: path.clone(),
             source,
         })?;
+        let _held = self.metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         fsutil::write_atomic(&path, &bytes, 0o600)?;
         let mut keep: Vec<&str> = protected.iter().map(String::as_str).collect();
         keep.push(&meta.id);
         self.apply_retention(&keep)
+    }
+
+    /// Pins snapshot `id` under `label` (releasing the label from any other
+    /// snapshot here), or unpins it when `label` is empty. Returns the
+    /// snapshot and the ids the label was released from; retention then
+    /// applies to those as to any unpinned snapshot.
+    pub fn pin(&self, id: &str, label: &str, protected: &[String]) -> Result<(SnapshotMeta, Vec<String>), AgentError> {
+        check_id(id)?;
+        if !label.is_empty() && !is_safe_name(label, 64) {
+            return Err(AgentError::InvalidArgument {
+                field: "pin",
+                reason: format!("{label:?} is not a pin label (1 to 64 of letters, digits, '-', '_', '.')"),
+            });
+        }
+        let _held = self.metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let all = self.list()?;
+        let mut meta = all
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .ok_or_else(|| AgentError::SnapshotNotFound { id: id.to_owned() })?;
+        let mut released = Vec::new();
+        if !label.is_empty() {
+            for other in all.iter().filter(|m| m.id != id && m.pin == label) {
+                let mut other = other.clone();
+                other.pin.clear();
+                self.write_meta(&other)?;
+                released.push(other.id);
+            }
+        }
+        if meta.pin != label {
+            label.clone_into(&mut meta.pin);
+            self.write_meta(&meta)?;
+        }
+        let mut keep: Vec<&str> = protected.iter().map(String::as_str).collect();
+        keep.push(id);
+        self.apply_retention(&keep)?;
+        tracing::info!(%id, pin = %label, ?released, "snapshot pin set");
+        Ok((meta, released))
+    }
+
+    fn write_meta(&self, meta: &SnapshotMeta) -> Result<(), AgentError> {
+        let path = self.dir.join(format!("{}.json", meta.id));
+        let bytes = serde_json::to_vec_pretty(meta).map_err(|source| AgentError::CorruptState {
+            path: path.clone(),
+            source,
+        })?;
+        fsutil::write_atomic(&path, &bytes, 0o600)
     }
 
     /// Starts receiving an uploaded snapshot for `id` into `<id>.db.part`.
@@ -375,6 +436,7 @@ impl SnapshotDir {
             member_id: 0,
             db_cluster_version,
             uploaded: true,
+            pin: String::new(),
         };
         self.describe(&meta, protected)?;
         tracing::info!(id = %meta.id, revision, size = meta.size, "uploaded snapshot stored");
@@ -453,12 +515,15 @@ impl SnapshotDir {
         Ok(meta)
     }
 
-    /// Keeps the `retain` newest snapshots. The ones in `keep` (the one just
-    /// stored, one an unfinished restore needs) are never removed, even when
-    /// a clock that stepped back sorts them oldest.
+    /// Keeps the `retain` newest unpinned snapshots. The ones in `keep`
+    /// (the one just stored, one an unfinished restore needs) are never
+    /// removed, even when a clock that stepped back sorts them oldest, and
+    /// pinned ones are neither removed nor counted.
     fn apply_retention(&self, keep: &[&str]) -> Result<(), AgentError> {
-        let others = self.list()?.into_iter().filter(|m| !keep.contains(&m.id.as_str()));
-        for old in others.skip(self.retain.saturating_sub(keep.len())) {
+        let unpinned: Vec<SnapshotMeta> = self.list()?.into_iter().filter(|m| m.pin.is_empty()).collect();
+        let kept = unpinned.iter().filter(|m| keep.contains(&m.id.as_str())).count();
+        let others = unpinned.into_iter().filter(|m| !keep.contains(&m.id.as_str()));
+        for old in others.skip(self.retain.saturating_sub(kept)) {
             tracing::info!(id = %old.id, "removing snapshot beyond the retention count");
             // Metadata first: a crash in between leaves an undescribed file,
             // which the next start removes, never a listed snapshot without
@@ -671,6 +736,7 @@ mod tests {
             member_id: 1,
             db_cluster_version: String::new(),
             uploaded: false,
+            pin: String::new(),
         };
         std::fs::write(dir.join(format!("{id}.db")), b"x").unwrap();
         std::fs::write(dir.join(format!("{id}.json")), serde_json::to_vec(&meta).unwrap()).unwrap();
@@ -688,6 +754,80 @@ mod tests {
         let ids: Vec<String> = snapshots.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["a", "new"]);
         assert!(!dir.path().join("b.db").exists() && !dir.path().join("b.json").exists());
+    }
+
+    fn ids(snapshots: &SnapshotDir) -> Vec<(String, String)> {
+        snapshots.list().unwrap().into_iter().map(|m| (m.id, m.pin)).collect()
+    }
+
+    #[test]
+    fn a_pinned_snapshot_is_neither_counted_nor_removed_until_its_label_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path().to_owned(), 2).unwrap();
+        write_meta(dir.path(), "pre-change", 1000);
+        let (pinned, released) = snapshots.pin("pre-change", "last-change", &[]).unwrap();
+        assert_eq!(pinned.pin, "last-change");
+        assert!(released.is_empty());
+        for (i, id) in ["b", "c", "d", "e"].into_iter().enumerate() {
+            write_meta(dir.path(), id, 2000 + i as i64);
+            snapshots.apply_retention(&[id]).unwrap();
+        }
+        // Two unpinned kept, and the pinned one besides.
+        assert_eq!(
+            ids(&snapshots),
+            [
+                ("e".into(), String::new()),
+                ("d".into(), String::new()),
+                ("pre-change".into(), "last-change".into())
+            ]
+        );
+        // A later change pins its own: the label moves, and retention
+        // counts the old one again (the oldest, it goes with the next).
+        let (_, released) = snapshots.pin("e", "last-change", &[]).unwrap();
+        assert_eq!(released, ["pre-change"]);
+        assert_eq!(
+            ids(&snapshots),
+            [
+                ("e".into(), "last-change".into()),
+                ("d".into(), String::new()),
+                ("pre-change".into(), String::new())
+            ]
+        );
+        write_meta(dir.path(), "f", 3000);
+        snapshots.apply_retention(&["f"]).unwrap();
+        assert_eq!(
+            ids(&snapshots),
+            [
+                ("f".into(), String::new()),
+                ("e".into(), "last-change".into()),
+                ("d".into(), String::new())
+            ]
+        );
+        // Unpinning with an empty label.
+        let (unpinned, _) = snapshots.pin("e", "", &[]).unwrap();
+        assert!(unpinned.pin.is_empty());
+    }
+
+    #[test]
+    fn pins_name_a_stored_snapshot_with_a_safe_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path().to_owned(), 2).unwrap();
+        write_meta(dir.path(), "a", 1000);
+        assert!(matches!(
+            snapshots.pin("missing", "last-change", &[]),
+            Err(AgentError::SnapshotNotFound { .. })
+        ));
+        for label in ["../x", "with space", &"x".repeat(65)] {
+            let refused = snapshots.pin("a", label, &[]).unwrap_err();
+            assert!(
+                matches!(refused, AgentError::InvalidArgument { field: "pin", .. }),
+                "{label}: {refused}"
+            );
+        }
+        assert!(matches!(
+            snapshots.pin("../a", "x", &[]),
+            Err(AgentError::InvalidArgument { field: "id", .. })
+        ));
     }
 
     #[test]

@@ -138,6 +138,54 @@ impl TrailerHasher {
     }
 }
 
+/// Whether a snapshot of about `expected` bytes can be written to `out`,
+/// asked before one is taken: `out` does not exist, its directory takes a
+/// new file (`FILE.part` is created and removed again), and its file
+/// system has room for `expected` bytes.
+///
+/// # Errors
+/// [`CliError::Usage`] naming `--out` and what is wrong.
+pub fn check_destination(out: &Path, expected: u64) -> Result<(), CliError> {
+    let refuse = |why: String| CliError::Usage(format!("--out {}: {why}; no snapshot was taken", out.display()));
+    if out.exists() {
+        return Err(refuse(
+            "the file exists, and steward never overwrites a snapshot file".into(),
+        ));
+    }
+    let part = part_path(out);
+    if part.exists() {
+        return Err(CliError::PartExists {
+            path: out.to_owned(),
+            part,
+        });
+    }
+    let dir = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(refuse(format!("the directory {} does not exist", dir.display())));
+    }
+    let probe = std::fs::OpenOptions::new().write(true).create_new(true).open(&part);
+    match probe {
+        Ok(file) => {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
+        }
+        Err(error) => return Err(refuse(format!("cannot create a file in {}: {error}", dir.display()))),
+    }
+    if let Ok(stats) = nix::sys::statvfs::statvfs(&dir) {
+        let free = stats.blocks_available().saturating_mul(stats.fragment_size());
+        if free < expected {
+            return Err(refuse(format!(
+                "{} has {free} bytes free, and the snapshot needs about {expected}",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `FILE.part`: where the download streams to before it is verified.
 #[must_use]
 pub fn part_path(out: &Path) -> PathBuf {

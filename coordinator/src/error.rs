@@ -167,6 +167,25 @@ pub enum CliError {
         reason: String,
     },
     /// A rolling change stopped.
+    /// A backup's snapshot was taken and verified on the agent, and its
+    /// copy here failed: the snapshot stays on the agent.
+    #[error(
+        "snapshot {id} was taken and verified, and stays on {member}'s agent {address} \
+         (copy it with `steward agent download --agent {address} --id {id} --out FILE`); copying it to {out} failed"
+    )]
+    BackupCopyFailed {
+        /// The agent that keeps it.
+        address: AgentAddress,
+        /// The member it was taken from.
+        member: String,
+        /// Its id there.
+        id: String,
+        /// Where the copy was to go.
+        out: std::path::PathBuf,
+        /// Why the copy failed.
+        #[source]
+        source: Box<CliError>,
+    },
     #[error("{direction} stopped at {where_}: {reason}")]
     RollFailed {
         /// upgrade or downgrade.

@@ -46,7 +46,9 @@ pub struct Observation {
 }
 
 async fn agent_status(address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
-    let mut clients = agent_client::connect(address).await.map_err(|e| e.to_string())?;
+    let mut clients = agent_client::connect(address)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
     clients
         .agent
         .get_status(pb::GetStatusRequest {})
@@ -58,12 +60,27 @@ async fn agent_status(address: &AgentAddress) -> Result<pb::GetStatusResponse, S
 /// Observes the cluster behind `agents`. `client_urls` are extra etcd
 /// endpoints (from a cluster file) used when agents do not answer.
 pub async fn observe(agents: &[AgentAddress], client_urls: &[String]) -> Result<Observation, ObserveError> {
-    // Boxed once here: the observation's future is large, and every
-    // command and every step of a roll awaits it.
-    Box::pin(observe_now(agents, client_urls)).await
+    observe_with(agents, client_urls, &[]).await
 }
 
-async fn observe_now(agents: &[AgentAddress], client_urls: &[String]) -> Result<Observation, ObserveError> {
+/// [`observe`], knowing which agent serves which member (a cluster file's
+/// names, or what an earlier observation saw), so that a member whose
+/// agent does not answer is named with that agent and its error.
+pub async fn observe_with(
+    agents: &[AgentAddress],
+    client_urls: &[String],
+    known: &[(String, AgentAddress)],
+) -> Result<Observation, ObserveError> {
+    // Boxed once here: the observation's future is large, and every
+    // command and every step of a roll awaits it.
+    Box::pin(observe_now(agents, client_urls, known)).await
+}
+
+async fn observe_now(
+    agents: &[AgentAddress],
+    client_urls: &[String],
+    known: &[(String, AgentAddress)],
+) -> Result<Observation, ObserveError> {
     let views: Vec<AgentView> = join_all(agents.iter().map(|address| async move {
         AgentView {
             address: address.clone(),
@@ -138,6 +155,7 @@ async fn observe_now(agents: &[AgentAddress], client_urls: &[String]) -> Result<
         ..Observed::default()
     };
     attach_agents(&mut observed, &views);
+    explain_missing_agents(&mut observed, &views, known);
     match etcd::alarms(&mut cluster).await {
         Ok(alarms) => observed.alarms = alarms,
         Err(error) => observed.alarms_error = Some(error),
@@ -249,6 +267,42 @@ fn attach_agents(observed: &mut Observed, views: &[AgentView]) {
     }
 }
 
+/// Says, for every member no agent serves, why: the agent it is known to
+/// have (or the only agent that did not answer, when one member lacks
+/// one) and that agent's connection error; else every agent that did not
+/// answer; else that no agent given serves it.
+fn explain_missing_agents(observed: &mut Observed, views: &[AgentView], known: &[(String, AgentAddress)]) {
+    let failed: Vec<(&AgentAddress, &str)> = views
+        .iter()
+        .filter_map(|v| v.status.as_ref().err().map(|e| (&v.address, e.as_str())))
+        .collect();
+    let lacking = observed.members.iter().filter(|m| m.agent.is_none()).count();
+    for member in observed.members.iter_mut().filter(|m| m.agent.is_none()) {
+        let own = known
+            .iter()
+            .find(|(name, _)| *name == member.name)
+            .and_then(|(_, address)| failed.iter().find(|(a, _)| *a == address))
+            .or_else(|| (lacking == 1 && failed.len() == 1).then(|| &failed[0]));
+        member.agent_error = Some(match own {
+            Some((address, error)) => {
+                let error = error
+                    .strip_prefix(&format!("cannot reach agent {address}: "))
+                    .unwrap_or(error);
+                format!("its agent {address} does not answer: {error}")
+            }
+            None if failed.is_empty() => "none of the agents given serves it".to_owned(),
+            None => format!(
+                "no agent answered for it; agents that did not answer: {}",
+                failed
+                    .iter()
+                    .map(|(address, error)| format!("{address} ({error})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +365,72 @@ mod tests {
         assert_eq!(observed.members[0].agent_state, "running");
         assert_eq!(observed.members[0].staged.len(), 2);
         assert_eq!(observed.stray_agents, ["127.0.0.1:7409 (other)"]);
+    }
+
+    fn unanswered(address: &str) -> AgentView {
+        AgentView {
+            address: address.parse().unwrap(),
+            status: Err("cannot reach agent: connection refused".into()),
+        }
+    }
+
+    fn three_members() -> Observed {
+        Observed {
+            members: (0..3)
+                .map(|i| ObservedMember {
+                    name: format!("m{i}"),
+                    id: 10 + i,
+                    ..ObservedMember::default()
+                })
+                .collect(),
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn a_member_without_agent_is_named_with_its_agent_and_the_error() {
+        // The only member without an agent and the only silent agent.
+        let mut observed = three_members();
+        let views = [
+            view("127.0.0.1:7400", 10, "m0"),
+            unanswered("127.0.0.1:9999"),
+            view("127.0.0.1:7402", 12, "m2"),
+        ];
+        attach_agents(&mut observed, &views);
+        explain_missing_agents(&mut observed, &views, &[]);
+        assert_eq!(
+            observed.members[1].why_no_agent(),
+            "its agent 127.0.0.1:9999 does not answer: cannot reach agent: connection refused"
+        );
+        assert_eq!(observed.members[0].agent_error, None);
+
+        // Two silent agents: the known pairing names the right one.
+        let mut observed = three_members();
+        let views = [
+            view("127.0.0.1:7400", 10, "m0"),
+            unanswered("127.0.0.1:7401"),
+            unanswered("127.0.0.1:7402"),
+        ];
+        attach_agents(&mut observed, &views);
+        let known = [("m2".to_owned(), "127.0.0.1:7402".parse().unwrap())];
+        explain_missing_agents(&mut observed, &views, &known);
+        assert!(
+            observed.members[2]
+                .why_no_agent()
+                .starts_with("its agent 127.0.0.1:7402")
+        );
+        assert_eq!(
+            observed.members[1].why_no_agent(),
+            "no agent answered for it; agents that did not answer: \
+             127.0.0.1:7401 (cannot reach agent: connection refused), \
+             127.0.0.1:7402 (cannot reach agent: connection refused)"
+        );
+
+        // Every agent answered, none for this member.
+        let mut observed = three_members();
+        let views = [view("127.0.0.1:7400", 10, "m0"), view("127.0.0.1:7402", 12, "m2")];
+        attach_agents(&mut observed, &views);
+        explain_missing_agents(&mut observed, &views, &[]);
+        assert_eq!(observed.members[1].why_no_agent(), "none of the agents given serves it");
     }
 }

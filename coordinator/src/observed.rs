@@ -17,6 +17,9 @@ pub struct ObservedMember {
     pub id: u64,
     /// The agent serving this member, if one was found.
     pub agent: Option<String>,
+    /// Why no agent serves it, when none does: the address of its agent
+    /// and the connection error, as far as they are known.
+    pub agent_error: Option<String>,
     /// The member's binary version (Status), if it answered.
     pub version: Option<EtcdVersion>,
     /// Whether the member answered a quorum read.
@@ -88,6 +91,14 @@ pub struct Observed {
     pub alarms_error: Option<String>,
     /// Why auth could not be detected (then it is unknown, not off).
     pub auth_error: Option<String>,
+}
+
+impl ObservedMember {
+    /// Why the member has no agent, for messages ("no agent answered").
+    #[must_use]
+    pub fn why_no_agent(&self) -> &str {
+        self.agent_error.as_deref().unwrap_or("no agent answered for it")
+    }
 }
 
 impl Observed {

@@ -23,7 +23,7 @@ use crate::etcd;
 use crate::events::{Event, EventSink, StageMethod};
 use crate::last_roll::{self, LastRoll};
 use crate::lock::{self, ClusterLock, Holder, Journal, LockError};
-use crate::observe::{Observation, observe};
+use crate::observe::{Observation, observe_with};
 use crate::observed::{Observed, ObservedMember};
 use crate::plan::{Direction, NextStep, Plan, next_step, plan};
 use crate::probe::{Probe, ProbeReport};
@@ -34,6 +34,9 @@ use crate::safety::{self, Clearance, Unsafe};
 const POLL: Duration = Duration::from_millis(250);
 /// How long a new leader may take to confirm after MoveLeader.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The label the pre-change snapshot of the last change is pinned under on
+/// its agent.
+pub const PRE_CHANGE_PIN: &str = "last-change";
 /// How often leadership may move away from one member before its step
 /// counts as failed (it keeps coming back: something elects it).
 const MAX_LEADER_MOVES: u32 = 3;
@@ -201,6 +204,9 @@ pub struct RollReport {
 
 struct Roll<'a> {
     agents: Vec<AgentAddress>,
+    /// Which agent served which member when last seen, so that an agent
+    /// that stops answering is named with its member.
+    known_agents: Vec<(String, AgentAddress)>,
     /// The cluster lock, once taken; its token fences every agent call.
     lock: Option<ClusterLock>,
     journal: Option<Journal>,
@@ -279,6 +285,7 @@ pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut d
     };
     let mut roll = Roll {
         agents,
+        known_agents: Vec::new(),
         lock: None,
         journal: None,
         probe: None,
@@ -314,10 +321,17 @@ fn failure(member: Option<&str>, gate: &str, reason: impl Into<String>) -> Failu
 }
 
 impl Roll<'_> {
-    async fn observe(&self, gate: &str) -> Result<Observation, Failure> {
-        observe(&self.agents, &[])
+    async fn observe(&mut self, gate: &str) -> Result<Observation, Failure> {
+        let observation = observe_with(&self.agents, &[], &self.known_agents)
             .await
-            .map_err(|e| failure(None, gate, crate::error::chain(&e)))
+            .map_err(|e| failure(None, gate, crate::error::chain(&e)))?;
+        for member in &observation.observed.members {
+            if let Some(address) = member.agent.as_deref().and_then(|a| a.parse::<AgentAddress>().ok()) {
+                self.known_agents.retain(|(name, _)| *name != member.name);
+                self.known_agents.push((member.name.clone(), address));
+            }
+        }
+        Ok(observation)
     }
 
     async fn run(&mut self) -> Result<(), Stop> {
@@ -362,6 +376,7 @@ impl Roll<'_> {
             force: self.options.force,
             available: self.local.keys().cloned().collect(),
             leases_in_use: observation.leases_in_use,
+            binaries_dir: self.options.binaries.clone(),
         };
         let planned = plan(
             &observed,
@@ -402,10 +417,12 @@ impl Roll<'_> {
         // A run that resumes a change some members already went through
         // keeps the snapshot taken before the first of them: that is the
         // backup of the old version, not a copy of the mixed state.
-        let earlier = last_roll::read(&endpoints, &self.options.lock_prefix)
+        let previous = last_roll::read(&endpoints, &self.options.lock_prefix)
             .await
             .ok()
-            .flatten()
+            .flatten();
+        let earlier = previous
+            .clone()
             .filter(|last| last.direction == self.options.direction && last.to == plan.to.to_string())
             .and_then(|last| last.snapshot)
             .filter(|_| plan.passes.iter().any(|p| p.order.iter().any(|s| s.done)));
@@ -437,6 +454,17 @@ impl Roll<'_> {
             self.snapshot(&observed).await?;
             record.snapshot.clone_from(&self.report.snapshot);
             self.record(&endpoints, &record).await?;
+        }
+        // The backup of this change stays until a later change replaces
+        // it: pinned on its agent, and the previous change's released.
+        if let Some(snapshot) = self.report.snapshot.clone() {
+            self.pin(&snapshot, PRE_CHANGE_PIN).await?;
+            if let Some(old) = previous.and_then(|p| p.snapshot)
+                && (old.agent != snapshot.agent || old.id != snapshot.id)
+                && let Err(failure) = self.pin(&old, "").await
+            {
+                tracing::warn!(id = %old.id, agent = %old.agent, reason = %failure.reason, "cannot release the previous change's snapshot; it stays pinned");
+            }
         }
         self.report.snapshot_ms = millis(snapshot.elapsed());
         self.start_probe(&observed).await;
@@ -734,12 +762,16 @@ impl Roll<'_> {
     }
 
     async fn clients(&self, member: &ObservedMember) -> Result<AgentClients, Failure> {
-        let address: AgentAddress = member
-            .agent
-            .as_deref()
-            .unwrap_or_default()
+        let Some(agent) = member.agent.as_deref() else {
+            return Err(failure(
+                Some(&member.name),
+                "agent",
+                format!("{} has no agent: {}", member.name, member.why_no_agent()),
+            ));
+        };
+        let address: AgentAddress = agent
             .parse()
-            .map_err(|e| failure(Some(&member.name), "agent", format!("bad agent address: {e}")))?;
+            .map_err(|e| failure(Some(&member.name), "agent", format!("agent address {agent:?}: {e}")))?;
         agent_client::connect(&address)
             .await
             .map_err(|e| failure(Some(&member.name), "agent", crate::error::chain(&e)))
@@ -895,6 +927,36 @@ impl Roll<'_> {
             earlier_run: false,
         });
         self.report.snapshot = Some(record);
+        Ok(())
+    }
+
+    /// Pins `snapshot` on its agent under `label` (an empty label unpins).
+    async fn pin(&self, snapshot: &SnapshotRecord, label: &str) -> Result<(), Failure> {
+        let address: AgentAddress = snapshot.agent.parse().map_err(|e| {
+            failure(
+                Some(&snapshot.member),
+                "snapshot-pin",
+                format!("agent address {:?}: {e}", snapshot.agent),
+            )
+        })?;
+        let mut clients = agent_client::connect(&address)
+            .await
+            .map_err(|e| failure(Some(&snapshot.member), "snapshot-pin", crate::error::chain(&e)))?;
+        clients
+            .snapshots
+            .pin_snapshot(pb::PinSnapshotRequest {
+                id: snapshot.id.clone(),
+                pin: label.to_owned(),
+                fencing_token: self.token(),
+            })
+            .await
+            .map_err(|s| {
+                failure(
+                    Some(&snapshot.member),
+                    "snapshot-pin",
+                    crate::error::CliError::from_status(&address, "PinSnapshot", &s).to_string(),
+                )
+            })?;
         Ok(())
     }
 

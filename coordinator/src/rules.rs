@@ -91,6 +91,9 @@ pub struct Request {
     pub available: Vec<EtcdVersion>,
     /// Whether leases are in use (for the 3.2 -> 3.3 auth rule).
     pub leases_in_use: bool,
+    /// Where the binaries were looked for (`--binaries`, or the default
+    /// directory), for the refusal that finds none.
+    pub binaries_dir: Option<std::path::PathBuf>,
 }
 
 /// v2 data above this needs a pause between members.
@@ -356,11 +359,11 @@ fn alarms(observed: &Observed) -> Check {
 }
 
 fn agents(observed: &Observed) -> Check {
-    let missing: Vec<&str> = observed
+    let missing: Vec<String> = observed
         .members
         .iter()
         .filter(|m| m.agent.is_none())
-        .map(|m| m.name.as_str())
+        .map(|m| format!("{} ({})", m.name, m.why_no_agent()))
         .collect();
     let mut problems = Vec::new();
     if !missing.is_empty() {
@@ -523,6 +526,19 @@ fn snapshot_space(observed: &Observed) -> Check {
             "no single leader to take the snapshot from",
         );
     };
+    if leader.agent.is_none() {
+        // Its free space is unknown, not zero.
+        return check(
+            ids::SNAPSHOT_SPACE,
+            "steward",
+            Verdict::Fail,
+            format!(
+                "cannot tell whether the leader {} has room for the snapshot: it has no agent ({})",
+                leader.name,
+                leader.why_no_agent()
+            ),
+        );
+    }
     let needed = leader.db_size.saturating_mul(2);
     if leader.state_dir_free_bytes >= needed {
         check(
@@ -699,8 +715,13 @@ fn binaries(observed: &Observed, plan: &Plan, request: &Request) -> Check {
             "steward",
             Verdict::Fail,
             format!(
-                "no binary for {}: give --binaries DIR (as scripts/setup-etcd lays it out) or --binary PATH",
-                missing.join(", ")
+                "no binary for {} {}: give --binaries DIR (as scripts/setup-etcd lays it out) or --binary PATH",
+                missing.join(", "),
+                match &request.binaries_dir {
+                    Some(dir) if dir.is_dir() => format!("in {} (it holds no such version dir)", dir.display()),
+                    Some(dir) => format!("in {} (the directory does not exist)", dir.display()),
+                    None => "(no binaries directory was given)".to_owned(),
+                }
             ),
         )
     }

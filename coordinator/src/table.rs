@@ -262,6 +262,13 @@ fn snapshot_rows(snapshot: &SnapshotView) -> Vec<(&'static str, String)> {
         ("member name", snapshot.member_name.clone()),
         ("member id", or_dash(snapshot.member_id.as_deref())),
         ("path on agent", snapshot.path.clone()),
+        (
+            "pinned",
+            snapshot.pin.as_ref().map_or_else(
+                || "no (retention may remove it)".to_owned(),
+                |pin| format!("{pin} (retention keeps it)"),
+            ),
+        ),
     ]
 }
 
@@ -298,6 +305,7 @@ impl Tabular for SnapshotsView {
             "ETCD",
             "CLUSTER",
             "MEMBER",
+            "PIN",
             "SHA256",
         ]);
         for snapshot in &self.snapshots {
@@ -310,6 +318,7 @@ impl Tabular for SnapshotsView {
                 snapshot.etcd_version.clone(),
                 or_dash(snapshot.cluster_version.as_deref()),
                 snapshot.member_name.clone(),
+                or_dash(snapshot.pin.as_deref()),
                 snapshot.sha256.clone(),
             ]);
         }

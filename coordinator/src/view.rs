@@ -495,6 +495,9 @@ pub struct SnapshotView {
     pub member_id: Option<String>,
     /// The file on the agent's host.
     pub path: String,
+    /// The label it is pinned under ("last-change": the backup of the last
+    /// change), `null` when retention may remove it.
+    pub pin: Option<String>,
 }
 
 impl From<&pb::SnapshotInfo> for SnapshotView {
@@ -511,6 +514,7 @@ impl From<&pb::SnapshotInfo> for SnapshotView {
             member_name: info.member_name.clone(),
             member_id: optional_hex_id(info.member_id),
             path: info.path.clone(),
+            pin: non_empty(&info.pin),
         }
     }
 }

@@ -92,6 +92,7 @@ pub fn allowed(path: &str) -> &'static [Role] {
             | "Agent/RestoreMember"
             | "Agent/FinishRestore"
             | "Snapshots/UploadSnapshot"
+            | "Snapshots/PinSnapshot"
             | "Binaries/ImportBinary"
             | "Binaries/UploadBinary",
         ) => ADMIN,
@@ -118,7 +119,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(count, 17);
+        assert_eq!(count, 18);
     }
 
     #[test]
@@ -152,6 +153,10 @@ mod tests {
         assert!(!may(Role::Operator, &binaries("UploadBinary")));
         assert!(!may(Role::Operator, &snapshots("UploadSnapshot")));
         assert!(!may(Role::Backup, &snapshots("UploadSnapshot")));
+        // A pin decides what retention keeps: an admin's call.
+        assert!(may(Role::Admin, &snapshots("PinSnapshot")));
+        assert!(!may(Role::Backup, &snapshots("PinSnapshot")));
+        assert!(!may(Role::Operator, &snapshots("PinSnapshot")));
         assert!(may(Role::Reader, &agent("GetStatus")));
         assert!(may(Role::Reader, &binaries("ListBinaries")));
         assert!(may(Role::Reader, &snapshots("ListSnapshots")));

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod fake;
 pub mod faults;
+pub mod mounts;
 pub mod pki;
 pub mod ports;
 pub mod writer;

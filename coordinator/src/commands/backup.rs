@@ -23,22 +23,8 @@ fn no_member(reason: String) -> CliError {
 /// The cluster cannot be observed, the member is unknown or has no agent,
 /// or the agent refuses or fails the snapshot or its download.
 pub async fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    // A copy that could not be written is refused before the snapshot is
-    // taken, not after.
     if let Some(file) = &args.out {
-        if file.exists() {
-            return Err(CliError::Usage(format!(
-                "--out {}: the file exists; steward never overwrites a snapshot file",
-                file.display()
-            )));
-        }
-        let part = crate::download::part_path(file);
-        if part.exists() {
-            return Err(CliError::PartExists {
-                path: file.clone(),
-                part,
-            });
-        }
+        crate::download::check_destination(file, 0)?;
     }
     let observation = super::cluster::observe_target(&args.cluster).await?;
     let observed = &observation.observed;
@@ -61,9 +47,16 @@ pub async fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliErr
     let agent: AgentAddress = member
         .agent
         .as_deref()
-        .ok_or_else(|| no_member(format!("{} has no agent", member.name)))?
+        .ok_or_else(|| CliError::Unhealthy {
+            problems: format!("{} has no agent: {}", member.name, member.why_no_agent()),
+        })?
         .parse()
         .map_err(|e| no_member(format!("{}'s agent address: {e}", member.name)))?;
+    // A copy that could not be written is refused before the snapshot is
+    // taken, not after: a failed backup leaves nothing on the agent.
+    if let Some(file) = &args.out {
+        crate::download::check_destination(file, member.db_size)?;
+    }
     let mut clients = agent_client::connect(&agent).await?;
     let info = clients
         .snapshots
@@ -79,7 +72,15 @@ pub async fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliErr
         })?;
     let downloaded_to = match &args.out {
         Some(file) => {
-            Box::pin(crate::download::download(&mut clients, &info.id, file)).await?;
+            Box::pin(crate::download::download(&mut clients, &info.id, file))
+                .await
+                .map_err(|source| CliError::BackupCopyFailed {
+                    address: agent.clone(),
+                    member: member.name.clone(),
+                    id: info.id.clone(),
+                    out: file.clone(),
+                    source: Box::new(source),
+                })?;
             Some(file.display().to_string())
         }
         None => None,

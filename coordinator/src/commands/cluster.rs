@@ -12,7 +12,7 @@ use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
 use crate::error::CliError;
 use crate::flag_check;
 use crate::format::{hex_id, human_bytes};
-use crate::observe::{Observation, observe};
+use crate::observe::{Observation, observe_with};
 use crate::observed::Observed;
 use crate::output;
 use crate::plan::{self, Direction};
@@ -25,7 +25,14 @@ pub async fn observe_target(args: &ClusterArgs) -> Result<Observation, CliError>
     let target = super::cluster_target(args)?;
     let agents: Vec<_> = target.members.iter().map(|m| m.agent.clone()).collect();
     let client_urls: Vec<String> = target.members.iter().filter_map(|m| m.client_url.clone()).collect();
-    Ok(observe(&agents, &client_urls).await?)
+    // A cluster file names each agent's member: an agent that does not
+    // answer is then named with its member.
+    let known: Vec<_> = target
+        .members
+        .iter()
+        .filter_map(|m| Some((m.name.clone()?, m.agent.clone())))
+        .collect();
+    Ok(observe_with(&agents, &client_urls, &known).await?)
 }
 
 /// One member row of `steward status`.
@@ -97,7 +104,7 @@ fn problems(observed: &Observed) -> Vec<String> {
             out.push(format!("{} is not healthy: {}", member.name, member.health_error));
         }
         if member.agent.is_none() {
-            out.push(format!("{} has no agent", member.name));
+            out.push(format!("{} has no agent: {}", member.name, member.why_no_agent()));
         } else if member.agent_state != "running" {
             out.push(format!("{}'s agent is {}", member.name, member.agent_state));
         }
@@ -400,6 +407,7 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
         force: args.source.force,
         available: local.keys().cloned().collect(),
         leases_in_use: observation.leases_in_use,
+        binaries_dir: binaries.clone(),
     };
     let planned = plan::plan(observed, direction, &args.to, &request.available);
     let mut checks = rules::preflight(observed, &request, &planned);
