@@ -389,6 +389,9 @@ pub struct StatusArgs {
     /// The cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// The etcd key prefix of the cluster lock and the journal (where the last change is recorded).
+    #[arg(long, value_name = "PREFIX", default_value = crate::lock::DEFAULT_PREFIX)]
+    pub lock_prefix: String,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,

@@ -7,6 +7,7 @@
 
 pub mod agent_client;
 pub mod certs;
+pub mod change_state;
 pub mod cli;
 pub mod cluster_file;
 pub mod commands;

@@ -38,6 +38,10 @@ const OBSERVE_HOLDER: Duration = Duration::from_secs(6);
 /// 2 plus however late its renewal is. A fall below this means alive.
 const DEAD_HOLDER_FALL: i64 = 5;
 
+/// How long renewals may keep failing (a member restarting under the
+/// keepalive stream) before the holder warns.
+const RENEWAL_WARN_AFTER: Duration = Duration::from_secs(4);
+
 /// Who holds the lock (its value).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -49,6 +53,90 @@ pub struct Holder {
     pub command: String,
     /// When it took the lock (RFC 3339).
     pub since: String,
+    /// The process's start time in clock ticks since boot: with the boot
+    /// id and the pid namespace, it tells whether the holder still runs
+    /// (a pid alone could be reused). 0 when unknown.
+    #[serde(default)]
+    pub start_ticks: u64,
+    /// The kernel's boot id of the holder's host.
+    #[serde(default)]
+    pub boot_id: String,
+    /// The holder's pid namespace ("pid:[4026531836]").
+    #[serde(default)]
+    pub pid_namespace: String,
+}
+
+/// What a coordinator waiting for the lock is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockWait {
+    /// Another coordinator holds it: watching whether it renews its lease.
+    Watching {
+        /// The holder, in words.
+        holder: String,
+        /// Seconds left on its lease.
+        expires_in: i64,
+        /// How long the watch lasts.
+        watch: Duration,
+    },
+    /// The holder does not renew: waiting for its lease to expire.
+    Expiring {
+        /// The holder, in words.
+        holder: String,
+        /// Seconds left on its lease.
+        expires_in: i64,
+        /// When it expires (RFC 3339).
+        at: String,
+    },
+    /// The holder was a process of this host that no longer runs: its
+    /// lease was revoked at once.
+    Revoked {
+        /// The holder, in words.
+        holder: String,
+    },
+}
+
+impl LockWait {
+    /// The event that tells a coordinator's operator about this wait.
+    #[must_use]
+    pub fn event(&self) -> Event {
+        let up_to_seconds = match self {
+            Self::Watching { watch, .. } => watch.as_secs(),
+            Self::Expiring { expires_in, .. } => expires_in.unsigned_abs(),
+            Self::Revoked { .. } => 0,
+        };
+        Event::WaitingFor {
+            member: None,
+            check: "one-coordinator".into(),
+            reason: self.to_string(),
+            up_to_seconds,
+        }
+    }
+}
+
+impl std::fmt::Display for LockWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Watching {
+                holder,
+                expires_in,
+                watch,
+            } => write!(
+                f,
+                "the cluster lock is held by {holder}; its lease expires in {expires_in}s unless renewed: \
+                 watching {}s whether it is",
+                watch.as_secs()
+            ),
+            Self::Expiring { holder, expires_in, at } => write!(
+                f,
+                "the cluster lock's holder {holder} does not renew its lease: waiting {expires_in}s for it to \
+                 expire (at {at})"
+            ),
+            Self::Revoked { holder } => write!(
+                f,
+                "the cluster lock's holder {holder} no longer runs on this host: its lease was revoked"
+            ),
+        }
+    }
 }
 
 impl std::fmt::Display for Holder {
@@ -128,13 +216,43 @@ impl Holder {
         let since = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        let pid = std::process::id();
         Self {
             host,
-            pid: std::process::id(),
+            pid,
             command: command.to_owned(),
             since,
+            start_ticks: crate::local::process::ProcessId::of(pid).map_or(0, |id| id.start_ticks),
+            boot_id: boot_id(),
+            pid_namespace: pid_namespace(),
         }
     }
+
+    /// True only when the holder was a process of this very host, boot and
+    /// pid namespace that no longer runs (its pid is free or belongs to a
+    /// process started at another time). Anything unknown is "maybe alive".
+    #[must_use]
+    pub fn is_gone_from_this_host(&self) -> bool {
+        if self.start_ticks == 0 || self.boot_id.is_empty() || self.pid_namespace.is_empty() {
+            return false;
+        }
+        if self.boot_id != boot_id() || self.pid_namespace != pid_namespace() {
+            return false;
+        }
+        crate::local::process::ProcessId::of(self.pid).is_none_or(|now| now.start_ticks != self.start_ticks)
+    }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|link| link.display().to_string())
+        .unwrap_or_default()
 }
 
 fn etcd_error(key: &str) -> impl Fn(etcd_client::Error) -> LockError + '_ {
@@ -145,8 +263,16 @@ fn etcd_error(key: &str) -> impl Fn(etcd_client::Error) -> LockError + '_ {
 }
 
 /// Takes the lock under `prefix`, waiting out a holder whose lease is not
-/// renewed (it died), refusing one that is alive.
-pub async fn acquire(endpoints: &[String], prefix: &str, holder: &Holder) -> Result<ClusterLock, LockError> {
+/// renewed (it died), refusing one that is alive; `on_wait` hears what
+/// the wait is for. A holder that was a process of this host and no longer
+/// runs has its lease revoked at once: nothing can renew it, and the
+/// fencing token would refuse it anyway.
+pub async fn acquire(
+    endpoints: &[String],
+    prefix: &str,
+    holder: &Holder,
+    on_wait: &mut dyn FnMut(&LockWait),
+) -> Result<ClusterLock, LockError> {
     let prefix = prefix.trim_end_matches('/').to_owned();
     let key = format!("{prefix}/lock");
     let mut client = etcd::connect(endpoints, "the cluster lock")
@@ -197,8 +323,20 @@ pub async fn acquire(endpoints: &[String], prefix: &str, holder: &Holder) -> Res
         }) else {
             continue; // gone in between: try again
         };
-        let holder_text = serde_json::from_str::<Holder>(&held_by).map_or(held_by, |h| h.to_string());
+        let parsed = serde_json::from_str::<Holder>(&held_by).ok();
+        let holder_text = parsed.as_ref().map_or(held_by, ToString::to_string);
+        if parsed.as_ref().is_some_and(Holder::is_gone_from_this_host) {
+            // Revoking a lease that expired meanwhile is fine too.
+            let _ = client.lease_revoke(held_lease).await;
+            on_wait(&LockWait::Revoked { holder: holder_text });
+            continue;
+        }
         let before = ttl(&mut client, held_lease).await;
+        on_wait(&LockWait::Watching {
+            holder: holder_text.clone(),
+            expires_in: before.unwrap_or(0),
+            watch: OBSERVE_HOLDER,
+        });
         tokio::time::sleep(OBSERVE_HOLDER).await;
         let after = ttl(&mut client, held_lease).await;
         match (before, after) {
@@ -209,7 +347,14 @@ pub async fn acquire(endpoints: &[String], prefix: &str, holder: &Holder) -> Res
                 });
             }
             (_, Some(after)) => {
-                tracing::warn!(%key, holder = %holder_text, after, "the lock's holder does not renew its lease; waiting for it to expire");
+                let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(after);
+                on_wait(&LockWait::Expiring {
+                    holder: holder_text,
+                    expires_in: after,
+                    at: at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                });
                 tokio::time::sleep(Duration::from_secs(u64::try_from(after).unwrap_or(0) + 1)).await;
             }
             (_, None) => {}
@@ -239,26 +384,40 @@ async fn keep_alive(client: Client, lease: i64, lost: Arc<AtomicBool>) {
     let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
     let mut stream = None;
     let mut renewed = Instant::now();
+    // A renewal that fails once is normal (the member under the stream
+    // restarts during a roll); only failures that last are worth a warning.
+    let mut warned = false;
     loop {
         tokio::time::sleep(KEEPALIVE).await;
         // etcd counts the TTL from when it got the renewal: count from when
         // it was sent, never later.
         let sent = Instant::now();
         let answer = tokio::time::timeout(KEEPALIVE * 2, renew(&client, lease, &mut stream)).await;
-        match answer {
-            Ok(Ok(remaining)) if remaining > 0 => renewed = sent,
+        let failed = match answer {
+            Ok(Ok(remaining)) if remaining > 0 => {
+                if warned {
+                    tracing::info!(lease, "the cluster lock is renewed again");
+                    warned = false;
+                }
+                renewed = sent;
+                None
+            }
             Ok(Ok(_)) => {
                 tracing::error!(lease, "the cluster lock's lease is gone");
                 lost.store(true, Ordering::SeqCst);
                 return;
             }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot renew the cluster lock; retrying");
-                stream = None;
-            }
-            Err(_) => {
-                tracing::warn!("renewing the cluster lock timed out; retrying");
-                stream = None;
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {:?}", KEEPALIVE * 2)),
+        };
+        if let Some(error) = failed {
+            stream = None;
+            let failing_for = renewed.elapsed();
+            if failing_for >= RENEWAL_WARN_AFTER && !warned {
+                tracing::warn!(%error, ?failing_for, "cannot renew the cluster lock; retrying until its lease would expire");
+                warned = true;
+            } else {
+                tracing::debug!(%error, "a renewal of the cluster lock failed; retrying");
             }
         }
         if renewed.elapsed() >= ttl {

@@ -510,7 +510,10 @@ impl Restore<'_> {
     async fn take_lock(&mut self, members: &[Member]) -> Result<i64, Stop> {
         let endpoints = client_urls(members);
         let command = format!("restore from {}", self.source_text());
-        match lock::acquire(&endpoints, &self.options.lock_prefix, &Holder::this_process(&command)).await {
+        let prefix = self.options.lock_prefix.clone();
+        let events = &mut *self.events;
+        let mut on_wait = |wait: &lock::LockWait| events.emit(&wait.event());
+        match lock::acquire(&endpoints, &prefix, &Holder::this_process(&command), &mut on_wait).await {
             Ok(taken) => {
                 let token = taken.token();
                 self.lock = Some(taken);

@@ -642,7 +642,10 @@ impl Roll<'_> {
         } else {
             format!("{} to {}", self.options.direction, self.options.target)
         };
-        match lock::acquire(&endpoints, &self.options.lock_prefix, &Holder::this_process(&command)).await {
+        let prefix = self.options.lock_prefix.clone();
+        let events = &mut *self.events;
+        let mut on_wait = |wait: &lock::LockWait| events.emit(&wait.event());
+        match lock::acquire(&endpoints, &prefix, &Holder::this_process(&command), &mut on_wait).await {
             Ok(mut taken) => {
                 taken.prune_journals(lock::JOURNALS_KEPT).await;
                 self.journal = Some(taken.journal());

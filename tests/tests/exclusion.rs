@@ -1,7 +1,8 @@
 //! One coordinator at a time, and a coordinator killed at any point is
 //! finished by running the same command again: a second `steward upgrade`
 //! during a roll is refused naming the holder; after `kill -9` of the
-//! coordinator mid-roll the rerun waits out the dead holder's lease and
+//! coordinator mid-roll status shows the interrupted change, and the rerun
+//! takes over the dead holder's lock at once (its process is gone) and
 //! completes; an agent refuses a stale fencing token; the journal is kept
 //! under the lock's prefix; a coordinator whose lock lease is gone stops
 //! before its next member.
@@ -61,12 +62,33 @@ async fn a_killed_coordinator_is_finished_by_running_it_again() {
         "the roll was interrupted: {versions:?}"
     );
 
+    // Status shows the interrupted change and the dead holder's lock.
+    let status = steward_command()
+        .args(["status", "--agents", &agents])
+        .output()
+        .expect("run steward status");
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "the upgrade from {} to {to} was interrupted with 1 of 3 members",
+            cluster.release().version
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("which no longer runs"), "{shown}");
+
     let rerun = steward_command()
         .args(["upgrade", "--agents", &agents, "--to", &to, "-w", "json"])
         .output()
         .expect("run the same command again");
     let stderr = String::from_utf8_lossy(&rerun.stderr);
     assert_eq!(rerun.status.code(), Some(0), "{stderr}");
+    // The dead holder ran on this host: no wait for its lease.
+    assert!(
+        stderr.contains("no longer runs on this host: its lease was revoked"),
+        "{stderr}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&rerun.stdout).expect("report JSON");
     assert_eq!(report["result"], "succeeded");
     assert_eq!(report["cluster_version"], "3.5.0");

@@ -93,6 +93,10 @@ pub struct StatusView {
     pub members: Vec<MemberRow>,
     /// Agents serving no listed member.
     pub stray_agents: Vec<String>,
+    /// The cluster lock, when a coordinator holds it.
+    pub lock: Option<crate::change_state::LockView>,
+    /// The last change recorded (`null` when none).
+    pub last_change: Option<crate::change_state::ChangeView>,
     /// What is wrong, if anything.
     pub problems: Vec<String>,
 }
@@ -122,8 +126,10 @@ fn problems(observed: &Observed) -> Vec<String> {
 }
 
 impl StatusView {
-    fn new(observed: &Observed) -> Self {
-        let problems = problems(observed);
+    fn new(observed: &Observed, found: &crate::change_state::Found) -> Self {
+        let last_change = crate::change_state::assess(observed, found);
+        let mut problems = problems(observed);
+        problems.extend(crate::change_state::problems(last_change.as_ref(), found.lock.as_ref()));
         Self {
             healthy: problems.is_empty(),
             cluster_version: observed.cluster_version.as_ref().map(ToString::to_string),
@@ -160,6 +166,8 @@ impl StatusView {
                 })
                 .collect(),
             stray_agents: observed.stray_agents.clone(),
+            lock: found.lock.clone(),
+            last_change,
             problems,
         }
     }
@@ -228,6 +236,43 @@ impl Tabular for StatusView {
             "leader".to_owned(),
             self.leader.clone().unwrap_or_else(|| "-".into()),
         ]);
+        if let Some(lock) = &self.lock {
+            summary.add_row(vec![
+                "lock".to_owned(),
+                format!(
+                    "held by {}{}{}",
+                    lock.holder,
+                    lock.expires_in_seconds
+                        .map(|s| format!("; lease expires in {s}s unless renewed"))
+                        .unwrap_or_default(),
+                    if lock.holder_gone == Some(true) {
+                        "; the holder no longer runs"
+                    } else {
+                        ""
+                    }
+                ),
+            ]);
+        }
+        if let Some(change) = &self.last_change {
+            summary.add_row(vec![
+                "last change".to_owned(),
+                format!(
+                    "{} {} -> {}: {} ({}/{} members on {}){}",
+                    change.direction,
+                    change.from,
+                    change.to,
+                    change.state,
+                    change.members_done,
+                    change.members,
+                    change.to,
+                    change
+                        .last_event
+                        .as_ref()
+                        .map(|e| format!(", last step {e}"))
+                        .unwrap_or_default()
+                ),
+            ]);
+        }
         for problem in &self.problems {
             summary.add_row(vec!["problem".to_owned(), problem.clone()]);
         }
@@ -238,7 +283,19 @@ impl Tabular for StatusView {
 /// `steward status`: one row per member; exit 1 when not healthy.
 pub async fn status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let observation = observe_target(&args.cluster).await?;
-    let view = StatusView::new(&observation.observed);
+    let endpoints: Vec<String> = observation
+        .observed
+        .members
+        .iter()
+        .filter(|m| m.healthy)
+        .map(|m| m.client_url.clone())
+        .collect();
+    let found = if endpoints.is_empty() {
+        crate::change_state::Found::default()
+    } else {
+        crate::change_state::read(&endpoints, &args.lock_prefix).await
+    };
+    let view = StatusView::new(&observation.observed, &found);
     output::emit(out, args.output.format, &view)?;
     if view.problems.is_empty() {
         Ok(())
