@@ -35,7 +35,9 @@ pub struct ChangeView {
     pub from: String,
     /// To.
     pub to: String,
-    /// "finished", "running" (its holder has the lock) or "interrupted".
+    /// "finished", "running" (its holder has the lock), "interrupted", or
+    /// "undone" (no member runs the target: rolled back, or stopped
+    /// before its first member).
     pub state: String,
     /// Members at the target.
     pub members_done: usize,
@@ -128,6 +130,8 @@ pub fn assess(observed: &Observed, found: &Found) -> Option<ChangeView> {
         "finished"
     } else if held_by_live && !ended {
         "running"
+    } else if members_done == 0 {
+        "undone"
     } else {
         "interrupted"
     };
@@ -254,6 +258,11 @@ mod tests {
         assert_eq!(change.last_event.as_deref(), Some("failed m1 activate"));
         let done = cluster(&["3.5.30"; 3], 1);
         assert_eq!(assess(&done, &found).unwrap().state, "finished");
+        // `steward rollback` brought every member back: nothing to finish.
+        let undone = cluster(&["3.4.23"; 3], 1);
+        let change = assess(&undone, &found).unwrap();
+        assert_eq!(change.state, "undone");
+        assert!(problems(Some(&change), None).is_empty());
         assert!(assess(&done, &Found::default()).is_none());
     }
 }

@@ -198,6 +198,55 @@ pub async fn connect_member(url: &str, what: &'static str) -> Result<Client, Etc
     connect(&[url.to_owned()], what).await
 }
 
+/// Runs `op` through one member at a time, in the order of `endpoints`,
+/// until one answers within [`REQUEST_TIMEOUT`]. A client balanced over
+/// every endpoint keeps sending part of its requests to a member that is
+/// frozen or half-dead and waits out each of them; this asks the next
+/// member instead. For requests that may be repeated (a read, a put of
+/// the same value).
+///
+/// # Errors
+/// The last member's error when none answered.
+pub async fn through_any<T, F, Fut>(endpoints: &[String], what: &'static str, mut op: F) -> Result<T, EtcdError>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut last = EtcdError {
+        endpoints: endpoints.join(","),
+        what,
+        reason: "no endpoint to ask".into(),
+    };
+    for endpoint in endpoints {
+        let client = match connect_member(endpoint, what).await {
+            Ok(client) => client,
+            Err(error) => {
+                last = error;
+                continue;
+            }
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, op(client)).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(error)) => {
+                last = EtcdError {
+                    endpoints: endpoint.clone(),
+                    what,
+                    reason: describe(&error),
+                };
+            }
+            Err(_) => {
+                last = EtcdError {
+                    endpoints: endpoint.clone(),
+                    what,
+                    reason: format!("no answer within {REQUEST_TIMEOUT:?}"),
+                };
+            }
+        }
+        tracing::debug!(%endpoint, reason = %last.reason, "asking the next member");
+    }
+    Err(last)
+}
+
 /// What `etcdctl endpoint health` checks, through one member: a
 /// linearizable read succeeds (a permission error still proves it serves).
 pub async fn check_health(client: &mut Client) -> Result<(), String> {

@@ -37,15 +37,13 @@ fn key(prefix: &str) -> String {
 /// # Errors
 /// etcd's error, described.
 pub async fn record(endpoints: &[String], prefix: &str, roll: &LastRoll) -> Result<(), String> {
-    let mut client = etcd::connect(endpoints, "the last-roll record")
-        .await
-        .map_err(|e| e.to_string())?;
     let value = serde_json::to_string(roll).map_err(|e| e.to_string())?;
-    client
-        .put(key(prefix), value, None)
-        .await
-        .map(|_| ())
-        .map_err(|e| etcd::describe(&e))
+    etcd::through_any(endpoints, "the last-roll record", |mut client| {
+        let value = value.clone();
+        async move { client.put(key(prefix), value, None).await.map(|_| ()) }
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Reads the record; `Ok(None)` when there is none (no change recorded yet).
@@ -53,10 +51,11 @@ pub async fn record(endpoints: &[String], prefix: &str, roll: &LastRoll) -> Resu
 /// # Errors
 /// etcd's error, or a record that is not valid JSON.
 pub async fn read(endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>, String> {
-    let mut client = etcd::connect(endpoints, "the last-roll record")
-        .await
-        .map_err(|e| e.to_string())?;
-    let answer = client.get(key(prefix), None).await.map_err(|e| etcd::describe(&e))?;
+    let answer = etcd::through_any(endpoints, "the last-roll record", |mut client| async move {
+        client.get(key(prefix), None).await
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     answer
         .kvs()
         .first()
@@ -71,14 +70,11 @@ pub async fn read(endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>
 /// # Errors
 /// etcd's error, described.
 pub async fn remove(endpoints: &[String], prefix: &str) -> Result<(), String> {
-    let mut client = etcd::connect(endpoints, "the last-roll record")
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .delete(key(prefix), None)
-        .await
-        .map(|_| ())
-        .map_err(|e| etcd::describe(&e))
+    etcd::through_any(endpoints, "the last-roll record", |mut client| async move {
+        client.delete(key(prefix), None).await.map(|_| ())
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -174,6 +174,8 @@ pub enum LockError {
 /// until the process exits (the keepalive task is detached).
 pub struct ClusterLock {
     client: Client,
+    /// The members it was taken through, asked one at a time.
+    endpoints: Vec<String>,
     key: String,
     prefix: String,
     lease: i64,
@@ -301,10 +303,11 @@ pub async fn acquire(
         if answer.succeeded() {
             let token = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
             let lost = Arc::new(AtomicBool::new(false));
-            let keepalive = tokio::spawn(keep_alive(client.clone(), lease, Arc::clone(&lost)));
+            let keepalive = tokio::spawn(keep_alive(endpoints.to_vec(), lease, Arc::clone(&lost)));
             tracing::info!(%key, token, "took the cluster lock");
             return Ok(ClusterLock {
                 client,
+                endpoints: endpoints.to_vec(),
                 key,
                 prefix,
                 lease,
@@ -375,12 +378,14 @@ async fn ttl(client: &mut Client, lease: i64) -> Option<i64> {
         .filter(|ttl| *ttl > 0)
 }
 
-/// Renews the lease every second for as long as the lock is held. A
-/// keepalive stream dies with its connection (the member it went to may be
-/// the one being restarted), so a failed renewal opens a new stream on the
-/// next round; only a lease etcd reports gone, or no renewal for a whole
-/// TTL, marks the lock lost.
-async fn keep_alive(client: Client, lease: i64, lost: Arc<AtomicBool>) {
+/// Renews the lease every second for as long as the lock is held, through
+/// one member at a time. A keepalive stream dies with its connection (the
+/// member it went to may be the one being restarted) or stalls with it (a
+/// frozen member), so a failed renewal opens a new stream through the next
+/// member on the next round; only a lease etcd reports gone, or no renewal
+/// for a whole TTL, marks the lock lost.
+async fn keep_alive(endpoints: Vec<String>, lease: i64, lost: Arc<AtomicBool>) {
+    let mut next = 0;
     let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
     let mut stream = None;
     let mut renewed = Instant::now();
@@ -392,7 +397,11 @@ async fn keep_alive(client: Client, lease: i64, lost: Arc<AtomicBool>) {
         // etcd counts the TTL from when it got the renewal: count from when
         // it was sent, never later.
         let sent = Instant::now();
-        let answer = tokio::time::timeout(KEEPALIVE * 2, renew(&client, lease, &mut stream)).await;
+        let endpoint = endpoints
+            .get(next % endpoints.len().max(1))
+            .cloned()
+            .unwrap_or_default();
+        let answer = tokio::time::timeout(KEEPALIVE * 2, renew(&endpoint, lease, &mut stream)).await;
         let failed = match answer {
             Ok(Ok(remaining)) if remaining > 0 => {
                 if warned {
@@ -412,6 +421,7 @@ async fn keep_alive(client: Client, lease: i64, lost: Arc<AtomicBool>) {
         };
         if let Some(error) = failed {
             stream = None;
+            next += 1;
             let failing_for = renewed.elapsed();
             if failing_for >= RENEWAL_WARN_AFTER && !warned {
                 tracing::warn!(%error, ?failing_for, "cannot renew the cluster lock; retrying until its lease would expire");
@@ -431,11 +441,14 @@ async fn keep_alive(client: Client, lease: i64, lost: Arc<AtomicBool>) {
 /// One renewal through the open keepalive stream (opened first if needed);
 /// the lease's remaining TTL in seconds.
 async fn renew(
-    client: &Client,
+    endpoint: &str,
     lease: i64,
     stream: &mut Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
 ) -> Result<i64, etcd_client::Error> {
     if stream.is_none() {
+        let client = etcd::connect_member(endpoint, "the cluster lock")
+            .await
+            .map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
         *stream = Some(client.clone().lease_keep_alive(lease).await?);
     }
     let Some((keeper, responses)) = stream.as_mut() else {
@@ -492,14 +505,19 @@ impl ClusterLock {
         if self.lost.load(Ordering::SeqCst) {
             return Err(lost("its lease could not be renewed"));
         }
-        match self.client.lease_time_to_live(self.lease, None).await {
+        let lease = self.lease;
+        let answer = etcd::through_any(&self.endpoints, "the cluster lock", |mut client| async move {
+            client.lease_time_to_live(lease, None).await
+        })
+        .await;
+        match answer {
             Ok(answer) if answer.ttl() <= 0 => {
                 self.lost.store(true, Ordering::SeqCst);
                 Err(lost("its lease expired or was revoked"))
             }
             Ok(_) => Ok(()),
             Err(error) => {
-                tracing::debug!(error = %etcd::describe(&error), "cannot ask for the lock's lease; trusting the keepalive");
+                tracing::debug!(%error, "cannot ask for the lock's lease; trusting the keepalive");
                 Ok(())
             }
         }

@@ -45,7 +45,19 @@ pub struct Observation {
     pub leases_in_use: bool,
 }
 
+/// How long one member, or one agent, may take to answer everything an
+/// observation asks it. A frozen member accepts connections and answers
+/// nothing: without a bound of its own, each of its questions would wait
+/// out its own timeout, and every step would see the cluster seconds late.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn agent_status(address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
+    tokio::time::timeout(ANSWER_WITHIN, ask_agent(address))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
+}
+
+async fn ask_agent(address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
     let mut clients = agent_client::connect(address)
         .await
         .map_err(|e| crate::error::chain(&e))?;
@@ -118,20 +130,30 @@ async fn observe_now(
     let mut answer = None;
     let mut last_error = None;
     for endpoint in &endpoints {
-        match etcd::connect_member(endpoint, "the member list").await {
-            Ok(mut client) => match client.member_list().await {
-                Ok(list) => {
-                    answer = Some((client, list, endpoint.clone()));
-                    break;
-                }
-                Err(e) => {
-                    last_error = Some(EtcdError {
-                        endpoints: endpoint.clone(),
-                        what: "the member list",
-                        reason: etcd::describe(&e),
-                    });
-                }
-            },
+        let asked = tokio::time::timeout(ANSWER_WITHIN, async {
+            let mut client = etcd::connect_member(endpoint, "the member list").await?;
+            match client.member_list().await {
+                Ok(list) => Ok((client, list)),
+                Err(e) => Err(EtcdError {
+                    endpoints: endpoint.clone(),
+                    what: "the member list",
+                    reason: etcd::describe(&e),
+                }),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(EtcdError {
+                endpoints: endpoint.clone(),
+                what: "the member list",
+                reason: format!("no answer within {ANSWER_WITHIN:?}"),
+            })
+        });
+        match asked {
+            Ok((client, list)) => {
+                answer = Some((client, list, endpoint.clone()));
+                break;
+            }
             Err(error) => last_error = Some(error),
         }
     }
@@ -146,7 +168,19 @@ async fn observe_now(
 
     let members: Vec<ObservedMember> = join_all(list.members().iter().map(|member| {
         let http = http.clone();
-        async move { observe_member(member, http.as_ref()).await }
+        async move {
+            match tokio::time::timeout(ANSWER_WITHIN, observe_member(member, http.as_ref())).await {
+                Ok(observed) => observed,
+                Err(_) => ObservedMember {
+                    name: member.name().to_owned(),
+                    id: member.id(),
+                    is_learner: member.is_learner(),
+                    client_url: member.client_urls().first().cloned().unwrap_or_default(),
+                    health_error: format!("no answer within {ANSWER_WITHIN:?}"),
+                    ..ObservedMember::default()
+                },
+            }
+        }
     }))
     .await;
 

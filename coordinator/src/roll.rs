@@ -37,8 +37,9 @@ const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// The label the pre-change snapshot of the last change is pinned under on
 /// its agent.
 pub const PRE_CHANGE_PIN: &str = "last-change";
-/// How often leadership may move away from one member before its step
-/// counts as failed (it keeps coming back: something elects it).
+/// How many times leadership may move away from one member in one step;
+/// when it has come back that often, the step fails (something keeps
+/// electing it).
 const MAX_LEADER_MOVES: u32 = 3;
 /// How long the cluster version may take to follow the last member.
 const CLUSTER_VERSION_TIMEOUT: Duration = Duration::from_secs(90);
@@ -1018,7 +1019,7 @@ impl Roll<'_> {
                 Box::pin(self.move_leader(&observed, &leader, &to, to_id)).await?;
                 if let Some((_, _, _, moves)) = &mut step_began {
                     *moves += 1;
-                    if *moves > MAX_LEADER_MOVES {
+                    if *moves >= MAX_LEADER_MOVES {
                         return Err(failure(
                             Some(&leader),
                             "move-leader",

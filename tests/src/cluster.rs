@@ -50,6 +50,7 @@ pub struct ClusterBuilder {
     mutual_tls: bool,
     etcd_tls: bool,
     member_auth: Option<(String, String)>,
+    state_on_tmpfs: Vec<(usize, String)>,
 }
 
 impl ClusterBuilder {
@@ -69,7 +70,17 @@ impl ClusterBuilder {
             mutual_tls: true,
             etcd_tls: false,
             member_auth: None,
+            state_on_tmpfs: Vec::new(),
         }
+    }
+
+    /// Puts member `i`'s agent state dir on a tmpfs of `size` ("300m") of
+    /// its own, so a scenario can fill it (see [`Cluster::state_mount`]).
+    /// Needs root.
+    #[must_use]
+    pub fn state_dir_on_tmpfs(mut self, i: usize, size: &str) -> Self {
+        self.state_on_tmpfs.push((i, size.to_owned()));
+        self
     }
 
     /// Sets a `[supervision]` key of every agent (value as TOML).
@@ -212,11 +223,17 @@ impl ClusterBuilder {
             std::fs::write(&member.config_path, config)
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", member.config_path.display()));
         }
+        let mounts = self
+            .state_on_tmpfs
+            .iter()
+            .map(|(i, size)| (*i, crate::mounts::Tmpfs::mount(&members[*i].state_dir, size, false)))
+            .collect();
         let mut cluster = Cluster {
             dir: Some(dir),
             pki,
             members,
             release: self.release,
+            mounts,
             _leases: leases,
         };
         for i in 0..cluster.members.len() {
@@ -361,6 +378,8 @@ pub struct Cluster {
     /// The members, in order.
     pub members: Vec<Member>,
     release: Release,
+    /// State dirs on file systems of their own, by member.
+    mounts: Vec<(usize, crate::mounts::Tmpfs)>,
     _leases: Vec<PortLease>,
 }
 
@@ -748,6 +767,19 @@ impl Cluster {
         )
     }
 
+    /// Member `i`'s state dir mount, when the builder put it on a tmpfs.
+    #[must_use]
+    pub fn state_mount(&self, i: usize) -> Option<&crate::mounts::Tmpfs> {
+        self.mounts.iter().find(|(m, _)| *m == i).map(|(_, mount)| mount)
+    }
+
+    /// The pid of member `i`'s agent process (from its command line, so
+    /// it works from a synchronous event hook too).
+    #[must_use]
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        crate::faults::pid_mentioning(&self.members[i].config_path)
+    }
+
     /// Stops everything and removes the dir.
     pub fn cleanup(mut self) {
         self.kill_everything();
@@ -762,6 +794,8 @@ impl Cluster {
         }
         let dir = self.dir().to_path_buf();
         kill_processes_mentioning(&dir);
+        // Unmounted once nothing runs on them.
+        self.mounts.clear();
     }
 }
 

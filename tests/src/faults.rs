@@ -156,6 +156,29 @@ pub fn event_name(event: &Event) -> String {
         .unwrap_or_default()
 }
 
+/// The pid of the one live process whose command line names `path`
+/// (etcd names its data dir, an agent its config file); read from
+/// `/proc`, so a synchronous event hook can use it.
+#[must_use]
+pub fn pid_mentioning(path: &std::path::Path) -> Option<u32> {
+    steward_coordinator::local::process::mentioning(path)
+        .first()
+        .map(|found| found.id.pid)
+}
+
+/// The pid of member `i`'s etcd now, from `/proc` (synchronous).
+#[must_use]
+pub fn etcd_pid_now(cluster: &Cluster, i: usize) -> Option<u32> {
+    pid_mentioning(&cluster.members[i].data_dir)
+}
+
+/// SIGKILLs `pid` (no-op when it is gone).
+pub fn kill_now(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
 /// The etcd pid member `i`'s agent reports.
 ///
 /// # Panics
@@ -217,7 +240,7 @@ pub async fn member_ids(cluster: &Cluster) -> Vec<u64> {
 pub async fn hash_kv(cluster: &Cluster) -> Vec<(String, u32)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match try_hash_kv(cluster).await {
+        match Box::pin(try_hash_kv(cluster)).await {
             Ok(hashes) => return hashes,
             Err(error) => {
                 assert!(Instant::now() < deadline, "HashKV: {error}; {}", cluster.logs_hint());

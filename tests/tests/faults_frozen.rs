@@ -1,15 +1,17 @@
-//! A member frozen (SIGSTOP) in the middle of a roll: steward never takes
-//! another member down while one is frozen, waits (saying for what) until
-//! it thaws, then finishes; no acknowledged write is lost, HashKV agrees,
-//! the member list is unchanged, and steward's own steps stall writes for
-//! less than a second.
+//! A member frozen (SIGSTOP) at each point of a 3.4 -> 3.5 roll and
+//! thawed 20 s later: steward never takes another member down while one
+//! is frozen, waits (saying for what) until it thaws, then finishes; no
+//! acknowledged write is lost, HashKV agrees, the member list is
+//! unchanged, and steward's own steps stall writes for less than a second.
 //!
-//! Both runs freeze the leader right after the first member is done:
-//! - the leader is the middle member by name, so the frozen member is
-//!   the next one in the plan's order;
-//! - the leader is the last member by name, so after the election the
-//!   member next in order is likely the new leader.
+//! The points: before the roll (preflight refuses; a rerun after the thaw
+//! finishes), before the first member (a follower), right after the first
+//! member (the leader: once the middle member by name, once the last, so
+//! that after the election the member next in order is likely the new
+//! leader), after the second member (the member just changed), and
+//! during the leader's move (the new leader, right after it took over).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ use steward_coordinator::plan::Direction;
 use steward_coordinator::roll::{self, Outcome, RollOptions};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::faults::{self, SharedFreeze, Timeline};
-use steward_tests::{ClusterBuilder, Writer, lost_writes, newest};
+use steward_tests::{Cluster, ClusterBuilder, Writer, lost_writes, newest};
 
 /// How long the member stays frozen.
 const FROZEN_FOR: Duration = Duration::from_secs(20);
@@ -27,43 +29,78 @@ const FROZEN_FOR: Duration = Duration::from_secs(20);
 /// restart or one leader move, never a lost quorum).
 const STALL_BOUND: Duration = Duration::from_secs(1);
 
-async fn leader_frozen_after_the_first_member(leader: usize) {
+/// Which member to freeze when the event comes.
+#[derive(Clone, Copy, Debug)]
+enum Pick {
+    /// This one.
+    Member(usize),
+    /// The member the event names (`member`).
+    Named,
+    /// The member leadership moved to (`leader_moved.to`).
+    NewLeader,
+}
+
+fn index_of(name: &str) -> usize {
+    name.trim_start_matches('m').parse().expect("member names are m<index>")
+}
+
+fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
+    cluster
+        .members
+        .iter()
+        .map(|m| m.agent_addr.parse().expect("agent address"))
+        .collect()
+}
+
+/// Rolls 3.4 -> 3.5 under a writer, freezing a member at the `nth` event
+/// called `on`, and checks everything the scenarios promise.
+async fn frozen_at(leader: usize, on: &'static str, nth: usize, pick: Pick) {
     let old = newest(3, 4);
     let new = newest(3, 5);
     let cluster = ClusterBuilder::new(3, old.clone()).start().await;
     faults::move_leader_to(&cluster, leader).await;
     let ids_before = faults::member_ids(&cluster).await;
-    let leader_pid = faults::etcd_pid(&cluster, leader).await;
-    let agents: Vec<AgentAddress> = cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.parse().expect("agent address"))
-        .collect();
+    let data_dirs: Vec<PathBuf> = cluster.members.iter().map(|m| m.data_dir.clone()).collect();
 
     let writer = Writer::start(cluster.all_client_urls(), "frozen/").await;
     writer.wait_for_more(20, Duration::from_secs(30)).await;
-    let freeze: Arc<Mutex<Option<SharedFreeze>>> = Arc::default();
+    let freeze: Arc<Mutex<Option<(String, SharedFreeze)>>> = Arc::default();
     let slot = Arc::clone(&freeze);
+    let mut seen = 0;
     let mut timeline = Timeline::with_hook(move |event| {
-        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if matches!(event, Event::MemberDone { .. }) && slot.is_none() {
-            *slot = Some(faults::freeze_for(leader_pid, FROZEN_FOR));
+        if faults::event_name(event) != on {
+            return;
         }
+        seen += 1;
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen != nth || slot.is_some() {
+            return;
+        }
+        let target = match (pick, event) {
+            (Pick::Member(i), _) => i,
+            (Pick::Named, Event::MemberDone { member, .. } | Event::MemberStarted { member, .. }) => index_of(member),
+            (Pick::NewLeader, Event::LeaderMoved { to, .. }) => index_of(to),
+            _ => panic!("{on} names no member to freeze"),
+        };
+        let pid = steward_coordinator::local::process::mentioning(&data_dirs[target])
+            .first()
+            .map(|f| f.id.pid)
+            .expect("the member's etcd runs");
+        *slot = Some((format!("m{target}"), faults::freeze_for(pid, FROZEN_FOR)));
     });
     let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
-    let report = Box::pin(roll::run(agents, options, &mut timeline)).await;
+    let report = Box::pin(roll::run(agents(&cluster), options, &mut timeline)).await;
     let ended = Instant::now();
     writer.wait_for_more(20, Duration::from_secs(30)).await;
     let writes = writer.stop().await;
 
-    let freeze = freeze
+    let (frozen_name, freeze) = freeze
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone()
-        .expect("the leader was frozen after the first member");
+        .unwrap_or_else(|| panic!("no member was frozen at {on} #{nth}"));
     let (frozen_at, thawed_at) = faults::freeze_window(&freeze).expect("frozen");
     let thawed_at = thawed_at.expect("thawed before the roll ended");
-    let frozen_name = cluster.members[leader].name.clone();
 
     // Nothing was taken down while the member was frozen.
     for kind in ["member_started", "activated"] {
@@ -92,7 +129,6 @@ async fn leader_frozen_after_the_first_member(leader: usize) {
             new.version.to_string()
         );
     }
-
     let mut client = cluster.etcd(&[0, 1, 2]).await;
     let lost = lost_writes(&mut client, "frozen/", &writes).await;
     assert!(lost.is_empty(), "lost {} acknowledged writes: {lost:?}", lost.len());
@@ -102,12 +138,13 @@ async fn leader_frozen_after_the_first_member(leader: usize) {
         ids_before,
         "the member list is unchanged"
     );
-    // The freeze itself costs one election; from the first write the new
-    // leader took, every stall is steward's.
+    // The freeze itself may cost an election (a frozen leader); from the
+    // first write taken after it, every stall is steward's.
     let recovered = writes.first_ack_after(frozen_at).expect("writes after the freeze");
     let stall = writes.longest_stall_between(recovered, ended);
     eprintln!(
-        "writer: {} acknowledged, {} failed attempts; the freeze stalled writes {:?}; longest stall after it {stall:?}",
+        "writer: {} acknowledged, {} failed attempts; the freeze of {frozen_name} stalled writes {:?}; longest \
+         stall after it {stall:?}",
         writes.acked.len(),
         writes.failures,
         recovered - frozen_at
@@ -118,10 +155,52 @@ async fn leader_frozen_after_the_first_member(leader: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_that_is_next_in_order_is_waited_for() {
-    Box::pin(leader_frozen_after_the_first_member(1)).await;
+    Box::pin(frozen_at(1, "member_done", 1, Pick::Member(1))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_listed_last_is_waited_for_and_the_new_leader_moved_first() {
-    Box::pin(leader_frozen_after_the_first_member(2)).await;
+    Box::pin(frozen_at(2, "member_done", 1, Pick::Member(2))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_frozen_before_the_first_member_is_waited_for() {
+    // Leader m2: m0 changes first.
+    Box::pin(frozen_at(2, "snapshot", 1, Pick::Member(0))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_frozen_right_after_its_change_holds_back_the_leader() {
+    Box::pin(frozen_at(2, "member_done", 2, Pick::Named)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_frozen_right_after_the_move_holds_back_the_old_one() {
+    Box::pin(frozen_at(2, "leader_moved", 1, Pick::NewLeader)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_frozen_before_the_roll_is_refused_and_a_rerun_after_the_thaw_finishes() {
+    let old = newest(3, 4);
+    let new = newest(3, 5);
+    let cluster = ClusterBuilder::new(3, old).start().await;
+    let pid = faults::etcd_pid(&cluster, 1).await;
+    let mut frozen = faults::Frozen::now(pid);
+    let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
+    let mut timeline = Timeline::with_hook(|_| {});
+    let report = Box::pin(roll::run(agents(&cluster), options.clone(), &mut timeline)).await;
+    assert_eq!(report.result, Outcome::Refused, "{report:#?}");
+    let unhealthy = report
+        .checks
+        .iter()
+        .find(|c| c.rule == "cluster-healthy")
+        .expect("the health check");
+    assert!(unhealthy.message.contains("m1"), "{unhealthy:?}");
+    assert!(timeline.named("member_started").is_empty());
+    frozen.thaw();
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let report = Box::pin(roll::run(agents(&cluster), options, &mut timeline)).await;
+    assert_eq!(report.result, Outcome::Succeeded, "{report:#?}");
+    faults::assert_hash_kv_agrees(&cluster).await;
+    cluster.cleanup();
 }
