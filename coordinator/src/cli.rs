@@ -558,10 +558,16 @@ pub enum AgentCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Switch the member to a staged version; the agent reverts on failure.
+    /// Switch the member to a staged version; the agent reverts on failure. Refused (quorum-safety)
+    /// when the other members might not carry quorum without it; a leader hands leadership over first.
     Activate {
         #[command(flatten)]
         target: AgentTarget,
+        /// Take the member down even when the others might not carry quorum without it (the
+        /// quorum-safety check is skipped).
+        #[arg(long)]
+        force: bool,
+
         /// The staged version to switch to, e.g. 3.5.16.
         #[arg(long, value_name = "VERSION", value_parser = parse_version)]
         to: EtcdVersion,
@@ -572,10 +578,15 @@ pub enum AgentCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Switch the member back to the version active before the last activate.
+    /// Switch the member back to the version active before the last activate (checked like activate).
     Rollback {
         #[command(flatten)]
         target: AgentTarget,
+        /// Take the member down even when the others might not carry quorum without it (the
+        /// quorum-safety check is skipped).
+        #[arg(long)]
+        force: bool,
+
         /// How long the agent waits for the member to be healthy before reverting, e.g. 60s
         /// [default: the agent's activate_timeout].
         #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
@@ -590,17 +601,28 @@ pub enum AgentCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Stop etcd gracefully (SIGTERM, grace period, SIGKILL); the agent keeps running.
+    /// Stop etcd gracefully (SIGTERM, grace period, SIGKILL); the agent keeps running (checked like
+    /// activate).
     Stop {
         #[command(flatten)]
         target: AgentTarget,
+        /// Take the member down even when the others might not carry quorum without it (the
+        /// quorum-safety check is skipped).
+        #[arg(long)]
+        force: bool,
+
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Stop then start etcd with the active version.
+    /// Stop then start etcd with the active version (checked like activate).
     Restart {
         #[command(flatten)]
         target: AgentTarget,
+        /// Take the member down even when the others might not carry quorum without it (the
+        /// quorum-safety check is skipped).
+        #[arg(long)]
+        force: bool,
+
         #[command(flatten)]
         output: OutputArgs,
     },

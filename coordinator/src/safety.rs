@@ -2,7 +2,8 @@
 //! carry quorum without it.
 //!
 //! Every step that stops a member (a roll's Activate, a rollback's swap,
-//! the rollback of a member that failed its gate) first asks [`clearance`] on an
+//! the rollback of a member that failed its gate, `steward agent
+//! stop|restart|activate|rollback`) first asks [`clearance`] on an
 //! observation taken right before the step, never on the plan's view: a
 //! member can freeze, crash or win an election between two steps. The
 //! answer is one of

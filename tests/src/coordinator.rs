@@ -57,6 +57,14 @@ impl Running {
         }
     }
 
+    /// The next line the coordinator prints (an event, or at the end the
+    /// report), or `None` once it has ended or printed nothing for two
+    /// minutes.
+    #[must_use]
+    pub fn next(&self) -> Option<serde_json::Value> {
+        self.events.recv_timeout(Duration::from_secs(120)).ok()
+    }
+
     /// Waits for the coordinator to end: its exit status and its final
     /// report (the last line, which is no event).
     ///

@@ -3,6 +3,7 @@
 //! scenarios live in `tests/`.
 
 pub mod binaries;
+pub mod chaos;
 pub mod cluster;
 pub mod coordinator;
 pub mod fake;

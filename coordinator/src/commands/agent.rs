@@ -88,9 +88,11 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             target,
             to,
             timeout,
+            force,
             output,
         } => {
             let mut clients = agent_client::connect(&target.agent).await?;
+            super::take_down::clear(&target.agent, &mut clients, force).await?;
             let request = pb::ActivateRequest {
                 version: to.to_string(),
                 timeout: timeout.map(wire_duration),
@@ -103,9 +105,11 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
         AgentCommand::Rollback {
             target,
             timeout,
+            force,
             output,
         } => {
             let mut clients = agent_client::connect(&target.agent).await?;
+            super::take_down::clear(&target.agent, &mut clients, force).await?;
             let request = pb::RollbackRequest {
                 timeout: timeout.map(wire_duration),
                 fencing_token: 0,
@@ -119,13 +123,15 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             let response = call(&target.agent, "Start", clients.agent.start(pb::StartRequest::default())).await?;
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
-        AgentCommand::Stop { target, output } => {
+        AgentCommand::Stop { target, force, output } => {
             let mut clients = agent_client::connect(&target.agent).await?;
+            super::take_down::clear(&target.agent, &mut clients, force).await?;
             let response = call(&target.agent, "Stop", clients.agent.stop(pb::StopRequest::default())).await?;
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
-        AgentCommand::Restart { target, output } => {
+        AgentCommand::Restart { target, force, output } => {
             let mut clients = agent_client::connect(&target.agent).await?;
+            super::take_down::clear(&target.agent, &mut clients, force).await?;
             let response = call(
                 &target.agent,
                 "Restart",

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod local;
 pub mod restore;
 pub mod roll;
+pub mod take_down;
 
 use crate::cli::ClusterArgs;
 use crate::cluster_file::ClusterTarget;
