@@ -946,22 +946,27 @@ impl Roll<'_> {
         let mut clients = agent_client::connect(&address)
             .await
             .map_err(|e| failure(Some(&snapshot.member), "snapshot-pin", crate::error::chain(&e)))?;
-        clients
+        let pinned = clients
             .snapshots
             .pin_snapshot(pb::PinSnapshotRequest {
                 id: snapshot.id.clone(),
                 pin: label.to_owned(),
                 fencing_token: self.token(),
             })
-            .await
-            .map_err(|s| {
-                failure(
-                    Some(&snapshot.member),
-                    "snapshot-pin",
-                    crate::error::CliError::from_status(&address, "PinSnapshot", &s).to_string(),
-                )
-            })?;
-        Ok(())
+            .await;
+        match pinned {
+            Ok(_) => Ok(()),
+            // An agent older than pins: the change goes on, the operator is told.
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::warn!(agent = %address, id = %snapshot.id, "the agent cannot pin snapshots (older than this steward); retention may remove the backup of this change");
+                Ok(())
+            }
+            Err(status) => Err(failure(
+                Some(&snapshot.member),
+                "snapshot-pin",
+                crate::error::CliError::from_status(&address, "PinSnapshot", &status).to_string(),
+            )),
+        }
     }
 
     /// Changes every member that is not at `target` yet, one at a time:
@@ -1012,21 +1017,21 @@ impl Roll<'_> {
                     continue;
                 };
                 waiting = SafetyWait::default();
+                if let Some((_, _, _, moves)) = &mut step_began {
+                    if *moves >= MAX_LEADER_MOVES {
+                        return Err(failure(
+                            Some(&leader),
+                            "move-leader",
+                            format!("leadership came back to {leader} after {MAX_LEADER_MOVES} moves"),
+                        ));
+                    }
+                    *moves += 1;
+                }
                 self.ensure_lock().await?;
                 if let Some(probe) = &self.probe {
                     probe.enter(&leader);
                 }
                 Box::pin(self.move_leader(&observed, &leader, &to, to_id)).await?;
-                if let Some((_, _, _, moves)) = &mut step_began {
-                    *moves += 1;
-                    if *moves >= MAX_LEADER_MOVES {
-                        return Err(failure(
-                            Some(&leader),
-                            "move-leader",
-                            format!("leadership came back to {leader} {MAX_LEADER_MOVES} times"),
-                        ));
-                    }
-                }
                 // Observe again: the member is changed only once a fresh
                 // observation clears it.
                 continue;

@@ -436,6 +436,34 @@ pub fn steward_command() -> Command {
     command
 }
 
+/// Runs `steward <args>` as a test runs it (see [`steward_command`]) and
+/// waits for it.
+///
+/// # Panics
+/// When it cannot be started.
+#[must_use]
+pub fn steward(args: &[&str]) -> std::process::Output {
+    steward_command()
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run steward {args:?}: {e}"))
+}
+
+/// The JSON a successful `steward ... -w json` printed.
+///
+/// # Panics
+/// When it did not exit 0 (stderr is shown) or printed no JSON.
+#[must_use]
+pub fn json_of(output: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("no JSON on stdout: {e}"))
+}
+
 /// The steward-agent binary under test: `STEWARD_AGENT_BIN`, or next to the
 /// test executable's `deps/` dir in cargo's target dir.
 #[must_use]
@@ -478,6 +506,18 @@ impl Cluster {
             .map(|m| m.agent_addr.clone())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Every agent's address, for the in-process coordinator.
+    ///
+    /// # Panics
+    /// When an address does not parse (the harness made them).
+    #[must_use]
+    pub fn agent_addresses(&self) -> Vec<steward_coordinator::agent_client::AgentAddress> {
+        self.members
+            .iter()
+            .map(|m| m.agent_addr.parse().expect("the harness's agent address"))
+            .collect()
     }
 
     /// The cluster's dir (kept when a test panics).

@@ -54,6 +54,18 @@ impl Frozen {
     pub const fn thawed(&self) -> Option<Instant> {
         self.thawed
     }
+
+    /// Whether it is frozen now: not thawed, and the process still exists
+    /// (an agent activating a frozen member SIGKILLs it after its grace
+    /// period and starts a new, unfrozen one).
+    #[must_use]
+    pub fn is_frozen(&self) -> bool {
+        let alive = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with(['Z', 'X'])))
+            .unwrap_or(false);
+        self.thawed.is_none() && alive
+    }
 }
 
 impl Drop for Frozen {

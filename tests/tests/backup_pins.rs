@@ -5,25 +5,9 @@
 //! snapshot out of retention; `steward backups` shows the pin, and
 //! `rollback --to-snapshot` still finds its snapshot.
 
-use std::process::Output;
-
-use steward_tests::cluster::steward_command;
+use steward_tests::cluster::{json_of as json, steward};
 use steward_tests::mounts::Tmpfs;
 use steward_tests::{ClusterBuilder, newest};
-
-fn steward(args: &[&str]) -> Output {
-    steward_command().args(args).output().expect("run steward")
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
-}
 
 /// The snapshots `steward backups` lists, as (id, pin).
 fn listed(agents: &str) -> Vec<(String, String)> {
@@ -101,7 +85,7 @@ async fn failed_and_later_backups_never_evict_the_snapshot_of_the_last_change() 
 
     // Six good backups on the same agent: retention (5) counts only them.
     for _ in 0..6 {
-        json(&steward(&[
+        let _ = json(&steward(&[
             "backup", "--agents", &agents, "--member", &member, "-w", "json",
         ]));
     }

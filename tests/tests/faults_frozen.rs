@@ -15,13 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use steward_coordinator::agent_client::AgentAddress;
 use steward_coordinator::events::Event;
 use steward_coordinator::plan::Direction;
 use steward_coordinator::roll::{self, Outcome, RollOptions};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::faults::{self, SharedFreeze, Timeline};
-use steward_tests::{Cluster, ClusterBuilder, Writer, lost_writes, newest};
+use steward_tests::{ClusterBuilder, Writer, lost_writes, newest};
 
 /// How long the member stays frozen.
 const FROZEN_FOR: Duration = Duration::from_secs(20);
@@ -42,14 +41,6 @@ enum Pick {
 
 fn index_of(name: &str) -> usize {
     name.trim_start_matches('m').parse().expect("member names are m<index>")
-}
-
-fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
-    cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.parse().expect("agent address"))
-        .collect()
 }
 
 /// Rolls 3.4 -> 3.5 under a writer, freezing a member at the `nth` event
@@ -89,7 +80,7 @@ async fn frozen_at(leader: usize, on: &'static str, nth: usize, pick: Pick) {
         *slot = Some((format!("m{target}"), faults::freeze_for(pid, FROZEN_FOR)));
     });
     let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
-    let report = Box::pin(roll::run(agents(&cluster), options, &mut timeline)).await;
+    let report = Box::pin(roll::run(cluster.agent_addresses(), options, &mut timeline)).await;
     let ended = Instant::now();
     writer.wait_for_more(20, Duration::from_secs(30)).await;
     let writes = writer.stop().await;
@@ -188,7 +179,7 @@ async fn a_member_frozen_before_the_roll_is_refused_and_a_rerun_after_the_thaw_f
     let mut frozen = faults::Frozen::now(pid);
     let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
     let mut timeline = Timeline::with_hook(|_| {});
-    let report = Box::pin(roll::run(agents(&cluster), options.clone(), &mut timeline)).await;
+    let report = Box::pin(roll::run(cluster.agent_addresses(), options.clone(), &mut timeline)).await;
     assert_eq!(report.result, Outcome::Refused, "{report:#?}");
     let unhealthy = report
         .checks
@@ -199,7 +190,7 @@ async fn a_member_frozen_before_the_roll_is_refused_and_a_rerun_after_the_thaw_f
     assert!(timeline.named("member_started").is_empty());
     frozen.thaw();
     cluster.wait_ready(Duration::from_secs(30)).await;
-    let report = Box::pin(roll::run(agents(&cluster), options, &mut timeline)).await;
+    let report = Box::pin(roll::run(cluster.agent_addresses(), options, &mut timeline)).await;
     assert_eq!(report.result, Outcome::Succeeded, "{report:#?}");
     faults::assert_hash_kv_agrees(&cluster).await;
     cluster.cleanup();

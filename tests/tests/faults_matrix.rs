@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use steward_coordinator::agent_client::AgentAddress;
 use steward_coordinator::events::Event;
 use steward_coordinator::plan::Direction;
 use steward_coordinator::roll::{self, Outcome, RollOptions};
@@ -18,21 +17,30 @@ use steward_tests::cluster::steward_command;
 use steward_tests::faults::{self, Timeline};
 use steward_tests::{Cluster, ClusterBuilder, Writer, WriterReport, lost_writes, newest};
 
-fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
-    cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.parse().expect("agent address"))
-        .collect()
-}
-
 fn upgrade_to_newest_3_5() -> RollOptions {
     RollOptions::new(Direction::Upgrade, newest(3, 5).version.clone(), Some(binaries_dir()))
 }
 
+/// The longest write stall these faults and steward's steps may cause
+/// together: a killed or frozen follower costs the writer one 400 ms
+/// attempt, a member restart a few tens of ms; a lost quorum would cost
+/// seconds.
+const STALL_BOUND: Duration = Duration::from_secs(1);
+
 /// Every acknowledged write is there, HashKV agrees, the members are the
-/// same.
+/// same, and no write stalled longer than [`STALL_BOUND`].
 async fn assert_intact(cluster: &Cluster, prefix: &str, writes: &WriterReport, ids_before: &[u64]) {
+    eprintln!(
+        "writer: {} acknowledged, {} failed attempts, longest stall {:?}",
+        writes.acked.len(),
+        writes.failures,
+        writes.longest_stall
+    );
+    assert!(
+        writes.longest_stall < STALL_BOUND,
+        "a write stall of {:?}",
+        writes.longest_stall
+    );
     let mut client = cluster.etcd(&[0, 1, 2]).await;
     let lost = lost_writes(&mut client, prefix, writes).await;
     assert!(lost.is_empty(), "lost {} acknowledged writes: {lost:?}", lost.len());
@@ -65,7 +73,12 @@ async fn an_etcd_killed_during_a_gate_is_waited_for_not_counted_as_success() {
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
     });
-    let report = Box::pin(roll::run(agents(&cluster), upgrade_to_newest_3_5(), &mut timeline)).await;
+    let report = Box::pin(roll::run(
+        cluster.agent_addresses(),
+        upgrade_to_newest_3_5(),
+        &mut timeline,
+    ))
+    .await;
     writer.wait_for_more(20, Duration::from_secs(30)).await;
     let writes = writer.stop().await;
     assert_eq!(
@@ -131,7 +144,12 @@ async fn agent_killed_during_activate(after_etcd_stopped: bool) {
             });
         }
     });
-    let report = Box::pin(roll::run(agents(&cluster), upgrade_to_newest_3_5(), &mut timeline)).await;
+    let report = Box::pin(roll::run(
+        cluster.agent_addresses(),
+        upgrade_to_newest_3_5(),
+        &mut timeline,
+    ))
+    .await;
     assert_eq!(
         report.result,
         Outcome::Failed,
@@ -150,7 +168,12 @@ async fn agent_killed_during_activate(after_etcd_stopped: bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let report = loop {
         let mut timeline = Timeline::with_hook(|_| {});
-        let report = Box::pin(roll::run(agents(&cluster), upgrade_to_newest_3_5(), &mut timeline)).await;
+        let report = Box::pin(roll::run(
+            cluster.agent_addresses(),
+            upgrade_to_newest_3_5(),
+            &mut timeline,
+        ))
+        .await;
         if report.result == Outcome::Succeeded || Instant::now() > deadline {
             break report;
         }
@@ -275,7 +298,7 @@ async fn a_full_state_dir_fails_a_snapshot_and_staging_cleanly_and_changes_nothi
     // Room again: the same commands work.
     std::fs::remove_file(mount.dir().join("filler")).expect("remove the filler");
     let report = Box::pin(roll::run(
-        agents(&cluster),
+        cluster.agent_addresses(),
         upgrade_to_newest_3_5(),
         &mut Timeline::with_hook(|_| {}),
     ))

@@ -9,12 +9,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use etcd_client::{PutOptions, Txn, TxnOp};
-use steward_tests::cluster::steward_command;
+use steward_tests::cluster::steward;
 use steward_tests::{ClusterBuilder, coordinator, newest};
-
-fn steward(args: &[&str]) -> Output {
-    steward_command().args(args).output().expect("run steward")
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -143,40 +139,19 @@ async fn a_normal_roll_warns_about_nothing_and_missing_binaries_name_their_direc
     let agents = cluster.agents_arg();
     let to = newest(3, 5).version.to_string();
 
-    let missing = cluster.dir().join("no-binaries-here");
-    let refused = steward(&[
-        "upgrade",
-        "--agents",
-        &agents,
-        "--to",
-        &to,
-        "--binaries",
-        &missing.display().to_string(),
-    ]);
-    let text = stderr(&refused);
-    assert_eq!(refused.status.code(), Some(3), "{text}");
-    assert!(
-        text.contains(&format!("in {} (the directory does not exist)", missing.display())),
-        "{text}"
-    );
     let empty = cluster.dir().join("empty-binaries");
     std::fs::create_dir(&empty).expect("an empty dir");
-    let refused = steward(&[
-        "upgrade",
-        "--agents",
-        &agents,
-        "--to",
-        &to,
-        "--binaries",
-        &empty.display().to_string(),
-    ]);
-    let text = stderr(&refused);
-    assert_eq!(refused.status.code(), Some(3), "{text}");
-    assert!(text.contains("binaries-available"), "{text}");
-    assert!(
-        text.contains(&format!("in {} (it holds no such version dir)", empty.display())),
-        "{text}"
-    );
+    for (dir, said) in [
+        (cluster.dir().join("no-binaries-here"), "the directory does not exist"),
+        (empty, "it holds no such version dir"),
+    ] {
+        let dir = dir.display().to_string();
+        let refused = steward(&["upgrade", "--agents", &agents, "--to", &to, "--binaries", &dir]);
+        let text = stderr(&refused);
+        assert_eq!(refused.status.code(), Some(3), "{text}");
+        assert!(text.contains("binaries-available"), "{text}");
+        assert!(text.contains(&format!("in {dir} ({said})")), "{text}");
+    }
 
     let upgrade = steward(&["upgrade", "--agents", &agents, "--to", &to]);
     let text = stderr(&upgrade);

@@ -3,15 +3,9 @@
 //! frozen (exit 3, `quorum-safety`, nothing stopped) unless `--force`,
 //! and a leader hands its leadership over before it restarts.
 
-use std::process::Output;
-
-use steward_tests::cluster::steward_command;
+use steward_tests::cluster::steward;
 use steward_tests::faults::{self, Frozen};
 use steward_tests::{ClusterBuilder, newest};
-
-fn steward(args: &[&str]) -> Output {
-    steward_command().args(args).output().expect("run steward")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_stop_is_refused_while_another_member_is_frozen() {
