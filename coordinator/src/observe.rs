@@ -168,19 +168,7 @@ async fn observe_now(
 
     let members: Vec<ObservedMember> = join_all(list.members().iter().map(|member| {
         let http = http.clone();
-        async move {
-            match tokio::time::timeout(ANSWER_WITHIN, observe_member(member, http.as_ref())).await {
-                Ok(observed) => observed,
-                Err(_) => ObservedMember {
-                    name: member.name().to_owned(),
-                    id: member.id(),
-                    is_learner: member.is_learner(),
-                    client_url: member.client_urls().first().cloned().unwrap_or_default(),
-                    health_error: format!("no answer within {ANSWER_WITHIN:?}"),
-                    ..ObservedMember::default()
-                },
-            }
-        }
+        async move { Box::pin(observe_member(member, http.as_ref())).await }
     }))
     .await;
 
@@ -223,14 +211,30 @@ async fn observe_member(member: &etcd_client::Member, http: Option<&reqwest::Cli
         observed.health_error = "the member has not published a client URL (never started?)".into();
         return observed;
     }
-    let mut client = match etcd::connect_member(&client_url, "Status").await {
-        Ok(client) => client,
-        Err(error) => {
-            observed.health_error = error.reason;
+    // Each question within its own bound: a frozen member is given up on
+    // at its Status, and a member without quorum still reports its Status
+    // (its revision tells a restore what is lost) when its quorum read
+    // cannot be answered.
+    let status = tokio::time::timeout(ANSWER_WITHIN, async {
+        let mut client = etcd::connect_member(&client_url, "Status")
+            .await
+            .map_err(|e| e.reason)?;
+        let status = client.status().await;
+        Ok::<_, String>((client, status))
+    })
+    .await;
+    let (mut client, status) = match status {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(reason)) => {
+            observed.health_error = reason;
+            return observed;
+        }
+        Err(_) => {
+            observed.health_error = format!("Status: no answer within {ANSWER_WITHIN:?}");
             return observed;
         }
     };
-    match client.status().await {
+    match status {
         Ok(status) => {
             observed.version = status.version().parse::<EtcdVersion>().ok();
             observed.is_leader = status.leader() == member.id();
@@ -257,12 +261,16 @@ async fn observe_member(member: &etcd_client::Member, http: Option<&reqwest::Cli
             return observed;
         }
     }
-    match etcd::check_health(&mut client).await {
-        Ok(()) => observed.healthy = true,
-        Err(error) => observed.health_error = error,
+    match tokio::time::timeout(ANSWER_WITHIN, etcd::check_health(&mut client)).await {
+        Ok(Ok(())) => observed.healthy = true,
+        Ok(Err(error)) => observed.health_error = error,
+        Err(_) => observed.health_error = format!("quorum read: no answer within {ANSWER_WITHIN:?}"),
     }
     if let Some(http) = http {
-        observed.cluster_version = etcd::cluster_version(http, &client_url).await;
+        observed.cluster_version = tokio::time::timeout(ANSWER_WITHIN, etcd::cluster_version(http, &client_url))
+            .await
+            .ok()
+            .flatten();
     }
     observed
 }

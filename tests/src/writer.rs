@@ -60,6 +60,25 @@ impl WriterReport {
         self.acked_at.iter().copied().find(|at| *at > moment)
     }
 
+    /// When writes flowed again after a fault at `fault`: the end of the
+    /// first stall (a gap of 300 ms or more) that began within `grace` of
+    /// it, which is the fault's own cost (a frozen leader's election);
+    /// `fault` itself when there was none.
+    #[must_use]
+    pub fn recovered_after(&self, fault: Instant, grace: Duration) -> Instant {
+        let mut last = fault;
+        for at in self.acked_at.iter().copied().filter(|at| *at > fault) {
+            if last > fault + grace {
+                break;
+            }
+            if at - last >= Duration::from_millis(300) {
+                return at;
+            }
+            last = at;
+        }
+        fault
+    }
+
     /// The last acknowledgement.
     #[must_use]
     pub fn last_ack(&self) -> Option<Instant> {
@@ -215,5 +234,13 @@ mod tests {
         );
         assert_eq!(report.first_ack_after(at(20)), Some(at(2000)));
         assert_eq!(report.last_ack(), Some(at(2300)));
+        // A fault at 15 ms: writes acknowledged in flight, then the stall.
+        assert_eq!(report.recovered_after(at(15), Duration::from_secs(1)), at(2000));
+        // A fault long before any stall: no stall of its own.
+        let steady = WriterReport {
+            acked_at: (0..100).map(|i| at(i * 10)).collect(),
+            ..WriterReport::default()
+        };
+        assert_eq!(steady.recovered_after(at(5), Duration::from_secs(1)), at(5));
     }
 }

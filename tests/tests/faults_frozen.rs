@@ -131,7 +131,7 @@ async fn frozen_at(leader: usize, on: &'static str, nth: usize, pick: Pick) {
     );
     // The freeze itself may cost an election (a frozen leader); from the
     // first write taken after it, every stall is steward's.
-    let recovered = writes.first_ack_after(frozen_at).expect("writes after the freeze");
+    let recovered = writes.recovered_after(frozen_at, Duration::from_secs(1));
     let stall = writes.longest_stall_between(recovered, ended);
     eprintln!(
         "writer: {} acknowledged, {} failed attempts; the freeze of {frozen_name} stalled writes {:?}; longest \
