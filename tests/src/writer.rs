@@ -53,13 +53,6 @@ impl WriterReport {
         longest.max(to.saturating_duration_since(last))
     }
 
-    /// The first acknowledgement after `moment` (the cluster serving
-    /// writes again after a fault), if any.
-    #[must_use]
-    pub fn first_ack_after(&self, moment: Instant) -> Option<Instant> {
-        self.acked_at.iter().copied().find(|at| *at > moment)
-    }
-
     /// When writes flowed again after a fault at `fault`: the end of the
     /// first stall (a gap of 300 ms or more) that began within `grace` of
     /// it, which is the fault's own cost (a frozen leader's election);
@@ -77,12 +70,6 @@ impl WriterReport {
             last = at;
         }
         fault
-    }
-
-    /// The last acknowledgement.
-    #[must_use]
-    pub fn last_ack(&self) -> Option<Instant> {
-        self.acked_at.last().copied()
     }
 }
 
@@ -232,8 +219,6 @@ mod tests {
             report.longest_stall_between(at(2000), at(2400)),
             Duration::from_millis(290)
         );
-        assert_eq!(report.first_ack_after(at(20)), Some(at(2000)));
-        assert_eq!(report.last_ack(), Some(at(2300)));
         // A fault at 15 ms: writes acknowledged in flight, then the stall.
         assert_eq!(report.recovered_after(at(15), Duration::from_secs(1)), at(2000));
         // A fault long before any stall: no stall of its own.
