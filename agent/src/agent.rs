@@ -424,6 +424,12 @@ impl Agent {
         self.supervisor.status()
     }
 
+    /// The supervisor task's proof of life, for the systemd watchdog.
+    #[must_use]
+    pub fn supervisor_heartbeat(&self) -> crate::watchdog::Heartbeat {
+        self.supervisor.heartbeat()
+    }
+
     /// The config.
     #[must_use]
     pub const fn config(&self) -> &Config {
@@ -777,6 +783,17 @@ impl Agent {
                 Err(error)
             }
         }
+    }
+
+    /// Stops etcd (SIGTERM, the grace period, SIGKILL) because the host
+    /// shuts down, once the API no longer serves. Unlike [`Agent::stop_member`]
+    /// nothing is recorded: the member was not stopped by anyone, and the
+    /// agent starts etcd again when the host boots.
+    pub async fn stop_etcd_for_host_shutdown(&self) -> Result<(), AgentError> {
+        if self.supervisor.status().record.is_none() {
+            return Ok(());
+        }
+        self.supervisor.stop().await
     }
 
     /// Stops etcd.

@@ -363,6 +363,33 @@ impl Config {
     }
 }
 
+/// Checks a member URL as etcd does when it starts (`types.NewURLs`):
+/// `http://` or `https://`, then `host:port` (an IPv6 host in brackets), and
+/// no path, not even `/`.
+fn check_url(url: &str) -> Result<(), String> {
+    let Some(authority) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return Err(format!("{url:?} must start with http:// or https://"));
+    };
+    if authority.contains('/') {
+        return Err(format!(
+            "{url:?} must not have a path (etcd refuses one, even a lone '/')"
+        ));
+    }
+    let port = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
+        None => authority
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.contains(':'))
+            .map(|(_, port)| port),
+    };
+    match port.map(str::parse::<u16>) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(format!(
+            "{url:?} must name host and port (http://HOST:PORT, an IPv6 address in brackets)"
+        )),
+    }
+}
+
 impl MemberSpec {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, reason: String| ConfigError::Invalid {
@@ -405,10 +432,14 @@ impl MemberSpec {
                 return Err(invalid(field, "must list at least one URL".into()));
             }
             for url in urls {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(invalid(field, format!("{url:?} must start with http:// or https://")));
-                }
+                check_url(url).map_err(|reason| invalid(field, reason))?;
             }
+        }
+        for entry in self.initial_cluster.split(',') {
+            let Some((_, url)) = entry.split_once('=') else {
+                return Err(invalid("initial_cluster", format!("{entry:?} must look like NAME=URL")));
+            };
+            check_url(url).map_err(|reason| invalid("initial_cluster", reason))?;
         }
         if !self
             .initial_cluster
@@ -427,19 +458,7 @@ impl MemberSpec {
             ));
         }
         for (i, flag) in self.extra_flags.iter().enumerate() {
-            if !flag.starts_with("--") || flag.len() < 3 {
-                return Err(invalid(
-                    &format!("extra_flags[{i}]"),
-                    format!("{flag:?} must look like --flag or --flag=value"),
-                ));
-            }
-            let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
-            if crate::flags::MANAGED_FLAGS.contains(&name) {
-                return Err(invalid(
-                    &format!("extra_flags[{i}]"),
-                    format!("{name} is set by its own member field, not by extra_flags"),
-                ));
-            }
+            crate::flags::check_extra_flag(flag).map_err(|reason| invalid(&format!("extra_flags[{i}]"), reason))?;
         }
         Ok(())
     }
@@ -540,6 +559,49 @@ mod tests {
     }
 
     #[test]
+    fn member_urls_are_checked_as_etcd_checks_them() {
+        for good in [
+            "http://127.0.0.1:2379",
+            "https://etcd-1.example.com:2379",
+            "http://[::1]:2379",
+            "http://0.0.0.0:2380",
+        ] {
+            assert_eq!(check_url(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("127.0.0.1:2379", "must start with http"),
+            ("unix://x", "must start with http"),
+            ("http://127.0.0.1:2379/", "must not have a path"),
+            ("http://127.0.0.1", "host and port"),
+            ("http://127.0.0.1:port", "host and port"),
+            ("http://127.0.0.1:99999", "host and port"),
+            ("http://::1:2379", "host and port"),
+            ("http://[::1]", "host and port"),
+        ] {
+            let err = check_url(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+
+        let bad = MINIMAL.replace("m1=http://127.0.0.1:2380", "m1=http://127.0.0.1:2380,m2");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("member.initial_cluster") && err.contains("NAME=URL"),
+            "{err}"
+        );
+        let bad = MINIMAL.replace("m1=http://127.0.0.1:2380", "m1=http://127.0.0.1:2380,m2=http://h");
+        assert!(parse(&bad).unwrap_err().to_string().contains("host and port"));
+        let bad = MINIMAL.replace(
+            "listen_client_urls = [\"http://127.0.0.1:2379\"]",
+            "listen_client_urls = [\"http://127.0.0.1:2379/\"]",
+        );
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("member.listen_client_urls") && err.contains("path"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_field_is_refused() {
         let err = parse(&format!("{MINIMAL}\nbogus = 1")).unwrap_err();
         assert!(err.to_string().contains("test.toml"), "{err}");
@@ -570,6 +632,16 @@ mod tests {
             "extra_flags = [\"-x\"]\n        initial_cluster = ",
         );
         assert!(parse(&bad).unwrap_err().to_string().contains("extra_flags[0]"));
+
+        let bad = MINIMAL.replace(
+            "initial_cluster = ",
+            "extra_flags = [\"--config-file=/etc/etcd.yaml\"]\n        initial_cluster = ",
+        );
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("member.extra_flags[0]") && err.contains("--config-file is refused"),
+            "{err}"
+        );
 
         let bad = MINIMAL.replace(
             "initial_cluster = ",

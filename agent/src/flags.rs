@@ -99,6 +99,30 @@ pub const MANAGED_FLAGS: &[&str] = &[
     "--peer-client-cert-auth",
 ];
 
+/// Flags `extra_flags` may not hold at all, with the reason.
+pub const REFUSED_FLAGS: &[(&str, &str)] = &[(
+    "--config-file",
+    "etcd ignores every other command-line flag when it is given a config file, so the member spec and the version \
+     rules would not apply; write the settings as member fields and extra_flags instead",
+)];
+
+/// Checks one `extra_flags` entry: `--flag` or `--flag=value`, not a flag
+/// the member spec sets itself ([`MANAGED_FLAGS`]), not one of
+/// [`REFUSED_FLAGS`]. The error says why.
+pub fn check_extra_flag(flag: &str) -> Result<(), String> {
+    if !flag.starts_with("--") || flag.len() < 3 {
+        return Err(format!("{flag:?} must look like --flag or --flag=value"));
+    }
+    let name = flag.split_once('=').map_or(flag, |(name, _)| name);
+    if MANAGED_FLAGS.contains(&name) {
+        return Err(format!("{name} is set by its own member field, not by extra_flags"));
+    }
+    if let Some((_, reason)) = REFUSED_FLAGS.iter().find(|(refused, _)| *refused == name) {
+        return Err(format!("{name} is refused: {reason}"));
+    }
+    Ok(())
+}
+
 /// Flags of etcd 3.5 that 3.4 does not have (the 3.5 -> 3.4 downgrade guide,
 /// diffed on 3.5.14 and 3.4.33).
 const FLAGS_NOT_IN_3_4: &[&str] = &[
@@ -839,6 +863,29 @@ mod tests {
         let r = render(&spec(&[]), &v("3.4.33"), Some(&v("3.4.23"))).unwrap();
         assert!(!has(&r, "--next-cluster-version-compatible"));
         assert!(r.changes.is_empty());
+    }
+
+    #[test]
+    fn extra_flags_may_not_hand_etcd_a_config_file() {
+        for flag in ["--config-file=/etc/etcd/etcd.yaml", "--config-file"] {
+            let err = check_extra_flag(flag).unwrap_err();
+            assert!(err.contains("--config-file is refused"), "{err}");
+            assert!(err.contains("ignores every other command-line flag"), "{err}");
+        }
+        // Only the exact name: other flags with the same start are fine.
+        assert!(check_extra_flag("--config-file-x=1").is_ok());
+        assert!(check_extra_flag("--snapshot-count=10000").is_ok());
+        assert!(
+            check_extra_flag("--data-dir=/x")
+                .unwrap_err()
+                .contains("own member field")
+        );
+        assert!(
+            check_extra_flag("-config-file=/x")
+                .unwrap_err()
+                .contains("must look like")
+        );
+        assert!(check_extra_flag("--").unwrap_err().contains("must look like"));
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variables that belong to the agent's own systemd unit and must
 /// not leak into etcd: etcd would otherwise notify systemd on the agent's
-/// behalf or try to take over its sockets.
+/// behalf (and a watchdog meant for the agent would wait for etcd's pings)
+/// or try to take over its sockets. `JOURNAL_STREAM` names the agent's
+/// stderr; etcd's goes to its log file.
 const SCRUBBED_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_PID",
@@ -24,6 +26,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
+    "JOURNAL_STREAM",
 ];
 
 /// What identifies the etcd process the agent owns; persisted in the state.
@@ -35,6 +38,14 @@ pub struct ProcessRecord {
     pub start_ticks: u64,
     /// The executable etcd was started from.
     pub executable: PathBuf,
+    /// That file's identity (device and inode, read through
+    /// `/proc/<pid>/exe` right after the start). An agent started again in
+    /// another mount namespace (every start of a sandboxed systemd unit
+    /// makes a new one) reads another path from `/proc/<pid>/exe` for the
+    /// same file; the identity still matches. Absent in records of earlier
+    /// agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_file: Option<FileId>,
     /// The arguments (without argv[0]).
     pub args: Vec<String>,
     /// The version the executable reported when it was staged.
@@ -48,6 +59,28 @@ impl ProcessRecord {
     #[must_use]
     pub fn started_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(u64::try_from(self.started_at_ms).unwrap_or(0))
+    }
+}
+
+/// A file's identity on this host: its device and inode numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file `path` names (following links, the
+    /// `/proc/<pid>/exe` magic link included).
+    #[must_use]
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| Self {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
     }
 }
 
@@ -74,16 +107,32 @@ pub fn liveness(record: &ProcessRecord) -> Liveness {
     if stat.state == 'Z' || stat.state == 'X' {
         return Liveness::Gone;
     }
-    match std::fs::read_link(format!("/proc/{}/exe", record.pid)) {
+    let link = PathBuf::from(format!("/proc/{}/exe", record.pid));
+    match std::fs::read_link(&link) {
         // An executable unlinked while running reads "<path> (deleted)"; it
         // is still the same process (start time matched).
         Ok(exe) if exe == record.executable || exe.as_os_str() == deleted(&record.executable).as_os_str() => {
             Liveness::Alive
         }
+        // Read from another mount namespace than the one etcd was started
+        // in, the path is relative to a mount this agent does not see; the
+        // file is the same.
+        Ok(_) if same_executable(record, &link) => Liveness::Alive,
         Ok(_) => Liveness::Reused,
         // The process may have exited between the two reads.
         Err(_) => Liveness::Gone,
     }
+}
+
+/// True when the running executable is the recorded file: by the identity
+/// recorded at the start, or (records of earlier agents) the file now at
+/// the recorded path.
+fn same_executable(record: &ProcessRecord, link: &Path) -> bool {
+    let Some(running) = FileId::of(link) else {
+        return false;
+    };
+    let recorded = record.executable_file.or_else(|| FileId::of(&record.executable));
+    recorded == Some(running)
 }
 
 fn deleted(path: &Path) -> std::ffi::OsString {
@@ -127,20 +176,7 @@ pub struct Launch {
 /// the log file. Output goes to a file rather than a pipe so etcd survives
 /// the agent: a write to a pipe whose reader died would kill it (SIGPIPE).
 pub fn spawn(launch: &Launch) -> std::io::Result<(tokio::process::Child, ProcessRecord)> {
-    let log = File::options().create(true).append(true).open(&launch.log_file)?;
-    let mut command = tokio::process::Command::new(&launch.executable);
-    command
-        .args(&launch.args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        // etcd must outlive the agent: dropping the handle must not kill it.
-        .kill_on_drop(false);
-    for var in SCRUBBED_ENV {
-        command.env_remove(var);
-    }
-    let child = command.spawn()?;
+    let child = command(launch)?.spawn()?;
     let pid = child
         .id()
         .ok_or_else(|| std::io::Error::other("spawned process has no pid"))?;
@@ -154,11 +190,30 @@ pub fn spawn(launch: &Launch) -> std::io::Result<(tokio::process::Child, Process
         pid,
         start_ticks,
         executable: canonical_or_same(&launch.executable),
+        executable_file: FileId::of(Path::new(&format!("/proc/{pid}/exe"))).or_else(|| FileId::of(&launch.executable)),
         args: launch.args.clone(),
         version: launch.version.clone(),
         started_at_ms,
     };
     Ok((child, record))
+}
+
+/// The command [`spawn`] runs.
+fn command(launch: &Launch) -> std::io::Result<tokio::process::Command> {
+    let log = File::options().create(true).append(true).open(&launch.log_file)?;
+    let mut command = tokio::process::Command::new(&launch.executable);
+    command
+        .args(&launch.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        // etcd must outlive the agent: dropping the handle must not kill it.
+        .kill_on_drop(false);
+    for var in SCRUBBED_ENV {
+        command.env_remove(var);
+    }
+    Ok(command)
 }
 
 fn canonical_or_same(path: &Path) -> PathBuf {
@@ -189,6 +244,33 @@ pub fn signal_child_group(pid: u32, signal: Signal) -> nix::Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn systemd_variables_of_the_agent_do_not_reach_etcd() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = Launch {
+            executable: "/bin/true".into(),
+            args: Vec::new(),
+            version: "test".into(),
+            log_file: dir.path().join("out.log"),
+        };
+        let command = command(&launch).unwrap();
+        let removed: Vec<String> = command
+            .as_std()
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        for var in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+            "LISTEN_FDS",
+        ] {
+            assert!(removed.iter().any(|r| r == var), "{var} is not removed: {removed:?}");
+        }
+    }
+
     #[tokio::test]
     async fn spawned_process_is_recognised_and_reuse_is_detected() {
         let dir = tempfile::tempdir().unwrap();
@@ -204,6 +286,16 @@ mod tests {
         let mut reused = record.clone();
         reused.start_ticks += 1;
         assert_eq!(liveness(&reused), Liveness::Reused);
+
+        // Seen from another mount namespace, /proc/<pid>/exe names another
+        // path: the recorded file identity still finds the same process.
+        assert!(record.executable_file.is_some());
+        let mut elsewhere = record.clone();
+        elsewhere.executable = "/binaries/test/sleep".into();
+        assert_eq!(liveness(&elsewhere), Liveness::Alive);
+        let mut other_file = elsewhere.clone();
+        other_file.executable_file = FileId::of(Path::new("/bin/sh"));
+        assert_eq!(liveness(&other_file), Liveness::Reused);
 
         signal_adopted_group(&record, Signal::SIGKILL).unwrap();
         child.wait().await.unwrap();

@@ -14,6 +14,8 @@ use tonic_health::ServingStatus;
 use crate::access::{AccessLayer, Policy};
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::host_shutdown::HostState;
+use crate::notify;
 use crate::service::AgentService;
 
 /// Why the agent could not run.
@@ -57,9 +59,22 @@ pub enum ServeError {
     },
 }
 
+/// How the agent fits into the host, beyond its config.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Forward etcd's output to journald at this socket (see
+    /// [`crate::journal`]); set when the agent itself logs to journald.
+    pub etcd_log_to_journal: Option<std::path::PathBuf>,
+}
+
 /// Starts the agent and serves until `shutdown` resolves. etcd keeps
 /// running after the agent stops.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn run(
+    config: Config,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    notify::status("starting: taking the state dir, adopting or starting etcd");
     // Certificates are read before anything starts: a bad file is a
     // refusal to start, not an agent that answers nobody.
     let tls = config
@@ -72,6 +87,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let agent: Arc<Agent> = Agent::start(config.clone(), token.clone())
         .await
         .map_err(ServeError::Start)?;
+    if let Some(socket) = options.etcd_log_to_journal {
+        crate::journal::spawn_forwarder(agent.logs(), socket, token.clone());
+    }
     // Follow streams never end on their own; they end when shutdown starts,
     // or the server's graceful drain would wait for them forever. Background
     // tasks (supervisor, log follower) stop only after the drain, so an RPC
@@ -109,6 +127,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ServeError::Bind { address, source })?;
+    // The port the kernel chose, when the config says 0.
+    let bound = listener.local_addr().unwrap_or(address);
     let policy = match (&tls, &config.tls) {
         (Some(tls), Some(settings)) => Policy::Mutual {
             verifier: Arc::clone(&tls.verifier),
@@ -117,14 +137,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         _ => Policy::Insecure,
     };
     match &tls {
-        Some(_) => tracing::info!(%address, member = %config.member.name, "steward-agent serving with mutual TLS"),
+        Some(_) => {
+            tracing::info!(address = %bound, member = %config.member.name, "steward-agent serving with mutual TLS")
+        }
         None => tracing::warn!(
-            %address,
+            address = %bound,
             member = %config.member.name,
             "steward-agent serving INSECURE: plaintext, no authentication (loopback only)"
         ),
     }
-    notify_ready();
+    notify::ready(&notify::describe(&agent.persisted(), &agent.process()));
+    // The status line stops changing when shutdown begins (it then says
+    // "stopping"); the watchdog pings until the end, though systemd stops
+    // watching at STOPPING=1.
+    notify::spawn_status(Arc::clone(&agent), streams.clone());
+    crate::watchdog::spawn_if_enabled(agent.supervisor_heartbeat(), token.clone());
     let stop = token.clone();
     let router = tonic::transport::Server::builder()
         .layer(AccessLayer::new(policy, Arc::clone(&audit)))
@@ -134,10 +161,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(AgentServer::new(service.clone()))
         .add_service(BinariesServer::new(service.clone()))
         .add_service(SnapshotsServer::new(service));
+    // Whether the agent ends with its host (etcd is then stopped cleanly
+    // before the network goes) or alone (etcd keeps running).
+    let (host_state_sender, host_state) = tokio::sync::oneshot::channel();
     let drain = async move {
         shutdown.await;
-        tracing::info!("shutting down; etcd keeps running");
+        let state = crate::host_shutdown::host_state().await;
+        match &state {
+            HostState::ShuttingDown => tracing::info!(
+                "the host is shutting down: etcd will be stopped cleanly once calls in flight are done, before the network goes"
+            ),
+            HostState::Running(system) => {
+                tracing::info!(system = %system, "shutting down; etcd keeps running");
+            }
+            HostState::Unknown(why) => tracing::info!(%why, "shutting down; etcd keeps running"),
+        }
+        let _ = host_state_sender.send(state);
         streams.cancel();
+        notify::stopping("stopping: finishing calls in flight; etcd keeps running");
         for name in [
             "",
             service_names::AGENT,
@@ -161,8 +202,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // An operation whose caller went away runs in its own task; let it end
     // (a switch reverts by itself if it fails) before the runtime goes.
     let limit = config.supervision.activate_timeout.saturating_mul(2) + config.supervision.stop_grace;
+    notify::status(&format!(
+        "stopping: letting a running operation finish (up to {}); etcd keeps running",
+        humantime::format_duration(limit)
+    ));
     if let Some(running) = agent.drain(limit).await {
         tracing::warn!(%running, ?limit, "shutting down with an operation still running");
+    }
+    if host_state.await == Ok(HostState::ShuttingDown) {
+        notify::status("stopping: the host is shutting down; stopping etcd cleanly");
+        match agent.stop_etcd_for_host_shutdown().await {
+            Ok(()) => tracing::info!("etcd stopped cleanly for the host's shutdown; it starts again with the host"),
+            Err(error) => tracing::error!(%error, "cannot stop etcd for the host's shutdown"),
+        }
     }
     stop.cancel();
     result.map_err(|source| ServeError::Serve { address, source })
@@ -209,11 +261,4 @@ fn tls_incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(receiver)
-}
-
-fn notify_ready() {
-    // Only meaningful under systemd (Type=notify); harmless elsewhere.
-    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::debug!(%error, "sd_notify failed");
-    }
 }

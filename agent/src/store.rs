@@ -398,6 +398,16 @@ impl BinaryStore {
     }
 
     fn check_import_path(&self, path: &str) -> Result<PathBuf, AgentError> {
+        Self::check_import(&self.import_dirs, path)
+    }
+
+    /// Checks a path ImportBinary (or `initial_binary`) would read: absolute,
+    /// without `..`, resolving (symlinks followed) to a regular file inside
+    /// one of `import_dirs`. Returns the resolved path.
+    ///
+    /// # Errors
+    /// [`BinaryRefusal::Path`] saying why.
+    pub fn check_import(import_dirs: &[PathBuf], path: &str) -> Result<PathBuf, AgentError> {
         let refuse = |reason: &str| BinaryRefusal::Path {
             path: path.to_owned(),
             reason: reason.to_owned(),
@@ -415,17 +425,16 @@ impl BinaryStore {
         if given.components().any(|c| c == Component::ParentDir) {
             return Err(refuse("contains a '..' component").into());
         }
-        if self.import_dirs.is_empty() {
+        if import_dirs.is_empty() {
             return Err(refuse("no import_dirs are configured on this agent").into());
         }
         let resolved = std::fs::canonicalize(given).map_err(|e| refuse(&format!("cannot be resolved: {e}")))?;
-        let inside = self
-            .import_dirs
+        let inside = import_dirs
             .iter()
             .filter_map(|dir| std::fs::canonicalize(dir).ok())
             .any(|dir| resolved.starts_with(dir));
         if !inside {
-            let dirs: Vec<String> = self.import_dirs.iter().map(|d| d.display().to_string()).collect();
+            let dirs: Vec<String> = import_dirs.iter().map(|d| d.display().to_string()).collect();
             return Err(refuse(&format!(
                 "resolves to {} which is outside the import dirs ({})",
                 resolved.display(),

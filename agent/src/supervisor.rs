@@ -18,9 +18,15 @@ use crate::config::Supervision;
 use crate::error::AgentError;
 use crate::process::{self, Launch, Liveness, ProcessRecord};
 use crate::state::{Operation, StateStore, transition};
+use crate::watchdog::{self, Heartbeat};
 
 /// How often an adopted process is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
+
+/// How long etcd may take to be gone after SIGKILL. A command still running
+/// after `stop_grace` and this much more is stuck: its heartbeat stops, and
+/// the systemd watchdog restarts the agent.
+const KILL_WAIT: Duration = Duration::from_secs(30);
 
 /// What the supervisor publishes after every change.
 #[derive(Clone, Debug, Default)]
@@ -63,16 +69,23 @@ enum Command {
 pub struct Supervisor {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ProcessStatus>,
+    heartbeat: Heartbeat,
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Command {
+    const fn name(&self) -> &'static str {
+        match self {
             Self::Start { .. } => "Start",
             Self::Adopt { .. } => "Adopt",
             Self::Supervise => "Supervise",
             Self::Stop { .. } => "Stop",
-        })
+        }
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -82,6 +95,7 @@ impl Supervisor {
     pub fn spawn(settings: Supervision, state: Arc<StateStore>, shutdown: CancellationToken) -> Self {
         let (commands, receiver) = mpsc::channel(16);
         let (status_tx, status) = watch::channel(ProcessStatus::default());
+        let heartbeat = Heartbeat::new();
         let task = Task {
             settings,
             state,
@@ -90,9 +104,20 @@ impl Supervisor {
             launch: None,
             consecutive_crashes: 0,
             restart_at: None,
+            heartbeat: heartbeat.clone(),
         };
         tokio::spawn(task.run(receiver, shutdown));
-        Self { commands, status }
+        Self {
+            commands,
+            status,
+            heartbeat,
+        }
+    }
+
+    /// The supervisor task's proof of life, for the systemd watchdog.
+    #[must_use]
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Starts etcd (stopping a running one first). With `supervised`, exits
@@ -188,21 +213,32 @@ struct Task {
     launch: Option<Launch>,
     consecutive_crashes: u32,
     restart_at: Option<tokio::time::Instant>,
+    heartbeat: Heartbeat,
 }
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut beat = tokio::time::interval(watchdog::BEAT_INTERVAL);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let restart_at = self.restart_at;
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 command = commands.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                    Some(command) => {
+                        // Stopping etcd may take the whole grace period and
+                        // the wait after SIGKILL; longer than that is stuck.
+                        let heartbeat = self.heartbeat.clone();
+                        let limit = self.settings.stop_grace.saturating_add(KILL_WAIT);
+                        watchdog::beating(&heartbeat, command.name(), limit, self.handle(command)).await;
+                    }
                     None => break,
                 },
                 exit = wait_exit(self.current.as_mut()) => self.on_exit(&exit),
                 () = sleep_until(restart_at) => self.restart(),
+                _ = beat.tick() => {}
             }
+            self.heartbeat.beat("idle");
         }
         // Leave etcd running; a new agent adopts it.
     }
@@ -434,5 +470,27 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_supervisor_beats() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateStore::open(dir.path()).unwrap());
+        let stop = CancellationToken::new();
+        let supervisor = Supervisor::spawn(Supervision::default(), state, stop.clone());
+        let heartbeat = supervisor.heartbeat();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while heartbeat.last(tokio::time::Instant::now()).1 != "idle" {
+            assert!(tokio::time::Instant::now() < deadline, "the supervisor never beat");
+            tokio::task::yield_now().await;
+        }
+        let (silent, _) = heartbeat.last(tokio::time::Instant::now());
+        assert!(silent <= watchdog::BEAT_INTERVAL, "{silent:?}");
+        stop.cancel();
     }
 }

@@ -51,7 +51,12 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The certificates of a PEM file (at least one); `what` names the file in
+/// the error.
+///
+/// # Errors
+/// [`TlsError::Pem`] when the file cannot be read or holds no certificate.
+pub fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = |reason: String| TlsError::Pem {
         what,
         path: path.to_owned(),
@@ -73,11 +78,7 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
 /// [`TlsError`] naming the file that is missing or unusable.
 pub fn load(tls: &AgentTls) -> Result<ServerTls, TlsError> {
     let chain = certificates("the agent certificate", &tls.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| TlsError::Pem {
-        what: "the agent key",
-        path: tls.key_file.clone(),
-        reason: e.to_string(),
-    })?;
+    let key = private_key("the agent key", &tls.key_file)?;
     let verifier = client_verifier(certificates("the client CA", &tls.client_ca_file)?).map_err(|e| match e {
         TlsError::Rustls(reason) => TlsError::Pem {
             what: "the client CA",
@@ -92,12 +93,64 @@ pub fn load(tls: &AgentTls) -> Result<ServerTls, TlsError> {
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(deferred)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        .map_err(|e| key_error(&e, "the agent key", &tls.key_file, &tls.cert_file))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
         verifier,
     })
+}
+
+fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        what,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Checks a certificate and its key, as [`load`] does for the agent's own:
+/// both files load, and the key belongs to the certificate.
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file that is unusable (the key file when the
+/// two do not match).
+pub fn check_pair(what: &'static str, key_what: &'static str, cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let chain = certificates(what, cert)?;
+    let key_der = private_key(key_what, key)?;
+    rustls::sign::CertifiedKey::from_der(chain, key_der, &provider())
+        .map_err(|e| key_error(&e, key_what, key, cert))?;
+    Ok(())
+}
+
+/// A key that rustls refuses, in words that name both files.
+fn key_error(error: &rustls::Error, what: &'static str, key: &Path, cert: &Path) -> TlsError {
+    let reason = match error {
+        rustls::Error::InconsistentKeys(_) => format!("it is not the key of the certificate {}", cert.display()),
+        other => format!("{other} (certificate {})", cert.display()),
+    };
+    TlsError::Pem {
+        what,
+        path: key.to_owned(),
+        reason,
+    }
+}
+
+/// Checks a CA file, as [`load`] does for the client CA: it holds
+/// certificates that can serve as trust anchors.
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file.
+pub fn check_ca(what: &'static str, path: &Path) -> Result<(), TlsError> {
+    client_verifier(certificates(what, path)?).map_err(|e| match e {
+        TlsError::Rustls(reason) => TlsError::Pem {
+            what,
+            path: path.to_owned(),
+            reason,
+        },
+        other => other,
+    })?;
+    Ok(())
 }
 
 /// The full check of a client certificate: a chain to one of `cas`, valid
