@@ -1,127 +1,236 @@
-//! Replacing the member's data dir with a snapshot, so that every step can
-//! be repeated after a crash and no data dir is ever overwritten.
+//! Replacing the member's data with a snapshot, so that every step can
+//! be repeated after a crash and no member data is ever overwritten.
 //!
-//! The restore tool writes a fresh data dir next to the old one (the
-//! staging dir); only once it is complete is the old data dir renamed
-//! aside, and the staging dir renamed into its place. What is on disk then
-//! says how far a crashed restore got:
+//! The restore tool writes fresh member data into a staging dir inside the
+//! data dir (`<data dir>/.restore-<id>.<attempt>.part/member`); only once it
+//! is complete is the old `member` dir renamed aside
+//! (`<data dir>/.before-restore-<id>`), and the fresh one renamed into its
+//! place. Everything stays inside the data dir, which etcd must be able to
+//! write anyway: a data dir that is a mount point, or the only writable
+//! path of a sandboxed unit (`ReadWritePaths=/var/lib/etcd`), works. What is
+//! on disk says how far a crashed restore got:
 //!
-//! | aside dir | staging dir | data dir | meaning                         |
-//! |-----------|-------------|----------|---------------------------------|
-//! | no        | any         | old      | tool not done: (re)run it       |
-//! | yes       | yes         | no       | old moved aside: move fresh in  |
-//! | yes       | no          | fresh    | done                            |
+//! | aside | fresh member | member | meaning                         |
+//! |-------|--------------|--------|---------------------------------|
+//! | no    | any          | old    | tool not done: (re)run it       |
+//! | yes   | yes          | no     | old moved aside: move fresh in  |
+//! | yes   | no           | fresh  | done                            |
 //!
 //! A staging dir is only ever this restore's own output (its name carries
-//! the restore id), so removing a half-written one loses nothing.
+//! the restore id), so removing a half-written one loses nothing. etcd
+//! logs a warning about the dot-dirs it finds in its data dir and ignores
+//! them.
+//!
+//! Records of earlier agents ([`RestoreLayout::BesideDataDir`]) staged next
+//! to the data dir and swap the data dir itself; the same table holds with
+//! the data dir in place of its `member` dir.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::AgentError;
 use crate::fsutil::{self, io_err};
-use crate::state::RestoreRecord;
+use crate::state::{RestoreLayout, RestoreRecord};
 
 /// The longest a restore tool may run; a database of many gigabytes takes
 /// minutes, not hours.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Lines of the tool's output an error carries.
 const OUTPUT_LINES: usize = 12;
+/// The dir etcd keeps a member's data in, inside its data dir.
+const MEMBER_DIR: &str = "member";
 
-/// Where a restore writes, next to the data dir.
+/// Where a restore writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestorePaths {
     /// The restore tool's output until it is complete.
     pub staging: PathBuf,
-    /// Where the replaced data dir goes.
+    /// Where the replaced member data goes.
     pub aside: PathBuf,
 }
 
 /// The staging dir of `attempt` and the aside path of restore `id` for
-/// `data_dir`.
+/// `data_dir`, in `layout`.
 #[must_use]
-pub fn paths(data_dir: &Path, id: &str, attempt: u32) -> RestorePaths {
-    let with = |suffix: &str| {
-        let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
-        name.push(suffix);
-        data_dir.with_file_name(name)
-    };
-    RestorePaths {
-        staging: with(&format!(".restore-{id}.{attempt}.part")),
-        aside: with(&format!(".before-restore-{id}")),
+pub fn paths(layout: RestoreLayout, data_dir: &Path, id: &str, attempt: u32) -> RestorePaths {
+    match layout {
+        RestoreLayout::InsideDataDir => RestorePaths {
+            staging: data_dir.join(format!(".restore-{id}.{attempt}.part")),
+            aside: data_dir.join(format!(".before-restore-{id}")),
+        },
+        RestoreLayout::BesideDataDir => {
+            let with = |suffix: &str| {
+                let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+                name.push(suffix);
+                data_dir.with_file_name(name)
+            };
+            RestorePaths {
+                staging: with(&format!(".restore-{id}.{attempt}.part")),
+                aside: with(&format!(".before-restore-{id}")),
+            }
+        }
     }
 }
 
-/// True when `path` is a mount point: the old data dir is renamed next to
-/// itself, which a mount point cannot be.
-#[must_use]
-pub fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(own), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
-        return false;
-    };
-    std::fs::metadata(parent).is_ok_and(|p| p.dev() != own.dev())
+/// What a restore swaps: the member data in place, the fresh one the tool
+/// wrote, and where the replaced one goes.
+struct Swap<'a> {
+    current: PathBuf,
+    fresh: PathBuf,
+    aside: &'a Path,
 }
 
-/// Brings the data dir of `record` to the restored state, from wherever a
-/// previous attempt stopped. `write_fresh` runs the restore tool into the
+fn swap_of(record: &RestoreRecord) -> Swap<'_> {
+    match record.layout {
+        RestoreLayout::InsideDataDir => Swap {
+            current: record.data_dir.join(MEMBER_DIR),
+            fresh: record.staging_dir.join(MEMBER_DIR),
+            aside: &record.moved_aside_to,
+        },
+        RestoreLayout::BesideDataDir => Swap {
+            current: record.data_dir.clone(),
+            fresh: record.staging_dir.clone(),
+            aside: &record.moved_aside_to,
+        },
+    }
+}
+
+/// The member data a restore with `layout` would replace in `data_dir`.
+#[must_use]
+pub fn current_member_data(layout: RestoreLayout, data_dir: &Path) -> PathBuf {
+    match layout {
+        RestoreLayout::InsideDataDir => data_dir.join(MEMBER_DIR),
+        RestoreLayout::BesideDataDir => data_dir.to_owned(),
+    }
+}
+
+/// True when `path` is a mount point, bind mounts included (which share
+/// their parent's device number): from the kernel's list of this process's
+/// mounts, with the device comparison as a fallback where that list cannot
+/// be read.
+#[must_use]
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(canonical) = path.canonicalize() else {
+        return false;
+    };
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(mounts) => mounts
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .any(|point| unescape_mount_path(point) == canonical.as_os_str().to_string_lossy()),
+        Err(_) => {
+            use std::os::unix::fs::MetadataExt;
+            let (Ok(own), Some(parent)) = (std::fs::metadata(&canonical), canonical.parent()) else {
+                return false;
+            };
+            std::fs::metadata(parent).is_ok_and(|p| p.dev() != own.dev())
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_path(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let digits: String = chars.clone().take(3).collect();
+            if digits.len() == 3
+                && let Ok(code) = u8::from_str_radix(&digits, 8)
+            {
+                out.push(char::from(code));
+                for _ in 0..3 {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Checks that this process can create and remove a directory in `dir`,
+/// the way the restore tool and the swap will: with the agent's user, in
+/// its mount namespace (a sandboxed unit's read-only paths included).
+pub fn probe_writable(dir: &Path) -> Result<(), std::io::Error> {
+    let probe = dir.join(format!(".steward-write-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)?;
+    std::fs::remove_dir(&probe)
+}
+
+/// Brings the member data of `record` to the restored state, from wherever
+/// a previous attempt stopped. `write_fresh` runs the restore tool into the
 /// path it is given (which does not exist).
 pub async fn replace_data_dir<F, Fut>(record: &RestoreRecord, write_fresh: F) -> Result<(), AgentError>
 where
     F: FnOnce(PathBuf) -> Fut,
     Fut: std::future::Future<Output = Result<(), AgentError>>,
 {
-    let data = &record.data_dir;
+    let Swap { current, fresh, aside } = swap_of(record);
     let staging = &record.staging_dir;
-    let aside = &record.moved_aside_to;
     if aside.exists() {
-        // The old data dir was moved aside, which happens only once the
-        // staging dir was complete.
-        if staging.exists() {
-            if data.exists() {
+        // The old member data was moved aside, which happens only once the
+        // fresh data was complete.
+        if fresh.exists() {
+            if current.exists() {
                 return Err(conflict(
                     record,
-                    "the data dir, the staging dir and the moved-aside dir all exist",
+                    "the member data, the restored member data and the moved-aside data all exist",
                 ));
             }
-            fsutil::rename_durable(staging, data)?;
-        } else if !data.exists() {
+            fsutil::rename_durable(&fresh, &current)?;
+        } else if !current.exists() {
             return Err(conflict(
                 record,
-                "the old data dir was moved aside but neither the restored data dir nor its staging dir exists",
+                "the old member data was moved aside but neither the restored member data nor its staging dir exists",
             ));
         }
-        return Ok(());
+        return remove_emptied_staging(record);
     }
-    if !record.had_data_dir && data.exists() && !staging.exists() {
-        // There was no data dir to move aside, and the fresh one is in place.
-        return Ok(());
+    if !record.had_data_dir && current.exists() && !fresh.exists() {
+        // There was no member data to move aside, and the fresh one is in
+        // place.
+        return remove_emptied_staging(record);
     }
     if staging.exists() {
         tracing::info!(path = %staging.display(), "removing the output of an interrupted restore tool");
         std::fs::remove_dir_all(staging).map_err(io_err("remove", staging))?;
     }
+    if record.layout == RestoreLayout::InsideDataDir && !record.data_dir.exists() {
+        fsutil::ensure_dir(&record.data_dir, 0o700)?;
+    }
     write_fresh(staging.clone()).await?;
-    if !staging.join("member").is_dir() {
+    if !staging.join(MEMBER_DIR).is_dir() {
         return Err(AgentError::Tool {
             tool: "snapshot restore".into(),
             reason: format!("{} holds no member dir after the restore", staging.display()),
         });
     }
-    if data.exists() {
-        fsutil::rename_durable(data, aside)?;
+    if current.exists() {
+        fsutil::rename_durable(&current, aside)?;
     }
-    fsutil::rename_durable(staging, data)
+    fsutil::rename_durable(&fresh, &current)?;
+    remove_emptied_staging(record)
+}
+
+/// With the fresh member dir moved out, the staging dir is an empty shell.
+fn remove_emptied_staging(record: &RestoreRecord) -> Result<(), AgentError> {
+    if record.layout == RestoreLayout::InsideDataDir && record.staging_dir.exists() {
+        std::fs::remove_dir_all(&record.staging_dir).map_err(io_err("remove", &record.staging_dir))?;
+    }
+    Ok(())
 }
 
 fn conflict(record: &RestoreRecord, what: &str) -> AgentError {
+    let Swap { current, fresh, aside } = swap_of(record);
     AgentError::Precondition {
         operation: crate::state::Operation::Restore,
         reason: format!(
             "{what} ({}, {}, {}); steward does not guess which one to keep: move the wrong one away and retry",
-            record.data_dir.display(),
-            record.staging_dir.display(),
-            record.moved_aside_to.display()
+            current.display(),
+            fresh.display(),
+            aside.display()
         ),
     }
 }
@@ -226,9 +335,9 @@ mod tests {
     use super::*;
     use crate::state::RestorePhase;
 
-    fn record(root: &Path, had_data_dir: bool) -> RestoreRecord {
+    fn record_in(layout: RestoreLayout, root: &Path, had_data_dir: bool) -> RestoreRecord {
         let data_dir = root.join("m0.etcd");
-        let p = paths(&data_dir, "r1", 1);
+        let p = paths(layout, &data_dir, "r1", 1);
         RestoreRecord {
             id: "r1".into(),
             phase: RestorePhase::Restoring,
@@ -239,6 +348,7 @@ mod tests {
             initial_cluster: String::new(),
             initial_cluster_token: String::new(),
             data_dir,
+            layout,
             had_data_dir,
             moved_aside_to: p.aside,
             staging_dir: p.staging,
@@ -247,6 +357,12 @@ mod tests {
             updated_at_ms: 0,
         }
     }
+
+    fn record(root: &Path, had_data_dir: bool) -> RestoreRecord {
+        record_in(RestoreLayout::InsideDataDir, root, had_data_dir)
+    }
+
+    const LAYOUTS: [RestoreLayout; 2] = [RestoreLayout::InsideDataDir, RestoreLayout::BesideDataDir];
 
     fn old_data(record: &RestoreRecord) {
         std::fs::create_dir_all(record.data_dir.join("member/snap")).unwrap();
@@ -263,105 +379,187 @@ mod tests {
         String::from_utf8(std::fs::read(dir.join("member/snap/db")).unwrap()).unwrap()
     }
 
+    /// The database of the member data moved aside.
+    fn aside_db(record: &RestoreRecord) -> String {
+        let member = match record.layout {
+            RestoreLayout::InsideDataDir => record.moved_aside_to.clone(),
+            RestoreLayout::BesideDataDir => record.moved_aside_to.join("member"),
+        };
+        String::from_utf8(std::fs::read(member.join("snap/db")).unwrap()).unwrap()
+    }
+
+    /// The crash state after the old member data moved aside and before
+    /// the fresh one moved in.
+    fn move_aside(record: &RestoreRecord) {
+        let current = current_member_data(record.layout, &record.data_dir);
+        std::fs::rename(&current, &record.moved_aside_to).unwrap();
+    }
+
     #[test]
-    fn paths_sit_next_to_the_data_dir() {
-        let p = paths(Path::new("/var/lib/etcd"), "20261121T100000Z", 2);
+    fn paths_sit_inside_the_data_dir_or_beside_it_for_old_records() {
+        let p = paths(
+            RestoreLayout::InsideDataDir,
+            Path::new("/var/lib/etcd"),
+            "20261121T100000Z",
+            2,
+        );
+        assert_eq!(p.staging, Path::new("/var/lib/etcd/.restore-20261121T100000Z.2.part"));
+        assert_eq!(p.aside, Path::new("/var/lib/etcd/.before-restore-20261121T100000Z"));
+        let p = paths(
+            RestoreLayout::BesideDataDir,
+            Path::new("/var/lib/etcd"),
+            "20261121T100000Z",
+            2,
+        );
         assert_eq!(p.staging, Path::new("/var/lib/etcd.restore-20261121T100000Z.2.part"));
         assert_eq!(p.aside, Path::new("/var/lib/etcd.before-restore-20261121T100000Z"));
     }
 
+    #[test]
+    fn a_record_of_an_earlier_agent_keeps_its_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut value = serde_json::to_value(record(dir.path(), true)).unwrap();
+        value.as_object_mut().unwrap().remove("layout");
+        let old: RestoreRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(old.layout, RestoreLayout::BesideDataDir);
+    }
+
     #[tokio::test]
-    async fn a_restore_keeps_the_old_data_dir_aside() {
+    async fn a_restore_keeps_the_old_member_data_aside() {
+        for layout in LAYOUTS {
+            let dir = tempfile::tempdir().unwrap();
+            let r = record_in(layout, dir.path(), true);
+            old_data(&r);
+            replace_data_dir(&r, fresh).await.unwrap();
+            assert_eq!(db(&r.data_dir), "fresh", "{layout:?}");
+            assert_eq!(aside_db(&r), "old", "{layout:?}");
+            assert!(!r.staging_dir.exists(), "{layout:?}");
+            // Again: already done, nothing changes and the tool does not run.
+            replace_data_dir(&r, |_| async { panic!("the tool ran again") })
+                .await
+                .unwrap();
+            assert_eq!(db(&r.data_dir), "fresh");
+            assert_eq!(aside_db(&r), "old");
+        }
+    }
+
+    #[tokio::test]
+    async fn inside_the_data_dir_only_the_data_dir_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let r = record(dir.path(), true);
         old_data(&r);
         replace_data_dir(&r, fresh).await.unwrap();
-        assert_eq!(db(&r.data_dir), "fresh");
-        assert_eq!(db(&r.moved_aside_to), "old");
-        assert!(!r.staging_dir.exists());
-        // Again: already done, nothing changes and the tool does not run.
-        replace_data_dir(&r, |_| async { panic!("the tool ran again") })
-            .await
-            .unwrap();
-        assert_eq!(db(&r.data_dir), "fresh");
-        assert_eq!(db(&r.moved_aside_to), "old");
+        let beside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(beside, ["m0.etcd"], "nothing next to the data dir");
+        let mut inside: Vec<String> = std::fs::read_dir(&r.data_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        inside.sort();
+        assert_eq!(inside, [".before-restore-r1", "member"]);
     }
 
     #[tokio::test]
     async fn a_half_written_staging_dir_is_written_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = record(dir.path(), true);
-        old_data(&r);
-        std::fs::create_dir_all(r.staging_dir.join("member")).unwrap();
-        std::fs::write(r.staging_dir.join("member/partial"), b"x").unwrap();
-        replace_data_dir(&r, fresh).await.unwrap();
-        assert_eq!(db(&r.data_dir), "fresh");
-        assert!(!r.data_dir.join("member/partial").exists());
-        assert_eq!(db(&r.moved_aside_to), "old");
+        for layout in LAYOUTS {
+            let dir = tempfile::tempdir().unwrap();
+            let r = record_in(layout, dir.path(), true);
+            old_data(&r);
+            std::fs::create_dir_all(r.staging_dir.join("member")).unwrap();
+            std::fs::write(r.staging_dir.join("member/partial"), b"x").unwrap();
+            replace_data_dir(&r, fresh).await.unwrap();
+            assert_eq!(db(&r.data_dir), "fresh");
+            assert!(!r.data_dir.join("member/partial").exists(), "{layout:?}");
+            assert_eq!(aside_db(&r), "old");
+        }
     }
 
     #[tokio::test]
-    async fn a_crash_after_moving_the_old_dir_aside_is_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = record(dir.path(), true);
-        old_data(&r);
-        fresh(r.staging_dir.clone()).await.unwrap();
-        std::fs::rename(&r.data_dir, &r.moved_aside_to).unwrap();
-        replace_data_dir(&r, |_| async { panic!("the tool ran again") })
-            .await
-            .unwrap();
-        assert_eq!(db(&r.data_dir), "fresh");
-        assert_eq!(db(&r.moved_aside_to), "old");
+    async fn a_crash_after_moving_the_old_data_aside_is_finished() {
+        for layout in LAYOUTS {
+            let dir = tempfile::tempdir().unwrap();
+            let r = record_in(layout, dir.path(), true);
+            old_data(&r);
+            fresh(r.staging_dir.clone()).await.unwrap();
+            move_aside(&r);
+            replace_data_dir(&r, |_| async { panic!("the tool ran again") })
+                .await
+                .unwrap();
+            assert_eq!(db(&r.data_dir), "fresh", "{layout:?}");
+            assert_eq!(aside_db(&r), "old");
+            assert!(!r.staging_dir.exists(), "{layout:?}");
+        }
     }
 
     #[tokio::test]
-    async fn a_failing_tool_leaves_the_old_data_dir_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = record(dir.path(), true);
-        old_data(&r);
-        let err = replace_data_dir(&r, |_| async {
-            Err(AgentError::Tool {
-                tool: "etcdutl".into(),
-                reason: "disk full".into(),
+    async fn a_failing_tool_leaves_the_old_member_data_in_place() {
+        for layout in LAYOUTS {
+            let dir = tempfile::tempdir().unwrap();
+            let r = record_in(layout, dir.path(), true);
+            old_data(&r);
+            let err = replace_data_dir(&r, |_| async {
+                Err(AgentError::Tool {
+                    tool: "etcdutl".into(),
+                    reason: "disk full".into(),
+                })
             })
-        })
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("etcdutl"), "{err}");
-        assert_eq!(db(&r.data_dir), "old");
-        assert!(!r.moved_aside_to.exists());
-    }
-
-    #[tokio::test]
-    async fn no_old_data_dir_means_nothing_to_move_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = record(dir.path(), false);
-        replace_data_dir(&r, fresh).await.unwrap();
-        assert_eq!(db(&r.data_dir), "fresh");
-        assert!(!r.moved_aside_to.exists());
-        replace_data_dir(&r, |_| async { panic!("the tool ran again") })
             .await
-            .unwrap();
+            .unwrap_err();
+            assert!(err.to_string().contains("etcdutl"), "{err}");
+            assert_eq!(db(&r.data_dir), "old");
+            assert!(!r.moved_aside_to.exists());
+        }
     }
 
     #[tokio::test]
-    async fn three_dirs_at_once_are_refused_not_guessed() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = record(dir.path(), true);
-        old_data(&r);
-        fresh(r.staging_dir.clone()).await.unwrap();
-        fresh(r.moved_aside_to.clone()).await.unwrap();
-        let err = replace_data_dir(&r, fresh).await.unwrap_err();
-        assert!(err.to_string().contains("all exist"), "{err}");
-        assert_eq!(db(&r.data_dir), "old");
+    async fn no_old_member_data_means_nothing_to_move_aside() {
+        for layout in LAYOUTS {
+            let dir = tempfile::tempdir().unwrap();
+            let r = record_in(layout, dir.path(), false);
+            replace_data_dir(&r, fresh).await.unwrap();
+            assert_eq!(db(&r.data_dir), "fresh");
+            assert!(!r.moved_aside_to.exists());
+            replace_data_dir(&r, |_| async { panic!("the tool ran again") })
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn three_copies_at_once_are_refused_not_guessed() {
+        for layout in LAYOUTS {
+            let dir = tempfile::tempdir().unwrap();
+            let r = record_in(layout, dir.path(), true);
+            old_data(&r);
+            fresh(r.staging_dir.clone()).await.unwrap();
+            std::fs::create_dir_all(r.moved_aside_to.join("snap")).unwrap();
+            let err = replace_data_dir(&r, fresh).await.unwrap_err();
+            assert!(err.to_string().contains("all exist"), "{err}");
+            assert_eq!(db(&r.data_dir), "old");
+        }
     }
 
     #[test]
-    fn a_directory_on_its_parents_filesystem_is_no_mount_point() {
+    fn mount_points_are_found_in_mountinfo() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!is_mount_point(dir.path()));
         assert!(!is_mount_point(&dir.path().join("missing")));
         assert!(is_mount_point(Path::new("/proc")));
+        assert_eq!(unescape_mount_path(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mount_path(r"/plain"), "/plain");
+    }
+
+    #[test]
+    fn a_writable_dir_passes_the_probe_and_a_missing_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        probe_writable(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the probe is gone");
+        assert!(probe_writable(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -206,6 +206,28 @@ pub enum RestorePhase {
     Finished,
 }
 
+/// Where a restore stages the fresh member data and keeps the replaced one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreLayout {
+    /// Inside the data dir: the tool writes `<data dir>/.restore-*.part`,
+    /// and the `member` dirs are swapped. Needs nothing writable but the
+    /// data dir, which etcd needs anyway; works when the data dir is a
+    /// mount point or the only writable path of a sandboxed unit.
+    InsideDataDir,
+    /// Beside the data dir (`<data dir>.restore-*.part`), swapping the data
+    /// dir itself: what earlier agents recorded, finished the same way.
+    BesideDataDir,
+}
+
+impl RestoreLayout {
+    /// The layout of a record that names none.
+    #[must_use]
+    pub const fn legacy() -> Self {
+        Self::BesideDataDir
+    }
+}
+
 /// A restore of the member's data, persisted before anything changes so
 /// that the same request finishes it after a crash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,7 +250,12 @@ pub struct RestoreRecord {
     pub initial_cluster_token: String,
     /// The member's data dir.
     pub data_dir: PathBuf,
-    /// Whether a data dir existed when the restore began.
+    /// Where the restore writes and what it swaps (records written before
+    /// layouts were recorded swapped the data dir beside itself).
+    #[serde(default = "RestoreLayout::legacy")]
+    pub layout: RestoreLayout,
+    /// Whether member data (the data dir, or its `member` dir with
+    /// [`RestoreLayout::InsideDataDir`]) existed when the restore began.
     pub had_data_dir: bool,
     /// Where the replaced data dir goes.
     pub moved_aside_to: PathBuf,

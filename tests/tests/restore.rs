@@ -100,8 +100,8 @@ async fn assert_restored(cluster: &Cluster, report: &serde_json::Value, ids_befo
         assert_eq!(restore.phase, i32::from(pb::RestorePhase::Finished));
         let aside = PathBuf::from(&restore.moved_aside_to);
         assert!(
-            aside.join("member/snap/db").is_file(),
-            "{}'s old data dir is kept at {}",
+            aside.join("snap/db").is_file() && aside.starts_with(&member.data_dir),
+            "{}'s old member dir is kept inside its data dir, at {}",
             member.name,
             aside.display()
         );
@@ -240,11 +240,11 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
         "json",
     ]));
     assert_ne!(again["restore_id"], report["restore_id"]);
-    let kept = std::fs::read_dir(cluster.members[0].data_dir.parent().expect("member dir"))
-        .expect("read the member dir")
+    let kept = std::fs::read_dir(&cluster.members[0].data_dir)
+        .expect("read the data dir")
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().contains(".before-restore-"))
         .count();
-    assert_eq!(kept, 2, "both replaced data dirs are kept");
+    assert_eq!(kept, 2, "both replaced member dirs are kept inside the data dir");
     cluster.cleanup();
 }

@@ -51,13 +51,23 @@ async fn count(client: &mut etcd_client::Client, prefix: &str) -> usize {
 }
 
 /// Every data dir there is: the members' own and those kept aside.
+/// Every member data dir with a database: each data dir in place, and
+/// inside it the member dirs a restore kept aside and any staging dir.
 fn data_dirs(cluster: &Cluster) -> Vec<String> {
     let mut dirs = Vec::new();
     for member in &cluster.members {
-        let parent = member.data_dir.parent().expect("member dir");
-        for entry in std::fs::read_dir(parent).expect("read the member dir").flatten() {
+        if member.data_dir.join("member/snap/db").is_file() {
+            dirs.push(member.data_dir.display().to_string());
+        }
+        for entry in std::fs::read_dir(&member.data_dir)
+            .expect("read the data dir")
+            .flatten()
+        {
             let path = entry.path();
-            if path.join("member/snap/db").is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kept = name.starts_with(".before-restore-") && path.join("snap/db").is_file();
+            let staging = name.ends_with(".part");
+            if kept || staging {
                 dirs.push(path.display().to_string());
             }
         }

@@ -2,6 +2,7 @@
 //! checking a restore (also as a dry run, while etcd still runs), replacing
 //! the data dir under the state machine, and marking the restore finished.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use steward_proto::EtcdVersion;
@@ -10,7 +11,7 @@ use super::Agent;
 use crate::error::{AgentError, error_chain};
 use crate::restore::RestoreTool;
 use crate::snapshot::{SnapshotMeta, SnapshotUpload, UploadDeclared};
-use crate::state::{AgentState, Operation, RestorePhase, RestoreRecord, transition};
+use crate::state::{AgentState, Operation, RestoreLayout, RestorePhase, RestoreRecord, transition};
 use crate::store::Tool;
 
 /// Room the restore tool needs besides the database: etcd preallocates its
@@ -218,7 +219,8 @@ impl Agent {
 
         let aside_exists = resumed.as_ref().is_some_and(|r| r.moved_aside_to.exists());
         if !aside_exists {
-            check_room(&member.data_dir, snapshot.size)?;
+            let layout = resumed.as_ref().map_or(RestoreLayout::InsideDataDir, |r| r.layout);
+            check_room(layout, &member.data_dir, snapshot.size)?;
         }
         let now = crate::snapshot::now_ms();
         let record = match resumed {
@@ -230,12 +232,14 @@ impl Agent {
             Some(mut record) => {
                 stale_staging = Some(record.staging_dir.clone());
                 record.attempt += 1;
-                record.staging_dir = crate::restore::paths(&record.data_dir, &record.id, record.attempt).staging;
+                record.staging_dir =
+                    crate::restore::paths(record.layout, &record.data_dir, &record.id, record.attempt).staging;
                 record.updated_at_ms = now;
                 record
             }
             None => {
-                let paths = crate::restore::paths(&member.data_dir, &request.id, 1);
+                let layout = RestoreLayout::InsideDataDir;
+                let paths = crate::restore::paths(layout, &member.data_dir, &request.id, 1);
                 RestoreRecord {
                     id: request.id.clone(),
                     phase: RestorePhase::Restoring,
@@ -246,7 +250,8 @@ impl Agent {
                     initial_cluster: request.initial_cluster.clone(),
                     initial_cluster_token: request.initial_cluster_token.clone(),
                     data_dir: member.data_dir.clone(),
-                    had_data_dir: member.data_dir.exists(),
+                    layout,
+                    had_data_dir: crate::restore::current_member_data(layout, &member.data_dir).exists(),
                     moved_aside_to: paths.aside,
                     staging_dir: paths.staging,
                     attempt: 1,
@@ -378,27 +383,49 @@ impl Agent {
     }
 }
 
-/// The data dir's filesystem must take the restored database and the first
-/// WAL segment, and the old data dir must be renamable next to itself.
-fn check_room(data_dir: &std::path::Path, snapshot_size: u64) -> Result<(), AgentError> {
-    if crate::restore::is_mount_point(data_dir) {
+/// Everything a restore writes must be possible before any member stops:
+/// the dir it writes into must take a new directory from this agent (its
+/// user, inside its unit's sandbox), the member data it renames must not be
+/// a mount point, and the file system must take the restored database and
+/// the first WAL segment.
+fn check_room(layout: RestoreLayout, data_dir: &Path, snapshot_size: u64) -> Result<(), AgentError> {
+    let current = crate::restore::current_member_data(layout, data_dir);
+    if crate::restore::is_mount_point(&current) {
+        let hint = match layout {
+            RestoreLayout::InsideDataDir => "mount the disk at the data dir itself, not at its member dir",
+            RestoreLayout::BesideDataDir => "finish this restore by hand, or start a new one",
+        };
         return Err(AgentError::RestoreRefused {
             rule: "data-dir-not-a-mount-point",
             reason: format!(
-                "{} is a mount point, which cannot be renamed aside; make the data dir a directory inside the mount",
-                data_dir.display()
+                "{} is a mount point, which cannot be renamed aside; {hint}",
+                current.display()
             ),
         });
     }
-    let parent = data_dir.parent().unwrap_or(std::path::Path::new("/"));
-    let free = crate::datadir::disk(parent, parent).data_dir_free_bytes;
+    // Where the staging dir goes: the data dir itself, or (for a data dir
+    // not made yet) the parent the agent would create it in.
+    let writes_in = match layout {
+        RestoreLayout::InsideDataDir if data_dir.is_dir() => data_dir,
+        _ => data_dir.parent().unwrap_or(Path::new("/")),
+    };
+    if let Err(error) = crate::restore::probe_writable(writes_in) {
+        return Err(AgentError::RestoreRefused {
+            rule: "data-dir-writable",
+            reason: format!(
+                "the agent cannot create a directory in {} ({error}); a restore stages the member data there. Make it writable for the agent's user (for the shipped unit: ReadWritePaths= and owned by etcd)",
+                writes_in.display()
+            ),
+        });
+    }
+    let free = crate::datadir::disk(writes_in, writes_in).data_dir_free_bytes;
     let needed = snapshot_size.saturating_add(WAL_SEGMENT);
     if free < needed {
         return Err(AgentError::RestoreRefused {
             rule: "restore-disk-space",
             reason: format!(
-                "{} has {free} bytes free; the restored data dir needs about {needed} (the database and a 64 MiB WAL segment)",
-                parent.display()
+                "{} has {free} bytes free; the restored member data needs about {needed} (the database and a 64 MiB WAL segment)",
+                writes_in.display()
             ),
         });
     }
@@ -453,14 +480,29 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_needs_room_for_the_database_and_a_wal_segment() {
+    fn a_restore_needs_room_and_a_writable_data_dir() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(check_room(&dir.path().join("data"), 1024).is_ok());
-        let full = check_room(&dir.path().join("data"), u64::MAX - 1)
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        assert!(check_room(RestoreLayout::InsideDataDir, &data, 1024).is_ok());
+        // A data dir not made yet is made in its parent.
+        assert!(check_room(RestoreLayout::InsideDataDir, &dir.path().join("new"), 1024).is_ok());
+        let full = check_room(RestoreLayout::InsideDataDir, &data, u64::MAX - 1)
             .unwrap_err()
             .to_string();
         assert!(full.contains("restore-disk-space"), "{full}");
-        let mounted = check_room(std::path::Path::new("/proc"), 0).unwrap_err().to_string();
+        let unwritable = check_room(RestoreLayout::InsideDataDir, &dir.path().join("no/such/dir"), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(unwritable.contains("data-dir-writable"), "{unwritable}");
+        let mounted = check_room(RestoreLayout::BesideDataDir, Path::new("/proc"), 0)
+            .unwrap_err()
+            .to_string();
         assert!(mounted.contains("data-dir-not-a-mount-point"), "{mounted}");
+        // Inside the data dir, the data dir itself may be a mount point.
+        let inside = check_room(RestoreLayout::InsideDataDir, Path::new("/proc"), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(!inside.contains("data-dir-not-a-mount-point"), "{inside}");
     }
 }
