@@ -85,6 +85,9 @@ pub struct RestoreOptions {
     pub timeout: Duration,
     /// Why.
     pub purpose: Purpose,
+    /// The member each agent serves, as far as the cluster file names
+    /// them: for messages about an agent that does not answer.
+    pub member_names: Vec<(AgentAddress, String)>,
 }
 
 /// The snapshot restored.
@@ -345,20 +348,25 @@ impl Restore<'_> {
     /// Every agent's status, staged tools and snapshots.
     async fn gather(&mut self) -> Result<Vec<Member>, Stop> {
         let mut members = Vec::new();
-        for address in &self.agents {
+        for address in self.agents.clone() {
+            let address = &address;
             let gate = "agents";
-            let mut clients = agent_client::connect(address)
-                .await
-                .map_err(|e| failure(None, gate, format!("{e}; a restore needs every member's agent")))?;
+            // Nothing has changed yet: an agent that does not answer makes
+            // this a refusal, naming the member it serves.
+            let mut clients = match agent_client::connect(address).await {
+                Ok(clients) => clients,
+                Err(error) => return Err(self.refuse_unanswered(address, &error.to_string())),
+            };
             let refused = |rpc: &'static str| {
                 move |s: tonic::Status| failure(None, gate, CliError::from_status(address, rpc, &s).to_string())
             };
-            let status = clients
-                .agent
-                .get_status(pb::GetStatusRequest {})
-                .await
-                .map_err(refused("GetStatus"))?
-                .into_inner();
+            let status = match clients.agent.get_status(pb::GetStatusRequest {}).await {
+                Ok(status) => status.into_inner(),
+                Err(status) => {
+                    let error = CliError::from_status(address, "GetStatus", &status).to_string();
+                    return Err(self.refuse_unanswered(address, &error));
+                }
+            };
             let binaries = clients
                 .binaries
                 .list_binaries(pb::ListBinariesRequest {})
@@ -493,6 +501,25 @@ impl Restore<'_> {
     }
 
     /// A refusal, as a failed check naming its rule.
+    /// Refuses the restore because the agent at `address` does not answer.
+    fn refuse_unanswered(&mut self, address: &AgentAddress, error: &str) -> Stop {
+        let member = self
+            .options
+            .member_names
+            .iter()
+            .find(|(a, _)| a == address)
+            .map_or_else(|| "a member".to_owned(), |(_, name)| name.clone());
+        let why = if error.contains(&address.to_string()) {
+            error.to_owned()
+        } else {
+            format!("its agent {address} does not answer ({error})")
+        };
+        self.refuse(
+            ids::AGENTS,
+            format!("{member} has no agent: {why}; a restore needs every member's agent"),
+        )
+    }
+
     fn refuse(&mut self, rule: &'static str, reason: impl Into<String>) -> Stop {
         let check = Check {
             rule,
@@ -830,7 +857,7 @@ impl Restore<'_> {
         };
         format!(
             "{verb} snapshot {} (revision {}, sha256 {}) onto all {} members ({}), running {}.\n{lost}\nEvery \
-             member's data dir is kept, renamed to <data dir>.before-restore-{}.",
+             member's current data is kept inside its data dir, as <data dir>/.before-restore-{}.",
             snapshot.id,
             snapshot.revision,
             snapshot.sha256,

@@ -131,6 +131,7 @@ pub async fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<(), CliEr
         lock_prefix: args.lock_prefix,
         timeout: args.timeout,
         purpose: Purpose::Restore,
+        member_names: member_names(&target),
     };
     report(agents, options, &mut *confirm, args.events, args.output.format, out).await
 }
@@ -157,6 +158,7 @@ pub async fn rollback_to_snapshot(args: RollbackArgs, out: &mut dyn Write) -> Re
         lock_prefix: args.run.lock_prefix.clone(),
         timeout: args.run.gate_timeout.max(std::time::Duration::from_secs(60)),
         purpose: Purpose::RollbackToSnapshot { upgraded_from: from },
+        member_names: member_names(&target),
     };
     report(
         agents,
@@ -169,16 +171,28 @@ pub async fn rollback_to_snapshot(args: RollbackArgs, out: &mut dyn Write) -> Re
     .await
 }
 
+/// The member each agent serves, as the cluster file names them.
+fn member_names(target: &crate::cluster_file::ClusterTarget) -> Vec<(AgentAddress, String)> {
+    target
+        .members
+        .iter()
+        .filter_map(|m| m.name.clone().map(|name| (m.agent.clone(), name)))
+        .collect()
+}
+
 /// The snapshot and version of a restore the agents recorded unfinished.
+/// An agent that does not answer is passed over here: the restore's
+/// preflight refuses to begin without every member's agent
+/// (`every-member-has-agent`), naming it.
 async fn unfinished_restore(agents: &[AgentAddress]) -> Result<Option<(String, EtcdVersion)>, CliError> {
     for address in agents {
-        let mut clients = agent_client::connect(address).await?;
-        let status = clients
-            .agent
-            .get_status(pb::GetStatusRequest {})
-            .await
-            .map_err(|s| CliError::from_status(address, "GetStatus", &s))?
-            .into_inner();
+        let Ok(mut clients) = agent_client::connect(address).await else {
+            continue;
+        };
+        let Ok(status) = clients.agent.get_status(pb::GetStatusRequest {}).await else {
+            continue;
+        };
+        let status = status.into_inner();
         if let Some(restore) = status.restore
             && restore.phase != i32::from(pb::RestorePhase::Finished)
             && let Ok(version) = restore.version.parse()
@@ -227,6 +241,34 @@ async fn undo_target(agents: &[AgentAddress], prefix: &str) -> Result<(String, E
             "the last change was a {} from {from} to {to}, not a minor upgrade; there is no version flip to undo",
             record.direction
         )));
+    }
+    // Whether the upgrade finished is only known with every member seen;
+    // and the restore that follows replaces every member's data.
+    let unseen: Vec<String> = observed
+        .members
+        .iter()
+        .filter(|m| m.agent.is_none() || m.version.is_none())
+        .map(|m| {
+            if m.agent.is_none() {
+                format!("{} ({})", m.name, m.why_no_agent())
+            } else {
+                format!("{} (its etcd does not answer: {})", m.name, m.health_error)
+            }
+        })
+        .collect();
+    if !unseen.is_empty() {
+        return Err(CliError::Refused {
+            rules: failed_rules(&[Check {
+                rule: crate::restore_plan::ids::AGENTS,
+                verdict: Verdict::Fail,
+                message: format!(
+                    "a rollback to the pre-upgrade snapshot replaces every member's data, and every member and its \
+                     agent must answer first: {}",
+                    unseen.join(", ")
+                ),
+                source: "steward",
+            }]),
+        });
     }
     let flipped = observed
         .cluster_version
