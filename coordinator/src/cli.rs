@@ -664,6 +664,17 @@ pub enum AgentCommand {
         /// Keep printing new lines as etcd writes them, until interrupted.
         #[arg(long)]
         follow: bool,
+        /// Output format: table (the lines as etcd wrote them) or json (NDJSON: one object per
+        /// line, {"agent":"HOST:PORT","line":"TEXT"}, flushed as it comes, also with --follow).
+        #[arg(
+            short = 'w',
+            long = "write-out",
+            value_enum,
+            default_value_t = OutputFormat::Table,
+            value_name = "FORMAT",
+            hide_possible_values = true
+        )]
+        format: OutputFormat,
     },
 }
 
@@ -1028,6 +1039,47 @@ mod tests {
             Cli::try_parse_from(["steward", "agent", "logs", "--agent", "127.0.0.1:1", "--lines", "0"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--lines"), "{err}");
+    }
+
+    #[test]
+    fn every_agent_command_takes_write_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("snap.db");
+        let out = out.to_str().unwrap();
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let commands: [&[&str]; 14] = [
+            &["status"],
+            &["binaries"],
+            &["import", "--path", "/opt/etcd/etcd", "--version", "3.5.16"],
+            &["upload", "--file", file, "--version", "3.5.16"],
+            &["flags", "--to", "3.5.16"],
+            &["activate", "--to", "3.5.16"],
+            &["rollback"],
+            &["start"],
+            &["stop"],
+            &["restart"],
+            &["snapshot"],
+            &["snapshots"],
+            &["download", "--id", "m0-1", "--out", out],
+            &["logs", "--follow"],
+        ];
+        for command in commands {
+            let mut args = vec!["steward", "agent"];
+            args.extend_from_slice(command);
+            args.extend_from_slice(&["--agent", "127.0.0.1:1", "-w", "json"]);
+            if let Err(err) = Cli::try_parse_from(&args) {
+                panic!("{args:?}: {err}");
+            }
+        }
+        let cli = Cli::try_parse_from(["steward", "agent", "logs", "--agent", "127.0.0.1:1", "-w", "json"]).unwrap();
+        let Command::Agent(AgentArgs {
+            command: AgentCommand::Logs { format, follow, .. },
+        }) = cli.command
+        else {
+            panic!("not agent logs");
+        };
+        assert_eq!(format, OutputFormat::Json);
+        assert!(!follow);
     }
 
     #[test]

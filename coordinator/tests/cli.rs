@@ -142,3 +142,16 @@ fn the_agent_address_can_come_from_the_environment() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(text(&output.stderr).contains("127.0.0.1:1"));
 }
+
+#[test]
+fn agent_logs_takes_json_output() {
+    // Accepted (not a usage error): it fails only because nothing listens.
+    let output = steward(&["agent", "logs", "--agent", "127.0.0.1:1", "-w", "json", "--follow"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(text(&output.stderr).contains("127.0.0.1:1"));
+    assert!(output.stdout.is_empty());
+
+    let help = text(&steward(&["agent", "logs", "--help"]).stdout);
+    assert!(help.contains("--write-out"), "{help}");
+    assert!(help.contains("NDJSON"), "{help}");
+}

@@ -3,13 +3,14 @@
 
 use std::io::Write;
 
+use serde::Serialize;
 use steward_proto::v1 as pb;
 use tonic::Status;
 
 use crate::agent_client::{self, AgentAddress, AgentClients};
 use crate::cli::AgentCommand;
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, OutputFormat};
 use crate::view::{
     BinariesView, DownloadView, FlagsView, LifecycleView, SnapshotView, SnapshotsView, StagedView, StatusView,
     SwitchView,
@@ -176,19 +177,26 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             tracing::info!(file = %file.display(), size, "snapshot downloaded and verified");
             output::emit(out, output.format, &DownloadView::new(&file, size, &info))
         }
-        AgentCommand::Logs { target, lines, follow } => {
+        AgentCommand::Logs {
+            target,
+            lines,
+            follow,
+            format,
+        } => {
             let mut clients = agent_client::connect(&target.agent).await?;
-            Box::pin(logs(&mut clients, lines, follow, out)).await
+            Box::pin(logs(&mut clients, lines, follow, format, out)).await
         }
     }
 }
 
 /// Prints the last `lines` of etcd's output and, with `follow`, new lines
-/// until the agent closes the stream (or the process is interrupted).
+/// until the agent closes the stream (or the process is interrupted): as
+/// etcd wrote them, or as NDJSON ([`log_lines_ndjson`]).
 async fn logs(
     clients: &mut AgentClients,
     lines: Option<u32>,
     follow: bool,
+    format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     const RPC: &str = "TailLogs";
@@ -208,9 +216,43 @@ async fn logs(
         .await
         .map_err(|s| CliError::from_status(&address, RPC, &s))?
     {
-        output::lines(out, &message.lines)?;
+        match format {
+            OutputFormat::Table => output::lines(out, &message.lines)?,
+            OutputFormat::Json => {
+                let text = log_lines_ndjson(&address, &message.lines).map_err(|e| CliError::Output(e.into()))?;
+                out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+                // Flushed per message, so `--follow` shows each line at once.
+                out.flush().map_err(CliError::Output)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// One line of etcd's output as `steward agent logs -w json` prints it.
+#[derive(Debug, Serialize)]
+struct LogLine<'a> {
+    /// The agent the line came from, `host:port` as given with `--agent`.
+    agent: &'a str,
+    /// The line as the agent sent it (etcd's stdout and stderr, without the
+    /// newline; bytes that were not UTF-8 replaced by the agent).
+    line: &'a str,
+}
+
+/// `lines` from `agent` as NDJSON: one `{"agent":..,"line":..}` object per
+/// line, each ending in a newline. etcd's own JSON log lines stay strings,
+/// so every object has the same shape whatever etcd's log format is.
+///
+/// # Errors
+/// When a line cannot be serialized (it cannot: both fields are strings).
+fn log_lines_ndjson(agent: &AgentAddress, lines: &[String]) -> Result<String, serde_json::Error> {
+    let agent = agent.to_string();
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&serde_json::to_string(&LogLine { agent: &agent, line })?);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// Awaits a unary (or stream-opening) call and maps its status.
@@ -232,4 +274,50 @@ fn wire_duration(duration: std::time::Duration) -> prost_types::Duration {
         seconds: i64::MAX,
         nanos: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address() -> AgentAddress {
+        "http://10.0.0.11:7400".parse().unwrap()
+    }
+
+    #[test]
+    fn json_logs_are_one_object_per_line_with_the_agent_and_the_line() {
+        let lines = vec![
+            "2026-11-21 08:41:02.512 I | etcdserver: published".to_owned(),
+            String::new(),
+            "[steward-agent: 3 lines skipped: the reader fell behind]".to_owned(),
+        ];
+        let text = log_lines_ndjson(&address(), &lines).unwrap();
+        assert!(text.ends_with('\n'), "{text:?}");
+        let objects: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(
+            objects,
+            [
+                serde_json::json!({"agent": "10.0.0.11:7400", "line": lines[0]}),
+                serde_json::json!({"agent": "10.0.0.11:7400", "line": ""}),
+                serde_json::json!({"agent": "10.0.0.11:7400", "line": lines[2]}),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_logs_keep_etcds_json_lines_as_strings_on_one_line() {
+        let etcd = r#"{"level":"info","ts":"2026-11-21T08:41:02.512Z","msg":"ready to serve client requests"}"#;
+        let lines = vec![etcd.to_owned(), "a\ttab and a \"quote\"".to_owned()];
+        let text = log_lines_ndjson(&address(), &lines).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["line"], etcd);
+        let second: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(second["line"], lines[1]);
+    }
+
+    #[test]
+    fn json_logs_of_no_lines_print_nothing() {
+        assert_eq!(log_lines_ndjson(&address(), &[]).unwrap(), "");
+    }
 }
