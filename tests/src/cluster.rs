@@ -852,13 +852,23 @@ impl Drop for Cluster {
 }
 
 /// "pid start-ticks" of this process: a pid alone could be reused.
-fn own_identity() -> String {
+pub(crate) fn own_identity() -> String {
     let own = std::process::id();
     format!("{own} {}", start_ticks(own).unwrap_or(0))
 }
 
 fn start_ticks(pid: u32) -> Option<u64> {
     ProcessId::of(pid).map(|id| id.start_ticks)
+}
+
+/// True while the process named by an [`own_identity`] text runs (an
+/// unreadable text counts as alive: nothing is torn down on a guess).
+pub(crate) fn identity_alive(owner: &str) -> bool {
+    let mut parts = owner.split_whitespace().map(|p| p.parse::<u64>().ok());
+    let (Some(Some(pid)), Some(Some(ticks))) = (parts.next(), parts.next()) else {
+        return true;
+    };
+    u32::try_from(pid).ok().and_then(start_ticks) == Some(ticks)
 }
 
 /// Kills the processes of clusters whose test process died without
@@ -876,12 +886,7 @@ fn sweep_orphaned_clusters() {
         let Ok(owner) = std::fs::read_to_string(&owner_file) else {
             continue;
         };
-        let mut parts = owner.split_whitespace().map(|p| p.parse::<u64>().ok());
-        let (Some(Some(pid)), Some(Some(ticks))) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let alive = u32::try_from(pid).ok().and_then(start_ticks) == Some(ticks);
-        if !alive {
+        if !identity_alive(&owner) {
             eprintln!(
                 "cleaning up the processes of an orphaned test cluster in {}",
                 entry.path().display()

@@ -21,8 +21,17 @@ pub struct Running {
 /// lines as they come (events, then the final report).
 #[must_use]
 pub fn start(args: &[&str]) -> Running {
-    let mut child = steward_command()
-        .args(args)
+    let mut command = steward_command();
+    command.args(args);
+    start_command(command)
+}
+
+/// Starts `command` (a `steward` command line) with `--events`, as
+/// [`start`] does.
+#[must_use]
+pub fn start_command(mut command: std::process::Command) -> Running {
+    let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut child = command
         .arg("--events")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod fake;
 pub mod faults;
+pub mod hosts;
 pub mod mounts;
 pub mod pki;
 pub mod ports;
