@@ -78,6 +78,21 @@ async fn an_upgrade_under_the_shipped_unit_loses_no_write() {
     let cgroup = std::fs::read_to_string(format!("/proc/{etcd}/cgroup")).expect("etcd's cgroup");
     assert!(cgroup.contains("steward-agent.service"), "{cgroup}");
 
+    // The deploy guide's "Check it" commands, as written (the admin
+    // identity in STEWARD_AGENT_CACERT/CERT/KEY).
+    let address = testbed.agent_address(0);
+    let status = json(&testbed.steward(&["agent", "status", "--agent", &address, "-w", "json"]));
+    assert_eq!(status["agent"]["state"], "running", "{status:#}");
+    let logs = testbed.steward(&["agent", "logs", "--agent", &address, "--lines", "5", "-w", "json"]);
+    let logs_text = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.status.success(), "{logs_text}");
+    for line in logs_text.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        assert_eq!(entry["agent"], address.as_str());
+    }
+    let unit = host.exec_ok(&["systemctl", "status", "--no-pager", "steward-agent"]);
+    assert!(unit.contains("Status: \"serving;"), "{unit}");
+
     let cluster = testbed.cluster_file();
     let binaries = binaries_dir().display().to_string();
     let to = new.version.to_string();
@@ -200,6 +215,7 @@ async fn a_host_cut_from_the_network_mid_roll_stops_the_roll_and_a_rerun_finishe
     }
     let report = after_cut.last().cloned().unwrap_or_default();
     assert_ne!(report["result"], "succeeded", "the roll did not go on: {report:#}");
+    eprintln!("with {cut_name} cut off the roll stopped: {}", report["failure"]);
     let started: Vec<&serde_json::Value> = after_cut
         .iter()
         .filter(|e| e["event"] == "member_started" || e["event"] == "activated")
