@@ -1,0 +1,96 @@
+//! The releases users run today, built from etcd's Go modules by
+//! scripts/setup-etcd: the newest 3.5 patch up to the newest 3.6 patch (the
+//! 3.6 upgrade guide's path) on three and on five members, and back down
+//! through the Downgrade API (the 3.6 downgrade guide: enable, wait for
+//! every member's storage version, swap the binaries leader last). Each
+//! runs under a writer that fails over between members; every acknowledged
+//! key is read back and HashKV agrees at the end.
+
+use std::time::Duration;
+
+use steward_coordinator::agent_client::AgentAddress;
+use steward_coordinator::events::{Event, Lines, Recorder};
+use steward_coordinator::plan::Direction;
+use steward_coordinator::roll::{self, Outcome, RollOptions, RollReport};
+use steward_proto::EtcdVersion;
+use steward_tests::faults::{assert_hash_kv_agrees, event_name};
+use steward_tests::{Cluster, ClusterBuilder, Release, Writer, binaries::binaries_dir, lost_writes, newest};
+
+fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
+    cluster
+        .members
+        .iter()
+        .map(|m| m.agent_addr.parse().expect("agent address"))
+        .collect()
+}
+
+async fn roll(cluster: &Cluster, direction: Direction, target: &EtcdVersion) -> (RollReport, Vec<Event>) {
+    let mut events = Recorder {
+        events: Vec::new(),
+        inner: Lines(std::io::stderr()),
+    };
+    let options = RollOptions::new(direction, target.clone(), Some(binaries_dir()));
+    let report = roll::run(agents(cluster), options, &mut events).await;
+    (report, events.events)
+}
+
+async fn assert_all_on(cluster: &Cluster, version: &EtcdVersion, cluster_version: &str) {
+    for i in 0..cluster.members.len() {
+        let member = cluster.status(i).await.member.unwrap_or_default();
+        assert_eq!(member.version, version.to_string(), "{}", cluster.members[i].name);
+        assert_eq!(member.cluster_version, cluster_version, "{}", cluster.members[i].name);
+    }
+}
+
+/// Rolls `cluster` to `target` under a writer and checks the invariants.
+async fn roll_under_writer(cluster: &Cluster, direction: Direction, target: &Release, prefix: &str) -> Vec<Event> {
+    let writer = Writer::start(cluster.all_client_urls(), prefix).await;
+    writer.wait_for_more(20, Duration::from_secs(20)).await;
+    let (report, events) = roll(cluster, direction, &target.version).await;
+    let writes = writer.stop().await;
+    assert_eq!(
+        report.result,
+        Outcome::Succeeded,
+        "{report:#?}; {}",
+        cluster.logs_hint()
+    );
+    let mut client = cluster.etcd(&(0..cluster.members.len()).collect::<Vec<_>>()).await;
+    let lost = lost_writes(&mut client, prefix, &writes).await;
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_hash_kv_agrees(cluster).await;
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_3_5_goes_to_3_6_and_back_through_the_downgrade_api() {
+    let from = newest(3, 5);
+    let to = newest(3, 6);
+    let cluster = ClusterBuilder::new(3, from.clone()).start().await;
+
+    let up = roll_under_writer(&cluster, Direction::Upgrade, &to, "up/").await;
+    assert_all_on(&cluster, &to.version, "3.6.0").await;
+    let leader_moves = up.iter().filter(|e| event_name(e) == "leader_moved").count();
+    assert_eq!(leader_moves, 1, "the leader is moved once, and changed last");
+
+    let down = roll_under_writer(&cluster, Direction::Downgrade, &from, "down/").await;
+    assert_all_on(&cluster, &from.version, "3.5.0").await;
+    let names: Vec<String> = down.iter().map(event_name).collect();
+    let enabled = names.iter().position(|n| n == "downgrade_enabled");
+    let migrated = names.iter().position(|n| n == "storage_migrated");
+    let first_member = names.iter().position(|n| n == "member_started");
+    assert!(
+        enabled.is_some() && migrated > enabled && first_member > migrated,
+        "the Downgrade API is enabled and every storage version reaches 3.5 before any binary is swapped: {names:?}"
+    );
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_go_from_the_newest_3_5_to_3_6() {
+    let from = newest(3, 5);
+    let to = newest(3, 6);
+    let cluster = ClusterBuilder::new(5, from).start().await;
+    let _ = roll_under_writer(&cluster, Direction::Upgrade, &to, "five/").await;
+    assert_all_on(&cluster, &to.version, "3.6.0").await;
+    cluster.cleanup();
+}
