@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::etcd;
@@ -184,6 +184,8 @@ pub struct ClusterLock {
     /// Set by the keepalive task once the lease is gone or could not be
     /// renewed for a whole TTL.
     lost: Arc<AtomicBool>,
+    /// When the keepalive task sent its latest renewal that etcd accepted.
+    renewals: watch::Receiver<Instant>,
 }
 
 /// Why the holder may not act any more.
@@ -303,7 +305,8 @@ pub async fn acquire(
         if answer.succeeded() {
             let token = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
             let lost = Arc::new(AtomicBool::new(false));
-            let keepalive = tokio::spawn(keep_alive(endpoints.to_vec(), lease, Arc::clone(&lost)));
+            let (renewed, renewals) = watch::channel(Instant::now());
+            let keepalive = tokio::spawn(keep_alive(endpoints.to_vec(), lease, Arc::clone(&lost), renewed));
             tracing::info!(%key, token, "took the cluster lock");
             return Ok(ClusterLock {
                 client,
@@ -314,6 +317,7 @@ pub async fn acquire(
                 token,
                 keepalive,
                 lost,
+                renewals,
             });
         }
         let _ = client.lease_revoke(lease).await;
@@ -378,56 +382,66 @@ async fn ttl(client: &mut Client, lease: i64) -> Option<i64> {
         .filter(|ttl| *ttl > 0)
 }
 
-/// Renews the lease every second for as long as the lock is held, through
-/// one member at a time. A keepalive stream dies with its connection (the
-/// member it went to may be the one being restarted) or stalls with it (a
-/// frozen member), so a failed renewal opens a new stream through the next
-/// member on the next round; only a lease etcd reports gone, or no renewal
-/// for a whole TTL, marks the lock lost.
-async fn keep_alive(endpoints: Vec<String>, lease: i64, lost: Arc<AtomicBool>) {
-    let mut next = 0;
+/// Renews the lease every second for as long as the lock is held. A
+/// keepalive stream dies with its connection (the member it went to may be
+/// the one being restarted) or stalls with it (a frozen member, or a
+/// follower waiting for a frozen leader to be replaced), so when a renewal
+/// through the open stream fails, the next one goes out at once through
+/// every member together, and the first answer wins: one member that cannot
+/// answer costs one attempt, not one attempt per member in turn. Only a
+/// lease etcd reports gone, or no renewal for a whole TTL, marks the lock
+/// lost.
+async fn keep_alive(endpoints: Vec<String>, lease: i64, lost: Arc<AtomicBool>, renewed_at: watch::Sender<Instant>) {
     let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
-    let mut stream = None;
+    let mut stream: Option<KeepAlive> = None;
     let mut renewed = Instant::now();
     // A renewal that fails once is normal (the member under the stream
     // restarts during a roll); only failures that last are worth a warning.
     let mut warned = false;
+    let mut pause = true;
     loop {
-        tokio::time::sleep(KEEPALIVE).await;
+        if pause {
+            tokio::time::sleep(KEEPALIVE).await;
+        }
         // etcd counts the TTL from when it got the renewal: count from when
         // it was sent, never later.
         let sent = Instant::now();
-        let endpoint = endpoints
-            .get(next % endpoints.len().max(1))
-            .cloned()
-            .unwrap_or_default();
-        let answer = tokio::time::timeout(KEEPALIVE * 2, renew(&endpoint, lease, &mut stream)).await;
-        let failed = match answer {
-            Ok(Ok(remaining)) if remaining > 0 => {
+        let answer = match stream.as_mut() {
+            Some(open) => tokio::time::timeout(KEEPALIVE * 2, renew(open, lease))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {:?}", KEEPALIVE * 2))),
+            None => renew_through_any(&endpoints, lease).await.map(|(remaining, open)| {
+                stream = Some(open);
+                remaining
+            }),
+        };
+        match answer {
+            Ok(remaining) if remaining > 0 => {
                 if warned {
                     tracing::info!(lease, "the cluster lock is renewed again");
                     warned = false;
                 }
                 renewed = sent;
-                None
+                renewed_at.send_replace(sent);
+                pause = true;
             }
-            Ok(Ok(_)) => {
+            Ok(_) => {
                 tracing::error!(lease, "the cluster lock's lease is gone");
                 lost.store(true, Ordering::SeqCst);
                 return;
             }
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some(format!("no answer within {:?}", KEEPALIVE * 2)),
-        };
-        if let Some(error) = failed {
-            stream = None;
-            next += 1;
-            let failing_for = renewed.elapsed();
-            if failing_for >= RENEWAL_WARN_AFTER && !warned {
-                tracing::warn!(%error, ?failing_for, "cannot renew the cluster lock; retrying until its lease would expire");
-                warned = true;
-            } else {
-                tracing::debug!(%error, "a renewal of the cluster lock failed; retrying");
+            Err(error) => {
+                // Straight on through every member, unless that is what
+                // just failed.
+                pause = stream.is_none();
+                stream = None;
+                let failing_for = renewed.elapsed();
+                if failing_for >= RENEWAL_WARN_AFTER && !warned {
+                    tracing::warn!(%error, ?failing_for, "cannot renew the cluster lock; retrying until its lease would expire");
+                    warned = true;
+                } else {
+                    tracing::debug!(%error, "a renewal of the cluster lock failed; retrying");
+                }
             }
         }
         if renewed.elapsed() >= ttl {
@@ -438,26 +452,46 @@ async fn keep_alive(endpoints: Vec<String>, lease: i64, lost: Arc<AtomicBool>) {
     }
 }
 
-/// One renewal through the open keepalive stream (opened first if needed);
-/// the lease's remaining TTL in seconds.
-async fn renew(
-    endpoint: &str,
-    lease: i64,
-    stream: &mut Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
-) -> Result<i64, etcd_client::Error> {
-    if stream.is_none() {
-        let client = etcd::connect_member(endpoint, "the cluster lock")
-            .await
-            .map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
-        *stream = Some(client.clone().lease_keep_alive(lease).await?);
-    }
-    let Some((keeper, responses)) = stream.as_mut() else {
-        return Ok(0);
-    };
-    keeper.keep_alive().await?;
-    match responses.message().await? {
+/// An open keepalive stream.
+type KeepAlive = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
+
+/// Opens a keepalive stream through every member at once and renews through
+/// each; the first to answer (the remaining TTL, 0 for a lease etcd no
+/// longer knows) wins and keeps its stream.
+async fn renew_through_any(endpoints: &[String], lease: i64) -> Result<(i64, KeepAlive), String> {
+    let attempts = endpoints.iter().map(|endpoint| {
+        Box::pin(async move {
+            let attempt = async {
+                let client = etcd::connect_member(endpoint, "the cluster lock")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut open = client
+                    .clone()
+                    .lease_keep_alive(lease)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let remaining = renew(&mut open, lease).await?;
+                Ok::<_, String>((remaining, open))
+            };
+            Box::pin(tokio::time::timeout(KEEPALIVE * 2, attempt))
+                .await
+                .unwrap_or_else(|_| Err(format!("{endpoint}: no answer within {:?}", KEEPALIVE * 2)))
+        })
+    });
+    futures::future::select_ok(attempts)
+        .await
+        .map(|(answer, _others)| answer)
+        .map_err(|last| format!("no member renewed the lease (last: {last})"))
+}
+
+/// One renewal through an open keepalive stream: the lease's remaining TTL
+/// in seconds.
+async fn renew(open: &mut KeepAlive, lease: i64) -> Result<i64, String> {
+    let (keeper, responses) = open;
+    keeper.keep_alive().await.map_err(|e| format!("lease {lease}: {e}"))?;
+    match responses.message().await.map_err(|e| e.to_string())? {
         Some(answer) => Ok(answer.ttl()),
-        None => Err(etcd_client::Error::InvalidArgs("the keepalive stream ended".into())),
+        None => Err("the keepalive stream ended".into()),
     }
 }
 
@@ -506,11 +540,24 @@ impl ClusterLock {
             return Err(lost("its lease could not be renewed"));
         }
         let lease = self.lease;
+        let asked = Instant::now();
         let answer = etcd::through_any(&self.endpoints, "the cluster lock", |mut client| async move {
             client.lease_time_to_live(lease, None).await
         })
         .await;
         match answer {
+            // While a leader is frozen, a member has been seen to answer
+            // that the lease is gone although the leader renews it. A lease
+            // etcd revoked never comes back, and a renewal of an expired
+            // one is refused: a renewal accepted after this question proves
+            // the lease alive.
+            Ok(answer) if answer.ttl() <= 0 && self.renewed_since(asked).await => {
+                tracing::debug!(
+                    lease,
+                    "a member said the lock's lease is gone, but it was renewed since"
+                );
+                Ok(())
+            }
             Ok(answer) if answer.ttl() <= 0 => {
                 self.lost.store(true, Ordering::SeqCst);
                 Err(lost("its lease expired or was revoked"))
@@ -521,6 +568,15 @@ impl ClusterLock {
                 Ok(())
             }
         }
+    }
+
+    /// True once the keepalive task has a renewal accepted that it sent
+    /// after `asked`, within a few keepalive rounds.
+    async fn renewed_since(&self, asked: Instant) -> bool {
+        let mut renewals = self.renewals.clone();
+        tokio::time::timeout(KEEPALIVE * 4, renewals.wait_for(|sent| *sent > asked))
+            .await
+            .is_ok_and(|renewed| renewed.is_ok())
     }
 
     /// Deletes the journals of all but the newest `keep` runs (this one
