@@ -41,7 +41,7 @@ pub mod ids {
     /// 3.2 -> 3.3 with auth and leases needs 3.2.31.
     pub const AUTH_LEASES_3_2_31: &str = "auth-leases-3.2.31";
     /// 3.5 -> 3.6 needs the 3.5 patch the 3.6 guide names.
-    pub const MIN_3_5_FOR_3_6: &str = "3.6-needs-3.5.26";
+    pub const MIN_3_5_FOR_3_6: &str = "3.6-needs-3.5.32";
     /// Enough members to keep quorum while one restarts.
     pub const QUORUM: &str = "quorum-headroom";
     /// A member is taken down only while the others carry quorum (checked
@@ -675,23 +675,35 @@ fn auth_leases(observed: &Observed, plan: &Plan, request: &Request) -> Check {
     }
 }
 
+/// The oldest 3.5 patch a 3.5 -> 3.6 pass may start from. The 3.6 upgrade
+/// guide has raised it with the releases that fixed what broke such
+/// upgrades: 3.5.20 ("too many learner members"), 3.5.24, 3.5.26 (zombie
+/// members), and 3.5.32 in its newest revision (etcd-io/website,
+/// content/en/docs/v3.6/upgrades/upgrade_3_6.md, 2026-08-14: the release
+/// that brings `--v2-deprecation=write-only-skip-check` and the WAL-aware
+/// `etcdutl check v2store`). The newest figure wins.
+pub const MIN_3_5_BEFORE_3_6: EtcdVersion = EtcdVersion::new(3, 5, 32);
+
 fn min_3_5_for_3_6(plan: &Plan) -> Check {
     let source = "3.6 upgrade guide";
     let too_old = plan.passes.iter().find(|p| {
-        p.from.minor_version() == (3, 5) && p.target.minor_version() == (3, 6) && p.from < EtcdVersion::new(3, 5, 26)
+        p.from.minor_version() == (3, 5) && p.target.minor_version() == (3, 6) && p.from < MIN_3_5_BEFORE_3_6
     });
     match too_old {
         Some(pass) => check(
             ids::MIN_3_5_FOR_3_6,
             source,
             Verdict::Fail,
-            format!("3.6 needs the cluster at 3.5.26 or later first; it runs {}", pass.from),
+            format!(
+                "3.6 needs the cluster at {MIN_3_5_BEFORE_3_6} or later first; it runs {} (upgrade to the newest 3.5 patch first)",
+                pass.from
+            ),
         ),
         None => check(
             ids::MIN_3_5_FOR_3_6,
             source,
             Verdict::Pass,
-            "not a 3.5 (< 3.5.26) -> 3.6 pass",
+            format!("not a 3.5 (< {MIN_3_5_BEFORE_3_6}) -> 3.6 pass"),
         ),
     }
 }
@@ -918,16 +930,16 @@ mod tests {
     }
 
     #[test]
-    fn the_3_6_upgrade_needs_3_5_26() {
+    fn the_3_6_upgrade_needs_the_newest_guides_3_5_patch() {
         let checks = run(
-            &cluster(&["3.5.16"; 3], 0),
+            &cluster(&["3.5.31"; 3], 0),
             Direction::Upgrade,
             "3.6.0",
             &with_binaries(&["3.6.0"]),
         );
         assert_eq!(verdict(&checks, ids::MIN_3_5_FOR_3_6), Verdict::Fail);
         let checks = run(
-            &cluster(&["3.5.26"; 3], 0),
+            &cluster(&["3.5.32"; 3], 0),
             Direction::Upgrade,
             "3.6.0",
             &with_binaries(&["3.6.0"]),

@@ -94,3 +94,29 @@ async fn five_members_go_from_the_newest_3_5_to_3_6() {
     assert_all_on(&cluster, &to.version, "3.6.0").await;
     cluster.cleanup();
 }
+
+/// A 3.5 patch older than the 3.6 guide's minimum is refused before
+/// anything changes, naming the rule; the newest 3.5 patch is the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_3_5_patch_is_refused_for_3_6_naming_the_minimum() {
+    let old = steward_tests::exact("3.5.30");
+    let to = newest(3, 6);
+    let cluster = ClusterBuilder::new(3, old.clone()).start().await;
+    let out = steward_tests::cluster::steward(&[
+        "upgrade",
+        "--agents",
+        &cluster.agents_arg(),
+        "--to",
+        &to.version.to_string(),
+        "--binaries",
+        &binaries_dir().display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("3.6-needs-3.5.32") && stderr.contains("3.5.30"),
+        "the refusal names the rule and the running patch: {stderr}"
+    );
+    assert_all_on(&cluster, &old.version, "3.5.0").await;
+    cluster.cleanup();
+}
