@@ -189,31 +189,30 @@ fn under_journald_lines_carry_their_priority() {
     assert!(text.starts_with("steward-agent: "), "{text:?}");
 }
 
+/// `steward-agent --check-config --config FILE`: its exit code and stdout.
+fn check_config(config: &std::path::Path) -> (Option<i32>, String) {
+    let output = agent()
+        .arg("--check-config")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (output.status.code(), String::from_utf8(output.stdout).unwrap())
+}
+
 #[test]
 fn check_config_exits_0_when_all_pass_and_2_when_not() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
-    let output = agent()
-        .arg("--check-config")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let (code, stdout) = check_config(&config);
+    assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.starts_with("ok      config: "), "{stdout}");
     assert!(stdout.ends_with("checks passed\n"), "{stdout}");
     assert!(!dir.path().join("state").exists(), "the check creates nothing");
 
     std::fs::write(dir.path().join("state"), "").unwrap();
-    let output = agent()
-        .arg("--check-config")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    let (code, stdout) = check_config(&config);
+    assert_eq!(code, Some(2), "{stdout}");
     assert!(stdout.contains("FAILED  state_dir: "), "{stdout}");
     assert!(stdout.ends_with("checks FAILED\n"), "{stdout}");
 }

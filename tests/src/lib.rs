@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod mounts;
 pub mod pki;
 pub mod ports;
+pub mod rolling;
 pub mod writer;
 
 pub use binaries::{Release, exact, newest, oldest};

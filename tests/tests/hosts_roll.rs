@@ -63,6 +63,14 @@ async fn upgrade_to_the_end(testbed: &Testbed, to: &str, writer: Writer, prefix:
     assert_eq!(versions(testbed), vec![to.to_owned(); 3]);
 }
 
+/// Three hosts on the newest 3.4, and a writer that has begun.
+async fn three_hosts_on_3_4_under_a_writer(prefix: &str) -> (Testbed, Writer) {
+    let testbed = TestbedBuilder::new(3, newest(3, 4)).start().await;
+    let writer = Writer::start(testbed.client_urls(), prefix).await;
+    writer.wait_for_more(20, Duration::from_secs(20)).await;
+    (testbed, writer)
+}
+
 /// 1. The upgrade of the guides, 3.4 -> 3.5, through the unit's sandbox,
 ///    with the availability probe, while a writer keeps writing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,14 +125,10 @@ async fn an_upgrade_under_the_shipped_unit_loses_no_write() {
 ///    rerun at worst).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_restarted_by_systemd_mid_roll_adopts_etcd_and_the_roll_finishes() {
-    let old = newest(3, 4);
-    let new = newest(3, 5);
-    let testbed = TestbedBuilder::new(3, old.clone()).start().await;
+    let (testbed, writer) = three_hosts_on_3_4_under_a_writer("roll").await;
     let cluster = testbed.cluster_file();
     let binaries = binaries_dir().display().to_string();
-    let to = new.version.to_string();
-    let writer = Writer::start(testbed.client_urls(), "roll").await;
-    writer.wait_for_more(20, Duration::from_secs(20)).await;
+    let to = newest(3, 5).version.to_string();
 
     let running = coordinator::start_command(testbed.steward_command(&upgrade_args(&cluster, &to, &binaries)));
     let first = running.wait_for("member_done");
@@ -188,14 +192,10 @@ async fn a_host_rebooted_between_two_rolls_rejoins_and_the_next_roll_works() {
 ///    and once the link is back a rerun finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_cut_from_the_network_mid_roll_stops_the_roll_and_a_rerun_finishes() {
-    let old = newest(3, 4);
-    let new = newest(3, 5);
-    let testbed = TestbedBuilder::new(3, old.clone()).start().await;
+    let (testbed, writer) = three_hosts_on_3_4_under_a_writer("cut").await;
     let cluster = testbed.cluster_file();
     let binaries = binaries_dir().display().to_string();
-    let to = new.version.to_string();
-    let writer = Writer::start(testbed.client_urls(), "cut").await;
-    writer.wait_for_more(20, Duration::from_secs(20)).await;
+    let to = newest(3, 5).version.to_string();
 
     let mut args = upgrade_args(&cluster, &to, &binaries);
     args.extend(["--gate-timeout", "15s"]);

@@ -8,42 +8,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::events::{Event, Lines, Recorder, StageMethod};
+use steward_coordinator::events::{Event, StageMethod};
 use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{self, Outcome, RollOptions, RollReport};
+use steward_coordinator::roll::{Outcome, RollOptions};
 use steward_proto::EtcdVersion;
-use steward_tests::{
-    Cluster, ClusterBuilder, Writer, binaries::binaries_dir, exact, fake, lost_writes, newest, oldest,
-};
-
-fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
-    cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.parse().expect("agent address"))
-        .collect()
-}
+use steward_tests::rolling::{assert_all_on, roll};
+use steward_tests::{ClusterBuilder, Writer, binaries::binaries_dir, exact, fake, lost_writes, newest, oldest};
 
 fn options(direction: Direction, target: &EtcdVersion) -> RollOptions {
     RollOptions::new(direction, target.clone(), Some(binaries_dir()))
-}
-
-async fn roll(cluster: &Cluster, options: RollOptions) -> (RollReport, Vec<Event>) {
-    let mut events = Recorder {
-        events: Vec::new(),
-        inner: Lines(std::io::stderr()),
-    };
-    let report = roll::run(agents(cluster), options, &mut events).await;
-    (report, events.events)
-}
-
-async fn assert_all_on(cluster: &Cluster, version: &EtcdVersion, cluster_version: &str) {
-    for i in 0..cluster.members.len() {
-        let member = cluster.status(i).await.member.unwrap_or_default();
-        assert_eq!(member.version, version.to_string(), "{}", cluster.members[i].name);
-        assert_eq!(member.cluster_version, cluster_version, "{}", cluster.members[i].name);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

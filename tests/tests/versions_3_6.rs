@@ -8,38 +8,17 @@
 
 use std::time::Duration;
 
-use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::events::{Event, Lines, Recorder};
+use steward_coordinator::events::Event;
 use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{self, Outcome, RollOptions, RollReport};
+use steward_coordinator::roll::{Outcome, RollOptions, RollReport};
 use steward_proto::EtcdVersion;
 use steward_tests::faults::{assert_hash_kv_agrees, event_name};
+use steward_tests::rolling::{self, assert_all_on};
 use steward_tests::{Cluster, ClusterBuilder, Release, Writer, binaries::binaries_dir, lost_writes, newest};
 
-fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
-    cluster
-        .members
-        .iter()
-        .map(|m| m.agent_addr.parse().expect("agent address"))
-        .collect()
-}
-
 async fn roll(cluster: &Cluster, direction: Direction, target: &EtcdVersion) -> (RollReport, Vec<Event>) {
-    let mut events = Recorder {
-        events: Vec::new(),
-        inner: Lines(std::io::stderr()),
-    };
     let options = RollOptions::new(direction, target.clone(), Some(binaries_dir()));
-    let report = roll::run(agents(cluster), options, &mut events).await;
-    (report, events.events)
-}
-
-async fn assert_all_on(cluster: &Cluster, version: &EtcdVersion, cluster_version: &str) {
-    for i in 0..cluster.members.len() {
-        let member = cluster.status(i).await.member.unwrap_or_default();
-        assert_eq!(member.version, version.to_string(), "{}", cluster.members[i].name);
-        assert_eq!(member.cluster_version, cluster_version, "{}", cluster.members[i].name);
-    }
+    rolling::roll(cluster, options).await
 }
 
 /// Rolls `cluster` to `target` under a writer and checks the invariants.

@@ -1,0 +1,45 @@
+//! The rolling engine run in-process against a test cluster, for the
+//! scenarios that look at its report and events rather than the CLI's.
+
+use steward_coordinator::agent_client::AgentAddress;
+use steward_coordinator::events::{Event, Lines, Recorder};
+use steward_coordinator::roll::{self, RollOptions, RollReport};
+use steward_proto::EtcdVersion;
+
+use crate::Cluster;
+
+/// Every member's agent address.
+///
+/// # Panics
+/// When an address does not parse.
+#[must_use]
+pub fn agents(cluster: &Cluster) -> Vec<AgentAddress> {
+    cluster
+        .members
+        .iter()
+        .map(|m| m.agent_addr.parse().expect("agent address"))
+        .collect()
+}
+
+/// Runs a roll with `options`, printing its events and returning them
+/// with the report.
+pub async fn roll(cluster: &Cluster, options: RollOptions) -> (RollReport, Vec<Event>) {
+    let mut events = Recorder {
+        events: Vec::new(),
+        inner: Lines(std::io::stderr()),
+    };
+    let report = roll::run(agents(cluster), options, &mut events).await;
+    (report, events.events)
+}
+
+/// Asserts that every member runs `version` and reports `cluster_version`.
+///
+/// # Panics
+/// When one does not.
+pub async fn assert_all_on(cluster: &Cluster, version: &EtcdVersion, cluster_version: &str) {
+    for i in 0..cluster.members.len() {
+        let member = cluster.status(i).await.member.unwrap_or_default();
+        assert_eq!(member.version, version.to_string(), "{}", cluster.members[i].name);
+        assert_eq!(member.cluster_version, cluster_version, "{}", cluster.members[i].name);
+    }
+}
