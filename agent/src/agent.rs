@@ -599,7 +599,16 @@ impl Agent {
         self.supervisor.stop().await?;
         let mark = self.logs.mark_now();
 
-        match self.start_and_wait(launch, &target, timeout).await {
+        let prepared = if crate::raft_snapshot::needed(active.as_ref(), &target) {
+            self.fresh_raft_snapshot(&persisted, timeout).await
+        } else {
+            Ok(())
+        };
+        let started = match prepared {
+            Ok(()) => self.start_and_wait(launch, &target, timeout).await,
+            Err(reason) => Err(reason),
+        };
+        match started {
             Ok(pid) => {
                 self.supervisor.supervise().await?;
                 self.state.update(|s| {
@@ -694,6 +703,43 @@ impl Agent {
                 })
             }
         }
+    }
+
+    /// Runs the active version once more with `--snapshot-count=1` until it
+    /// has written a raft snapshot newer than any it had, then stops it (see
+    /// [`crate::raft_snapshot`]). etcd is stopped on entry and on return.
+    async fn fresh_raft_snapshot(&self, before: &PersistedState, timeout: Duration) -> Result<(), String> {
+        let Some(active) = active_of(before) else {
+            return Ok(());
+        };
+        let data_dir = &self.config.member.data_dir;
+        let had = crate::raft_snapshot::newest_index(data_dir);
+        let mut launch = self
+            .launch_for(&active, active_from_of(before).as_ref())
+            .map_err(|e| error_chain(&e))?;
+        launch.args = crate::raft_snapshot::with_snapshot_every_entry(&launch.args);
+        tracing::info!(version = %active, newest_snapshot = ?had, "taking a fresh raft snapshot before the switch");
+        let why = |reason: String| format!("no fresh raft snapshot on {active} before the switch: {reason}");
+        self.start_and_wait(launch, &active, timeout).await.map_err(why)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = crate::raft_snapshot::newest_index(data_dir);
+            if now > had {
+                tracing::info!(index = ?now, "raft snapshot written");
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.supervisor.stop().await.map_err(|e| error_chain(&e))?;
+                return Err(why(format!(
+                    "none newer than index {} within {timeout:?}",
+                    had.map_or_else(|| "0".to_owned(), |i| i.to_string())
+                )));
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
+        // A graceful stop lets etcd finish the snapshot (the file, then its
+        // record in the log) before it exits.
+        self.supervisor.stop().await.map_err(|e| error_chain(&e))
     }
 
     /// Starts `launch` unsupervised and waits until the member is healthy

@@ -11,6 +11,8 @@ use steward_proto::EtcdVersion;
 
 use crate::config::MemberSpec;
 
+mod v3_6;
+
 /// What a rule did to one flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -208,6 +210,28 @@ pub mod rules {
     pub const LOG_OUTPUT_3_3: &str = "flags-3.3-log-output";
     /// Flags 3.4 added are removed when running 3.3.
     pub const NOT_IN_3_3: &str = "flags-3.3-not-available";
+    /// 3.6 renamed most `--experimental-*` flags to the name without the
+    /// prefix.
+    pub const EXPERIMENTAL_3_6: &str = "flags-3.6-experimental-renamed";
+    /// 3.6 turned the boolean `--experimental-*` switches into
+    /// `--feature-gates` entries.
+    pub const FEATURE_GATES_3_6: &str = "flags-3.6-feature-gates";
+    /// 3.6 removed `--experimental-enable-v2v3`.
+    pub const V2V3_3_6: &str = "flags-3.6-enable-v2v3";
+    /// 3.6 does not support `--v2-deprecation=not-yet`.
+    pub const V2_DEPRECATION_3_6: &str = "flags-3.6-v2-deprecation";
+    /// 3.6 removed the v2 proxy and its flags.
+    pub const PROXY_3_6: &str = "flags-3.6-proxy";
+    /// 3.7 removed v2 discovery (`--discovery`, `--discovery-proxy`).
+    pub const V2_DISCOVERY_3_7: &str = "flags-3.7-v2-discovery";
+    /// 3.7 removed every `--experimental-*` flag.
+    pub const EXPERIMENTAL_3_7: &str = "flags-3.7-experimental-removed";
+    /// Before 3.6 the renamed flags only have their experimental names.
+    pub const EXPERIMENTAL_NAMES_3_5: &str = "flags-3.5-experimental-names";
+    /// Before 3.6 there are no feature gates, only experimental switches.
+    pub const FEATURE_GATES_3_5: &str = "flags-3.5-feature-gates";
+    /// Flags 3.6 added are removed when running 3.5 or older.
+    pub const NOT_IN_3_5: &str = "flags-3.5-not-available";
     /// Only adjacent minors: a member moves one minor version at a time.
     pub const ADJACENT_MINORS: &str = "version-adjacent-minors";
 }
@@ -326,6 +350,10 @@ pub fn render(
         );
     }
 
+    if !target.at_least_minor(3, 6) {
+        v3_6::down_to_3_5(&mut rules);
+    }
+
     if !target.at_least_minor(3, 4) {
         rules.remove(
             "--logger",
@@ -429,12 +457,17 @@ pub fn render(
     }
 
     if target.at_least_minor(3, 6) {
+        v3_6::up_to_3_6(&mut rules);
         rules.refuse_if(
             |f| f.name == "--enable-v2" && f.value.as_deref() != Some("false"),
             rules::ENABLE_V2_3_6,
             "etcd 3.6 has no v2 API: remove --enable-v2 (and migrate v2 data) first",
         );
         rules.remove("--enable-v2", rules::ENABLE_V2_3_6, "etcd 3.6 has no --enable-v2");
+    }
+
+    if target.at_least_minor(3, 7) {
+        v3_6::up_to_3_7(&mut rules);
     }
 
     Ok(Rendered {
@@ -791,6 +824,126 @@ mod tests {
         assert!(!r.args.iter().any(|a| a.contains("enable-v2")));
         let r = render(&spec(&["--enable-v2=true"]), &v("3.5.16"), None).unwrap();
         assert!(has(&r, "--enable-v2=true"));
+    }
+
+    #[test]
+    fn experimental_flags_take_their_3_6_names_and_get_them_back_for_3_5() {
+        let written = [
+            "--experimental-compaction-batch-limit=500",
+            "--experimental-watch-progress-notify-interval=5s",
+        ];
+        let r = render(&spec(&written), &v("3.6.17"), Some(&v("3.5.36"))).unwrap();
+        assert!(has(&r, "--compaction-batch-limit=500") && has(&r, "--watch-progress-notify-interval=5s"));
+        assert!(!r.args.iter().any(|a| a.starts_with("--experimental-")), "{:?}", r.args);
+        assert!(rule_applied(&r, rules::EXPERIMENTAL_3_6, ChangeKind::Renamed));
+        assert!(!r.is_refused());
+        let r = render(&spec(&written), &v("3.7.3"), Some(&v("3.6.17"))).unwrap();
+        assert!(has(&r, "--compaction-batch-limit=500") && !r.is_refused());
+
+        // Written with the 3.6 names, the spec still runs 3.5 (a downgrade).
+        let r = render(
+            &spec(&["--compaction-batch-limit=500"]),
+            &v("3.5.36"),
+            Some(&v("3.6.17")),
+        )
+        .unwrap();
+        assert!(has(&r, "--experimental-compaction-batch-limit=500"), "{:?}", r.args);
+        assert!(rule_applied(&r, rules::EXPERIMENTAL_NAMES_3_5, ChangeKind::Renamed));
+        let r = render(&spec(&["--max-learners=2", "--log-format=console"]), &v("3.5.36"), None).unwrap();
+        assert!(
+            !r.args
+                .iter()
+                .any(|a| a.starts_with("--max-learners") || a.starts_with("--log-format"))
+        );
+        assert!(rule_applied(&r, rules::NOT_IN_3_5, ChangeKind::Removed));
+    }
+
+    #[test]
+    fn experimental_switches_become_feature_gates_and_back() {
+        let written = [
+            "--experimental-initial-corrupt-check",
+            "--experimental-txn-mode-write-with-shared-buffer=false",
+        ];
+        let r = render(&spec(&written), &v("3.6.17"), Some(&v("3.5.36"))).unwrap();
+        assert!(
+            has(
+                &r,
+                "--feature-gates=InitialCorruptCheck=true,TxnModeWriteWithSharedBuffer=false"
+            ),
+            "{:?}",
+            r.args
+        );
+        assert!(rule_applied(&r, rules::FEATURE_GATES_3_6, ChangeKind::Renamed) && !r.is_refused());
+
+        let both = [
+            "--feature-gates=InitialCorruptCheck=true",
+            "--experimental-initial-corrupt-check=true",
+        ];
+        let r = render(&spec(&both), &v("3.6.17"), None).unwrap();
+        assert!(has(&r, "--feature-gates=InitialCorruptCheck=true") && !r.is_refused());
+        let clash = [
+            "--feature-gates=InitialCorruptCheck=false",
+            "--experimental-initial-corrupt-check=true",
+        ];
+        let r = render(&spec(&clash), &v("3.6.17"), None).unwrap();
+        assert!(rule_applied(&r, rules::FEATURE_GATES_3_6, ChangeKind::Refused));
+
+        let gates = ["--feature-gates=InitialCorruptCheck=true,CompactHashCheck=false"];
+        let r = render(&spec(&gates), &v("3.5.36"), Some(&v("3.6.17"))).unwrap();
+        assert!(has(&r, "--experimental-initial-corrupt-check=true"), "{:?}", r.args);
+        assert!(has(&r, "--experimental-compact-hash-check-enabled=false"));
+        assert!(!r.args.iter().any(|a| a.starts_with("--feature-gates")));
+        let r = render(&spec(&["--feature-gates=FastLeaseKeepAlive=true"]), &v("3.5.36"), None).unwrap();
+        assert!(
+            rule_applied(&r, rules::FEATURE_GATES_3_5, ChangeKind::Refused),
+            "a feature 3.5 lacks"
+        );
+        let r = render(&spec(&["--feature-gates=FastLeaseKeepAlive=false"]), &v("3.5.36"), None).unwrap();
+        assert!(!r.is_refused() && !r.args.iter().any(|a| a.starts_with("--feature-gates")));
+    }
+
+    #[test]
+    fn v2_leftovers_are_refused_or_dropped_from_3_6_on() {
+        let r = render(
+            &spec(&["--experimental-enable-v2v3=/v2"]),
+            &v("3.6.17"),
+            Some(&v("3.5.36")),
+        )
+        .unwrap();
+        assert!(rule_applied(&r, rules::V2V3_3_6, ChangeKind::Refused));
+        let r = render(&spec(&["--v2-deprecation=not-yet"]), &v("3.6.17"), None).unwrap();
+        assert!(rule_applied(&r, rules::V2_DEPRECATION_3_6, ChangeKind::Refused));
+        let r = render(&spec(&["--v2-deprecation=write-only"]), &v("3.6.17"), None).unwrap();
+        assert!(!r.is_refused() && has(&r, "--v2-deprecation=write-only"));
+        let r = render(&spec(&["--proxy=on"]), &v("3.6.17"), None).unwrap();
+        assert!(rule_applied(&r, rules::PROXY_3_6, ChangeKind::Refused));
+        let r = render(&spec(&["--proxy=off", "--proxy-dial-timeout=1000"]), &v("3.6.17"), None).unwrap();
+        assert!(!r.is_refused() && !r.args.iter().any(|a| a.starts_with("--proxy")));
+        let r = render(&spec(&["--proxy=off"]), &v("3.5.36"), None).unwrap();
+        assert!(has(&r, "--proxy=off"), "3.5 keeps it");
+    }
+
+    #[test]
+    fn etcd_3_7_drops_v2_discovery_and_refuses_unknown_experimental_flags() {
+        let r = render(
+            &spec(&["--discovery=https://d.example/x"]),
+            &v("3.7.3"),
+            Some(&v("3.6.17")),
+        )
+        .unwrap();
+        assert!(!r.args.iter().any(|a| a.starts_with("--discovery")) && !r.is_refused());
+        assert!(rule_applied(&r, rules::V2_DISCOVERY_3_7, ChangeKind::Removed));
+        let r = render(&spec(&["--discovery=https://d.example/x"]), &v("3.6.17"), None).unwrap();
+        assert!(has(&r, "--discovery=https://d.example/x"), "3.6 keeps it");
+        let r = render(
+            &spec(&["--experimental-something-new=1"]),
+            &v("3.7.3"),
+            Some(&v("3.6.17")),
+        )
+        .unwrap();
+        assert!(rule_applied(&r, rules::EXPERIMENTAL_3_7, ChangeKind::Refused));
+        let r = render(&spec(&["--experimental-something-new=1"]), &v("3.6.17"), None).unwrap();
+        assert!(!r.is_refused(), "3.6 still takes experimental flags");
     }
 
     #[test]

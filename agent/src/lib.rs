@@ -22,6 +22,7 @@ pub mod logs;
 pub mod member;
 pub mod notify;
 pub mod process;
+pub mod raft_snapshot;
 pub mod restore;
 pub mod server;
 pub mod service;

@@ -187,21 +187,41 @@ pub fn hops(
             if *target < highest {
                 return Err(wrong(Direction::Downgrade));
             }
-            let mut passes = Vec::new();
-            for minor in lowest.minor() + 1..target.minor() {
-                let hop = available
+            let newest_in = |minor: u64| {
+                available
                     .iter()
                     .filter(|v| v.minor_version() == (target.major(), minor) && !is_unsafe_3_5(v))
                     .max()
-                    .ok_or(PlanError::MissingHop {
+            };
+            let mut passes = Vec::new();
+            let mut at = lowest.clone();
+            for minor in lowest.minor() + 1..=target.minor() {
+                // A guide that names a minimum patch before the next minor
+                // gets a patch pass first, when a binary for it is given;
+                // without one the rule refuses the plan.
+                if let Some(rule) = crate::rules::minimum_patch_out_of(&at)
+                    && at < rule.minimum
+                    && let Some(patch) = newest_in(at.minor()).filter(|p| **p >= rule.minimum)
+                {
+                    passes.push(patch.clone());
+                }
+                let hop = if minor == target.minor() {
+                    target
+                } else {
+                    newest_in(minor).ok_or(PlanError::MissingHop {
                         from: lowest.clone(),
                         target: target.clone(),
                         major: target.major(),
                         minor,
-                    })?;
+                    })?
+                };
                 passes.push(hop.clone());
+                at = hop.clone();
             }
-            passes.push(target.clone());
+            if passes.is_empty() {
+                // A patch upgrade within the minor.
+                passes.push(target.clone());
+            }
             Ok((lowest, passes))
         }
         Direction::Downgrade => {
@@ -444,6 +464,65 @@ pub(crate) mod tests {
             [v("3.4.23"), v("3.5.30"), v("3.6.0")],
             "3.5.0-3.5.2 are never a hop"
         );
+    }
+
+    #[test]
+    fn a_guides_minimum_patch_comes_first_as_its_own_pass() {
+        let available = [v("3.5.30"), v("3.5.36"), v("3.6.10"), v("3.6.17"), v("3.7.3")];
+        let (_, passes) = hops(
+            &cluster(&["3.5.16"; 3], 0),
+            Direction::Upgrade,
+            &v("3.6.17"),
+            &available,
+        )
+        .unwrap();
+        assert_eq!(passes, [v("3.5.36"), v("3.6.17")], "3.5.16 -> the newest 3.5 -> 3.6");
+        let (_, passes) = hops(&cluster(&["3.6.5"; 3], 0), Direction::Upgrade, &v("3.7.3"), &available).unwrap();
+        assert_eq!(passes, [v("3.6.17"), v("3.7.3")], "3.6.5 -> the newest 3.6 -> 3.7");
+        let (_, passes) = hops(&cluster(&["3.4.23"; 3], 0), Direction::Upgrade, &v("3.7.3"), &available).unwrap();
+        assert_eq!(passes, [v("3.5.36"), v("3.6.17"), v("3.7.3")]);
+        let (_, passes) = hops(
+            &cluster(&["3.5.36"; 3], 0),
+            Direction::Upgrade,
+            &v("3.6.17"),
+            &available,
+        )
+        .unwrap();
+        assert_eq!(passes, [v("3.6.17")], "no patch pass when the cluster is new enough");
+        let (_, passes) = hops(
+            &cluster(&["3.5.16"; 3], 0),
+            Direction::Upgrade,
+            &v("3.5.30"),
+            &available,
+        )
+        .unwrap();
+        assert_eq!(passes, [v("3.5.30")], "a patch upgrade is one pass");
+        let (_, passes) = hops(
+            &cluster(&["3.5.16"; 3], 0),
+            Direction::Upgrade,
+            &v("3.6.17"),
+            &[v("3.5.30"), v("3.6.17")],
+        )
+        .unwrap();
+        assert_eq!(
+            passes,
+            [v("3.6.17")],
+            "no binary of the minimum: the rule refuses the plan instead"
+        );
+        let p = plan(
+            &cluster(&["3.5.16", "3.5.36", "3.5.16"], 1),
+            Direction::Upgrade,
+            &v("3.6.17"),
+            &available,
+        )
+        .unwrap();
+        let done: Vec<bool> = p.passes[0].order.iter().map(|s| s.done).collect();
+        assert_eq!(
+            done,
+            [false, false, true],
+            "a member already on the patch is done in that pass"
+        );
+        assert!(!p.passes[0].changes_minor && p.passes[1].changes_minor);
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub mod ids {
     pub const AUTH_LEASES_3_2_31: &str = "auth-leases-3.2.31";
     /// 3.5 -> 3.6 needs the 3.5 patch the 3.6 guide names.
     pub const MIN_3_5_FOR_3_6: &str = "3.6-needs-3.5.32";
+    /// 3.6 -> 3.7 only from 3.6.11 or later.
+    pub const MIN_3_6_FOR_3_7: &str = "3.7-needs-3.6.11";
     /// Enough members to keep quorum while one restarts.
     pub const QUORUM: &str = "quorum-headroom";
     /// A member is taken down only while the others carry quorum (checked
@@ -171,7 +173,7 @@ pub fn preflight(observed: &Observed, request: &Request, plan: &Result<Plan, Pla
             checks.push(auth_3_4_3_5(observed, plan));
             checks.push(downgrade_min_3_4_32(plan));
             checks.push(auth_leases(observed, plan, request));
-            checks.push(min_3_5_for_3_6(plan));
+            checks.extend(MINIMUM_PATCHES.iter().map(|rule| minimum_patch(plan, rule)));
             checks.push(binaries(observed, plan, request));
         }
     }
@@ -684,26 +686,73 @@ fn auth_leases(observed: &Observed, plan: &Plan, request: &Request) -> Check {
 /// `etcdutl check v2store`). The newest figure wins.
 pub const MIN_3_5_BEFORE_3_6: EtcdVersion = EtcdVersion::new(3, 5, 32);
 
-fn min_3_5_for_3_6(plan: &Plan) -> Check {
-    let source = "3.6 upgrade guide";
+/// The oldest 3.6 patch a 3.6 -> 3.7 pass may start from: "Before
+/// upgrading to 3.7, make sure that all of your 3.6 members are updated to
+/// 3.6.11 or later" (etcd-io/website,
+/// content/en/docs/v3.7/upgrades/upgrade_3_7.md).
+pub const MIN_3_6_BEFORE_3_7: EtcdVersion = EtcdVersion::new(3, 6, 11);
+
+/// A minimum patch release a cluster must run before it moves to the next
+/// minor.
+#[derive(Clone, Debug)]
+pub struct MinimumPatch {
+    /// The oldest patch of the minor the pass starts from.
+    pub minimum: EtcdVersion,
+    /// The rule's id.
+    pub rule: &'static str,
+    /// The guide that says so.
+    pub source: &'static str,
+}
+
+/// Every minimum patch the guides name, by the minor they lead out of.
+pub const MINIMUM_PATCHES: &[MinimumPatch] = &[
+    MinimumPatch {
+        minimum: MIN_3_5_BEFORE_3_6,
+        rule: ids::MIN_3_5_FOR_3_6,
+        source: "3.6 upgrade guide",
+    },
+    MinimumPatch {
+        minimum: MIN_3_6_BEFORE_3_7,
+        rule: ids::MIN_3_6_FOR_3_7,
+        source: "3.7 upgrade guide",
+    },
+];
+
+/// The minimum patch a pass out of `from`'s minor into the next one must
+/// start from, if a guide names one.
+#[must_use]
+pub fn minimum_patch_out_of(from: &EtcdVersion) -> Option<&'static MinimumPatch> {
+    MINIMUM_PATCHES
+        .iter()
+        .find(|m| m.minimum.minor_version() == from.minor_version())
+}
+
+fn minimum_patch(plan: &Plan, rule: &MinimumPatch) -> Check {
+    let (major, minor) = rule.minimum.minor_version();
     let too_old = plan.passes.iter().find(|p| {
-        p.from.minor_version() == (3, 5) && p.target.minor_version() == (3, 6) && p.from < MIN_3_5_BEFORE_3_6
+        p.from.minor_version() == (major, minor)
+            && p.target.minor_version() == (major, minor + 1)
+            && p.from < rule.minimum
     });
     match too_old {
         Some(pass) => check(
-            ids::MIN_3_5_FOR_3_6,
-            source,
+            rule.rule,
+            rule.source,
             Verdict::Fail,
             format!(
-                "3.6 needs the cluster at {MIN_3_5_BEFORE_3_6} or later first; it runs {} (upgrade to the newest 3.5 patch first)",
-                pass.from
+                "{major}.{next} needs the cluster at {min} or later first; it would start from {from} (give a \
+                 {major}.{minor} binary of {min} or later, e.g. the newest {major}.{minor} patch, and the plan \
+                 adds that patch pass first)",
+                next = minor + 1,
+                min = rule.minimum,
+                from = pass.from
             ),
         ),
         None => check(
-            ids::MIN_3_5_FOR_3_6,
-            source,
+            rule.rule,
+            rule.source,
             Verdict::Pass,
-            format!("not a 3.5 (< {MIN_3_5_BEFORE_3_6}) -> 3.6 pass"),
+            format!("no {major}.{minor} (< {}) -> {major}.{} pass", rule.minimum, minor + 1),
         ),
     }
 }
@@ -945,6 +994,44 @@ mod tests {
             &with_binaries(&["3.6.0"]),
         );
         assert_eq!(verdict(&checks, ids::MIN_3_5_FOR_3_6), Verdict::Pass);
+    }
+
+    #[test]
+    fn the_3_7_upgrade_needs_3_6_11() {
+        let checks = run(
+            &cluster(&["3.6.10"; 3], 0),
+            Direction::Upgrade,
+            "3.7.3",
+            &with_binaries(&["3.7.3"]),
+        );
+        let refusal = checks.iter().find(|c| c.rule == ids::MIN_3_6_FOR_3_7).unwrap();
+        assert_eq!(refusal.verdict, Verdict::Fail);
+        assert!(
+            refusal.message.contains("3.6.11") && refusal.message.contains("3.6.10"),
+            "{refusal:?}"
+        );
+        let checks = run(
+            &cluster(&["3.6.10"; 3], 0),
+            Direction::Upgrade,
+            "3.7.3",
+            &with_binaries(&["3.6.17", "3.7.3"]),
+        );
+        assert_eq!(
+            verdict(&checks, ids::MIN_3_6_FOR_3_7),
+            Verdict::Pass,
+            "with a newer 3.6 given, the plan passes through it"
+        );
+        let checks = run(
+            &cluster(&["3.5.36"; 3], 0),
+            Direction::Upgrade,
+            "3.7.3",
+            &with_binaries(&["3.6.10", "3.7.3"]),
+        );
+        assert_eq!(
+            verdict(&checks, ids::MIN_3_6_FOR_3_7),
+            Verdict::Fail,
+            "a middle hop below the minimum is refused too"
+        );
     }
 
     #[test]

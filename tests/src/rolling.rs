@@ -43,3 +43,21 @@ pub async fn assert_all_on(cluster: &Cluster, version: &EtcdVersion, cluster_ver
         assert_eq!(member.cluster_version, cluster_version, "{}", cluster.members[i].name);
     }
 }
+
+/// Asserts that every member's etcd runs with each of `args` (as its
+/// agent reports the running process's command line).
+///
+/// # Panics
+/// When one does not.
+pub async fn assert_every_etcd_runs_with(cluster: &Cluster, args: &[&str]) {
+    for i in 0..cluster.members.len() {
+        let running = cluster.status(i).await.process.unwrap_or_default().args;
+        for arg in args {
+            assert!(
+                running.iter().any(|a| a == arg),
+                "{} runs without {arg}: {running:?}",
+                cluster.members[i].name
+            );
+        }
+    }
+}

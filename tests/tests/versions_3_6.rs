@@ -13,7 +13,7 @@ use steward_coordinator::plan::Direction;
 use steward_coordinator::roll::{Outcome, RollOptions, RollReport};
 use steward_proto::EtcdVersion;
 use steward_tests::faults::{assert_hash_kv_agrees, event_name};
-use steward_tests::rolling::{self, assert_all_on};
+use steward_tests::rolling::{self, assert_all_on, assert_every_etcd_runs_with};
 use steward_tests::{Cluster, ClusterBuilder, Release, Writer, binaries::binaries_dir, lost_writes, newest};
 
 async fn roll(cluster: &Cluster, direction: Direction, target: &EtcdVersion) -> (RollReport, Vec<Event>) {
@@ -44,15 +44,36 @@ async fn roll_under_writer(cluster: &Cluster, direction: Direction, target: &Rel
 async fn the_newest_3_5_goes_to_3_6_and_back_through_the_downgrade_api() {
     let from = newest(3, 5);
     let to = newest(3, 6);
-    let cluster = ClusterBuilder::new(3, from.clone()).start().await;
+    // Written the 3.5 way: the agents render them for each release.
+    let cluster = ClusterBuilder::new(3, from.clone())
+        .extra_flag("--experimental-compaction-batch-limit=500")
+        .extra_flag("--experimental-initial-corrupt-check=true")
+        .start()
+        .await;
 
     let up = roll_under_writer(&cluster, Direction::Upgrade, &to, "up/").await;
     assert_all_on(&cluster, &to.version, "3.6.0").await;
+    assert_every_etcd_runs_with(
+        &cluster,
+        &[
+            "--compaction-batch-limit=500",
+            "--feature-gates=InitialCorruptCheck=true",
+        ],
+    )
+    .await;
     let leader_moves = up.iter().filter(|e| event_name(e) == "leader_moved").count();
     assert_eq!(leader_moves, 1, "the leader is moved once, and changed last");
 
     let down = roll_under_writer(&cluster, Direction::Downgrade, &from, "down/").await;
     assert_all_on(&cluster, &from.version, "3.5.0").await;
+    assert_every_etcd_runs_with(
+        &cluster,
+        &[
+            "--experimental-compaction-batch-limit=500",
+            "--experimental-initial-corrupt-check=true",
+        ],
+    )
+    .await;
     let names: Vec<String> = down.iter().map(event_name).collect();
     let enabled = names.iter().position(|n| n == "downgrade_enabled");
     let migrated = names.iter().position(|n| n == "storage_migrated");
@@ -74,28 +95,62 @@ async fn five_members_go_from_the_newest_3_5_to_3_6() {
     cluster.cleanup();
 }
 
-/// A 3.5 patch older than the 3.6 guide's minimum is refused before
-/// anything changes, naming the rule; the newest 3.5 patch is the way.
+/// A 3.5 patch older than the 3.6 guide's minimum: with only a 3.6 binary
+/// the upgrade is refused before anything changes, naming the rule; with
+/// the binaries directory the plan goes through the newest 3.5 patch first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_3_5_patch_is_refused_for_3_6_naming_the_minimum() {
-    let old = steward_tests::exact("3.5.30");
+async fn an_old_3_5_patch_is_refused_for_3_6_and_the_plan_adds_the_patch_pass() {
+    let old = steward_tests::exact("3.5.16");
     let to = newest(3, 6);
     let cluster = ClusterBuilder::new(3, old.clone()).start().await;
+    let only_3_6 = binaries_dir().join(to.version.to_string()).join("etcd");
     let out = steward_tests::cluster::steward(&[
         "upgrade",
         "--agents",
         &cluster.agents_arg(),
         "--to",
         &to.version.to_string(),
-        "--binaries",
-        &binaries_dir().display().to_string(),
+        "--binary",
+        &only_3_6.display().to_string(),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("3.6-needs-3.5.32") && stderr.contains("3.5.30"),
+        stderr.contains("3.6-needs-3.5.32") && stderr.contains("3.5.16"),
         "the refusal names the rule and the running patch: {stderr}"
     );
     assert_all_on(&cluster, &old.version, "3.5.0").await;
+
+    let out = steward_tests::cluster::steward(&[
+        "plan",
+        "--agents",
+        &cluster.agents_arg(),
+        "--to",
+        &to.version.to_string(),
+        "--binaries",
+        &binaries_dir().display().to_string(),
+        "-w",
+        "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let targets: Vec<&str> = plan["passes"]
+        .as_array()
+        .expect("passes")
+        .iter()
+        .map(|p| p["target"].as_str().expect("target"))
+        .collect();
+    let newest_3_5 = newest(3, 5).version.to_string();
+    assert_eq!(
+        targets,
+        [newest_3_5.as_str(), &to.version.to_string()],
+        "the patch pass comes first: {stdout}"
+    );
     cluster.cleanup();
 }
