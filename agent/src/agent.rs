@@ -878,6 +878,36 @@ impl Agent {
         self.snapshots.pin(id, label, &protected)
     }
 
+    /// The 3.6 upgrade guide's v2store check on a frozen view of the
+    /// member's data (see [`crate::v2store`]), with the newest staged
+    /// etcdutl that has it. Changes nothing; etcd keeps running.
+    pub async fn check_v2store(&self) -> Result<(crate::v2store::Finding, EtcdVersion), AgentError> {
+        let with_etcdutl: Vec<EtcdVersion> = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|m| m.files.contains_key(&Tool::Etcdutl))
+            .map(|m| m.version)
+            .collect();
+        let version = crate::v2store::pick_tool(&with_etcdutl)
+            .ok_or_else(|| AgentError::ToolNotStaged {
+                tool: "etcdutl",
+                need: format!("3.5.{} or a later 3.5 patch", crate::v2store::MIN_TOOL.patch()),
+                staged: self.store.staged_summary(),
+            })?
+            .clone();
+        let etcdutl = self.store.verified_path(&version, Tool::Etcdutl)?;
+        let spec = self.member_spec();
+        let wal_dir = spec
+            .extra_flags
+            .iter()
+            .find_map(|f| f.strip_prefix("--wal-dir="))
+            .map(std::path::Path::new);
+        let view = crate::v2store::FrozenView::new(&spec.data_dir, wal_dir)?;
+        let finding = crate::v2store::run(&etcdutl, &view).await?;
+        Ok((finding, version))
+    }
+
     /// etcdutl of the active version, or its etcdctl before 3.5.
     fn status_tool(&self) -> Option<(PathBuf, &'static str)> {
         let version = active_of(&self.state.get())?;

@@ -250,6 +250,16 @@ pub enum AgentError {
         #[source]
         source: serde_json::Error,
     },
+    /// No staged release has the tool a check needs.
+    #[error("no {tool} of {need} is staged (staged: {staged}); stage one first")]
+    ToolNotStaged {
+        /// The tool.
+        tool: &'static str,
+        /// Which versions would do.
+        need: String,
+        /// What is staged.
+        staged: String,
+    },
     /// A tool run by the agent (etcdctl, etcdutl) failed.
     #[error("{tool} failed: {reason}")]
     Tool {
@@ -391,6 +401,7 @@ impl From<AgentError> for Status {
         let code = match &error {
             E::InvalidArgument { .. } | E::BinaryRefused(_) | E::SnapshotRefused { .. } => Code::InvalidArgument,
             E::TransitionRefused { .. }
+            | E::ToolNotStaged { .. }
             | E::RestoreRefused { .. }
             | E::Busy { .. }
             | E::Precondition { .. }

@@ -32,4 +32,5 @@ pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
+pub mod v2store;
 pub mod watchdog;

@@ -331,6 +331,18 @@ impl pb::agent_server::Agent for AgentService {
         }))
     }
 
+    async fn check_v2_store(
+        &self,
+        _: Request<pb::CheckV2StoreRequest>,
+    ) -> Result<Response<pb::CheckV2StoreResponse>, Status> {
+        let (finding, etcdutl) = self.agent.check_v2store().await?;
+        Ok(Response::new(pb::CheckV2StoreResponse {
+            clean: finding.clean,
+            verdict: finding.verdict,
+            etcdutl_version: etcdutl.to_string(),
+        }))
+    }
+
     async fn activate(&self, request: Request<pb::ActivateRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
         let mut call = self.audit(&request, "Activate", request.get_ref().fencing_token);
         call.arg("version", request.get_ref().version.clone());

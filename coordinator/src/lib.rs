@@ -35,6 +35,7 @@ pub mod rules;
 pub mod safety;
 pub mod table;
 pub mod upload;
+pub mod v2store_check;
 pub mod view;
 
 use std::io::Write;

@@ -29,6 +29,7 @@ use crate::plan::{Direction, NextStep, Plan, next_step, plan};
 use crate::probe::{Probe, ProbeReport};
 use crate::rules::{self, Check, Request, Verdict};
 use crate::safety::{self, Clearance, Unsafe};
+use crate::v2store_check;
 
 /// How often gates and waits observe the cluster again.
 const POLL: Duration = Duration::from_millis(250);
@@ -390,10 +391,13 @@ impl Roll<'_> {
         if let (Some(path), Some(expected)) = (&self.options.binary, &self.options.binary_sha256) {
             checks.push(binary_sha256_check(path, expected).await);
         }
+        let mut v2store_checked = false;
         if let Ok(plan) = &planned {
             checks.push(crate::flag_check::check(
                 &crate::flag_check::ask_all(&observed, plan).await,
             ));
+            v2store_checked = v2store_check::when(plan) == v2store_check::When::Now;
+            checks.extend(v2store_check::preflight(plan, &observed).await);
         }
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
@@ -471,6 +475,10 @@ impl Roll<'_> {
         self.start_probe(&observed).await;
         let v2_wait = rules::v2_wait(&observed);
         for pass in &plan.passes {
+            if v2store_check::crosses(pass) && !v2store_checked {
+                self.check_v2store_now().await?;
+                v2store_checked = true;
+            }
             if pass.uses_downgrade_api {
                 self.enable_downgrade(&pass.target).await?;
                 self.run_pass(&pass.target, self.options.direction, v2_wait)
@@ -493,6 +501,21 @@ impl Roll<'_> {
             if pass.changes_minor || pass == plan.passes.last().unwrap_or(pass) {
                 self.wait_cluster_version(&pass.target).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// The v2store check of a 3.5 -> 3.6 pass that follows another pass,
+    /// when it begins: the members run 3.5 only now.
+    async fn check_v2store_now(&mut self) -> Result<(), Failure> {
+        let observed = self.observe("observe").await?.observed;
+        let check = v2store_check::check(&v2store_check::ask_all(&observed).await);
+        self.emit(&Event::Check(check.clone()));
+        let refused = check.verdict == Verdict::Fail;
+        let message = check.message.clone();
+        self.report.checks.push(check);
+        if refused {
+            return Err(failure(None, v2store_check::RULE, message));
         }
         Ok(())
     }

@@ -11,7 +11,8 @@ use std::str::FromStr;
 pub enum Role {
     /// Everything: version switches, lifecycle, binaries, snapshots.
     Admin,
-    /// Status, plan-time queries (CheckFlags, binary lists), logs, snapshots.
+    /// Status, plan-time queries (CheckFlags, CheckV2Store, binary lists),
+    /// logs, snapshots.
     Operator,
     /// Status and listings.
     Reader,
@@ -80,7 +81,7 @@ pub fn allowed(path: &str) -> &'static [Role] {
     }
     match path.strip_prefix("/steward.agent.v1.") {
         Some("Agent/GetStatus" | "Binaries/ListBinaries") => STATUS,
-        Some("Agent/CheckFlags" | "Agent/TailLogs") => PLANNING,
+        Some("Agent/CheckFlags" | "Agent/CheckV2Store" | "Agent/TailLogs") => PLANNING,
         Some("Snapshots/TakeSnapshot" | "Snapshots/DownloadSnapshot") => SNAPSHOT_DATA,
         Some("Snapshots/ListSnapshots") => LISTING,
         Some(
@@ -119,7 +120,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(count, 18);
+        assert_eq!(count, 19);
     }
 
     #[test]
@@ -167,6 +168,8 @@ mod tests {
         assert!(may(Role::Backup, &snapshots("DownloadSnapshot")));
         assert!(!may(Role::Backup, &agent("GetStatus")));
         assert!(may(Role::Operator, &agent("CheckFlags")));
+        assert!(may(Role::Operator, &agent("CheckV2Store")));
+        assert!(!may(Role::Reader, &agent("CheckV2Store")));
         assert!(may(Role::Operator, &snapshots("TakeSnapshot")));
         assert!(may(Role::Reader, "/grpc.health.v1.Health/Check"));
         assert!(!may(Role::Agent, "/grpc.health.v1.Health/Check"));

@@ -11,6 +11,7 @@ use std::time::Duration;
 use steward_coordinator::events::Event;
 use steward_coordinator::plan::Direction;
 use steward_coordinator::roll::{Outcome, RollOptions, RollReport};
+use steward_coordinator::rules::Verdict;
 use steward_proto::EtcdVersion;
 use steward_tests::faults::{assert_hash_kv_agrees, event_name};
 use steward_tests::rolling::{self, assert_all_on, assert_every_etcd_runs_with};
@@ -40,6 +41,14 @@ async fn roll_under_writer(cluster: &Cluster, direction: Direction, target: &Rel
     events
 }
 
+/// Runs `steward <command> --agents ... --to <to>` with `extra` arguments.
+fn steward_to(command: &str, cluster: &Cluster, to: &Release, extra: &[&str]) -> std::process::Output {
+    let (agents, to) = (cluster.agents_arg(), to.version.to_string());
+    let mut args = vec![command, "--agents", &agents, "--to", &to];
+    args.extend_from_slice(extra);
+    steward_tests::cluster::steward(&args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_3_5_goes_to_3_6_and_back_through_the_downgrade_api() {
     let from = newest(3, 5);
@@ -61,6 +70,13 @@ async fn the_newest_3_5_goes_to_3_6_and_back_through_the_downgrade_api() {
         ],
     )
     .await;
+    let v2store = up.iter().find_map(|e| match e {
+        Event::Check(check) if check.rule == "3.6-v2store-clean" => Some(check.clone()),
+        _ => None,
+    });
+    let v2store = v2store.expect("the v2store check runs before 3.6");
+    assert_eq!(v2store.verdict, Verdict::Pass, "{v2store:?}");
+    assert!(v2store.message.contains("3 members"), "{v2store:?}");
     let leader_moves = up.iter().filter(|e| event_name(e) == "leader_moved").count();
     assert_eq!(leader_moves, 1, "the leader is moved once, and changed last");
 
@@ -104,15 +120,7 @@ async fn an_old_3_5_patch_is_refused_for_3_6_and_the_plan_adds_the_patch_pass() 
     let to = newest(3, 6);
     let cluster = ClusterBuilder::new(3, old.clone()).start().await;
     let only_3_6 = binaries_dir().join(to.version.to_string()).join("etcd");
-    let out = steward_tests::cluster::steward(&[
-        "upgrade",
-        "--agents",
-        &cluster.agents_arg(),
-        "--to",
-        &to.version.to_string(),
-        "--binary",
-        &only_3_6.display().to_string(),
-    ]);
+    let out = steward_to("upgrade", &cluster, &to, &["--binary", &only_3_6.display().to_string()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
@@ -121,17 +129,8 @@ async fn an_old_3_5_patch_is_refused_for_3_6_and_the_plan_adds_the_patch_pass() 
     );
     assert_all_on(&cluster, &old.version, "3.5.0").await;
 
-    let out = steward_tests::cluster::steward(&[
-        "plan",
-        "--agents",
-        &cluster.agents_arg(),
-        "--to",
-        &to.version.to_string(),
-        "--binaries",
-        &binaries_dir().display().to_string(),
-        "-w",
-        "json",
-    ]);
+    let binaries = binaries_dir().display().to_string();
+    let out = steward_to("plan", &cluster, &to, &["--binaries", &binaries, "-w", "json"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -153,4 +152,63 @@ async fn an_old_3_5_patch_is_refused_for_3_6_and_the_plan_adds_the_patch_pass() 
         "the patch pass comes first: {stdout}"
     );
     cluster.cleanup();
+}
+
+/// Custom v2 data (written through the v2 API 3.5 serves with
+/// `--enable-v2`) refuses the 3.6 upgrade before anything changes, naming
+/// every member, etcdutl's verdict and the guide's remedy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_v2_data_is_refused_by_the_v2store_check() {
+    let from = newest(3, 5);
+    let to = newest(3, 6);
+    let cluster = ClusterBuilder::new(3, from.clone())
+        .extra_flag("--enable-v2=true")
+        .start()
+        .await;
+    v2_put(&cluster.members[0].client_url, "custom", "v2 data").await;
+
+    let out = steward_to(
+        "upgrade",
+        &cluster,
+        &to,
+        &["--binaries", &binaries_dir().display().to_string()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("3.6-v2store-clean"))
+        .unwrap_or_else(|| panic!("no v2store check in: {stderr}"));
+    for member in &cluster.members {
+        assert!(
+            line.contains(&format!("{}: detected custom", member.name)),
+            "{} is named: {line}",
+            member.name
+        );
+    }
+    assert!(line.contains("write-only-skip-check"), "the guide's remedy: {line}");
+    assert_all_on(&cluster, &from.version, "3.5.0").await;
+    cluster.cleanup();
+}
+
+/// One v2 API write (`PUT /v2/keys/<key>`), over plain HTTP/1.1.
+async fn v2_put(client_url: &str, key: &str, value: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = client_url.trim_start_matches("http://").trim_end_matches('/');
+    let body = format!("value={}", value.replace(' ', "+"));
+    let request = format!(
+        "PUT /v2/keys/{key} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect to the v2 API");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(
+        response.starts_with("HTTP/1.1 201") || response.starts_with("HTTP/1.1 200"),
+        "the v2 write is acknowledged: {response}"
+    );
 }

@@ -19,6 +19,7 @@ use crate::plan::{self, Direction};
 use crate::roll::local_releases;
 use crate::rules::{self, Check, Request, Verdict};
 use crate::table::{Tabular, with_header as table};
+use crate::v2store_check;
 
 /// Observes the cluster the arguments name.
 pub async fn observe_target(args: &ClusterArgs) -> Result<Observation, CliError> {
@@ -509,6 +510,7 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
             });
         }
         checks.push(flag_check::check(&answers));
+        checks.extend(v2store_check::preflight(plan, observed).await);
     }
     let refused = rules::refused(&checks);
     let view = PlanView {
