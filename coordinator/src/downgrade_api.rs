@@ -66,18 +66,40 @@ pub fn phase(observed: &Observed, target: &EtcdVersion) -> Phase {
     }
 }
 
-/// Sends one Downgrade request through `endpoints`.
+/// The members to send Downgrade requests through, in order: the healthy
+/// members on the newest minor, the leader first. A member already on the
+/// older binary proposes the request itself and, freshly restarted, can
+/// sit on it past any timeout (a 3.5 member of a cluster downgrading from
+/// 3.6 does); the leader on the newer binary answers at once.
+#[must_use]
+pub fn endpoints(observed: &Observed) -> Vec<String> {
+    let newest = observed
+        .members
+        .iter()
+        .filter_map(|m| m.version.as_ref())
+        .map(EtcdVersion::minor_version)
+        .max();
+    let mut members: Vec<_> = observed
+        .members
+        .iter()
+        .filter(|m| m.healthy && m.version.as_ref().map(EtcdVersion::minor_version) == newest)
+        .collect();
+    members.sort_by_key(|m| !m.is_leader);
+    members.into_iter().map(|m| m.client_url.clone()).collect()
+}
+
+/// Sends one Downgrade request through `endpoints`, one member at a time
+/// until one answers (see [`endpoints`]).
 ///
 /// # Errors
 /// etcd's refusal, described.
 async fn call(endpoints: &[String], options: etcd_client::DowngradeOptions, what: &'static str) -> Result<(), String> {
-    let client = etcd::connect(endpoints, what).await.map_err(|e| e.to_string())?;
-    client
-        .maintenance_client()
-        .downgrade(options)
-        .await
-        .map(|_| ())
-        .map_err(|e| etcd::describe(&e))
+    etcd::through_any(endpoints, what, |client| {
+        let options = options.clone();
+        async move { client.maintenance_client().downgrade(options).await.map(drop) }
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// `etcdctl downgrade validate <minor>`.
@@ -128,6 +150,16 @@ mod tests {
             member.storage_version = storage.map(v);
         }
         observed
+    }
+
+    #[test]
+    fn requests_go_to_the_newer_members_leader_first() {
+        let mut observed = cluster(&["3.5.36", "3.6.17", "3.6.17", "3.6.17"], 3);
+        for (i, member) in observed.members.iter_mut().enumerate() {
+            member.client_url = format!("http://m{i}");
+        }
+        observed.members[1].healthy = false;
+        assert_eq!(endpoints(&observed), ["http://m3", "http://m2"]);
     }
 
     #[test]

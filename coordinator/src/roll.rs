@@ -594,7 +594,7 @@ impl Roll<'_> {
         });
         self.ensure_lock().await?;
         if undo == Direction::Downgrade && observed.downgrade_target().is_some() {
-            downgrade_api::cancel(&endpoints)
+            downgrade_api::cancel(&downgrade_api::endpoints(observed))
                 .await
                 .map_err(|e| failure(None, "downgrade-cancel", e))?;
             self.emit(&Event::DowngradeCancelled {
@@ -1144,7 +1144,7 @@ impl Roll<'_> {
             if next_step(&observed, Direction::Downgrade, target) == NextStep::PassDone {
                 return Ok(());
             }
-            let endpoints = healthy_endpoints(&observed);
+            let endpoints = downgrade_api::endpoints(&observed);
             let waiting_for = match downgrade_api::phase(&observed, target) {
                 Phase::Swap => {
                     self.emit(&Event::StorageMigrated {

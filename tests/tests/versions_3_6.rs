@@ -101,6 +101,47 @@ async fn the_newest_3_5_goes_to_3_6_and_back_through_the_downgrade_api() {
     cluster.cleanup();
 }
 
+/// 3.4 -> 3.6 is one `steward upgrade` of two passes, through the newest
+/// 3.5 patch, with the v2store check when the 3.5 -> 3.6 pass begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_4_cluster_reaches_3_6_in_one_upgrade_of_two_passes() {
+    let from = newest(3, 4);
+    let to = newest(3, 6);
+    let cluster = ClusterBuilder::new(3, from).start().await;
+    let events = roll_under_writer(&cluster, Direction::Upgrade, &to, "two-passes/").await;
+    assert_all_on(&cluster, &to.version, "3.6.0").await;
+
+    let planned = events.iter().find_map(|e| match e {
+        Event::Planned { passes, .. } => Some(passes.clone()),
+        _ => None,
+    });
+    let middle = newest(3, 5).version.to_string();
+    assert_eq!(planned, Some(vec![middle.clone(), to.version.to_string()]));
+    let first_pass_done = events
+        .iter()
+        .position(|e| matches!(e, Event::PassDone { target } if *target == middle))
+        .expect("the 3.5 pass is done");
+    let v2store = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Event::Check(check) if check.rule == "3.6-v2store-clean" => Some((i, check.clone())),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        v2store.len(),
+        2,
+        "deferred in the preflight, run when the pass begins: {v2store:?}"
+    );
+    assert!(v2store[0].1.message.contains("checked when the 3.5 -> 3.6 pass begins"));
+    assert!(
+        v2store[1].0 > first_pass_done && v2store[1].1.verdict == Verdict::Pass,
+        "{v2store:?}"
+    );
+    cluster.cleanup();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_members_go_from_the_newest_3_5_to_3_6() {
     let from = newest(3, 5);
