@@ -94,6 +94,11 @@ async fn the_newest_3_5_goes_to_3_6_and_back_through_the_downgrade_api() {
     let enabled = names.iter().position(|n| n == "downgrade_enabled");
     let migrated = names.iter().position(|n| n == "storage_migrated");
     let first_member = names.iter().position(|n| n == "member_started");
+    assert_eq!(
+        names.iter().filter(|n| *n == "leader_moved").count(),
+        1,
+        "the leader is moved once, and swapped last: {names:?}"
+    );
     assert!(
         enabled.is_some() && migrated > enabled && first_member > migrated,
         "the Downgrade API is enabled and every storage version reaches 3.5 before any binary is swapped: {names:?}"

@@ -75,6 +75,11 @@ async fn a_cluster_born_on_3_5_goes_through_3_6_to_3_7_and_back_to_3_6() {
     let enabled = names.iter().position(|n| n == "downgrade_enabled");
     let migrated = names.iter().position(|n| n == "storage_migrated");
     let first_member = names.iter().position(|n| n == "member_started");
+    assert_eq!(
+        names.iter().filter(|n| *n == "leader_moved").count(),
+        1,
+        "the leader is moved once, and swapped last: {names:?}"
+    );
     assert!(
         enabled.is_some() && migrated > enabled && first_member > migrated,
         "the Downgrade API is enabled and every storage version reaches 3.6 before any binary is swapped: {names:?}"
