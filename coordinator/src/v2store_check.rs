@@ -4,8 +4,9 @@
 //! pass, naming the member and the guide's remedy.
 //!
 //! When the cluster is on 3.5 now, the check is part of the preflight (and
-//! of `steward plan`). When the 3.5 -> 3.6 pass comes later in a multi-pass
-//! plan (3.4 -> 3.5 -> 3.6), the members are not on 3.5 yet: the engine
+//! of `steward plan`). When the 3.5 -> 3.6 pass comes after another pass
+//! (3.4 -> 3.5 -> 3.6, or a patch pass to 3.5.32+ first), the members do
+//! not run that 3.5 yet and may have no etcdutl that can check: the engine
 //! runs the same check when that pass begins.
 
 use steward_proto::v1 as pb;
@@ -155,7 +156,7 @@ pub fn deferred() -> Check {
     Check {
         rule: RULE,
         verdict: Verdict::Pass,
-        message: "checked when the 3.5 -> 3.6 pass begins (the members are not on 3.5 yet)".to_owned(),
+        message: "checked when the 3.5 -> 3.6 pass begins, after the passes before it".to_owned(),
         source: SOURCE,
     }
 }

@@ -139,7 +139,12 @@ async fn a_3_4_cluster_reaches_3_6_in_one_upgrade_of_two_passes() {
         2,
         "deferred in the preflight, run when the pass begins: {v2store:?}"
     );
-    assert!(v2store[0].1.message.contains("checked when the 3.5 -> 3.6 pass begins"));
+    assert!(
+        v2store[0]
+            .1
+            .message
+            .contains("checked when the 3.5 -> 3.6 pass begins, after the passes before it")
+    );
     assert!(
         v2store[1].0 > first_pass_done && v2store[1].1.verdict == Verdict::Pass,
         "{v2store:?}"
