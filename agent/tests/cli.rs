@@ -1,6 +1,9 @@
 //! The `steward-agent` binary refuses bad configs with a message that names
 //! the file and the field, and exits non-zero; it never starts half-way.
 
+// Test code: a failed expectation is a failed test, not an error to handle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn agent() -> Command {

@@ -4,6 +4,9 @@
 //! (`JOURNAL_STREAM`) and elsewhere, and `--check-config`. The agent runs
 //! without etcd: a fresh state dir and no `initial_binary` start nothing.
 
+// Test code: a failed expectation is a failed test, not an error to handle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

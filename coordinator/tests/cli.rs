@@ -2,6 +2,9 @@
 //! an unreachable agent, checked by exit code and message. No etcd and no
 //! agent are needed.
 
+// Test code: a failed expectation is a failed test, not an error to handle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 fn steward(args: &[&str]) -> Output {
