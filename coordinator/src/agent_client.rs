@@ -5,14 +5,15 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use steward_proto::v1::{
     agent_client::AgentClient, binaries_client::BinariesClient, snapshots_client::SnapshotsClient,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::connect::Connector;
 use crate::error::CliError;
 
 /// How long to wait for the TCP connection and HTTP/2 handshake to an agent.
@@ -157,47 +158,8 @@ impl AgentTlsFiles {
     }
 }
 
-/// How this process connects to agents: one identity for every agent,
-/// chosen once per command (flags and environment, else the cluster file).
-/// `None`: plaintext, for agents in insecure development mode.
-static TLS: RwLock<Option<ClientTlsConfig>> = RwLock::new(None);
-
-/// Uses mutual TLS with `files` for every agent connection from now on
-/// (`None`: plaintext).
-///
-/// # Errors
-/// [`CliError::Io`] when a file cannot be read.
-pub fn use_tls(files: Option<&AgentTlsFiles>) -> Result<(), CliError> {
-    let config = match files {
-        None => None,
-        Some(files) => {
-            let read = |path: &Path| {
-                std::fs::read(path).map_err(|source| CliError::Io {
-                    action: "read",
-                    path: path.to_owned(),
-                    source,
-                })
-            };
-            Some(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(read(&files.cacert)?))
-                    .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?)),
-            )
-        }
-    };
-    *TLS.write().unwrap_or_else(PoisonError::into_inner) = config;
-    Ok(())
-}
-
-/// Whether agent connections use TLS.
-#[must_use]
-pub fn uses_tls() -> bool {
-    TLS.read().unwrap_or_else(PoisonError::into_inner).is_some()
-}
-
-fn endpoint(address: &AgentAddress) -> Result<Endpoint, CliError> {
-    let tls = TLS.read().unwrap_or_else(PoisonError::into_inner).clone();
-    let Some(tls) = tls else {
+fn endpoint(connector: &Connector, address: &AgentAddress) -> Result<Endpoint, CliError> {
+    let Some(tls) = connector.agent_tls().cloned() else {
         return Ok(Endpoint::from(Uri::clone(address.uri())));
     };
     let unreachable = |source| CliError::Unreachable {
@@ -223,6 +185,9 @@ fn endpoint(address: &AgentAddress) -> Result<Endpoint, CliError> {
 pub struct AgentClients {
     /// Where the agent is; every error names it.
     pub address: AgentAddress,
+    /// Whether the connection is plaintext (no agent TLS was configured):
+    /// a dropped connection then most likely means the agent wants mTLS.
+    pub plaintext: bool,
     /// Lifecycle: status, flags, version switches, logs.
     pub agent: AgentClient<Channel>,
     /// The binary store.
@@ -238,8 +203,8 @@ pub struct AgentClients {
 /// [`CliError::Unreachable`] when the connection fails and
 /// [`CliError::ConnectTimeout`] when it does not complete within
 /// [`CONNECT_TIMEOUT`].
-pub async fn connect(address: &AgentAddress) -> Result<AgentClients, CliError> {
-    let endpoint = endpoint(address)?.connect_timeout(CONNECT_TIMEOUT);
+pub async fn connect(connector: &Connector, address: &AgentAddress) -> Result<AgentClients, CliError> {
+    let endpoint = endpoint(connector, address)?.connect_timeout(CONNECT_TIMEOUT);
     tracing::debug!(%address, "connecting to the agent");
     // connect_timeout bounds the TCP connect only; the outer timeout also
     // bounds the HTTP/2 handshake with a peer that accepts and then stalls.
@@ -260,6 +225,7 @@ pub async fn connect(address: &AgentAddress) -> Result<AgentClients, CliError> {
     };
     Ok(AgentClients {
         address: address.clone(),
+        plaintext: !connector.agent_uses_tls(),
         agent: AgentClient::new(channel.clone()),
         binaries: BinariesClient::new(channel.clone()),
         snapshots: SnapshotsClient::new(channel),

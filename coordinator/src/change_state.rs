@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use crate::connect::Connector;
 use crate::etcd;
 use crate::last_roll::LastRoll;
 use crate::lock::Holder;
@@ -61,9 +62,9 @@ pub struct Found {
 /// Reads the lock, the last-roll record and its run's last journal event
 /// through `endpoints`. Missing pieces are `None`; errors are logged and
 /// leave the piece out (status shows what it can).
-pub async fn read(endpoints: &[String], prefix: &str) -> Found {
+pub async fn read(connector: &Connector, endpoints: &[String], prefix: &str) -> Found {
     let prefix = prefix.trim_end_matches('/');
-    let mut client = match etcd::connect(endpoints, "the cluster lock").await {
+    let mut client = match etcd::connect(connector, endpoints, "the cluster lock").await {
         Ok(client) => client,
         Err(error) => {
             tracing::debug!(%error, "cannot read the lock and the last change");
@@ -88,7 +89,10 @@ pub async fn read(endpoints: &[String], prefix: &str) -> Found {
             holder_gone: holder.map(|h| h.is_gone_from_this_host()).filter(|gone| *gone),
         });
     }
-    found.last_roll = crate::last_roll::read(endpoints, prefix).await.ok().flatten();
+    found.last_roll = crate::last_roll::read(connector, endpoints, prefix)
+        .await
+        .ok()
+        .flatten();
     if let Some(last) = &found.last_roll {
         let journal = format!("{prefix}/journal/{:020}/", last.token);
         let options = etcd_client::GetOptions::new()

@@ -11,6 +11,7 @@
 
 use steward_proto::EtcdVersion;
 
+use crate::connect::Connector;
 use crate::etcd;
 use crate::observed::Observed;
 
@@ -93,8 +94,13 @@ pub fn endpoints(observed: &Observed) -> Vec<String> {
 ///
 /// # Errors
 /// etcd's refusal, described.
-async fn call(endpoints: &[String], options: etcd_client::DowngradeOptions, what: &'static str) -> Result<(), String> {
-    etcd::through_any(endpoints, what, |client| {
+async fn call(
+    connector: &Connector,
+    endpoints: &[String],
+    options: etcd_client::DowngradeOptions,
+    what: &'static str,
+) -> Result<(), String> {
+    etcd::through_any(connector, endpoints, what, |client| {
         let options = options.clone();
         async move { client.maintenance_client().downgrade(options).await.map(drop) }
     })
@@ -106,8 +112,9 @@ async fn call(endpoints: &[String], options: etcd_client::DowngradeOptions, what
 ///
 /// # Errors
 /// etcd's reason the downgrade is not possible.
-pub async fn validate(endpoints: &[String], target: &EtcdVersion) -> Result<(), String> {
+pub async fn validate(connector: &Connector, endpoints: &[String], target: &EtcdVersion) -> Result<(), String> {
     call(
+        connector,
         endpoints,
         etcd_client::DowngradeOptions::Validate(api_version(target)),
         "Downgrade validate",
@@ -119,8 +126,9 @@ pub async fn validate(endpoints: &[String], target: &EtcdVersion) -> Result<(), 
 ///
 /// # Errors
 /// etcd's refusal.
-pub async fn enable(endpoints: &[String], target: &EtcdVersion) -> Result<(), String> {
+pub async fn enable(connector: &Connector, endpoints: &[String], target: &EtcdVersion) -> Result<(), String> {
     call(
+        connector,
         endpoints,
         etcd_client::DowngradeOptions::Enable(api_version(target)),
         "Downgrade enable",
@@ -132,8 +140,14 @@ pub async fn enable(endpoints: &[String], target: &EtcdVersion) -> Result<(), St
 ///
 /// # Errors
 /// etcd's refusal (for example, no downgrade in progress).
-pub async fn cancel(endpoints: &[String]) -> Result<(), String> {
-    call(endpoints, etcd_client::DowngradeOptions::Cancel, "Downgrade cancel").await
+pub async fn cancel(connector: &Connector, endpoints: &[String]) -> Result<(), String> {
+    call(
+        connector,
+        endpoints,
+        etcd_client::DowngradeOptions::Cancel,
+        "Downgrade cancel",
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -205,11 +205,12 @@ pub fn part_path(out: &Path) -> PathBuf {
 pub async fn download(clients: &mut AgentClients, id: &str, out: &Path) -> Result<(pb::SnapshotInfo, u64), CliError> {
     const RPC: &str = "DownloadSnapshot";
     let address = clients.address.clone();
+    let plaintext = clients.plaintext;
     let mut stream = clients
         .snapshots
         .download_snapshot(pb::DownloadSnapshotRequest { id: id.to_owned() })
         .await
-        .map_err(|s| CliError::from_status(&address, RPC, &s))?
+        .map_err(|s| CliError::from_status(&address, plaintext, RPC, &s))?
         .into_inner();
 
     let part = part_path(out);
@@ -251,7 +252,7 @@ pub async fn download(clients: &mut AgentClients, id: &str, out: &Path) -> Resul
         while let Some(message) = stream
             .message()
             .await
-            .map_err(|s| CliError::from_status(&address, RPC, &s))?
+            .map_err(|s| CliError::from_status(&address, plaintext, RPC, &s))?
         {
             if info.is_none() {
                 // The contract sends the metadata in the first message only.

@@ -216,7 +216,7 @@ impl CliError {
     /// failed revert) carry an `ActivationFailure` in the details, which
     /// becomes a report with etcd's log tail.
     #[must_use]
-    pub fn from_status(address: &AgentAddress, rpc: &'static str, status: &Status) -> Self {
+    pub fn from_status(address: &AgentAddress, plaintext: bool, rpc: &'static str, status: &Status) -> Self {
         let failure = steward_proto::details::decode_activation_failure(status.details());
         match failure {
             Some(failure) if status.code() == Code::Aborted && !failure.reverted_to.is_empty() => {
@@ -240,7 +240,7 @@ impl CliError {
                 address: address.clone(),
                 rpc,
                 code: status.code(),
-                message: with_transport_hint(status),
+                message: with_transport_hint(status, plaintext),
             },
         }
     }
@@ -265,7 +265,7 @@ impl CliError {
 /// A plaintext call to an agent that serves TLS ends in a dropped
 /// connection whose error says nothing about TLS; say what it most likely
 /// means.
-fn with_transport_hint(status: &Status) -> String {
+fn with_transport_hint(status: &Status, plaintext: bool) -> String {
     let message = status.message();
     // The agent's own statuses say what went wrong; these are the
     // transport's words for a connection the peer dropped.
@@ -279,7 +279,7 @@ fn with_transport_hint(status: &Status) -> String {
     ]
     .iter()
     .any(|words| message.contains(words));
-    if dropped && !crate::agent_client::uses_tls() {
+    if dropped && plaintext {
         format!(
             "{message} (the agent probably serves mutual TLS: give --agent-cacert, --agent-cert and --agent-key, or a \
              cluster file with [agent_tls])"
@@ -390,7 +390,7 @@ mod tests {
     #[test]
     fn a_refusal_keeps_the_agents_message() {
         let status = Status::failed_precondition("Activate is not allowed while the agent is stopped");
-        let error = CliError::from_status(&address(), "Activate", &status);
+        let error = CliError::from_status(&address(), true, "Activate", &status);
         assert_eq!(
             report(&error),
             "steward: agent 127.0.0.1:7400 refused Activate: FAILED_PRECONDITION: \
@@ -402,7 +402,7 @@ mod tests {
     #[test]
     fn an_internal_error_is_a_failure_not_a_refusal() {
         let status = Status::internal("write /x: disk full");
-        let error = CliError::from_status(&address(), "TakeSnapshot", &status);
+        let error = CliError::from_status(&address(), true, "TakeSnapshot", &status);
         assert!(
             error.to_string().contains("failed TakeSnapshot: INTERNAL: write /x"),
             "{error}"
@@ -422,7 +422,7 @@ mod tests {
             "switching to 3.5.16 failed (etcd exited: exit status 1); reverted to 3.4.23; etcd log tail:\n  last",
             encode_activation_failure(Code::Aborted, "switching failed", &details).into(),
         );
-        let error = CliError::from_status(&address(), "Activate", &status);
+        let error = CliError::from_status(&address(), true, "Activate", &status);
         assert_eq!(
             report(&error),
             "steward: agent 127.0.0.1:7400 Activate to 3.5.16 failed and was reverted to 3.4.23: \
@@ -443,7 +443,7 @@ mod tests {
             "switching to 3.5.16 failed (timeout) and the revert to 3.4.23 failed too (x); the member is FAILED; etcd log tail:\n  boom",
             encode_activation_failure(Code::Internal, "switching failed", &details).into(),
         );
-        let error = CliError::from_status(&address(), "Activate", &status);
+        let error = CliError::from_status(&address(), true, "Activate", &status);
         let text = report(&error);
         assert!(text.starts_with("steward: agent 127.0.0.1:7400 Activate failed and could not revert: INTERNAL: switching to 3.5.16 failed (timeout) and the revert to 3.4.23 failed too (x); the member is FAILED\n"), "{text}");
         assert!(text.ends_with("etcd's last lines:\n  boom"), "{text}");
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn undecodable_details_fall_back_to_the_message() {
         let status = Status::with_details(Code::Aborted, "reverted", vec![0xff, 0xff, 0xff].into());
-        let error = CliError::from_status(&address(), "Rollback", &status);
+        let error = CliError::from_status(&address(), true, "Rollback", &status);
         assert!(matches!(error, CliError::Rpc { .. }), "{error:?}");
     }
 }

@@ -5,11 +5,12 @@
 //! health) therefore go through a client connected to that member only.
 
 use std::fmt;
-use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
 use steward_proto::EtcdVersion;
+
+use crate::connect::Connector;
 
 /// Connection timeout towards a member.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -59,6 +60,11 @@ impl Credentials {
     pub const fn new(user: String, password: String) -> Self {
         Self { user, password }
     }
+
+    /// The password, for the connection only.
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -69,33 +75,6 @@ impl fmt::Debug for Credentials {
             .finish()
     }
 }
-
-/// The credentials of this process's etcd connections, chosen once per
-/// command (`--user`/`--password` or their variables).
-static CREDENTIALS: RwLock<Option<Credentials>> = RwLock::new(None);
-
-/// Authenticates every etcd connection from now on as `credentials`
-/// (`None`: no credentials).
-pub fn use_credentials(credentials: Option<Credentials>) {
-    *CREDENTIALS.write().unwrap_or_else(PoisonError::into_inner) = credentials;
-}
-
-fn anonymous_options() -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
-}
-
-/// The TLS files of this process's etcd connections: the CA of the
-/// members' certificates and, for `--client-cert-auth`, a client
-/// certificate and key (PEM contents).
-#[derive(Clone)]
-struct EtcdTls {
-    ca: Vec<u8>,
-    identity: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-static TLS: RwLock<Option<EtcdTls>> = RwLock::new(None);
 
 /// The files of an etcd TLS setting, as etcdctl's `--cacert`, `--cert`,
 /// `--key` take them.
@@ -118,71 +97,13 @@ impl EtcdTlsFiles {
     }
 }
 
-/// Uses TLS with `files` for every etcd connection from now on (`None` or
-/// no CA: plaintext).
-///
-/// # Errors
-/// A file that cannot be read, or a certificate without its key.
-pub fn use_tls(files: Option<&EtcdTlsFiles>) -> Result<(), String> {
-    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
-    let tls = match files {
-        Some(EtcdTlsFiles {
-            cacert: Some(ca),
-            cert,
-            key,
-        }) => Some(EtcdTls {
-            ca: read(ca)?,
-            identity: match (cert, key) {
-                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-                (None, None) => None,
-                _ => return Err("--cert and --key go together".into()),
-            },
-        }),
-        Some(EtcdTlsFiles {
-            cacert: None,
-            cert,
-            key,
-        }) if cert.is_some() || key.is_some() => {
-            return Err("--cert and --key need --cacert (the CA of the members' certificates)".into());
-        }
-        _ => None,
-    };
-    *TLS.write().unwrap_or_else(PoisonError::into_inner) = tls;
-    Ok(())
-}
-
-/// Whether etcd connections use TLS.
-#[must_use]
-pub fn uses_tls() -> bool {
-    TLS.read().unwrap_or_else(PoisonError::into_inner).is_some()
-}
-
-fn with_tls(options: ConnectOptions) -> ConnectOptions {
-    let tls = TLS.read().unwrap_or_else(PoisonError::into_inner).clone();
-    let Some(tls) = tls else { return options };
-    let mut config = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(tls.ca));
-    if let Some((cert, key)) = tls.identity {
-        config = config.identity(etcd_client::Identity::from_pem(cert, key));
-    }
-    options.with_tls(config)
-}
-
-fn options() -> ConnectOptions {
-    let credentials = CREDENTIALS.read().unwrap_or_else(PoisonError::into_inner).clone();
-    let options = with_tls(anonymous_options());
-    match credentials {
-        Some(c) => options.with_user(c.user, c.password),
-        None => options,
-    }
-}
-
 /// A client over several endpoints (for cluster-wide questions).
-pub async fn connect(endpoints: &[String], what: &'static str) -> Result<Client, EtcdError> {
-    let connected = match Client::connect(endpoints, Some(options())).await {
+pub async fn connect(connector: &Connector, endpoints: &[String], what: &'static str) -> Result<Client, EtcdError> {
+    let connected = match Client::connect(endpoints, Some(connector.etcd_options())).await {
         // Credentials given for a cluster without auth: etcd refuses to
         // authenticate anyone then, and needs no user.
         Err(error) if describe(&error).contains("authentication is not enabled") => {
-            Client::connect(endpoints, Some(with_tls(anonymous_options()))).await
+            Client::connect(endpoints, Some(connector.etcd_options_anonymous())).await
         }
         other => other,
     };
@@ -194,8 +115,8 @@ pub async fn connect(endpoints: &[String], what: &'static str) -> Result<Client,
 }
 
 /// A client for one member only.
-pub async fn connect_member(url: &str, what: &'static str) -> Result<Client, EtcdError> {
-    connect(&[url.to_owned()], what).await
+pub async fn connect_member(connector: &Connector, url: &str, what: &'static str) -> Result<Client, EtcdError> {
+    connect(connector, &[url.to_owned()], what).await
 }
 
 /// Runs `op` through one member at a time, in the order of `endpoints`,
@@ -207,7 +128,12 @@ pub async fn connect_member(url: &str, what: &'static str) -> Result<Client, Etc
 ///
 /// # Errors
 /// The last member's error when none answered.
-pub async fn through_any<T, F, Fut>(endpoints: &[String], what: &'static str, mut op: F) -> Result<T, EtcdError>
+pub async fn through_any<T, F, Fut>(
+    connector: &Connector,
+    endpoints: &[String],
+    what: &'static str,
+    mut op: F,
+) -> Result<T, EtcdError>
 where
     F: FnMut(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -218,7 +144,7 @@ where
         reason: "no endpoint to ask".into(),
     };
     for endpoint in endpoints {
-        let client = match connect_member(endpoint, what).await {
+        let client = match connect_member(connector, endpoint, what).await {
             Ok(client) => client,
             Err(error) => {
                 last = error;
@@ -274,25 +200,13 @@ pub async fn cluster_version(http: &reqwest::Client, client_url: &str) -> Option
     version.etcdcluster.parse().ok()
 }
 
-/// An HTTP client for `/version`.
-pub fn http_client() -> Result<reqwest::Client, EtcdError> {
-    let error = |e: reqwest::Error| EtcdError {
+/// An HTTP client for `/version`, with `connector`'s etcd TLS.
+pub fn http_client(connector: &Connector) -> Result<reqwest::Client, EtcdError> {
+    connector.etcd_http_client().map_err(|e| EtcdError {
         endpoints: String::new(),
         what: "an HTTP client",
         reason: e.to_string(),
-    };
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT);
-    let tls = TLS.read().unwrap_or_else(PoisonError::into_inner).clone();
-    if let Some(tls) = tls {
-        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&tls.ca).map_err(error)?);
-        if let Some((cert, key)) = tls.identity {
-            let pem = [cert.as_slice(), b"\n", key.as_slice()].concat();
-            builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(error)?);
-        }
-    }
-    builder.build().map_err(error)
+    })
 }
 
 /// Whether authentication is enabled. etcd has no AuthStatus call before
@@ -300,8 +214,8 @@ pub fn http_client() -> Result<reqwest::Client, EtcdError> {
 /// user that cannot exist: etcd answers "authentication is not enabled"
 /// only while it is off, whoever asks (a client certificate whose CN names
 /// a root user would make a permission-based probe say "off").
-pub async fn auth_enabled(endpoint: &str) -> Result<bool, String> {
-    let client = Client::connect([endpoint], Some(with_tls(anonymous_options())))
+pub async fn auth_enabled(connector: &Connector, endpoint: &str) -> Result<bool, String> {
+    let client = Client::connect([endpoint], Some(connector.etcd_options_anonymous()))
         .await
         .map_err(|e| describe(&e))?;
     let probe = client

@@ -7,6 +7,7 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::agent_client;
+use crate::connect::Connector;
 use crate::observed::Observed;
 use crate::plan::Plan;
 use crate::rules::{Check, Verdict};
@@ -31,12 +32,13 @@ pub struct MemberFlags {
 /// Asks one agent how the member's flags render for `target`, switching
 /// from `from` (the version the member will run by then).
 pub async fn ask(
+    connector: &Connector,
     agent: &str,
     target: &EtcdVersion,
     from: Option<&EtcdVersion>,
 ) -> Result<pb::CheckFlagsResponse, String> {
     let address = agent.parse().map_err(|e| format!("bad agent address {agent}: {e}"))?;
-    let mut clients = agent_client::connect(&address)
+    let mut clients = agent_client::connect(connector, &address)
         .await
         .map_err(|e| crate::error::chain(&e))?;
     let request = pb::CheckFlagsRequest {
@@ -52,7 +54,7 @@ pub async fn ask(
 }
 
 /// Asks every agent of every member a step of `plan` still has to change.
-pub async fn ask_all(observed: &Observed, plan: &Plan) -> Vec<MemberFlags> {
+pub async fn ask_all(connector: &Connector, observed: &Observed, plan: &Plan) -> Vec<MemberFlags> {
     let mut answers = Vec::new();
     for pass in &plan.passes {
         for step in pass.order.iter().filter(|s| !s.done) {
@@ -62,7 +64,7 @@ pub async fn ask_all(observed: &Observed, plan: &Plan) -> Vec<MemberFlags> {
                 .find(|m| m.id == step.id)
                 .and_then(|m| m.agent.clone());
             let answer = match agent {
-                Some(agent) => ask(&agent, &pass.target, step.from.as_ref()).await,
+                Some(agent) => ask(connector, &agent, &pass.target, step.from.as_ref()).await,
                 None => Err("no agent".to_owned()),
             };
             answers.push(MemberFlags {

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::connect::Connector;
 use crate::etcd;
 use crate::plan::Direction;
 use crate::roll::SnapshotRecord;
@@ -36,9 +37,9 @@ fn key(prefix: &str) -> String {
 ///
 /// # Errors
 /// etcd's error, described.
-pub async fn record(endpoints: &[String], prefix: &str, roll: &LastRoll) -> Result<(), String> {
+pub async fn record(connector: &Connector, endpoints: &[String], prefix: &str, roll: &LastRoll) -> Result<(), String> {
     let value = serde_json::to_string(roll).map_err(|e| e.to_string())?;
-    etcd::through_any(endpoints, "the last-roll record", |mut client| {
+    etcd::through_any(connector, endpoints, "the last-roll record", |mut client| {
         let value = value.clone();
         async move { client.put(key(prefix), value, None).await.map(|_| ()) }
     })
@@ -50,8 +51,8 @@ pub async fn record(endpoints: &[String], prefix: &str, roll: &LastRoll) -> Resu
 ///
 /// # Errors
 /// etcd's error, or a record that is not valid JSON.
-pub async fn read(endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>, String> {
-    let answer = etcd::through_any(endpoints, "the last-roll record", |mut client| async move {
+pub async fn read(connector: &Connector, endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>, String> {
+    let answer = etcd::through_any(connector, endpoints, "the last-roll record", |mut client| async move {
         client.get(key(prefix), None).await
     })
     .await
@@ -69,8 +70,8 @@ pub async fn read(endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>
 ///
 /// # Errors
 /// etcd's error, described.
-pub async fn remove(endpoints: &[String], prefix: &str) -> Result<(), String> {
-    etcd::through_any(endpoints, "the last-roll record", |mut client| async move {
+pub async fn remove(connector: &Connector, endpoints: &[String], prefix: &str) -> Result<(), String> {
+    etcd::through_any(connector, endpoints, "the last-roll record", |mut client| async move {
         client.delete(key(prefix), None).await.map(|_| ())
     })
     .await

@@ -11,6 +11,7 @@ pub mod change_state;
 pub mod cli;
 pub mod cluster_file;
 pub mod commands;
+pub mod connect;
 pub mod downgrade_api;
 pub mod download;
 pub mod error;
@@ -50,28 +51,28 @@ pub use error::CliError;
 /// Whatever the command fails with; [`CliError::exit_code`] says how the
 /// process should exit.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    etcd::use_credentials(cli.etcd_auth.credentials().map_err(CliError::Usage)?);
-    let etcd_tls = cli.etcd_tls.files();
-    if !etcd_tls.is_empty() {
-        etcd::use_tls(Some(&etcd_tls)).map_err(CliError::Usage)?;
-    }
-    if let Some(files) = cli.agent_tls.files() {
-        agent_client::use_tls(Some(&files))?;
-    }
+    // What the flags (and their variables) say about connections; a
+    // cluster file may add its own TLS where they say nothing.
+    let connector = connect::Connector::default()
+        .with_credentials(cli.etcd_auth.credentials().map_err(CliError::Usage)?)
+        .with_etcd_tls(Some(&cli.etcd_tls.files()))
+        .map_err(CliError::Usage)?
+        .with_agent_tls(cli.agent_tls.files().as_ref())?;
+    let c = &connector;
     match cli.command {
-        cli::Command::Agent(agent) => Box::pin(commands::agent::run(agent.command, out)).await,
+        cli::Command::Agent(agent) => Box::pin(commands::agent::run(c, agent.command, out)).await,
         cli::Command::Local(local) => Box::pin(commands::local::run(local.command, out)).await,
         cli::Command::Certs(certs) => commands::certs::run(certs.command, out),
-        cli::Command::Status(args) => Box::pin(commands::cluster::status(&args, out)).await,
-        cli::Command::Plan(args) => Box::pin(commands::cluster::plan(&args, out)).await,
-        cli::Command::Upgrade(args) => Box::pin(commands::roll::run(plan::Direction::Upgrade, args, out)).await,
-        cli::Command::Downgrade(args) => Box::pin(commands::roll::run(plan::Direction::Downgrade, args, out)).await,
-        cli::Command::Backup(args) => Box::pin(commands::backup::backup(&args, out)).await,
-        cli::Command::Backups(args) => Box::pin(commands::backup::backups(&args.cluster, args.output, out)).await,
-        cli::Command::Restore(args) => Box::pin(commands::restore::restore(args, out)).await,
+        cli::Command::Status(args) => Box::pin(commands::cluster::status(c, &args, out)).await,
+        cli::Command::Plan(args) => Box::pin(commands::cluster::plan(c, &args, out)).await,
+        cli::Command::Upgrade(args) => Box::pin(commands::roll::run(c, plan::Direction::Upgrade, args, out)).await,
+        cli::Command::Downgrade(args) => Box::pin(commands::roll::run(c, plan::Direction::Downgrade, args, out)).await,
+        cli::Command::Backup(args) => Box::pin(commands::backup::backup(c, &args, out)).await,
+        cli::Command::Backups(args) => Box::pin(commands::backup::backups(c, &args.cluster, args.output, out)).await,
+        cli::Command::Restore(args) => Box::pin(commands::restore::restore(c, args, out)).await,
         cli::Command::Rollback(args) if args.to_snapshot => {
-            Box::pin(commands::restore::rollback_to_snapshot(args, out)).await
+            Box::pin(commands::restore::rollback_to_snapshot(c, args, out)).await
         }
-        cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(args, out)).await,
+        cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(c, args, out)).await,
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::connect::Connector;
 use crate::etcd;
 use crate::events::{Event, EventSink};
 
@@ -174,6 +175,8 @@ pub enum LockError {
 /// until the process exits (the keepalive task is detached).
 pub struct ClusterLock {
     client: Client,
+    /// How the members are reached.
+    connector: Connector,
     /// The members it was taken through, asked one at a time.
     endpoints: Vec<String>,
     key: String,
@@ -272,6 +275,7 @@ fn etcd_error(key: &str) -> impl Fn(etcd_client::Error) -> LockError + '_ {
 /// runs has its lease revoked at once: nothing can renew it, and the
 /// fencing token would refuse it anyway.
 pub async fn acquire(
+    connector: &Connector,
     endpoints: &[String],
     prefix: &str,
     holder: &Holder,
@@ -279,7 +283,7 @@ pub async fn acquire(
 ) -> Result<ClusterLock, LockError> {
     let prefix = prefix.trim_end_matches('/').to_owned();
     let key = format!("{prefix}/lock");
-    let mut client = etcd::connect(endpoints, "the cluster lock")
+    let mut client = etcd::connect(connector, endpoints, "the cluster lock")
         .await
         .map_err(|e| LockError::Etcd {
             key: key.clone(),
@@ -306,10 +310,17 @@ pub async fn acquire(
             let token = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
             let lost = Arc::new(AtomicBool::new(false));
             let (renewed, renewals) = watch::channel(Instant::now());
-            let keepalive = tokio::spawn(keep_alive(endpoints.to_vec(), lease, Arc::clone(&lost), renewed));
+            let keepalive = tokio::spawn(keep_alive(
+                connector.clone(),
+                endpoints.to_vec(),
+                lease,
+                Arc::clone(&lost),
+                renewed,
+            ));
             tracing::info!(%key, token, "took the cluster lock");
             return Ok(ClusterLock {
                 client,
+                connector: connector.clone(),
                 endpoints: endpoints.to_vec(),
                 key,
                 prefix,
@@ -391,7 +402,13 @@ async fn ttl(client: &mut Client, lease: i64) -> Option<i64> {
 /// answer costs one attempt, not one attempt per member in turn. Only a
 /// lease etcd reports gone, or no renewal for a whole TTL, marks the lock
 /// lost.
-async fn keep_alive(endpoints: Vec<String>, lease: i64, lost: Arc<AtomicBool>, renewed_at: watch::Sender<Instant>) {
+async fn keep_alive(
+    connector: Connector,
+    endpoints: Vec<String>,
+    lease: i64,
+    lost: Arc<AtomicBool>,
+    renewed_at: watch::Sender<Instant>,
+) {
     let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
     let mut stream: Option<KeepAlive> = None;
     let mut renewed = Instant::now();
@@ -410,10 +427,12 @@ async fn keep_alive(endpoints: Vec<String>, lease: i64, lost: Arc<AtomicBool>, r
             Some(open) => tokio::time::timeout(KEEPALIVE * 2, renew(open, lease))
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {:?}", KEEPALIVE * 2))),
-            None => renew_through_any(&endpoints, lease).await.map(|(remaining, open)| {
-                stream = Some(open);
-                remaining
-            }),
+            None => renew_through_any(&connector, &endpoints, lease)
+                .await
+                .map(|(remaining, open)| {
+                    stream = Some(open);
+                    remaining
+                }),
         };
         match answer {
             Ok(remaining) if remaining > 0 => {
@@ -458,11 +477,15 @@ type KeepAlive = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
 /// Opens a keepalive stream through every member at once and renews through
 /// each; the first to answer (the remaining TTL, 0 for a lease etcd no
 /// longer knows) wins and keeps its stream.
-async fn renew_through_any(endpoints: &[String], lease: i64) -> Result<(i64, KeepAlive), String> {
+async fn renew_through_any(
+    connector: &Connector,
+    endpoints: &[String],
+    lease: i64,
+) -> Result<(i64, KeepAlive), String> {
     let attempts = endpoints.iter().map(|endpoint| {
         Box::pin(async move {
             let attempt = async {
-                let client = etcd::connect_member(endpoint, "the cluster lock")
+                let client = etcd::connect_member(connector, endpoint, "the cluster lock")
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut open = client
@@ -541,9 +564,12 @@ impl ClusterLock {
         }
         let lease = self.lease;
         let asked = Instant::now();
-        let answer = etcd::through_any(&self.endpoints, "the cluster lock", |mut client| async move {
-            client.lease_time_to_live(lease, None).await
-        })
+        let answer = etcd::through_any(
+            &self.connector,
+            &self.endpoints,
+            "the cluster lock",
+            |mut client| async move { client.lease_time_to_live(lease, None).await },
+        )
         .await;
         match answer {
             // While a leader is frozen, a member has been seen to answer

@@ -8,6 +8,7 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::agent_client::{self, AgentAddress};
+use crate::connect::Connector;
 use crate::etcd::{self, EtcdError};
 use crate::observed::{Observed, ObservedMember};
 
@@ -51,14 +52,14 @@ pub struct Observation {
 /// out its own timeout, and every step would see the cluster seconds late.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
-async fn agent_status(address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
-    tokio::time::timeout(ANSWER_WITHIN, ask_agent(address))
+async fn agent_status(connector: &Connector, address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
+    tokio::time::timeout(ANSWER_WITHIN, ask_agent(connector, address))
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
 }
 
-async fn ask_agent(address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
-    let mut clients = agent_client::connect(address)
+async fn ask_agent(connector: &Connector, address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
+    let mut clients = agent_client::connect(connector, address)
         .await
         .map_err(|e| crate::error::chain(&e))?;
     clients
@@ -71,24 +72,30 @@ async fn ask_agent(address: &AgentAddress) -> Result<pb::GetStatusResponse, Stri
 
 /// Observes the cluster behind `agents`. `client_urls` are extra etcd
 /// endpoints (from a cluster file) used when agents do not answer.
-pub async fn observe(agents: &[AgentAddress], client_urls: &[String]) -> Result<Observation, ObserveError> {
-    observe_with(agents, client_urls, &[]).await
+pub async fn observe(
+    connector: &Connector,
+    agents: &[AgentAddress],
+    client_urls: &[String],
+) -> Result<Observation, ObserveError> {
+    observe_with(connector, agents, client_urls, &[]).await
 }
 
 /// [`observe`], knowing which agent serves which member (a cluster file's
 /// names, or what an earlier observation saw), so that a member whose
 /// agent does not answer is named with that agent and its error.
 pub async fn observe_with(
+    connector: &Connector,
     agents: &[AgentAddress],
     client_urls: &[String],
     known: &[(String, AgentAddress)],
 ) -> Result<Observation, ObserveError> {
     // Boxed once here: the observation's future is large, and every
     // command and every step of a roll awaits it.
-    Box::pin(observe_now(agents, client_urls, known)).await
+    Box::pin(observe_now(connector, agents, client_urls, known)).await
 }
 
 async fn observe_now(
+    connector: &Connector,
     agents: &[AgentAddress],
     client_urls: &[String],
     known: &[(String, AgentAddress)],
@@ -96,7 +103,7 @@ async fn observe_now(
     let views: Vec<AgentView> = join_all(agents.iter().map(|address| async move {
         AgentView {
             address: address.clone(),
-            status: agent_status(address).await,
+            status: agent_status(connector, address).await,
         }
     }))
     .await;
@@ -131,7 +138,7 @@ async fn observe_now(
     let mut last_error = None;
     for endpoint in &endpoints {
         let asked = tokio::time::timeout(ANSWER_WITHIN, async {
-            let mut client = etcd::connect_member(endpoint, "the member list").await?;
+            let mut client = etcd::connect_member(connector, endpoint, "the member list").await?;
             match client.member_list().await {
                 Ok(list) => Ok((client, list)),
                 Err(e) => Err(EtcdError {
@@ -164,11 +171,11 @@ async fn observe_now(
             reason: "no endpoint answered".into(),
         })));
     };
-    let http = etcd::http_client().ok();
+    let http = etcd::http_client(connector).ok();
 
     let members: Vec<ObservedMember> = join_all(list.members().iter().map(|member| {
         let http = http.clone();
-        async move { Box::pin(observe_member(member, http.as_ref())).await }
+        async move { Box::pin(observe_member(connector, member, http.as_ref())).await }
     }))
     .await;
 
@@ -182,7 +189,7 @@ async fn observe_now(
         Ok(alarms) => observed.alarms = alarms,
         Err(error) => observed.alarms_error = Some(error),
     }
-    match etcd::auth_enabled(&answered).await {
+    match etcd::auth_enabled(connector, &answered).await {
         Ok(enabled) => observed.auth_enabled = enabled,
         Err(error) => observed.auth_error = Some(error),
     }
@@ -198,7 +205,11 @@ async fn observe_now(
     })
 }
 
-async fn observe_member(member: &etcd_client::Member, http: Option<&reqwest::Client>) -> ObservedMember {
+async fn observe_member(
+    connector: &Connector,
+    member: &etcd_client::Member,
+    http: Option<&reqwest::Client>,
+) -> ObservedMember {
     let client_url = member.client_urls().first().cloned().unwrap_or_default();
     let mut observed = ObservedMember {
         name: member.name().to_owned(),
@@ -216,7 +227,7 @@ async fn observe_member(member: &etcd_client::Member, http: Option<&reqwest::Cli
     // (its revision tells a restore what is lost) when its quorum read
     // cannot be answered.
     let status = tokio::time::timeout(ANSWER_WITHIN, async {
-        let mut client = etcd::connect_member(&client_url, "Status")
+        let mut client = etcd::connect_member(connector, &client_url, "Status")
             .await
             .map_err(|e| e.reason)?;
         let status = client.status().await;

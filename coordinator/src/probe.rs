@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::connect::Connector;
 use crate::etcd;
 
 /// Pause between probe writes.
@@ -56,6 +57,7 @@ pub struct Probe {
     task: JoinHandle<()>,
     prefix: String,
     endpoints: Vec<String>,
+    connector: Connector,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -65,7 +67,7 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 
 impl Probe {
     /// Starts probing through `endpoints`, with keys under `prefix`.
-    pub async fn start(endpoints: Vec<String>, prefix: &str) -> Self {
+    pub async fn start(connector: &Connector, endpoints: Vec<String>, prefix: &str) -> Self {
         let prefix = format!("{}/probe/", prefix.trim_end_matches('/'));
         let shared = Arc::new(Mutex::new(Shared {
             windows: vec![ProbeWindow {
@@ -78,6 +80,7 @@ impl Probe {
         let task_shared = Arc::clone(&shared);
         let task_prefix = prefix.clone();
         let task_endpoints = endpoints.clone();
+        let task_connector = connector.clone();
         let task = tokio::spawn(async move {
             let mut clients = Vec::new();
             for endpoint in &task_endpoints {
@@ -88,7 +91,7 @@ impl Probe {
                     break;
                 }
                 let slot = usize::try_from(n).unwrap_or(0) % clients.len();
-                let good = probe_once(&mut clients[slot], &task_prefix, n).await;
+                let good = probe_once(&task_connector, &mut clients[slot], &task_prefix, n).await;
                 record(&task_shared, good);
                 tokio::time::sleep(INTERVAL).await;
             }
@@ -99,6 +102,7 @@ impl Probe {
             task,
             prefix,
             endpoints,
+            connector: connector.clone(),
         }
     }
 
@@ -114,7 +118,7 @@ impl Probe {
     pub async fn stop(self) -> ProbeReport {
         let _ = self.stop.send(());
         let _ = self.task.await;
-        if let Ok(mut client) = etcd::connect(&self.endpoints, "probe cleanup").await
+        if let Ok(mut client) = etcd::connect(&self.connector, &self.endpoints, "probe cleanup").await
             && let Err(error) = client
                 .delete(
                     self.prefix.as_str(),
@@ -156,9 +160,14 @@ fn record(shared: &Mutex<Shared>, good: bool) {
 
 /// One write through one member and its read-back; true when both worked
 /// and the value matches. The client is (re)connected as needed.
-async fn probe_once(slot: &mut (String, Option<etcd_client::Client>), prefix: &str, n: u64) -> bool {
+async fn probe_once(
+    connector: &Connector,
+    slot: &mut (String, Option<etcd_client::Client>),
+    prefix: &str,
+    n: u64,
+) -> bool {
     if slot.1.is_none() {
-        slot.1 = etcd::connect_member(&slot.0, "the probe").await.ok();
+        slot.1 = etcd::connect_member(connector, &slot.0, "the probe").await.ok();
     }
     let Some(client) = slot.1.as_mut() else {
         return false;

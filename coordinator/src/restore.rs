@@ -18,6 +18,7 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::agent_client::{self, AgentAddress, AgentClients};
+use crate::connect::Connector;
 use crate::error::CliError;
 use crate::etcd;
 use crate::events::{Event, EventSink};
@@ -212,6 +213,8 @@ struct Decided {
 }
 
 struct Restore<'a> {
+    /// How the agents and members are reached.
+    connector: Connector,
     agents: Vec<AgentAddress>,
     options: RestoreOptions,
     events: &'a mut dyn EventSink,
@@ -230,12 +233,14 @@ struct Restore<'a> {
 /// Runs the restore. Never returns an error: refusals and failures are
 /// reports too.
 pub async fn run(
+    connector: &Connector,
     agents: Vec<AgentAddress>,
     options: RestoreOptions,
     events: &mut dyn EventSink,
     confirm: &mut dyn Confirm,
 ) -> RestoreReport {
     let mut restore = Restore {
+        connector: connector.clone(),
         agents,
         options,
         events,
@@ -353,17 +358,24 @@ impl Restore<'_> {
             let gate = "agents";
             // Nothing has changed yet: an agent that does not answer makes
             // this a refusal, naming the member it serves.
-            let mut clients = match agent_client::connect(address).await {
+            let mut clients = match agent_client::connect(&self.connector, address).await {
                 Ok(clients) => clients,
                 Err(error) => return Err(self.refuse_unanswered(address, &error.to_string())),
             };
+            let plaintext = clients.plaintext;
             let refused = |rpc: &'static str| {
-                move |s: tonic::Status| failure(None, gate, CliError::from_status(address, rpc, &s).to_string())
+                move |s: tonic::Status| {
+                    failure(
+                        None,
+                        gate,
+                        CliError::from_status(address, plaintext, rpc, &s).to_string(),
+                    )
+                }
             };
             let status = match clients.agent.get_status(pb::GetStatusRequest {}).await {
                 Ok(status) => status.into_inner(),
                 Err(status) => {
-                    let error = CliError::from_status(address, "GetStatus", &status).to_string();
+                    let error = CliError::from_status(address, plaintext, "GetStatus", &status).to_string();
                     return Err(self.refuse_unanswered(address, &error));
                 }
             };
@@ -540,7 +552,15 @@ impl Restore<'_> {
         let prefix = self.options.lock_prefix.clone();
         let events = &mut *self.events;
         let mut on_wait = |wait: &lock::LockWait| events.emit(&wait.event());
-        match lock::acquire(&endpoints, &prefix, &Holder::this_process(&command), &mut on_wait).await {
+        match lock::acquire(
+            &self.connector,
+            &endpoints,
+            &prefix,
+            &Holder::this_process(&command),
+            &mut on_wait,
+        )
+        .await
+        {
             Ok(taken) => {
                 let token = taken.token();
                 self.lock = Some(taken);
@@ -578,7 +598,7 @@ impl Restore<'_> {
     /// The member list against the agents, and the revision that will be
     /// lost, when etcd answers.
     async fn observe_cluster(&mut self, members: &[Member]) -> Result<(), Stop> {
-        match observe(&self.agents, &[]).await {
+        match observe(&self.connector, &self.agents, &[]).await {
             Ok(observation) => {
                 let observed = observation.observed;
                 let without: Vec<&str> = observed
@@ -785,7 +805,7 @@ impl Restore<'_> {
     }
 
     async fn connect(&self, address: &AgentAddress, member: &str) -> Result<AgentClients, Stop> {
-        agent_client::connect(address)
+        agent_client::connect(&self.connector, address)
             .await
             .map_err(|e| failure(Some(member), "connect", e.to_string()).into())
     }
@@ -902,7 +922,8 @@ impl Restore<'_> {
                         failure(
                             Some(&name),
                             "stop",
-                            CliError::from_status(&member.address, "Stop", &s).to_string(),
+                            CliError::from_status(&member.address, !self.connector.agent_uses_tls(), "Stop", &s)
+                                .to_string(),
                         )
                     })?;
                 self.emit(&Event::MemberStopped { member: name.clone() });
@@ -930,7 +951,13 @@ impl Restore<'_> {
                         failure(
                             Some(&name),
                             "restore",
-                            CliError::from_status(&member.address, "RestoreMember", &s).to_string(),
+                            CliError::from_status(
+                                &member.address,
+                                !self.connector.agent_uses_tls(),
+                                "RestoreMember",
+                                &s,
+                            )
+                            .to_string(),
                         )
                     })?
                     .into_inner();
@@ -960,7 +987,8 @@ impl Restore<'_> {
                     failure(
                         Some(&name),
                         "start",
-                        CliError::from_status(&member.address, "GetStatus", &s).to_string(),
+                        CliError::from_status(&member.address, !self.connector.agent_uses_tls(), "GetStatus", &s)
+                            .to_string(),
                     )
                 })?
                 .into_inner();
@@ -977,7 +1005,8 @@ impl Restore<'_> {
                     failure(
                         Some(&name),
                         "start",
-                        CliError::from_status(&member.address, "Start", &s).to_string(),
+                        CliError::from_status(&member.address, !self.connector.agent_uses_tls(), "Start", &s)
+                            .to_string(),
                     )
                 })?
                 .into_inner();
@@ -995,7 +1024,7 @@ impl Restore<'_> {
         let deadline = Instant::now() + self.options.timeout;
         let names: Vec<&str> = members.iter().map(|m| m.facts.name.as_str()).collect();
         loop {
-            let problem = match observe(&self.agents, &[]).await {
+            let problem = match observe(&self.connector, &self.agents, &[]).await {
                 Ok(observation) => {
                     let observed = observation.observed;
                     let mut listed: Vec<&str> = observed.members.iter().map(|m| m.name.as_str()).collect();
@@ -1014,7 +1043,7 @@ impl Restore<'_> {
                             "revision {revision} is below the snapshot's {}",
                             decided.snapshot.revision
                         ))
-                    } else if let Some(differ) = crate::roll::hash_kv_disagreement(&observed).await {
+                    } else if let Some(differ) = crate::roll::hash_kv_disagreement(&self.connector, &observed).await {
                         Some(differ)
                     } else {
                         self.report.revision = observed.members.iter().map(|m| m.revision).max();
@@ -1068,7 +1097,7 @@ impl Restore<'_> {
         let mut kept = Vec::new();
         for member in members {
             let name = member.facts.name.clone();
-            let mut clients = agent_client::connect(&member.address)
+            let mut clients = agent_client::connect(&self.connector, &member.address)
                 .await
                 .map_err(|e| failure(Some(&name), "finish", e.to_string()))?;
             match clients
@@ -1089,7 +1118,12 @@ impl Restore<'_> {
                         "finish",
                         format!(
                             "{}; the cluster runs from the restore, and running the same command again marks it finished",
-                            CliError::from_status(&member.address, "FinishRestore", &status)
+                            CliError::from_status(
+                                &member.address,
+                                !self.connector.agent_uses_tls(),
+                                "FinishRestore",
+                                &status
+                            )
                         ),
                     ));
                 }
@@ -1115,7 +1149,7 @@ impl Restore<'_> {
     }
 
     async fn drop_stale_keys(&self, endpoints: &[String], decided: &Decided) -> Result<(), String> {
-        let mut client = etcd::connect(endpoints, "the restored cluster")
+        let mut client = etcd::connect(&self.connector, endpoints, "the restored cluster")
             .await
             .map_err(|e| e.to_string())?;
         let prefix = self.options.lock_prefix.trim_end_matches('/');
@@ -1131,11 +1165,11 @@ impl Restore<'_> {
             let _ = client.delete(key.as_str(), None).await;
         }
         if let Purpose::RollbackToSnapshot { upgraded_from } = &self.options.purpose
-            && let Ok(Some(record)) = crate::last_roll::read(endpoints, prefix).await
+            && let Ok(Some(record)) = crate::last_roll::read(&self.connector, endpoints, prefix).await
             && record.direction == crate::plan::Direction::Upgrade
             && record.from == upgraded_from.to_string()
         {
-            crate::last_roll::remove(endpoints, prefix)
+            crate::last_roll::remove(&self.connector, endpoints, prefix)
                 .await
                 .map_err(|e| format!("cannot remove the undone upgrade's record: {e}"))?;
         }

@@ -18,6 +18,7 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::agent_client::{self, AgentAddress, AgentClients};
+use crate::connect::Connector;
 use crate::downgrade_api::{self, Phase};
 use crate::etcd;
 use crate::events::{Event, EventSink, StageMethod};
@@ -205,6 +206,8 @@ pub struct RollReport {
 }
 
 struct Roll<'a> {
+    /// How the agents and members are reached.
+    connector: Connector,
     agents: Vec<AgentAddress>,
     /// Which agent served which member when last seen, so that an agent
     /// that stops answering is named with its member.
@@ -269,7 +272,12 @@ pub fn local_releases(
 
 /// Runs the change. Never returns an error: refusals and failures are
 /// reports too, and the report says which.
-pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut dyn EventSink) -> RollReport {
+pub async fn run(
+    connector: &Connector,
+    agents: Vec<AgentAddress>,
+    options: RollOptions,
+    events: &mut dyn EventSink,
+) -> RollReport {
     let report = RollReport {
         result: Outcome::Failed,
         direction: options.direction,
@@ -286,6 +294,7 @@ pub async fn run(agents: Vec<AgentAddress>, options: RollOptions, events: &mut d
         snapshot_ms: 0,
     };
     let mut roll = Roll {
+        connector: connector.clone(),
         agents,
         known_agents: Vec::new(),
         lock: None,
@@ -324,7 +333,7 @@ fn failure(member: Option<&str>, gate: &str, reason: impl Into<String>) -> Failu
 
 impl Roll<'_> {
     async fn observe(&mut self, gate: &str) -> Result<Observation, Failure> {
-        let observation = observe_with(&self.agents, &[], &self.known_agents)
+        let observation = observe_with(&self.connector, &self.agents, &[], &self.known_agents)
             .await
             .map_err(|e| failure(None, gate, crate::error::chain(&e)))?;
         for member in &observation.observed.members {
@@ -394,10 +403,10 @@ impl Roll<'_> {
         let mut v2store_checked = false;
         if let Ok(plan) = &planned {
             checks.push(crate::flag_check::check(
-                &crate::flag_check::ask_all(&observed, plan).await,
+                &crate::flag_check::ask_all(&self.connector, &observed, plan).await,
             ));
             v2store_checked = v2store_check::when(plan) == v2store_check::When::Now;
-            checks.extend(v2store_check::preflight(plan, &observed).await);
+            checks.extend(v2store_check::preflight(&self.connector, plan, &observed).await);
         }
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
@@ -422,7 +431,7 @@ impl Roll<'_> {
         // A run that resumes a change some members already went through
         // keeps the snapshot taken before the first of them: that is the
         // backup of the old version, not a copy of the mixed state.
-        let previous = last_roll::read(&endpoints, &self.options.lock_prefix)
+        let previous = last_roll::read(&self.connector, &endpoints, &self.options.lock_prefix)
             .await
             .ok()
             .flatten();
@@ -509,7 +518,7 @@ impl Roll<'_> {
     /// when it begins: the members run 3.5 only now.
     async fn check_v2store_now(&mut self) -> Result<(), Failure> {
         let observed = self.observe("observe").await?.observed;
-        let check = v2store_check::check(&v2store_check::ask_all(&observed).await);
+        let check = v2store_check::check(&v2store_check::ask_all(&self.connector, &observed).await);
         self.emit(&Event::Check(check.clone()));
         let refused = check.verdict == Verdict::Fail;
         let message = check.message.clone();
@@ -527,33 +536,34 @@ impl Roll<'_> {
     /// first).
     async fn run_rollback(&mut self, observed: &Observed, locked: bool) -> Result<(), Stop> {
         let endpoints = healthy_endpoints(observed);
-        let (undo, direction_check) = match last_roll::read(&endpoints, &self.options.lock_prefix).await {
-            Ok(Some(last)) => (
-                last.direction,
-                Check {
-                    rule: "rollback-direction",
-                    verdict: Verdict::Pass,
-                    message: format!(
-                        "the last change recorded is the {} from {} to {}",
-                        last.direction, last.from, last.to
-                    ),
-                    source: "steward",
-                },
-            ),
-            Ok(None) => (
-                Direction::Upgrade,
-                Check {
-                    rule: "rollback-direction",
-                    verdict: Verdict::Warn,
-                    message: format!(
-                        "no change is recorded under {}/last-roll: undoing an upgrade",
-                        self.options.lock_prefix.trim_end_matches('/')
-                    ),
-                    source: "steward",
-                },
-            ),
-            Err(error) => return Err(failure(None, "rollback-direction", error).into()),
-        };
+        let (undo, direction_check) =
+            match last_roll::read(&self.connector, &endpoints, &self.options.lock_prefix).await {
+                Ok(Some(last)) => (
+                    last.direction,
+                    Check {
+                        rule: "rollback-direction",
+                        verdict: Verdict::Pass,
+                        message: format!(
+                            "the last change recorded is the {} from {} to {}",
+                            last.direction, last.from, last.to
+                        ),
+                        source: "steward",
+                    },
+                ),
+                Ok(None) => (
+                    Direction::Upgrade,
+                    Check {
+                        rule: "rollback-direction",
+                        verdict: Verdict::Warn,
+                        message: format!(
+                            "no change is recorded under {}/last-roll: undoing an upgrade",
+                            self.options.lock_prefix.trim_end_matches('/')
+                        ),
+                        source: "steward",
+                    },
+                ),
+                Err(error) => return Err(failure(None, "rollback-direction", error).into()),
+            };
         let mut checks = vec![direction_check];
         checks.extend(rules::rollback_checks(observed, undo));
         for check in &checks {
@@ -594,7 +604,7 @@ impl Roll<'_> {
         });
         self.ensure_lock().await?;
         if undo == Direction::Downgrade && observed.downgrade_target().is_some() {
-            downgrade_api::cancel(&downgrade_api::endpoints(observed))
+            downgrade_api::cancel(&self.connector, &downgrade_api::endpoints(observed))
                 .await
                 .map_err(|e| failure(None, "downgrade-cancel", e))?;
             self.emit(&Event::DowngradeCancelled {
@@ -621,14 +631,14 @@ impl Roll<'_> {
     async fn start_probe(&mut self, observed: &Observed) {
         if self.options.probe {
             let endpoints = observed.members.iter().map(|m| m.client_url.clone()).collect();
-            self.probe = Some(Probe::start(endpoints, &self.options.lock_prefix).await);
+            self.probe = Some(Probe::start(&self.connector, endpoints, &self.options.lock_prefix).await);
         }
     }
 
     /// Writes the last-roll record; a change that cannot be recorded is not
     /// made.
     async fn record(&self, endpoints: &[String], record: &LastRoll) -> Result<(), Failure> {
-        last_roll::record(endpoints, &self.options.lock_prefix, record)
+        last_roll::record(&self.connector, endpoints, &self.options.lock_prefix, record)
             .await
             .map_err(|e| failure(None, "last-roll", format!("cannot record the change: {e}")))
     }
@@ -669,7 +679,15 @@ impl Roll<'_> {
         let prefix = self.options.lock_prefix.clone();
         let events = &mut *self.events;
         let mut on_wait = |wait: &lock::LockWait| events.emit(&wait.event());
-        match lock::acquire(&endpoints, &prefix, &Holder::this_process(&command), &mut on_wait).await {
+        match lock::acquire(
+            &self.connector,
+            &endpoints,
+            &prefix,
+            &Holder::this_process(&command),
+            &mut on_wait,
+        )
+        .await
+        {
             Ok(mut taken) => {
                 taken.prune_journals(lock::JOURNALS_KEPT).await;
                 self.journal = Some(taken.journal());
@@ -799,7 +817,7 @@ impl Roll<'_> {
         let address: AgentAddress = agent
             .parse()
             .map_err(|e| failure(Some(&member.name), "agent", format!("agent address {agent:?}: {e}")))?;
-        agent_client::connect(&address)
+        agent_client::connect(&self.connector, &address)
             .await
             .map_err(|e| failure(Some(&member.name), "agent", crate::error::chain(&e)))
     }
@@ -966,7 +984,7 @@ impl Roll<'_> {
                 format!("agent address {:?}: {e}", snapshot.agent),
             )
         })?;
-        let mut clients = agent_client::connect(&address)
+        let mut clients = agent_client::connect(&self.connector, &address)
             .await
             .map_err(|e| failure(Some(&snapshot.member), "snapshot-pin", crate::error::chain(&e)))?;
         let pinned = clients
@@ -987,7 +1005,7 @@ impl Roll<'_> {
             Err(status) => Err(failure(
                 Some(&snapshot.member),
                 "snapshot-pin",
-                crate::error::CliError::from_status(&address, "PinSnapshot", &status).to_string(),
+                crate::error::CliError::from_status(&address, clients.plaintext, "PinSnapshot", &status).to_string(),
             )),
         }
     }
@@ -1164,10 +1182,10 @@ impl Roll<'_> {
                 }
                 Phase::Enable if !enabled_here => {
                     self.ensure_lock().await?;
-                    downgrade_api::validate(&endpoints, target)
+                    downgrade_api::validate(&self.connector, &endpoints, target)
                         .await
                         .map_err(|e| failure(None, "downgrade-validate", e))?;
-                    downgrade_api::enable(&endpoints, target)
+                    downgrade_api::enable(&self.connector, &endpoints, target)
                         .await
                         .map_err(|e| failure(None, "downgrade-enable", e))?;
                     enabled_here = true;
@@ -1193,7 +1211,7 @@ impl Roll<'_> {
             }
             if Instant::now() > deadline {
                 let reason = format!("waited {:?} for {waiting_for}", self.options.gate_timeout);
-                let cancelled = match downgrade_api::cancel(&endpoints).await {
+                let cancelled = match downgrade_api::cancel(&self.connector, &endpoints).await {
                     Ok(()) => {
                         self.emit(&Event::DowngradeCancelled { reason: reason.clone() });
                         "the downgrade was cancelled; no member was changed".to_owned()
@@ -1215,7 +1233,7 @@ impl Roll<'_> {
     async fn move_leader(&mut self, observed: &Observed, leader: &str, to: &str, to_id: u64) -> Result<(), Failure> {
         let began = Instant::now();
         let leader_member = find(observed, leader)?;
-        let mut client = etcd::connect_member(&leader_member.client_url, "MoveLeader")
+        let mut client = etcd::connect_member(&self.connector, &leader_member.client_url, "MoveLeader")
             .await
             .map_err(|e| failure(Some(leader), "move-leader", e.to_string()))?;
         let sent = client.move_leader(to_id).await;
@@ -1411,7 +1429,9 @@ impl Roll<'_> {
                 }
                 Some((rules::ids::HEALTH, reason))
             } else {
-                hash_kv_disagreement(&observed).await.map(|p| ("hash-kv", p))
+                hash_kv_disagreement(&self.connector, &observed)
+                    .await
+                    .map(|p| ("hash-kv", p))
             };
             let Some((gate, reason)) = problem else {
                 return Ok(());
@@ -1492,11 +1512,11 @@ fn healthy_endpoints(observed: &Observed) -> Vec<String> {
 }
 
 /// Differences of HashKV at the lowest revision every member has.
-pub(crate) async fn hash_kv_disagreement(observed: &Observed) -> Option<String> {
+pub(crate) async fn hash_kv_disagreement(connector: &Connector, observed: &Observed) -> Option<String> {
     let revision = observed.members.iter().map(|m| m.revision).min()?;
     let mut hashes = Vec::new();
     for member in &observed.members {
-        let mut client = match etcd::connect_member(&member.client_url, "HashKV").await {
+        let mut client = match etcd::connect_member(connector, &member.client_url, "HashKV").await {
             Ok(client) => client,
             Err(error) => return Some(error.to_string()),
         };

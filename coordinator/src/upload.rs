@@ -104,7 +104,7 @@ pub async fn upload(
     read_error_first(path, reader).await?;
     response
         .map(tonic::Response::into_inner)
-        .map_err(|s| CliError::from_status(&clients.address, "UploadBinary", &s))
+        .map_err(|s| CliError::from_status(&clients.address, clients.plaintext, "UploadBinary", &s))
 }
 
 /// Uploads the snapshot file at `path` to the agent, which stores it under
@@ -135,7 +135,7 @@ pub async fn upload_snapshot(
     read_error_first(path, reader).await?;
     response
         .map(tonic::Response::into_inner)
-        .map_err(|s| CliError::from_status(&clients.address, "UploadSnapshot", &s))
+        .map_err(|s| CliError::from_status(&clients.address, clients.plaintext, "UploadSnapshot", &s))
 }
 
 /// A read error explains a refusal ("size mismatch") better than the

@@ -12,6 +12,7 @@
 use steward_proto::v1 as pb;
 
 use crate::agent_client;
+use crate::connect::Connector;
 use crate::observed::Observed;
 use crate::plan::{Pass, Plan};
 use crate::rules::{Check, Verdict};
@@ -65,7 +66,7 @@ pub struct MemberV2Store {
 }
 
 /// Asks the agent of every member that runs 3.5.
-pub async fn ask_all(observed: &Observed) -> Vec<MemberV2Store> {
+pub async fn ask_all(connector: &Connector, observed: &Observed) -> Vec<MemberV2Store> {
     let mut answers = Vec::new();
     for member in observed
         .members
@@ -73,7 +74,7 @@ pub async fn ask_all(observed: &Observed) -> Vec<MemberV2Store> {
         .filter(|m| m.version.as_ref().is_some_and(|v| v.minor_version() == (3, 5)))
     {
         let answer = match &member.agent {
-            Some(agent) => ask(agent).await,
+            Some(agent) => ask(connector, agent).await,
             None => Err("no agent".to_owned()),
         };
         answers.push(MemberV2Store {
@@ -84,9 +85,9 @@ pub async fn ask_all(observed: &Observed) -> Vec<MemberV2Store> {
     answers
 }
 
-async fn ask(agent: &str) -> Result<pb::CheckV2StoreResponse, String> {
+async fn ask(connector: &Connector, agent: &str) -> Result<pb::CheckV2StoreResponse, String> {
     let address = agent.parse().map_err(|e| format!("bad agent address {agent}: {e}"))?;
-    let mut clients = agent_client::connect(&address)
+    let mut clients = agent_client::connect(connector, &address)
         .await
         .map_err(|e| crate::error::chain(&e))?;
     clients
@@ -142,9 +143,9 @@ pub fn check(answers: &[MemberV2Store]) -> Check {
 /// The preflight's line for `plan`: the check itself when the cluster is
 /// on 3.5 now, a note when the pass comes later, nothing when there is no
 /// such pass.
-pub async fn preflight(plan: &Plan, observed: &Observed) -> Option<Check> {
+pub async fn preflight(connector: &Connector, plan: &Plan, observed: &Observed) -> Option<Check> {
     match when(plan) {
-        When::Now => Some(check(&ask_all(observed).await)),
+        When::Now => Some(check(&ask_all(connector, observed).await)),
         When::WhenThePassBegins => Some(deferred()),
         When::NotNeeded => None,
     }

@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use steward_coordinator::agent_client::AgentAddress;
+use steward_coordinator::connect::Connector;
 use steward_coordinator::events::Discard;
 use steward_coordinator::plan::Direction;
 use steward_coordinator::probe::{Probe, ProbeWindow};
@@ -88,7 +89,7 @@ async fn steward_roll(from: &Release, to: &Release) -> Row {
         probe: true,
         ..RollOptions::new(Direction::Upgrade, to.version.clone(), Some(binaries_dir()))
     };
-    let report = roll::run(agents, options, &mut Discard).await;
+    let report = roll::run(cluster.connector(), agents, options, &mut Discard).await;
     assert_eq!(report.result, Outcome::Succeeded, "{report:#?}");
     let probe = report.probe.clone().expect("probe");
     let row = Row {
@@ -181,7 +182,12 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
         .join(",");
     wait_healthy(from, &all).await;
 
-    let probe = Probe::start(members.iter().map(|m| m.client_url.clone()).collect(), "/manual").await;
+    let probe = Probe::start(
+        &Connector::default(),
+        members.iter().map(|m| m.client_url.clone()).collect(),
+        "/manual",
+    )
+    .await;
     let began = Instant::now();
     // Followers first, the leader last (found with endpoint status).
     let leader = leader_index(from, &members);

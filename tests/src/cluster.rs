@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use steward_coordinator::connect::Connector;
 use steward_coordinator::local::process::{ProcessId, mentioning};
 use steward_proto::v1 as pb;
 use steward_proto::v1::agent_client::AgentClient;
@@ -194,8 +195,6 @@ impl ClusterBuilder {
                 pki.issue(Role::Agent, &member.name, &["127.0.0.1".to_owned()]);
             }
             let admin = pki.client("admin");
-            steward_coordinator::agent_client::use_tls(Some(&admin))
-                .unwrap_or_else(|e| panic!("the test client identity: {e}"));
             *STEWARD_IDENTITY
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admin);
@@ -204,8 +203,6 @@ impl ClusterBuilder {
         let etcd_pki = self.etcd_tls.then(|| {
             let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
             let pki = EtcdPki::create(&dir.path().join("etcd-pki"), &names);
-            steward_coordinator::etcd::use_tls(Some(&pki.client()))
-                .unwrap_or_else(|e| panic!("the test etcd client identity: {e}"));
             *ETCD_IDENTITY.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pki.clone());
             pki
         });
@@ -228,7 +225,15 @@ impl ClusterBuilder {
             .iter()
             .map(|(i, size)| (*i, crate::mounts::Tmpfs::mount(&members[*i].state_dir, size, false)))
             .collect();
+        // How the in-process engine reaches this cluster: as its admin, and
+        // as its etcd client when etcd serves TLS.
+        let connector = Connector::default()
+            .with_agent_tls(pki.as_ref().map(|p| p.client("admin")).as_ref())
+            .unwrap_or_else(|e| panic!("the test client identity: {e}"))
+            .with_etcd_tls(etcd_pki.as_ref().map(EtcdPki::client).as_ref())
+            .unwrap_or_else(|e| panic!("the test etcd client identity: {e}"));
         let mut cluster = Cluster {
+            connector,
             dir: Some(dir),
             pki,
             members,
@@ -373,6 +378,8 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Cluster {
     dir: Option<tempfile::TempDir>,
+    /// How the engine reaches this cluster's agents and members.
+    connector: Connector,
     /// The certificates, when the agents serve mutual TLS.
     pub pki: Option<Pki>,
     /// The members, in order.
@@ -497,6 +504,13 @@ fn built_binary(variable: &str, name: &str) -> PathBuf {
 }
 
 impl Cluster {
+    /// How the engine reaches this cluster (its admin identity, its etcd
+    /// client TLS when etcd serves TLS).
+    #[must_use]
+    pub const fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     /// Every agent's address, comma-separated, as `steward --agents` takes
     /// them.
     #[must_use]

@@ -28,7 +28,7 @@ pub async fn roll(cluster: &Cluster, options: RollOptions) -> (RollReport, Vec<E
         events: Vec::new(),
         inner: Lines(std::io::stderr()),
     };
-    let report = roll::run(agents(cluster), options, &mut events).await;
+    let report = roll::run(cluster.connector(), agents(cluster), options, &mut events).await;
     (report, events.events)
 }
 

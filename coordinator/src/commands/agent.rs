@@ -9,6 +9,7 @@ use tonic::Status;
 
 use crate::agent_client::{self, AgentAddress, AgentClients};
 use crate::cli::AgentCommand;
+use crate::connect::Connector;
 use crate::error::CliError;
 use crate::output::{self, OutputFormat};
 use crate::view::{
@@ -21,12 +22,14 @@ use crate::view::{
 /// # Errors
 /// The agent is unreachable or refused or failed the call, or a local file
 /// could not be used.
-pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    let plaintext = !connector.agent_uses_tls();
     match command {
         AgentCommand::Status { target, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
+                plaintext,
                 "GetStatus",
                 clients.agent.get_status(pb::GetStatusRequest {}),
             )
@@ -35,9 +38,10 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             output::emit(out, output.format, &view)
         }
         AgentCommand::Binaries { target, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
+                plaintext,
                 "ListBinaries",
                 clients.binaries.list_binaries(pb::ListBinariesRequest {}),
             )
@@ -52,7 +56,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             sha256,
             output,
         } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let request = pb::ImportBinaryRequest {
                 path: path.display().to_string(),
                 tool: tool.to_pb().into(),
@@ -60,7 +64,13 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
                 sha256: sha256.unwrap_or_default(),
                 fencing_token: 0,
             };
-            let response = call(&target.agent, "ImportBinary", clients.binaries.import_binary(request)).await?;
+            let response = call(
+                &target.agent,
+                plaintext,
+                "ImportBinary",
+                clients.binaries.import_binary(request),
+            )
+            .await?;
             output::emit(out, output.format, &StagedView::from(&response))
         }
         AgentCommand::Upload {
@@ -70,19 +80,25 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             tool,
             output,
         } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let fingerprint = crate::upload::fingerprint(&file).await?;
             let upload = crate::upload::upload(&mut clients, &file, &fingerprint, &version, tool.to_pb(), 0);
             let response = Box::pin(upload).await?;
             output::emit(out, output.format, &StagedView::from(&response))
         }
         AgentCommand::Flags { target, to, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let request = pb::CheckFlagsRequest {
                 target_version: to.to_string(),
                 from_version: String::new(),
             };
-            let response = call(&target.agent, "CheckFlags", clients.agent.check_flags(request)).await?;
+            let response = call(
+                &target.agent,
+                plaintext,
+                "CheckFlags",
+                clients.agent.check_flags(request),
+            )
+            .await?;
             output::emit(out, output.format, &FlagsView::new(&to.to_string(), &response))
         }
         AgentCommand::Activate {
@@ -92,15 +108,15 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             force,
             output,
         } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
-            super::take_down::clear(&target.agent, &mut clients, force).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
             let request = pb::ActivateRequest {
                 version: to.to_string(),
                 timeout: timeout.map(wire_duration),
                 fencing_token: 0,
             };
             tracing::info!(agent = %target.agent, version = %to, "activating");
-            let response = call(&target.agent, "Activate", clients.agent.activate(request)).await?;
+            let response = call(&target.agent, plaintext, "Activate", clients.agent.activate(request)).await?;
             output::emit(out, output.format, &SwitchView::from(&response))
         }
         AgentCommand::Rollback {
@@ -109,32 +125,45 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             force,
             output,
         } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
-            super::take_down::clear(&target.agent, &mut clients, force).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
             let request = pb::RollbackRequest {
                 timeout: timeout.map(wire_duration),
                 fencing_token: 0,
             };
             tracing::info!(agent = %target.agent, "rolling back");
-            let response = call(&target.agent, "Rollback", clients.agent.rollback(request)).await?;
+            let response = call(&target.agent, plaintext, "Rollback", clients.agent.rollback(request)).await?;
             output::emit(out, output.format, &SwitchView::from(&response))
         }
         AgentCommand::Start { target, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
-            let response = call(&target.agent, "Start", clients.agent.start(pb::StartRequest::default())).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let response = call(
+                &target.agent,
+                plaintext,
+                "Start",
+                clients.agent.start(pb::StartRequest::default()),
+            )
+            .await?;
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Stop { target, force, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
-            super::take_down::clear(&target.agent, &mut clients, force).await?;
-            let response = call(&target.agent, "Stop", clients.agent.stop(pb::StopRequest::default())).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
+            let response = call(
+                &target.agent,
+                plaintext,
+                "Stop",
+                clients.agent.stop(pb::StopRequest::default()),
+            )
+            .await?;
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Restart { target, force, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
-            super::take_down::clear(&target.agent, &mut clients, force).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
             let response = call(
                 &target.agent,
+                plaintext,
                 "Restart",
                 clients.agent.restart(pb::RestartRequest::default()),
             )
@@ -142,9 +171,10 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Snapshot { target, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
+                plaintext,
                 "TakeSnapshot",
                 clients.snapshots.take_snapshot(pb::TakeSnapshotRequest::default()),
             )
@@ -157,9 +187,10 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             output::emit(out, output.format, &SnapshotView::from(&info))
         }
         AgentCommand::Snapshots { target, output } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
+                plaintext,
                 "ListSnapshots",
                 clients.snapshots.list_snapshots(pb::ListSnapshotsRequest {}),
             )
@@ -172,7 +203,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             out: file,
             output,
         } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             let (info, size) = Box::pin(crate::download::download(&mut clients, &id, &file)).await?;
             tracing::info!(file = %file.display(), size, "snapshot downloaded and verified");
             output::emit(out, output.format, &DownloadView::new(&file, size, &info))
@@ -183,7 +214,7 @@ pub async fn run(command: AgentCommand, out: &mut dyn Write) -> Result<(), CliEr
             follow,
             format,
         } => {
-            let mut clients = agent_client::connect(&target.agent).await?;
+            let mut clients = agent_client::connect(connector, &target.agent).await?;
             Box::pin(logs(&mut clients, lines, follow, format, out)).await
         }
     }
@@ -201,8 +232,10 @@ async fn logs(
 ) -> Result<(), CliError> {
     const RPC: &str = "TailLogs";
     let address = clients.address.clone();
+    let plaintext = clients.plaintext;
     let mut stream = call(
         &address,
+        plaintext,
         RPC,
         // 0 asks for the agent's default, which fits its configured tail.
         clients.agent.tail_logs(pb::TailLogsRequest {
@@ -214,7 +247,7 @@ async fn logs(
     while let Some(message) = stream
         .message()
         .await
-        .map_err(|s| CliError::from_status(&address, RPC, &s))?
+        .map_err(|s| CliError::from_status(&address, plaintext, RPC, &s))?
     {
         match format {
             OutputFormat::Table => output::lines(out, &message.lines)?,
@@ -258,13 +291,14 @@ fn log_lines_ndjson(agent: &AgentAddress, lines: &[String]) -> Result<String, se
 /// Awaits a unary (or stream-opening) call and maps its status.
 async fn call<T>(
     address: &AgentAddress,
+    plaintext: bool,
     rpc: &'static str,
     future: impl Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, CliError> {
     tracing::debug!(%address, rpc, "calling the agent");
     match future.await {
         Ok(response) => Ok(response.into_inner()),
-        Err(status) => Err(CliError::from_status(address, rpc, &status)),
+        Err(status) => Err(CliError::from_status(address, plaintext, rpc, &status)),
     }
 }
 

@@ -8,6 +8,7 @@ use steward_proto::v1 as pb;
 
 use crate::agent_client::{self, AgentAddress};
 use crate::cli::{BackupArgs, ClusterArgs, OutputArgs};
+use crate::connect::Connector;
 use crate::error::CliError;
 use crate::output;
 use crate::view::{BackupView, SnapshotView, SnapshotsView};
@@ -22,11 +23,11 @@ fn no_member(reason: String) -> CliError {
 /// # Errors
 /// The cluster cannot be observed, the member is unknown or has no agent,
 /// or the agent refuses or fails the snapshot or its download.
-pub async fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if let Some(file) = &args.out {
         crate::download::check_destination(file, 0)?;
     }
-    let observation = super::cluster::observe_target(&args.cluster).await?;
+    let (observation, connector) = super::cluster::observe_target(connector, &args.cluster).await?;
     let observed = &observation.observed;
     let member = match &args.member {
         Some(name) => observed.members.iter().find(|m| m.name == *name).ok_or_else(|| {
@@ -57,12 +58,12 @@ pub async fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliErr
     if let Some(file) = &args.out {
         crate::download::check_destination(file, member.db_size)?;
     }
-    let mut clients = agent_client::connect(&agent).await?;
+    let mut clients = agent_client::connect(&connector, &agent).await?;
     let info = clients
         .snapshots
         .take_snapshot(pb::TakeSnapshotRequest::default())
         .await
-        .map_err(|s| CliError::from_status(&agent, "TakeSnapshot", &s))?
+        .map_err(|s| CliError::from_status(&agent, clients.plaintext, "TakeSnapshot", &s))?
         .into_inner()
         .snapshot
         .ok_or_else(|| CliError::MalformedReply {
@@ -100,16 +101,21 @@ pub async fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliErr
 ///
 /// # Errors
 /// The cluster cannot be resolved, or an agent cannot be asked.
-pub async fn backups(cluster: &ClusterArgs, output: OutputArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let target = super::cluster_target(cluster)?;
+pub async fn backups(
+    connector: &Connector,
+    cluster: &ClusterArgs,
+    output: OutputArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (target, connector) = super::cluster_target(cluster, connector)?;
     let mut snapshots = Vec::new();
     for member in &target.members {
-        let mut clients = agent_client::connect(&member.agent).await?;
+        let mut clients = agent_client::connect(&connector, &member.agent).await?;
         let list = clients
             .snapshots
             .list_snapshots(pb::ListSnapshotsRequest {})
             .await
-            .map_err(|s| CliError::from_status(&member.agent, "ListSnapshots", &s))?
+            .map_err(|s| CliError::from_status(&member.agent, clients.plaintext, "ListSnapshots", &s))?
             .into_inner();
         snapshots.extend(list.snapshots.iter().map(SnapshotView::from));
     }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use steward_proto::v1 as pb;
 
 use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
+use crate::connect::Connector;
 use crate::error::CliError;
 use crate::flag_check;
 use crate::format::{hex_id, human_bytes};
@@ -21,9 +22,9 @@ use crate::rules::{self, Check, Request, Verdict};
 use crate::table::{Tabular, with_header as table};
 use crate::v2store_check;
 
-/// Observes the cluster the arguments name.
-pub async fn observe_target(args: &ClusterArgs) -> Result<Observation, CliError> {
-    let target = super::cluster_target(args)?;
+/// Observes the cluster the arguments name; returns how it is reached too.
+pub async fn observe_target(connector: &Connector, args: &ClusterArgs) -> Result<(Observation, Connector), CliError> {
+    let (target, connector) = super::cluster_target(args, connector)?;
     let agents: Vec<_> = target.members.iter().map(|m| m.agent.clone()).collect();
     let client_urls: Vec<String> = target.members.iter().filter_map(|m| m.client_url.clone()).collect();
     // A cluster file names each agent's member: an agent that does not
@@ -33,7 +34,8 @@ pub async fn observe_target(args: &ClusterArgs) -> Result<Observation, CliError>
         .iter()
         .filter_map(|m| Some((m.name.clone()?, m.agent.clone())))
         .collect();
-    Ok(observe_with(&agents, &client_urls, &known).await?)
+    let observation = observe_with(&connector, &agents, &client_urls, &known).await?;
+    Ok((observation, connector))
 }
 
 /// One member row of `steward status`.
@@ -282,8 +284,8 @@ impl Tabular for StatusView {
 }
 
 /// `steward status`: one row per member; exit 1 when not healthy.
-pub async fn status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let observation = observe_target(&args.cluster).await?;
+pub async fn status(connector: &Connector, args: &StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let (observation, connector) = observe_target(connector, &args.cluster).await?;
     let endpoints: Vec<String> = observation
         .observed
         .members
@@ -294,7 +296,7 @@ pub async fn status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), CliErr
     let found = if endpoints.is_empty() {
         crate::change_state::Found::default()
     } else {
-        crate::change_state::read(&endpoints, &args.lock_prefix).await
+        crate::change_state::read(&connector, &endpoints, &args.lock_prefix).await
     };
     let view = StatusView::new(&observation.observed, &found);
     output::emit(out, args.output.format, &view)?;
@@ -447,13 +449,13 @@ pub fn failed_rules(checks: &[Check]) -> String {
 }
 
 /// `steward plan`: passes, order, flag changes and checks; changes nothing.
-pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn plan(connector: &Connector, args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let direction = if args.downgrade {
         Direction::Downgrade
     } else {
         Direction::Upgrade
     };
-    let observation = observe_target(&args.cluster).await?;
+    let (observation, connector) = observe_target(connector, &args.cluster).await?;
     let observed = &observation.observed;
     let binaries = args
         .source
@@ -481,7 +483,7 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
                 let member = observed.members.iter().find(|m| m.id == step.id);
                 let (flag_changes, flags_refused, flags_error) = match member.and_then(|m| m.agent.clone()) {
                     Some(agent) if !step.done => {
-                        let answer = flag_check::ask(&agent, &pass.target, step.from.as_ref()).await;
+                        let answer = flag_check::ask(&connector, &agent, &pass.target, step.from.as_ref()).await;
                         let view = flags_view(&answer);
                         answers.push(flag_check::MemberFlags {
                             member: step.member.clone(),
@@ -510,7 +512,7 @@ pub async fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), CliError> 
             });
         }
         checks.push(flag_check::check(&answers));
-        checks.extend(v2store_check::preflight(plan, observed).await);
+        checks.extend(v2store_check::preflight(&connector, plan, observed).await);
     }
     let refused = rules::refused(&checks);
     let view = PlanView {

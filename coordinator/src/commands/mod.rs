@@ -12,25 +12,28 @@ pub mod take_down;
 
 use crate::cli::ClusterArgs;
 use crate::cluster_file::ClusterTarget;
+use crate::connect::Connector;
 use crate::error::CliError;
 
-/// The cluster a command works on; its file's `[agent_tls]` applies unless
-/// the `--agent-*` flags (or their variables) already chose an identity.
+/// The cluster a command works on, and how to reach it: the cluster file's
+/// `[agent_tls]` and etcd TLS apply unless the flags (or their variables)
+/// already chose them in `connector`.
 ///
 /// # Errors
 /// The target cannot be resolved, or its TLS files cannot be read.
-pub fn cluster_target(args: &ClusterArgs) -> Result<ClusterTarget, CliError> {
+pub fn cluster_target(args: &ClusterArgs, connector: &Connector) -> Result<(ClusterTarget, Connector), CliError> {
     let target = ClusterTarget::from_args(args)?;
-    if !crate::agent_client::uses_tls() && target.agent_tls.is_some() {
-        crate::agent_client::use_tls(target.agent_tls.as_ref())?;
+    let mut connector = connector.clone();
+    if !connector.agent_uses_tls() && target.agent_tls.is_some() {
+        connector = connector.with_agent_tls(target.agent_tls.as_ref())?;
     }
-    if !crate::etcd::uses_tls()
+    if !connector.etcd_uses_tls()
         && let Some(base) = target.file_dir()
     {
         let files = target.etcd.tls_files(&base);
         if !files.is_empty() {
-            crate::etcd::use_tls(Some(&files)).map_err(CliError::Usage)?;
+            connector = connector.with_etcd_tls(Some(&files)).map_err(CliError::Usage)?;
         }
     }
-    Ok(target)
+    Ok((target, connector))
 }

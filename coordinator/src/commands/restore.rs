@@ -12,6 +12,7 @@ use steward_proto::v1 as pb;
 use crate::agent_client::{self, AgentAddress};
 use crate::cli::{RestoreArgs, RollbackArgs};
 use crate::commands::cluster::failed_rules;
+use crate::connect::Connector;
 use crate::error::CliError;
 use crate::events::{EventSink, Lines, Ndjson};
 use crate::output::{self, OutputFormat};
@@ -120,9 +121,9 @@ fn confirmation(yes: bool, flag: &str) -> Result<Box<dyn Confirm>, CliError> {
 ///
 /// # Errors
 /// Refused (exit 3), failed (exit 1), or a usage error (exit 2).
-pub async fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn restore(connector: &Connector, args: RestoreArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let mut confirm = confirmation(args.yes, "restore")?;
-    let target = super::cluster_target(&args.cluster)?;
+    let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
     let options = RestoreOptions {
         source: SnapshotSource::parse(&args.snapshot),
@@ -133,7 +134,16 @@ pub async fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<(), CliEr
         purpose: Purpose::Restore,
         member_names: member_names(&target),
     };
-    report(agents, options, &mut *confirm, args.events, args.output.format, out).await
+    report(
+        &connector,
+        agents,
+        options,
+        &mut *confirm,
+        args.events,
+        args.output.format,
+        out,
+    )
+    .await
 }
 
 /// `steward rollback --to-snapshot`: the upgrade recorded in the cluster
@@ -141,15 +151,19 @@ pub async fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<(), CliEr
 ///
 /// # Errors
 /// Refused (exit 3), failed (exit 1), or a usage error (exit 2).
-pub async fn rollback_to_snapshot(args: RollbackArgs, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn rollback_to_snapshot(
+    connector: &Connector,
+    args: RollbackArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let mut confirm = confirmation(args.yes, "rollback --to-snapshot")?;
-    let target = super::cluster_target(&args.cluster)?;
+    let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents: Vec<AgentAddress> = target.members.iter().map(|m| m.agent.clone()).collect();
-    let (snapshot, from) = match unfinished_restore(&agents).await? {
+    let (snapshot, from) = match unfinished_restore(&connector, &agents).await? {
         // A rollback whose restore an earlier run began: finish it (the
         // cluster may be down, and with it the record of the upgrade).
         Some(unfinished) => unfinished,
-        None => undo_target(&agents, &args.run.lock_prefix).await?,
+        None => undo_target(&connector, &agents, &args.run.lock_prefix).await?,
     };
     let options = RestoreOptions {
         source: SnapshotSource::Id(snapshot),
@@ -161,6 +175,7 @@ pub async fn rollback_to_snapshot(args: RollbackArgs, out: &mut dyn Write) -> Re
         member_names: member_names(&target),
     };
     report(
+        &connector,
         agents,
         options,
         &mut *confirm,
@@ -184,9 +199,12 @@ fn member_names(target: &crate::cluster_file::ClusterTarget) -> Vec<(AgentAddres
 /// An agent that does not answer is passed over here: the restore's
 /// preflight refuses to begin without every member's agent
 /// (`every-member-has-agent`), naming it.
-async fn unfinished_restore(agents: &[AgentAddress]) -> Result<Option<(String, EtcdVersion)>, CliError> {
+async fn unfinished_restore(
+    connector: &Connector,
+    agents: &[AgentAddress],
+) -> Result<Option<(String, EtcdVersion)>, CliError> {
     for address in agents {
-        let Ok(mut clients) = agent_client::connect(address).await else {
+        let Ok(mut clients) = agent_client::connect(connector, address).await else {
             continue;
         };
         let Ok(status) = clients.agent.get_status(pb::GetStatusRequest {}).await else {
@@ -207,7 +225,11 @@ async fn unfinished_restore(agents: &[AgentAddress]) -> Result<Option<(String, E
 /// cluster's last-roll record, once the upgrade is known to have finished
 /// and flipped the cluster version (before that, `steward rollback` swaps
 /// binaries back without losing anything).
-async fn undo_target(agents: &[AgentAddress], prefix: &str) -> Result<(String, EtcdVersion), CliError> {
+async fn undo_target(
+    connector: &Connector,
+    agents: &[AgentAddress],
+    prefix: &str,
+) -> Result<(String, EtcdVersion), CliError> {
     let refuse = |message: String| CliError::Refused {
         rules: failed_rules(&[Check {
             rule: AFTER_FLIP,
@@ -216,7 +238,7 @@ async fn undo_target(agents: &[AgentAddress], prefix: &str) -> Result<(String, E
             source: "steward",
         }]),
     };
-    let observation = crate::observe::observe(agents, &[]).await?;
+    let observation = crate::observe::observe(connector, agents, &[]).await?;
     let observed = observation.observed;
     let endpoints: Vec<String> = observed
         .members
@@ -224,7 +246,7 @@ async fn undo_target(agents: &[AgentAddress], prefix: &str) -> Result<(String, E
         .filter(|m| m.healthy)
         .map(|m| m.client_url.clone())
         .collect();
-    let record = crate::last_roll::read(&endpoints, prefix)
+    let record = crate::last_roll::read(connector, &endpoints, prefix)
         .await
         .map_err(|e| refuse(format!("cannot read the last-roll record: {e}")))?
         .ok_or_else(|| refuse("this cluster has no record of an upgrade to undo".into()))?;
@@ -301,6 +323,7 @@ async fn undo_target(agents: &[AgentAddress], prefix: &str) -> Result<(String, E
 /// Runs the engine, prints the report, and maps the outcome to the exit
 /// code.
 async fn report(
+    connector: &Connector,
     agents: Vec<AgentAddress>,
     options: RestoreOptions,
     confirm: &mut dyn Confirm,
@@ -310,12 +333,19 @@ async fn report(
 ) -> Result<(), CliError> {
     let report = if events {
         let mut sink = Ndjson(&mut *out);
-        Box::pin(restore::run(agents, options, &mut sink, confirm)).await
+        Box::pin(restore::run(connector, agents, options, &mut sink, confirm)).await
     } else {
         // Lines, not the live status line: the confirmation question and
         // its answer share the terminal.
         let mut sink: Lines<std::io::Stderr> = Lines(std::io::stderr());
-        Box::pin(restore::run(agents, options, &mut sink as &mut dyn EventSink, confirm)).await
+        Box::pin(restore::run(
+            connector,
+            agents,
+            options,
+            &mut sink as &mut dyn EventSink,
+            confirm,
+        ))
+        .await
     };
     output::report(out, events, format, &report)?;
     match report.result {

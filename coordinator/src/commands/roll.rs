@@ -8,6 +8,7 @@ use comfy_table::Table;
 
 use crate::cli::{RollArgs, RollbackArgs};
 use crate::commands::cluster::failed_rules;
+use crate::connect::Connector;
 use crate::error::CliError;
 use crate::events::{EventSink, Lines, Ndjson};
 use crate::live::Live;
@@ -89,8 +90,8 @@ impl Tabular for RollReport {
 }
 
 /// `steward rollback`: the changed members back to their previous version.
-pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let target = super::cluster_target(&args.cluster)?;
+pub async fn rollback(connector: &Connector, args: RollbackArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
     let options = RollOptions {
         direction: Direction::Downgrade,
@@ -107,6 +108,7 @@ pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), Cli
         probe: args.run.probe,
     };
     report(
+        &connector,
         Direction::Downgrade,
         agents,
         options,
@@ -118,8 +120,13 @@ pub async fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<(), Cli
 }
 
 /// Runs the change and reports it.
-pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let target = super::cluster_target(&args.cluster)?;
+pub async fn run(
+    connector: &Connector,
+    direction: Direction,
+    args: RollArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
     let binaries = args
         .source
@@ -139,12 +146,22 @@ pub async fn run(direction: Direction, args: RollArgs, out: &mut dyn Write) -> R
         lock_prefix: args.run.lock_prefix.clone(),
         probe: args.run.probe,
     };
-    report(direction, agents, options, args.run.events, args.run.output.format, out).await
+    report(
+        &connector,
+        direction,
+        agents,
+        options,
+        args.run.events,
+        args.run.output.format,
+        out,
+    )
+    .await
 }
 
 /// Runs the engine with the chosen event sink, prints the report, and maps
 /// the outcome to the exit code.
 async fn report(
+    connector: &Connector,
     direction: Direction,
     agents: Vec<crate::agent_client::AgentAddress>,
     options: RollOptions,
@@ -154,13 +171,13 @@ async fn report(
 ) -> Result<(), CliError> {
     let report = if events {
         let mut sink = Ndjson(&mut *out);
-        Box::pin(roll::run(agents, options, &mut sink)).await
+        Box::pin(roll::run(connector, agents, options, &mut sink)).await
     } else if Live::wanted() {
         let mut sink = Live::start();
-        Box::pin(roll::run(agents, options, &mut sink as &mut dyn EventSink)).await
+        Box::pin(roll::run(connector, agents, options, &mut sink as &mut dyn EventSink)).await
     } else {
         let mut sink: Lines<std::io::Stderr> = Lines(std::io::stderr());
-        Box::pin(roll::run(agents, options, &mut sink as &mut dyn EventSink)).await
+        Box::pin(roll::run(connector, agents, options, &mut sink as &mut dyn EventSink)).await
     };
     output::report(out, events, format, &report)?;
     match report.result {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use steward_proto::v1 as pb;
 
 use crate::agent_client::{AgentAddress, AgentClients};
+use crate::connect::Connector;
 use crate::error::CliError;
 use crate::etcd;
 use crate::observe::observe;
@@ -31,7 +32,12 @@ fn refused(reason: impl std::fmt::Display) -> CliError {
 ///
 /// # Errors
 /// [`CliError::Refused`] naming `quorum-safety`, or the agent's error.
-pub async fn clear(address: &AgentAddress, clients: &mut AgentClients, force: bool) -> Result<(), CliError> {
+pub async fn clear(
+    connector: &Connector,
+    address: &AgentAddress,
+    clients: &mut AgentClients,
+    force: bool,
+) -> Result<(), CliError> {
     if force {
         tracing::warn!(agent = %address, "--force: taking the member down without the quorum check");
         return Ok(());
@@ -40,7 +46,7 @@ pub async fn clear(address: &AgentAddress, clients: &mut AgentClients, force: bo
         .agent
         .get_status(pb::GetStatusRequest {})
         .await
-        .map_err(|s| CliError::from_status(address, "GetStatus", &s))?
+        .map_err(|s| CliError::from_status(address, clients.plaintext, "GetStatus", &s))?
         .into_inner();
     if !status.member.as_ref().is_some_and(|m| m.reachable) {
         // Not serving: taking it down takes nothing away.
@@ -48,12 +54,14 @@ pub async fn clear(address: &AgentAddress, clients: &mut AgentClients, force: bo
     }
     let name = status.agent.map(|a| a.member_name).unwrap_or_default();
     for _ in 0..3 {
-        let observation = observe(std::slice::from_ref(address), &[]).await.map_err(|e| {
-            refused(format!(
-                "cannot tell whether the others carry quorum: {}",
-                crate::error::chain(&e)
-            ))
-        })?;
+        let observation = observe(connector, std::slice::from_ref(address), &[])
+            .await
+            .map_err(|e| {
+                refused(format!(
+                    "cannot tell whether the others carry quorum: {}",
+                    crate::error::chain(&e)
+                ))
+            })?;
         let observed = observation.observed;
         match safety::clearance_to_undo(&observed, &name) {
             Ok(Clearance::Now) => return Ok(()),
@@ -69,7 +77,7 @@ pub async fn clear(address: &AgentAddress, clients: &mut AgentClients, force: bo
                     .find(|m| m.name == name)
                     .ok_or_else(|| refused(format!("{name} left the member list")))?;
                 tracing::info!(from = %name, to = %to.name, "moving leadership away first");
-                let mut client = etcd::connect_member(&leader.client_url, "MoveLeader")
+                let mut client = etcd::connect_member(connector, &leader.client_url, "MoveLeader")
                     .await
                     .map_err(|e| refused(format!("cannot move leadership away from {name}: {e}")))?;
                 client.move_leader(to.id).await.map_err(|e| {
@@ -78,7 +86,7 @@ pub async fn clear(address: &AgentAddress, clients: &mut AgentClients, force: bo
                         etcd::describe(&e)
                     ))
                 })?;
-                wait_for_other_leader(address, &name).await?;
+                wait_for_other_leader(connector, address, &name).await?;
             }
             Err(why) => return Err(refused(why)),
         }
@@ -86,10 +94,10 @@ pub async fn clear(address: &AgentAddress, clients: &mut AgentClients, force: bo
     Err(refused(format!("leadership kept coming back to {name}")))
 }
 
-async fn wait_for_other_leader(address: &AgentAddress, name: &str) -> Result<(), CliError> {
+async fn wait_for_other_leader(connector: &Connector, address: &AgentAddress, name: &str) -> Result<(), CliError> {
     let deadline = Instant::now() + MOVE_LEADER_TIMEOUT;
     loop {
-        if let Ok(observation) = observe(std::slice::from_ref(address), &[]).await
+        if let Ok(observation) = observe(connector, std::slice::from_ref(address), &[]).await
             && observation.observed.leader().is_some_and(|l| l.name != name)
         {
             return Ok(());

@@ -12,6 +12,7 @@ use super::process::{self, Ended, Liveness, ProcessId};
 use super::{AGENT_GRACE, CALL_TIMEOUT, LEFTOVER_GRACE, LocalError, io_error, read_processes};
 use crate::agent_client::{self, AgentAddress};
 use crate::cluster_file::{self, ClusterFile};
+use crate::connect::Connector;
 
 /// How long `down` waits for an agent to stop etcd (its own grace is
 /// [`super::layout::STOP_GRACE`]).
@@ -129,9 +130,13 @@ pub async fn down(dir: &Path, purge: bool) -> Result<DownReport, LocalError> {
     let records = processes.map(|p| p.agents).unwrap_or_default();
     // The agents of a cluster made with certificates answer only its admin.
     let pki = super::pki::Pki::at(&dir);
-    if pki.exists() {
-        crate::agent_client::use_tls(Some(&pki.admin())).map_err(|e| LocalError::Tls(e.to_string()))?;
-    }
+    let connector = if pki.exists() {
+        Connector::default()
+            .with_agent_tls(Some(&pki.admin()))
+            .map_err(|e| LocalError::Tls(e.to_string()))?
+    } else {
+        Connector::default()
+    };
 
     // The members: from the cluster file, and any agent recorded beyond it
     // (an `up` that did not finish has only the record).
@@ -148,7 +153,7 @@ pub async fn down(dir: &Path, purge: bool) -> Result<DownReport, LocalError> {
     let mut report = Vec::with_capacity(members.len());
     for (name, agent) in members {
         let record = records.iter().find(|r| r.member == name);
-        let etcd = stop_etcd(&dir, &agent, record).await;
+        let etcd = stop_etcd(&connector, &dir, &agent, record).await;
         tracing::info!(member = %name, ?etcd, "etcd");
         report.push(MemberDown {
             name,
@@ -202,13 +207,13 @@ pub async fn down(dir: &Path, purge: bool) -> Result<DownReport, LocalError> {
 
 /// Asks the agent at `agent` to stop etcd, after checking that it is this
 /// cluster's agent (its state dir lies inside `dir`).
-async fn stop_etcd(dir: &Path, agent: &str, record: Option<&AgentProcess>) -> EtcdStop {
+async fn stop_etcd(connector: &Connector, dir: &Path, agent: &str, record: Option<&AgentProcess>) -> EtcdStop {
     let agent_gone = record.is_some_and(|r| r.id().liveness() != Liveness::Alive);
     let address: AgentAddress = match agent.parse() {
         Ok(address) => address,
         Err(error) => return EtcdStop::Unreachable(crate::error::chain(&error)),
     };
-    let mut clients = match agent_client::connect(&address).await {
+    let mut clients = match agent_client::connect(connector, &address).await {
         Ok(clients) => clients,
         Err(_) if agent_gone => return EtcdStop::AgentGone,
         Err(error) => return EtcdStop::Unreachable(crate::error::chain(&error)),

@@ -17,6 +17,7 @@ use super::releases::Release;
 use super::{AGENT_GRACE, CALL_TIMEOUT, LEFTOVER_GRACE, LocalError, io_error, write_processes};
 use crate::agent_client;
 use crate::cluster_file::{self, ClusterFile, LocalSection, MemberEntry};
+use crate::connect::Connector;
 
 /// How long [`up`] waits for the cluster to be ready, per attempt.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,13 +98,18 @@ pub async fn up(spec: &UpSpec) -> Result<UpReport, LocalError> {
     // directory as a local cluster's for `down`, even after a crash.
     write_processes(&processes_path, &ProcessesFile::default())?;
     let token = spec.token.clone().unwrap_or_else(|| default_token(&dir));
+    let mut connector = Connector::default();
     if !spec.insecure {
         let pki = super::pki::create(&dir, spec.members)?;
-        crate::agent_client::use_tls(Some(&pki.admin())).map_err(|e| LocalError::Tls(e.to_string()))?;
+        connector = connector
+            .with_agent_tls(Some(&pki.admin()))
+            .map_err(|e| LocalError::Tls(e.to_string()))?;
     }
     if spec.etcd_tls {
         super::pki::create_etcd(&dir, spec.members)?;
-        crate::etcd::use_tls(super::pki::etcd_client(&dir).as_ref()).map_err(LocalError::Tls)?;
+        connector = connector
+            .with_etcd_tls(super::pki::etcd_client(&dir).as_ref())
+            .map_err(LocalError::Tls)?;
     }
     let mut avoid = BTreeSet::new();
     let mut last_conflict = String::new();
@@ -128,7 +134,7 @@ pub async fn up(spec: &UpSpec) -> Result<UpReport, LocalError> {
             .map(|(i, p)| MemberLayout::new(&dir, i, [p[0], p[1], p[2]]).with_etcd_tls(spec.etcd_tls))
             .collect();
         let mut started = Vec::new();
-        let outcome = start_and_wait(spec, &dir, &layouts, &token, &mut started).await;
+        let outcome = start_and_wait(&connector, spec, &dir, &layouts, &token, &mut started).await;
         let failure = match outcome {
             Ok(statuses) => match finish(spec, &dir, &layouts, &started, statuses, attempt) {
                 Ok(report) => return Ok(report),
@@ -238,6 +244,7 @@ impl From<LocalError> for Attempt {
 
 /// Writes the configs, starts the agents (recording each) and waits.
 async fn start_and_wait(
+    connector: &Connector,
     spec: &UpSpec,
     dir: &Path,
     layouts: &[MemberLayout],
@@ -283,20 +290,21 @@ async fn start_and_wait(
         write_processes(&dir.join(PROCESSES_FILE), &record)?;
     }
     tokio::select! {
-        result = wait_ready(layouts, started, spec.ready_timeout) => result,
+        result = wait_ready(connector, layouts, started, spec.ready_timeout) => result,
         _ = tokio::signal::ctrl_c() => Err(Attempt::Failed(LocalError::Interrupted)),
     }
 }
 
 /// Polls until [`observe`] sees a ready cluster, a failure, or the deadline.
 async fn wait_ready(
+    connector: &Connector,
     layouts: &[MemberLayout],
     started: &mut [Started],
     timeout: Duration,
 ) -> Result<Vec<pb::GetStatusResponse>, Attempt> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last = match observe(layouts, started).await {
+        let last = match observe(connector, layouts, started).await {
             Observation::Ready(statuses) => return Ok(statuses),
             Observation::Waiting(problem) => problem,
             Observation::PortsTaken(problem) => return Err(Attempt::PortsTaken(problem)),
@@ -324,7 +332,7 @@ enum Observation {
 }
 
 /// Looks at every agent once.
-async fn observe(layouts: &[MemberLayout], started: &mut [Started]) -> Observation {
+async fn observe(connector: &Connector, layouts: &[MemberLayout], started: &mut [Started]) -> Observation {
     let mut statuses = Vec::with_capacity(layouts.len());
     let mut waiting = None;
     for (member, agent) in layouts.iter().zip(started.iter_mut()) {
@@ -340,7 +348,7 @@ async fn observe(layouts: &[MemberLayout], started: &mut [Started]) -> Observati
                 log,
             });
         }
-        match member_state(member).await {
+        match member_state(connector, member).await {
             MemberState::Ready(status) => statuses.push(*status),
             MemberState::Waiting(problem) => {
                 waiting.get_or_insert(problem);
@@ -379,9 +387,9 @@ enum MemberState {
     Failed(LocalError),
 }
 
-async fn member_state(member: &MemberLayout) -> MemberState {
+async fn member_state(connector: &Connector, member: &MemberLayout) -> MemberState {
     let address = member.agent_address();
-    let mut clients = match agent_client::connect(&address).await {
+    let mut clients = match agent_client::connect(connector, &address).await {
         Ok(clients) => clients,
         Err(error) => {
             return MemberState::Waiting(format!(

@@ -80,7 +80,13 @@ async fn frozen_at(leader: usize, on: &'static str, nth: usize, pick: Pick) {
         *slot = Some((format!("m{target}"), faults::freeze_for(pid, FROZEN_FOR)));
     });
     let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
-    let report = Box::pin(roll::run(cluster.agent_addresses(), options, &mut timeline)).await;
+    let report = Box::pin(roll::run(
+        cluster.connector(),
+        cluster.agent_addresses(),
+        options,
+        &mut timeline,
+    ))
+    .await;
     let ended = Instant::now();
     writer.wait_for_more(20, Duration::from_secs(30)).await;
     let writes = writer.stop().await;
@@ -179,7 +185,13 @@ async fn a_member_frozen_before_the_roll_is_refused_and_a_rerun_after_the_thaw_f
     let mut frozen = faults::Frozen::now(pid);
     let options = RollOptions::new(Direction::Upgrade, new.version.clone(), Some(binaries_dir()));
     let mut timeline = Timeline::with_hook(|_| {});
-    let report = Box::pin(roll::run(cluster.agent_addresses(), options.clone(), &mut timeline)).await;
+    let report = Box::pin(roll::run(
+        cluster.connector(),
+        cluster.agent_addresses(),
+        options.clone(),
+        &mut timeline,
+    ))
+    .await;
     assert_eq!(report.result, Outcome::Refused, "{report:#?}");
     let unhealthy = report
         .checks
@@ -190,7 +202,13 @@ async fn a_member_frozen_before_the_roll_is_refused_and_a_rerun_after_the_thaw_f
     assert!(timeline.named("member_started").is_empty());
     frozen.thaw();
     cluster.wait_ready(Duration::from_secs(30)).await;
-    let report = Box::pin(roll::run(cluster.agent_addresses(), options, &mut timeline)).await;
+    let report = Box::pin(roll::run(
+        cluster.connector(),
+        cluster.agent_addresses(),
+        options,
+        &mut timeline,
+    ))
+    .await;
     assert_eq!(report.result, Outcome::Succeeded, "{report:#?}");
     faults::assert_hash_kv_agrees(&cluster).await;
     cluster.cleanup();

@@ -74,6 +74,7 @@ async fn an_etcd_killed_during_a_gate_is_waited_for_not_counted_as_success() {
         }
     });
     let report = Box::pin(roll::run(
+        cluster.connector(),
         cluster.agent_addresses(),
         upgrade_to_newest_3_5(),
         &mut timeline,
@@ -145,6 +146,7 @@ async fn agent_killed_during_activate(after_etcd_stopped: bool) {
         }
     });
     let report = Box::pin(roll::run(
+        cluster.connector(),
         cluster.agent_addresses(),
         upgrade_to_newest_3_5(),
         &mut timeline,
@@ -169,6 +171,7 @@ async fn agent_killed_during_activate(after_etcd_stopped: bool) {
     let report = loop {
         let mut timeline = Timeline::with_hook(|_| {});
         let report = Box::pin(roll::run(
+            cluster.connector(),
             cluster.agent_addresses(),
             upgrade_to_newest_3_5(),
             &mut timeline,
@@ -298,6 +301,7 @@ async fn a_full_state_dir_fails_a_snapshot_and_staging_cleanly_and_changes_nothi
     // Room again: the same commands work.
     std::fs::remove_file(mount.dir().join("filler")).expect("remove the filler");
     let report = Box::pin(roll::run(
+        cluster.connector(),
         cluster.agent_addresses(),
         upgrade_to_newest_3_5(),
         &mut Timeline::with_hook(|_| {}),

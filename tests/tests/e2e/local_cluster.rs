@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use steward_coordinator::agent_client;
 use steward_coordinator::cluster_file::ClusterFile;
+use steward_coordinator::connect::Connector;
 use steward_coordinator::local::process::{Liveness, ProcessId, mentioning};
 use steward_proto::v1 as pb;
 use steward_proto::v1::agent_client::AgentClient;
@@ -78,9 +79,9 @@ fn logs_hint(dir: &Path) -> String {
 
 /// GetStatus as `steward` makes it: over mutual TLS with the identity the
 /// cluster file names.
-async fn status(agent: &str) -> pb::GetStatusResponse {
+async fn status(connector: &Connector, agent: &str) -> pb::GetStatusResponse {
     let address = agent.parse().unwrap_or_else(|e| panic!("{agent}: {e}"));
-    let mut clients = agent_client::connect(&address)
+    let mut clients = agent_client::connect(connector, &address)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the agent at {agent}: {e}"));
     clients
@@ -134,12 +135,14 @@ async fn up_runs_in_the_background_and_down_stops_everything_twice() {
     if let Ok(mut plain) = plain {
         assert!(plain.get_status(pb::GetStatusRequest {}).await.is_err());
     }
-    agent_client::use_tls(Some(&identity.relative_to(&dir))).unwrap_or_else(|e| panic!("{e}"));
+    let connector = Connector::default()
+        .with_agent_tls(Some(&identity.relative_to(&dir)))
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // Every agent answers for its member, which is reachable and runs 3.4.
     let mut etcd_pids = Vec::new();
     for member in &cluster.members {
-        let status = status(&member.agent.to_string()).await;
+        let status = status(&connector, &member.agent.to_string()).await;
         let agent = status.agent.unwrap_or_default();
         assert_eq!(agent.member_name, member.name);
         let reported = status.member.unwrap_or_default();

@@ -28,7 +28,7 @@ async fn observes_a_real_cluster_and_refuses_what_the_rules_refuse() {
     let mut cluster = ClusterBuilder::new(3, old.clone()).start().await;
     let agents = addresses(&cluster);
 
-    let observation = observe(&agents, &[]).await.expect("observe");
+    let observation = observe(cluster.connector(), &agents, &[]).await.expect("observe");
     let observed = &observation.observed;
     assert_eq!(observed.members.len(), 3);
     for member in &observed.members {
@@ -67,7 +67,10 @@ async fn observes_a_real_cluster_and_refuses_what_the_rules_refuse() {
         .stop(pb::StopRequest::default())
         .await
         .expect("stop m2's etcd");
-    let observed = observe(&agents, &[]).await.expect("observe").observed;
+    let observed = observe(cluster.connector(), &agents, &[])
+        .await
+        .expect("observe")
+        .observed;
     let m2 = observed.members.iter().find(|m| m.name == "m2").expect("m2 listed");
     assert!(!m2.healthy);
     assert!(!m2.health_error.is_empty());
@@ -92,7 +95,9 @@ async fn observes_a_real_cluster_and_refuses_what_the_rules_refuse() {
 
     // A member whose agent is gone: the agents rule refuses.
     cluster.kill_agent(1);
-    let observation = observe(&agents, &[]).await.expect("observe without one agent");
+    let observation = observe(cluster.connector(), &agents, &[])
+        .await
+        .expect("observe without one agent");
     assert!(observation.agents[1].status.is_err());
     let observed = observation.observed;
     assert_eq!(

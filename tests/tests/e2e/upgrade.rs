@@ -30,7 +30,7 @@ async fn three_members_from_3_4_to_3_5_under_writes() {
         events: Vec::new(),
         inner: Lines(std::io::stderr()),
     };
-    let report = roll::run(agents, options, &mut events).await;
+    let report = roll::run(cluster.connector(), agents, options, &mut events).await;
     // The cluster still takes writes after the change.
     writer.wait_for_more(20, Duration::from_secs(30)).await;
     let writes = writer.stop().await;
