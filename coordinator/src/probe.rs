@@ -53,8 +53,10 @@ struct Shared {
 #[derive(Debug)]
 pub struct Probe {
     shared: Arc<Mutex<Shared>>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+    /// The writing task; aborted when the probe is dropped without
+    /// [`Probe::stop`], so a dropped run leaves nothing writing.
+    task: Option<JoinHandle<()>>,
     prefix: String,
     endpoints: Vec<String>,
     connector: Connector,
@@ -98,8 +100,8 @@ impl Probe {
         });
         Self {
             shared,
-            stop,
-            task,
+            stop: Some(stop),
+            task: Some(task),
             prefix,
             endpoints,
             connector: connector.clone(),
@@ -115,9 +117,13 @@ impl Probe {
     }
 
     /// Stops probing, removes the probe keys, and reports.
-    pub async fn stop(self) -> ProbeReport {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+    pub async fn stop(mut self) -> ProbeReport {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
         if let Ok(mut client) = etcd::connect(&self.connector, &self.endpoints, "probe cleanup").await
             && let Err(error) = client
                 .delete(
@@ -134,6 +140,14 @@ impl Probe {
             failed: windows.iter().map(|w| w.failed).sum(),
             longest_stall_ms: windows.iter().map(|w| w.longest_stall_ms).max().unwrap_or(0),
             steps: windows,
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
     }
 }
@@ -184,5 +198,24 @@ async fn probe_once(
     match result {
         Ok(Ok(read)) => read.kvs().first().is_some_and(|kv| kv.value() == value.as_bytes()),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_probe_stops_its_task() {
+        // Nothing listens on port 1: every attempt fails, the task loops.
+        let probe = Probe::start(&Connector::default(), vec!["http://127.0.0.1:1".into()], "/test").await;
+        let shared = Arc::clone(&probe.shared);
+        assert_eq!(Arc::strong_count(&shared), 3, "the probe, its task and this test");
+        drop(probe);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&shared) > 1 {
+            assert!(Instant::now() < deadline, "the probe's task still runs after the drop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
