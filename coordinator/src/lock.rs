@@ -171,8 +171,10 @@ pub enum LockError {
     },
 }
 
-/// A held lock; release it when done. Dropping it keeps renewing the lease
-/// until the process exits (the keepalive task is detached).
+/// A held lock; release it when done. Dropping it stops renewing the lease
+/// without revoking it, like [`ClusterLock::abandon`]: a run that is
+/// dropped half way (cancelled, or a panic) holds the lock for one more
+/// TTL at most, never until the process exits.
 pub struct ClusterLock {
     client: Client,
     /// How the members are reached.
@@ -652,6 +654,12 @@ impl ClusterLock {
         if let Err(error) = self.client.lease_revoke(self.lease).await {
             tracing::warn!(error = %etcd::describe(&error), key = %self.key, "cannot release the cluster lock; it expires by itself");
         }
+    }
+}
+
+impl Drop for ClusterLock {
+    fn drop(&mut self) {
+        self.keepalive.abort();
     }
 }
 
