@@ -599,10 +599,14 @@ impl ClusterLock {
     }
 
     /// True once the keepalive task has a renewal accepted that it sent
-    /// after `asked`, within a few keepalive rounds.
+    /// after `asked`, within one lease TTL. Waiting that long is safe: no
+    /// step is taken meanwhile, and a lease that no renewal reaches within
+    /// its TTL has expired anyway. A shorter wait lost the lock while a
+    /// frozen leader's successor was still being elected.
     async fn renewed_since(&self, asked: Instant) -> bool {
         let mut renewals = self.renewals.clone();
-        tokio::time::timeout(KEEPALIVE * 4, renewals.wait_for(|sent| *sent > asked))
+        let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
+        tokio::time::timeout(ttl, renewals.wait_for(|sent| *sent > asked))
             .await
             .is_ok_and(|renewed| renewed.is_ok())
     }
