@@ -61,3 +61,35 @@ pub async fn assert_every_etcd_runs_with(cluster: &Cluster, args: &[&str]) {
         }
     }
 }
+
+/// Rolls `cluster` to `target` (binaries from `scripts/setup-etcd`'s
+/// directory) under a writer that fails over between members, and checks
+/// the invariants: the roll succeeds, every acknowledged write reads back,
+/// HashKV agrees. Returns the roll's events.
+///
+/// # Panics
+/// When an invariant does not hold.
+pub async fn roll_under_writer(
+    cluster: &Cluster,
+    direction: steward_coordinator::plan::Direction,
+    target: &crate::Release,
+    prefix: &str,
+) -> Vec<Event> {
+    let writer = crate::Writer::start(cluster.all_client_urls(), prefix).await;
+    writer.wait_for_more(20, std::time::Duration::from_secs(20)).await;
+    let options = RollOptions::new(direction, target.version.clone(), Some(crate::binaries::binaries_dir()));
+    let (report, events) = roll(cluster, options).await;
+    let writes = writer.stop().await;
+    assert_eq!(
+        report.result,
+        roll::Outcome::Succeeded,
+        "{direction} to {}: {report:#?}; {}",
+        target.version,
+        cluster.logs_hint()
+    );
+    let mut client = cluster.etcd(&(0..cluster.members.len()).collect::<Vec<_>>()).await;
+    let lost = crate::lost_writes(&mut client, prefix, &writes).await;
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    crate::faults::assert_hash_kv_agrees(cluster).await;
+    events
+}

@@ -6,40 +6,12 @@
 //! runs under a writer that fails over between members; every acknowledged
 //! key is read back and HashKV agrees at the end.
 
-use std::time::Duration;
-
 use steward_coordinator::events::Event;
 use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{Outcome, RollOptions, RollReport};
 use steward_coordinator::rules::Verdict;
-use steward_proto::EtcdVersion;
-use steward_tests::faults::{assert_hash_kv_agrees, event_name};
-use steward_tests::rolling::{self, assert_all_on, assert_every_etcd_runs_with};
-use steward_tests::{Cluster, ClusterBuilder, Release, Writer, binaries::binaries_dir, lost_writes, newest};
-
-async fn roll(cluster: &Cluster, direction: Direction, target: &EtcdVersion) -> (RollReport, Vec<Event>) {
-    let options = RollOptions::new(direction, target.clone(), Some(binaries_dir()));
-    rolling::roll(cluster, options).await
-}
-
-/// Rolls `cluster` to `target` under a writer and checks the invariants.
-async fn roll_under_writer(cluster: &Cluster, direction: Direction, target: &Release, prefix: &str) -> Vec<Event> {
-    let writer = Writer::start(cluster.all_client_urls(), prefix).await;
-    writer.wait_for_more(20, Duration::from_secs(20)).await;
-    let (report, events) = roll(cluster, direction, &target.version).await;
-    let writes = writer.stop().await;
-    assert_eq!(
-        report.result,
-        Outcome::Succeeded,
-        "{report:#?}; {}",
-        cluster.logs_hint()
-    );
-    let mut client = cluster.etcd(&(0..cluster.members.len()).collect::<Vec<_>>()).await;
-    let lost = lost_writes(&mut client, prefix, &writes).await;
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    assert_hash_kv_agrees(cluster).await;
-    events
-}
+use steward_tests::faults::event_name;
+use steward_tests::rolling::{assert_all_on, assert_every_etcd_runs_with, roll_under_writer};
+use steward_tests::{Cluster, ClusterBuilder, Release, binaries::binaries_dir, newest};
 
 /// Runs `steward <command> --agents ... --to <to>` with `extra` arguments.
 fn steward_to(command: &str, cluster: &Cluster, to: &Release, extra: &[&str]) -> std::process::Output {

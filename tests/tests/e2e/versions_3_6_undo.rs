@@ -8,21 +8,12 @@ use std::process::Output;
 use std::time::Duration;
 
 use steward_proto::v1 as pb;
+use steward_tests::cluster::json_of;
 use steward_tests::rolling::assert_all_on;
 use steward_tests::{ClusterBuilder, binaries::binaries_dir, coordinator, newest};
 
 fn steward(args: &[&str]) -> Output {
     steward_tests::cluster::steward(args)
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
 async fn put_many(client: &mut etcd_client::Client, prefix: &str, count: usize) {
@@ -72,7 +63,7 @@ async fn rollback_returns_3_6_members_to_3_5_before_the_flip() {
         "a mixed cluster keeps the lower version"
     );
 
-    let report = json(&steward(&["rollback", "--agents", &cluster.agents_arg(), "-w", "json"]));
+    let report = json_of(&steward(&["rollback", "--agents", &cluster.agents_arg(), "-w", "json"]));
     assert_eq!(report["result"], "succeeded", "{report:#}");
     assert_eq!(report["to"], old.version.to_string());
     assert_all_on(&cluster, &old.version, "3.5.0").await;
@@ -95,7 +86,7 @@ async fn rollback_to_snapshot_undoes_a_finished_3_5_to_3_6_upgrade() {
 
     let binaries = binaries_dir().display().to_string();
     let target = new.version.to_string();
-    let upgrade = json(&steward(&[
+    let upgrade = json_of(&steward(&[
         "upgrade",
         "--agents",
         &agents,
@@ -120,7 +111,7 @@ async fn rollback_to_snapshot_undoes_a_finished_3_5_to_3_6_upgrade() {
     assert_eq!(swap.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("rollback-before-flip"), "{stderr}");
 
-    let report = json(&steward(&[
+    let report = json_of(&steward(&[
         "rollback",
         "--agents",
         &agents,
@@ -154,7 +145,7 @@ async fn rollback_in_the_middle_of_a_3_6_downgrade_cancels_it_and_swaps_back() {
     let cluster = ClusterBuilder::new(3, old.clone()).start().await;
     let agents = cluster.agents_arg();
     let binaries = binaries_dir().display().to_string();
-    let up = json(&steward(&[
+    let up = json_of(&steward(&[
         "upgrade",
         "--agents",
         &agents,
@@ -190,7 +181,7 @@ async fn rollback_in_the_middle_of_a_3_6_downgrade_cancels_it_and_swaps_back() {
         "the downgrade was interrupted half way: {versions:?}"
     );
 
-    let report = json(&steward(&["rollback", "--agents", &agents, "-w", "json"]));
+    let report = json_of(&steward(&["rollback", "--agents", &agents, "-w", "json"]));
     assert_eq!(report["result"], "succeeded", "{report:#}");
     let checks = report["checks"].as_array().expect("checks");
     assert!(

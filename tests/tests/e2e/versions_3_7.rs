@@ -9,35 +9,10 @@
 //! v2 requests 3.5 writes, which 3.7 can no longer read. A cluster born on
 //! 3.6 never has them.
 
-use std::time::Duration;
-
-use steward_coordinator::events::Event;
 use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{Outcome, RollOptions};
-use steward_tests::faults::{assert_hash_kv_agrees, event_name};
-use steward_tests::rolling::{self, assert_all_on, assert_every_etcd_runs_with};
-use steward_tests::{Cluster, ClusterBuilder, Release, Writer, binaries::binaries_dir, lost_writes, newest};
-
-/// Rolls `cluster` to `target` under a writer and checks the invariants.
-async fn roll_under_writer(cluster: &Cluster, direction: Direction, target: &Release, prefix: &str) -> Vec<Event> {
-    let writer = Writer::start(cluster.all_client_urls(), prefix).await;
-    writer.wait_for_more(20, Duration::from_secs(20)).await;
-    let options = RollOptions::new(direction, target.version.clone(), Some(binaries_dir()));
-    let (report, events) = rolling::roll(cluster, options).await;
-    let writes = writer.stop().await;
-    assert_eq!(
-        report.result,
-        Outcome::Succeeded,
-        "{direction} to {}: {report:#?}; {}",
-        target.version,
-        cluster.logs_hint()
-    );
-    let mut client = cluster.etcd(&(0..cluster.members.len()).collect::<Vec<_>>()).await;
-    let lost = lost_writes(&mut client, prefix, &writes).await;
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    assert_hash_kv_agrees(cluster).await;
-    events
-}
+use steward_tests::faults::event_name;
+use steward_tests::rolling::{assert_all_on, assert_every_etcd_runs_with, roll_under_writer};
+use steward_tests::{ClusterBuilder, newest};
 
 /// The 3.5 flags of the spec as 3.6 and 3.7 run them.
 const RENDERED_FROM_3_6: [&str; 2] = [
