@@ -1,48 +1,33 @@
-//! The steward coordinator as a library: the command line (`cli`), the
-//! connection to agents (`agent_client`), the cluster description
-//! (`cluster_file`), local clusters (`local`), the commands, and the views
-//! and tables they print. The `steward` binary only parses, sets up logging,
-//! calls [`run`] and turns the error into an exit code, so everything here
-//! can be tested in-process.
+//! The steward coordinator as a library.
+//!
+//! - [`engine`]: everything steward does to etcd clusters (connect, observe,
+//!   lock, roll, restore, back up), usable from Rust without a command line.
+//! - [`local`]: local clusters of etcd members with agents, for demos and
+//!   tests; [`certs`]: the certificates steward makes.
+//! - With the default `cli` feature: the command line (`cli`), one module
+//!   per command group (`commands`) and what they print (`output`). The
+//!   `steward` binary only parses, sets up logging, calls `run` and turns
+//!   the error into an exit code, so everything here can be tested
+//!   in-process.
 
-pub mod agent_client;
 pub mod certs;
-pub mod change_state;
+#[cfg(feature = "cli")]
 pub mod cli;
-pub mod cluster_file;
+#[cfg(feature = "cli")]
 pub mod commands;
-pub mod connect;
-pub mod downgrade_api;
-pub mod download;
-pub mod error;
-pub mod etcd;
-pub mod events;
-pub mod exit;
-pub mod flag_check;
+pub mod engine;
 pub mod format;
-pub mod last_roll;
-pub mod live;
 pub mod local;
-pub mod lock;
-pub mod observe;
-pub mod observed;
+#[cfg(feature = "cli")]
 pub mod output;
-pub mod plan;
-pub mod probe;
-pub mod restore;
-pub mod restore_plan;
-pub mod roll;
-pub mod rules;
-pub mod safety;
-pub mod table;
-pub mod upload;
-pub mod v2store_check;
-pub mod view;
 
+#[cfg(feature = "cli")]
 use std::io::Write;
 
+#[cfg(feature = "cli")]
 pub use cli::Cli;
-pub use error::CliError;
+#[cfg(feature = "cli")]
+pub use cli::error::CliError;
 
 /// Runs one parsed command line, writing results to `out` (stdout in the
 /// binary). Logs go through `tracing`, never to `out`.
@@ -50,10 +35,11 @@ pub use error::CliError;
 /// # Errors
 /// Whatever the command fails with; [`CliError::exit_code`] says how the
 /// process should exit.
+#[cfg(feature = "cli")]
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     // What the flags (and their variables) say about connections; a
     // cluster file may add its own TLS where they say nothing.
-    let connector = connect::Connector::default()
+    let connector = engine::connect::Connector::default()
         .with_credentials(cli.etcd_auth.credentials().map_err(CliError::Usage)?)
         .with_etcd_tls(Some(&cli.etcd_tls.files()))
         .map_err(CliError::Usage)?
@@ -65,8 +51,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         cli::Command::Certs(certs) => commands::certs::run(certs.command, out),
         cli::Command::Status(args) => Box::pin(commands::cluster::status(c, &args, out)).await,
         cli::Command::Plan(args) => Box::pin(commands::cluster::plan(c, &args, out)).await,
-        cli::Command::Upgrade(args) => Box::pin(commands::roll::run(c, plan::Direction::Upgrade, args, out)).await,
-        cli::Command::Downgrade(args) => Box::pin(commands::roll::run(c, plan::Direction::Downgrade, args, out)).await,
+        cli::Command::Upgrade(args) => {
+            Box::pin(commands::roll::run(
+                c,
+                engine::roll::plan::Direction::Upgrade,
+                args,
+                out,
+            ))
+            .await
+        }
+        cli::Command::Downgrade(args) => {
+            Box::pin(commands::roll::run(
+                c,
+                engine::roll::plan::Direction::Downgrade,
+                args,
+                out,
+            ))
+            .await
+        }
         cli::Command::Backup(args) => Box::pin(commands::backup::backup(c, &args, out)).await,
         cli::Command::Backups(args) => Box::pin(commands::backup::backups(c, &args.cluster, args.output, out)).await,
         cli::Command::Restore(args) => Box::pin(commands::restore::restore(c, args, out)).await,

@@ -28,7 +28,7 @@ pub mod up;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cluster_file::{self, ClusterFileError, WriteError};
+use crate::engine::cluster::file::{self as cluster_file, ClusterFileError, WriteError};
 pub use down::{DownReport, EtcdStop, LeftoverDown, MemberDown, down};
 use layout::{PROCESSES_FILE, ProcessesFile};
 pub use up::{MemberReport, READY_TIMEOUT, UpReport, UpSpec, up};

@@ -19,12 +19,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::connect::Connector;
-use steward_coordinator::events::Discard;
-use steward_coordinator::plan::Direction;
-use steward_coordinator::probe::{Probe, ProbeWindow};
-use steward_coordinator::roll::{self, Outcome, RollOptions};
+use steward_coordinator::engine::cluster::probe::{Probe, ProbeWindow};
+use steward_coordinator::engine::connect::Connector;
+use steward_coordinator::engine::connect::agent::AgentAddress;
+use steward_coordinator::engine::events::Discard;
+use steward_coordinator::engine::roll::plan::Direction;
+use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::cluster::kill_processes_mentioning;
 use steward_tests::ports::{PortLease, lease};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use steward_coordinator::connect::Connector;
+use steward_coordinator::engine::connect::Connector;
 use steward_coordinator::local::process::{ProcessId, mentioning};
 use steward_proto::v1 as pb;
 use steward_proto::v1::agent_client::AgentClient;
@@ -23,7 +23,7 @@ use steward_proto::v1::snapshots_client::SnapshotsClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::pki::{EtcdPki, Pki};
-use steward_coordinator::agent_client::AgentTlsFiles;
+use steward_coordinator::engine::connect::agent::AgentTlsFiles;
 use steward_proto::Role;
 
 use crate::binaries::{Release, binaries_dir};
@@ -527,7 +527,7 @@ impl Cluster {
     /// # Panics
     /// When an address does not parse (the harness made them).
     #[must_use]
-    pub fn agent_addresses(&self) -> Vec<steward_coordinator::agent_client::AgentAddress> {
+    pub fn agent_addresses(&self) -> Vec<steward_coordinator::engine::connect::agent::AgentAddress> {
         self.members
             .iter()
             .map(|m| m.agent_addr.parse().expect("the harness's agent address"))

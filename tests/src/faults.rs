@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use steward_coordinator::events::{Event, EventSink};
+use steward_coordinator::engine::events::{Event, EventSink};
 
 use crate::cluster::Cluster;
 
@@ -153,7 +153,7 @@ impl Timeline {
 
 impl EventSink for Timeline {
     fn emit(&mut self, event: &Event) {
-        eprintln!("{}", steward_coordinator::events::human(event));
+        eprintln!("{}", steward_coordinator::engine::events::human(event));
         self.events.push((Instant::now(), event.clone()));
         (self.hook)(event);
     }

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
-use steward_coordinator::agent_client::AgentTlsFiles;
 use steward_coordinator::certs::{self, CA_CERT, Issued};
+use steward_coordinator::engine::connect::agent::AgentTlsFiles;
 use steward_proto::Role;
 
 /// A cluster's certificate dir.
@@ -173,8 +173,8 @@ impl EtcdPki {
 
     /// The client identity, as `steward --cacert/--cert/--key` takes it.
     #[must_use]
-    pub fn client(&self) -> steward_coordinator::etcd::EtcdTlsFiles {
-        steward_coordinator::etcd::EtcdTlsFiles {
+    pub fn client(&self) -> steward_coordinator::engine::connect::etcd::EtcdTlsFiles {
+        steward_coordinator::engine::connect::etcd::EtcdTlsFiles {
             cacert: Some(self.ca()),
             cert: Some(self.dir.join("client.crt")),
             key: Some(self.dir.join("client.key")),

@@ -1,9 +1,9 @@
 //! The rolling engine run in-process against a test cluster, for the
 //! scenarios that look at its report and events rather than the CLI's.
 
-use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::events::{Event, Lines, Recorder};
-use steward_coordinator::roll::{self, RollOptions, RollReport};
+use steward_coordinator::engine::connect::agent::AgentAddress;
+use steward_coordinator::engine::events::{Event, Lines, Recorder};
+use steward_coordinator::engine::roll::{self, RollOptions, RollReport};
 use steward_proto::EtcdVersion;
 
 use crate::Cluster;
@@ -71,7 +71,7 @@ pub async fn assert_every_etcd_runs_with(cluster: &Cluster, args: &[&str]) {
 /// When an invariant does not hold.
 pub async fn roll_under_writer(
     cluster: &Cluster,
-    direction: steward_coordinator::plan::Direction,
+    direction: steward_coordinator::engine::roll::plan::Direction,
     target: &crate::Release,
     prefix: &str,
 ) -> Vec<Event> {

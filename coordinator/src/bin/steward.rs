@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use steward_coordinator::{Cli, error, exit};
+use steward_coordinator::Cli;
+use steward_coordinator::cli::{error, exit};
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2 (exit::USAGE).

@@ -7,15 +7,16 @@ use serde::Serialize;
 use steward_proto::v1 as pb;
 use tonic::Status;
 
-use crate::agent_client::{self, AgentAddress, AgentClients};
 use crate::cli::AgentCommand;
-use crate::connect::Connector;
-use crate::error::CliError;
-use crate::output::{self, OutputFormat};
-use crate::view::{
+use crate::cli::error::CliError;
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
+use crate::engine::error::Error;
+use crate::output::view::{
     BinariesView, DownloadView, FlagsView, LifecycleView, SnapshotView, SnapshotsView, StagedView, StatusView,
     SwitchView,
 };
+use crate::output::{self, OutputFormat};
 
 /// Runs one agent subcommand, writing its result to `out`.
 ///
@@ -26,7 +27,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
     let plaintext = !connector.agent_uses_tls();
     match command {
         AgentCommand::Status { target, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
                 plaintext,
@@ -38,7 +39,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             output::emit(out, output.format, &view)
         }
         AgentCommand::Binaries { target, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
                 plaintext,
@@ -56,7 +57,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             sha256,
             output,
         } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             let request = pb::ImportBinaryRequest {
                 path: path.display().to_string(),
                 tool: tool.to_pb().into(),
@@ -80,14 +81,15 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             tool,
             output,
         } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
-            let fingerprint = crate::upload::fingerprint(&file).await?;
-            let upload = crate::upload::upload(&mut clients, &file, &fingerprint, &version, tool.to_pb(), 0);
+            let mut clients = agent::connect(connector, &target.agent).await?;
+            let fingerprint = crate::engine::transfer::upload::fingerprint(&file).await?;
+            let upload =
+                crate::engine::transfer::upload::upload(&mut clients, &file, &fingerprint, &version, tool.to_pb(), 0);
             let response = Box::pin(upload).await?;
             output::emit(out, output.format, &StagedView::from(&response))
         }
         AgentCommand::Flags { target, to, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             let request = pb::CheckFlagsRequest {
                 target_version: to.to_string(),
                 from_version: String::new(),
@@ -108,7 +110,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             force,
             output,
         } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
             let request = pb::ActivateRequest {
                 version: to.to_string(),
@@ -125,7 +127,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             force,
             output,
         } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
             let request = pb::RollbackRequest {
                 timeout: timeout.map(wire_duration),
@@ -136,7 +138,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             output::emit(out, output.format, &SwitchView::from(&response))
         }
         AgentCommand::Start { target, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
                 plaintext,
@@ -147,7 +149,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Stop { target, force, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
             let response = call(
                 &target.agent,
@@ -159,7 +161,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Restart { target, force, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             super::take_down::clear(connector, &target.agent, &mut clients, force).await?;
             let response = call(
                 &target.agent,
@@ -171,7 +173,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             output::emit(out, output.format, &LifecycleView::from(&response))
         }
         AgentCommand::Snapshot { target, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
                 plaintext,
@@ -179,15 +181,17 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.snapshots.take_snapshot(pb::TakeSnapshotRequest::default()),
             )
             .await?;
-            let info = response.snapshot.ok_or_else(|| CliError::MalformedReply {
-                address: target.agent.clone(),
-                rpc: "TakeSnapshot",
-                problem: "no snapshot info",
+            let info = response.snapshot.ok_or_else(|| {
+                CliError::Engine(Error::MalformedReply {
+                    address: target.agent.clone(),
+                    rpc: "TakeSnapshot",
+                    problem: "no snapshot info",
+                })
             })?;
             output::emit(out, output.format, &SnapshotView::from(&info))
         }
         AgentCommand::Snapshots { target, output } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             let response = call(
                 &target.agent,
                 plaintext,
@@ -203,8 +207,8 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             out: file,
             output,
         } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
-            let (info, size) = Box::pin(crate::download::download(&mut clients, &id, &file)).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
+            let (info, size) = Box::pin(crate::engine::transfer::download::download(&mut clients, &id, &file)).await?;
             tracing::info!(file = %file.display(), size, "snapshot downloaded and verified");
             output::emit(out, output.format, &DownloadView::new(&file, size, &info))
         }
@@ -214,7 +218,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             follow,
             format,
         } => {
-            let mut clients = agent_client::connect(connector, &target.agent).await?;
+            let mut clients = agent::connect(connector, &target.agent).await?;
             Box::pin(logs(&mut clients, lines, follow, format, out)).await
         }
     }

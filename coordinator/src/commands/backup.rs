@@ -6,12 +6,13 @@ use std::io::Write;
 
 use steward_proto::v1 as pb;
 
-use crate::agent_client::{self, AgentAddress};
+use crate::cli::error::CliError;
 use crate::cli::{BackupArgs, ClusterArgs, OutputArgs};
-use crate::connect::Connector;
-use crate::error::CliError;
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent::{self, AgentAddress};
+use crate::engine::error::Error;
 use crate::output;
-use crate::view::{BackupView, SnapshotView, SnapshotsView};
+use crate::output::view::{BackupView, SnapshotView, SnapshotsView};
 
 /// Why no member can be chosen.
 fn no_member(reason: String) -> CliError {
@@ -25,7 +26,7 @@ fn no_member(reason: String) -> CliError {
 /// or the agent refuses or fails the snapshot or its download.
 pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if let Some(file) = &args.out {
-        crate::download::check_destination(file, 0)?;
+        crate::engine::transfer::download::check_destination(file, 0)?;
     }
     let (observation, connector) = super::cluster::observe_target(connector, &args.cluster).await?;
     let observed = &observation.observed;
@@ -56,9 +57,9 @@ pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Writ
     // A copy that could not be written is refused before the snapshot is
     // taken, not after: a failed backup leaves nothing on the agent.
     if let Some(file) = &args.out {
-        crate::download::check_destination(file, member.db_size)?;
+        crate::engine::transfer::download::check_destination(file, member.db_size)?;
     }
-    let mut clients = agent_client::connect(&connector, &agent).await?;
+    let mut clients = agent::connect(&connector, &agent).await?;
     let info = clients
         .snapshots
         .take_snapshot(pb::TakeSnapshotRequest::default())
@@ -66,22 +67,28 @@ pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Writ
         .map_err(|s| CliError::from_status(&agent, clients.plaintext, "TakeSnapshot", &s))?
         .into_inner()
         .snapshot
-        .ok_or_else(|| CliError::MalformedReply {
-            address: agent.clone(),
-            rpc: "TakeSnapshot",
-            problem: "no snapshot info",
+        .ok_or_else(|| {
+            CliError::Engine(Error::MalformedReply {
+                address: agent.clone(),
+                rpc: "TakeSnapshot",
+                problem: "no snapshot info",
+            })
         })?;
     let downloaded_to = match &args.out {
         Some(file) => {
-            Box::pin(crate::download::download(&mut clients, &info.id, file))
-                .await
-                .map_err(|source| CliError::BackupCopyFailed {
-                    address: agent.clone(),
-                    member: member.name.clone(),
-                    id: info.id.clone(),
-                    out: file.clone(),
-                    source: Box::new(source),
-                })?;
+            Box::pin(crate::engine::transfer::download::download(
+                &mut clients,
+                &info.id,
+                file,
+            ))
+            .await
+            .map_err(|source| CliError::BackupCopyFailed {
+                address: agent.clone(),
+                member: member.name.clone(),
+                id: info.id.clone(),
+                out: file.clone(),
+                source: Box::new(source),
+            })?;
             Some(file.display().to_string())
         }
         None => None,
@@ -110,7 +117,7 @@ pub async fn backups(
     let (target, connector) = super::cluster_target(cluster, connector)?;
     let mut snapshots = Vec::new();
     for member in &target.members {
-        let mut clients = agent_client::connect(&connector, &member.agent).await?;
+        let mut clients = agent::connect(&connector, &member.agent).await?;
         let list = clients
             .snapshots
             .list_snapshots(pb::ListSnapshotsRequest {})

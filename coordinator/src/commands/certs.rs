@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use crate::certs::{self, CA_CERT, CA_KEY, Issued};
 use crate::cli::CertsCommand;
-use crate::error::CliError;
+use crate::cli::error::CliError;
 use crate::output;
-use crate::table::{Tabular, with_header};
+use crate::output::table::{Tabular, with_header};
 
 /// What was written.
 #[derive(Debug, Serialize)]

@@ -8,19 +8,19 @@ use comfy_table::Table;
 use serde::Serialize;
 use steward_proto::v1 as pb;
 
+use crate::cli::error::CliError;
 use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
-use crate::connect::Connector;
-use crate::error::CliError;
-use crate::flag_check;
+use crate::engine::cluster::observe::{Observation, observe_with};
+use crate::engine::cluster::observed::Observed;
+use crate::engine::connect::Connector;
+use crate::engine::roll::flag_check;
+use crate::engine::roll::local_releases;
+use crate::engine::roll::plan::{self, Direction};
+use crate::engine::roll::rules::{self, Check, Request, Verdict};
+use crate::engine::roll::v2store_check;
 use crate::format::{hex_id, human_bytes};
-use crate::observe::{Observation, observe_with};
-use crate::observed::Observed;
 use crate::output;
-use crate::plan::{self, Direction};
-use crate::roll::local_releases;
-use crate::rules::{self, Check, Request, Verdict};
-use crate::table::{Tabular, with_header as table};
-use crate::v2store_check;
+use crate::output::table::{Tabular, with_header as table};
 
 /// Observes the cluster the arguments name; returns how it is reached too.
 pub async fn observe_target(connector: &Connector, args: &ClusterArgs) -> Result<(Observation, Connector), CliError> {
@@ -97,9 +97,9 @@ pub struct StatusView {
     /// Agents serving no listed member.
     pub stray_agents: Vec<String>,
     /// The cluster lock, when a coordinator holds it.
-    pub lock: Option<crate::change_state::LockView>,
+    pub lock: Option<crate::engine::cluster::change_state::LockView>,
     /// The last change recorded (`null` when none).
-    pub last_change: Option<crate::change_state::ChangeView>,
+    pub last_change: Option<crate::engine::cluster::change_state::ChangeView>,
     /// What is wrong, if anything.
     pub problems: Vec<String>,
 }
@@ -129,10 +129,13 @@ fn problems(observed: &Observed) -> Vec<String> {
 }
 
 impl StatusView {
-    fn new(observed: &Observed, found: &crate::change_state::Found) -> Self {
-        let last_change = crate::change_state::assess(observed, found);
+    fn new(observed: &Observed, found: &crate::engine::cluster::change_state::Found) -> Self {
+        let last_change = crate::engine::cluster::change_state::assess(observed, found);
         let mut problems = problems(observed);
-        problems.extend(crate::change_state::problems(last_change.as_ref(), found.lock.as_ref()));
+        problems.extend(crate::engine::cluster::change_state::problems(
+            last_change.as_ref(),
+            found.lock.as_ref(),
+        ));
         Self {
             healthy: problems.is_empty(),
             cluster_version: observed.cluster_version.as_ref().map(ToString::to_string),
@@ -294,9 +297,9 @@ pub async fn status(connector: &Connector, args: &StatusArgs, out: &mut dyn Writ
         .map(|m| m.client_url.clone())
         .collect();
     let found = if endpoints.is_empty() {
-        crate::change_state::Found::default()
+        crate::engine::cluster::change_state::Found::default()
     } else {
-        crate::change_state::read(&connector, &endpoints, &args.lock_prefix).await
+        crate::engine::cluster::change_state::read(&connector, &endpoints, &args.lock_prefix).await
     };
     let view = StatusView::new(&observation.observed, &found);
     output::emit(out, args.output.format, &view)?;
@@ -472,7 +475,7 @@ pub async fn plan(connector: &Connector, args: &PlanArgs, out: &mut dyn Write) -
     let planned = plan::plan(observed, direction, &args.to, &request.available);
     let mut checks = rules::preflight(observed, &request, &planned);
     if let (Some(path), Some(expected)) = (&args.source.binary, &args.source.sha256) {
-        checks.push(crate::roll::binary_sha256_check(path, expected).await);
+        checks.push(crate::engine::roll::binary_sha256_check(path, expected).await);
     }
     let mut passes = Vec::new();
     if let Ok(plan) = &planned {

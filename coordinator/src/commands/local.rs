@@ -10,16 +10,16 @@ use std::path::{Path, PathBuf};
 use comfy_table::{Cell, Table, presets};
 use serde::Serialize;
 
+use crate::cli::error::CliError;
 use crate::cli::{LocalCommand, LocalDownArgs, LocalUpArgs};
-use crate::cluster_file::ClusterFile;
-use crate::error::CliError;
+use crate::engine::cluster::file::ClusterFile;
 use crate::format::{self, non_empty, optional_hex_id, yes_no};
 use crate::local::ports::PortSource;
 use crate::local::process::{Ended, absolute};
 use crate::local::releases::{self, VersionSpec};
 use crate::local::{self, DownReport, EtcdStop, UpReport, UpSpec};
 use crate::output;
-use crate::table::Tabular;
+use crate::output::table::Tabular;
 
 /// Runs one local subcommand, writing its result to `out`.
 ///

@@ -11,9 +11,9 @@ pub mod roll;
 pub mod take_down;
 
 use crate::cli::ClusterArgs;
-use crate::cluster_file::ClusterTarget;
-use crate::connect::Connector;
-use crate::error::CliError;
+use crate::cli::error::CliError;
+use crate::engine::cluster::file::ClusterTarget;
+use crate::engine::connect::Connector;
 
 /// The cluster a command works on, and how to reach it: the cluster file's
 /// `[agent_tls]` and etcd TLS apply unless the flags (or their variables)
@@ -22,7 +22,9 @@ use crate::error::CliError;
 /// # Errors
 /// The target cannot be resolved, or its TLS files cannot be read.
 pub fn cluster_target(args: &ClusterArgs, connector: &Connector) -> Result<(ClusterTarget, Connector), CliError> {
-    let target = ClusterTarget::from_args(args)?;
+    let target = ClusterTarget::resolve(args.cluster.as_deref(), args.agents.as_deref(), |name| {
+        std::env::var(name).ok()
+    })?;
     let mut connector = connector.clone();
     if !connector.agent_uses_tls() && target.agent_tls.is_some() {
         connector = connector.with_agent_tls(target.agent_tls.as_ref())?;

@@ -9,18 +9,18 @@ use comfy_table::Table;
 use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
-use crate::agent_client::{self, AgentAddress};
+use crate::cli::error::CliError;
 use crate::cli::{RestoreArgs, RollbackArgs};
 use crate::commands::cluster::failed_rules;
-use crate::connect::Connector;
-use crate::error::CliError;
-use crate::events::{EventSink, Lines, Ndjson};
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent::{self, AgentAddress};
+use crate::engine::events::{EventSink, Lines, Ndjson};
+use crate::engine::restore::{self, AssumeYes, Confirm, Purpose, RestoreOptions, RestoreReport, SnapshotSource};
+use crate::engine::roll::Outcome;
+use crate::engine::roll::plan::Direction;
+use crate::engine::roll::rules::{Check, Verdict};
+use crate::output::table::{Tabular, with_header};
 use crate::output::{self, OutputFormat};
-use crate::plan::Direction;
-use crate::restore::{self, AssumeYes, Confirm, Purpose, RestoreOptions, RestoreReport, SnapshotSource};
-use crate::roll::Outcome;
-use crate::rules::{Check, Verdict};
-use crate::table::{Tabular, with_header};
 
 /// The rule `rollback --to-snapshot` refuses by.
 pub const AFTER_FLIP: &str = "rollback-to-snapshot-after-flip";
@@ -187,7 +187,7 @@ pub async fn rollback_to_snapshot(
 }
 
 /// The member each agent serves, as the cluster file names them.
-fn member_names(target: &crate::cluster_file::ClusterTarget) -> Vec<(AgentAddress, String)> {
+fn member_names(target: &crate::engine::cluster::file::ClusterTarget) -> Vec<(AgentAddress, String)> {
     target
         .members
         .iter()
@@ -204,7 +204,7 @@ async fn unfinished_restore(
     agents: &[AgentAddress],
 ) -> Result<Option<(String, EtcdVersion)>, CliError> {
     for address in agents {
-        let Ok(mut clients) = agent_client::connect(connector, address).await else {
+        let Ok(mut clients) = agent::connect(connector, address).await else {
             continue;
         };
         let Ok(status) = clients.agent.get_status(pb::GetStatusRequest {}).await else {
@@ -238,7 +238,7 @@ async fn undo_target(
             source: "steward",
         }]),
     };
-    let observation = crate::observe::observe(connector, agents, &[]).await?;
+    let observation = crate::engine::cluster::observe::observe(connector, agents, &[]).await?;
     let observed = observation.observed;
     let endpoints: Vec<String> = observed
         .members
@@ -246,7 +246,7 @@ async fn undo_target(
         .filter(|m| m.healthy)
         .map(|m| m.client_url.clone())
         .collect();
-    let record = crate::last_roll::read(connector, &endpoints, prefix)
+    let record = crate::engine::cluster::last_roll::read(connector, &endpoints, prefix)
         .await
         .map_err(|e| refuse(format!("cannot read the last-roll record: {e}")))?
         .ok_or_else(|| refuse("this cluster has no record of an upgrade to undo".into()))?;
@@ -281,7 +281,7 @@ async fn undo_target(
     if !unseen.is_empty() {
         return Err(CliError::Refused {
             rules: failed_rules(&[Check {
-                rule: crate::restore_plan::ids::AGENTS,
+                rule: crate::engine::restore::plan::ids::AGENTS,
                 verdict: Verdict::Fail,
                 message: format!(
                     "a rollback to the pre-upgrade snapshot replaces every member's data, and every member and its \

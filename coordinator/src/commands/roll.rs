@@ -6,16 +6,16 @@ use std::io::Write;
 
 use comfy_table::Table;
 
+use crate::cli::error::CliError;
 use crate::cli::{RollArgs, RollbackArgs};
 use crate::commands::cluster::failed_rules;
-use crate::connect::Connector;
-use crate::error::CliError;
-use crate::events::{EventSink, Lines, Ndjson};
-use crate::live::Live;
+use crate::engine::connect::Connector;
+use crate::engine::events::{EventSink, Lines, Ndjson};
+use crate::engine::roll::plan::Direction;
+use crate::engine::roll::{self, Outcome, RollOptions, RollReport};
 use crate::output;
-use crate::plan::Direction;
-use crate::roll::{self, Outcome, RollOptions, RollReport};
-use crate::table::{Tabular, with_header};
+use crate::output::live::Live;
+use crate::output::table::{Tabular, with_header};
 
 impl Tabular for RollReport {
     fn tables(&self) -> Vec<Table> {
@@ -163,7 +163,7 @@ pub async fn run(
 async fn report(
     connector: &Connector,
     direction: Direction,
-    agents: Vec<crate::agent_client::AgentAddress>,
+    agents: Vec<crate::engine::connect::agent::AgentAddress>,
     options: RollOptions,
     events: bool,
     format: crate::output::OutputFormat,

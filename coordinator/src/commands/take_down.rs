@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use steward_proto::v1 as pb;
 
-use crate::agent_client::{AgentAddress, AgentClients};
-use crate::connect::Connector;
-use crate::error::CliError;
-use crate::etcd;
-use crate::observe::observe;
-use crate::rules::ids::QUORUM_SAFETY;
-use crate::safety::{self, Clearance};
+use crate::cli::error::CliError;
+use crate::engine::cluster::observe::observe;
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent::{AgentAddress, AgentClients};
+use crate::engine::connect::etcd;
+use crate::engine::roll::rules::ids::QUORUM_SAFETY;
+use crate::engine::roll::safety::{self, Clearance};
 
 /// How long a leadership move may take to be confirmed.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -59,14 +59,14 @@ pub async fn clear(
             .map_err(|e| {
                 refused(format!(
                     "cannot tell whether the others carry quorum: {}",
-                    crate::error::chain(&e)
+                    crate::engine::error::chain(&e)
                 ))
             })?;
         let observed = observation.observed;
         match safety::clearance_to_undo(&observed, &name) {
             Ok(Clearance::Now) => return Ok(()),
             Ok(Clearance::AfterLeaderMoves) => {
-                let to = crate::plan::transferee(&observed, &name).ok_or_else(|| {
+                let to = crate::engine::roll::plan::transferee(&observed, &name).ok_or_else(|| {
                     refused(format!(
                         "{name} leads and no healthy, caught-up voting member can take over"
                     ))

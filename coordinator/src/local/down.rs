@@ -10,9 +10,9 @@ use steward_proto::v1 as pb;
 use super::layout::{AgentProcess, PROCESSES_FILE};
 use super::process::{self, Ended, Liveness, ProcessId};
 use super::{AGENT_GRACE, CALL_TIMEOUT, LEFTOVER_GRACE, LocalError, io_error, read_processes};
-use crate::agent_client::{self, AgentAddress};
-use crate::cluster_file::{self, ClusterFile};
-use crate::connect::Connector;
+use crate::engine::cluster::file::{self as cluster_file, ClusterFile};
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent::{self, AgentAddress};
 
 /// How long `down` waits for an agent to stop etcd (its own grace is
 /// [`super::layout::STOP_GRACE`]).
@@ -211,12 +211,12 @@ async fn stop_etcd(connector: &Connector, dir: &Path, agent: &str, record: Optio
     let agent_gone = record.is_some_and(|r| r.id().liveness() != Liveness::Alive);
     let address: AgentAddress = match agent.parse() {
         Ok(address) => address,
-        Err(error) => return EtcdStop::Unreachable(crate::error::chain(&error)),
+        Err(error) => return EtcdStop::Unreachable(crate::engine::error::chain(&error)),
     };
-    let mut clients = match agent_client::connect(connector, &address).await {
+    let mut clients = match agent::connect(connector, &address).await {
         Ok(clients) => clients,
         Err(_) if agent_gone => return EtcdStop::AgentGone,
-        Err(error) => return EtcdStop::Unreachable(crate::error::chain(&error)),
+        Err(error) => return EtcdStop::Unreachable(crate::engine::error::chain(&error)),
     };
     let status = match tokio::time::timeout(CALL_TIMEOUT, clients.agent.get_status(pb::GetStatusRequest {})).await {
         Ok(Ok(response)) => response.into_inner(),
@@ -235,7 +235,7 @@ async fn stop_etcd(connector: &Connector, dir: &Path, agent: &str, record: Optio
         Ok(Ok(_)) => EtcdStop::Stopped,
         Ok(Err(status)) => EtcdStop::Refused(format!(
             "{}: {}",
-            crate::error::CodeName(status.code()),
+            crate::engine::error::CodeName(status.code()),
             status.message()
         )),
         Err(_) => EtcdStop::Refused(format!(

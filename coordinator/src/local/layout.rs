@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::process::ProcessId;
-use crate::agent_client::AgentAddress;
+use crate::engine::connect::agent::AgentAddress;
 
 /// The record of the agent processes `steward local up` started.
 pub const PROCESSES_FILE: &str = "local-processes.toml";

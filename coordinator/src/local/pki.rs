@@ -9,8 +9,8 @@ use steward_proto::Role;
 
 use super::LocalError;
 use super::layout::AgentTlsSection;
-use crate::agent_client::AgentTlsFiles;
 use crate::certs::{self, CA_CERT, CA_KEY};
+use crate::engine::connect::agent::AgentTlsFiles;
 
 /// The directory name inside the cluster directory.
 pub const DIR: &str = "pki";
@@ -150,8 +150,8 @@ pub fn member_tls(cluster_dir: &Path, name: &str) -> super::layout::MemberTlsSec
 /// The cluster file's `[etcd]` when the cluster was made with
 /// `--etcd-tls` (relative to the file).
 #[must_use]
-pub fn cluster_file_etcd() -> crate::cluster_file::EtcdSettings {
-    crate::cluster_file::EtcdSettings {
+pub fn cluster_file_etcd() -> crate::engine::cluster::file::EtcdSettings {
+    crate::engine::cluster::file::EtcdSettings {
         cacert: Some(Path::new(ETCD_DIR).join(CA_CERT)),
         cert: Some(Path::new(ETCD_DIR).join("client.crt")),
         key: Some(Path::new(ETCD_DIR).join("client.key")),
@@ -161,11 +161,13 @@ pub fn cluster_file_etcd() -> crate::cluster_file::EtcdSettings {
 /// The etcd client identity of a cluster made with `--etcd-tls`, absolute
 /// paths; `None` for a cluster without.
 #[must_use]
-pub fn etcd_client(cluster_dir: &Path) -> Option<crate::etcd::EtcdTlsFiles> {
+pub fn etcd_client(cluster_dir: &Path) -> Option<crate::engine::connect::etcd::EtcdTlsFiles> {
     let dir = cluster_dir.join(ETCD_DIR);
-    dir.join(CA_CERT).is_file().then(|| crate::etcd::EtcdTlsFiles {
-        cacert: Some(dir.join(CA_CERT)),
-        cert: Some(dir.join("client.crt")),
-        key: Some(dir.join("client.key")),
-    })
+    dir.join(CA_CERT)
+        .is_file()
+        .then(|| crate::engine::connect::etcd::EtcdTlsFiles {
+            cacert: Some(dir.join(CA_CERT)),
+            cert: Some(dir.join("client.crt")),
+            key: Some(dir.join("client.key")),
+        })
 }

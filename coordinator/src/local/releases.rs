@@ -231,7 +231,7 @@ mod tests {
             assert!(text.contains("found: 3.4.23"), "{text}");
         }
         let error = choose(Path::new("/nonexistent/etcd"), &VersionSpec::Minor(3, 4)).unwrap_err();
-        let text = crate::error::chain(&error);
+        let text = crate::engine::error::chain(&error);
         assert!(text.contains("/nonexistent/etcd"), "{text}");
         assert!(text.contains("scripts/setup-etcd"), "{text}");
     }

@@ -15,9 +15,9 @@ use super::ports::{self, PortSource};
 use super::process::{self, ProcessId};
 use super::releases::Release;
 use super::{AGENT_GRACE, CALL_TIMEOUT, LEFTOVER_GRACE, LocalError, io_error, write_processes};
-use crate::agent_client;
-use crate::cluster_file::{self, ClusterFile, LocalSection, MemberEntry};
-use crate::connect::Connector;
+use crate::engine::cluster::file::{self as cluster_file, ClusterFile, LocalSection, MemberEntry};
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent;
 
 /// How long [`up`] waits for the cluster to be ready, per attempt.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -389,13 +389,13 @@ enum MemberState {
 
 async fn member_state(connector: &Connector, member: &MemberLayout) -> MemberState {
     let address = member.agent_address();
-    let mut clients = match agent_client::connect(connector, &address).await {
+    let mut clients = match agent::connect(connector, &address).await {
         Ok(clients) => clients,
         Err(error) => {
             return MemberState::Waiting(format!(
                 "the agent of {} does not answer yet: {}",
                 member.name,
-                crate::error::chain(&error)
+                crate::engine::error::chain(&error)
             ));
         }
     };
@@ -443,7 +443,7 @@ async fn member_state(connector: &Connector, member: &MemberLayout) -> MemberSta
 }
 
 /// The line of etcd's recent output that says a port was taken, if any.
-async fn etcd_address_in_use(clients: &mut agent_client::AgentClients) -> Option<String> {
+async fn etcd_address_in_use(clients: &mut agent::AgentClients) -> Option<String> {
     let request = pb::TailLogsRequest {
         lines: TAIL_LINES,
         follow: false,

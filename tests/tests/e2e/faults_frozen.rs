@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use steward_coordinator::events::Event;
-use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{self, Outcome, RollOptions};
+use steward_coordinator::engine::events::Event;
+use steward_coordinator::engine::roll::plan::Direction;
+use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::faults::{self, SharedFreeze, Timeline};
 use steward_tests::{ClusterBuilder, Writer, lost_writes, newest};

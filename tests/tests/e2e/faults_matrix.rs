@@ -8,9 +8,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use steward_coordinator::events::Event;
-use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{self, Outcome, RollOptions};
+use steward_coordinator::engine::events::Event;
+use steward_coordinator::engine::roll::plan::Direction;
+use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
 use steward_proto::v1 as pb;
 use steward_tests::binaries::binaries_dir;
 use steward_tests::cluster::steward_command;

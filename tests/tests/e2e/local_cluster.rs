@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use steward_coordinator::agent_client;
-use steward_coordinator::cluster_file::ClusterFile;
-use steward_coordinator::connect::Connector;
+use steward_coordinator::engine::cluster::file::ClusterFile;
+use steward_coordinator::engine::connect::Connector;
+use steward_coordinator::engine::connect::agent;
 use steward_coordinator::local::process::{Liveness, ProcessId, mentioning};
 use steward_proto::v1 as pb;
 use steward_proto::v1::agent_client::AgentClient;
@@ -81,7 +81,7 @@ fn logs_hint(dir: &Path) -> String {
 /// cluster file names.
 async fn status(connector: &Connector, agent: &str) -> pb::GetStatusResponse {
     let address = agent.parse().unwrap_or_else(|e| panic!("{agent}: {e}"));
-    let mut clients = agent_client::connect(connector, &address)
+    let mut clients = agent::connect(connector, &address)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the agent at {agent}: {e}"));
     clients

@@ -2,10 +2,10 @@
 //! versions, agents paired with members, health; and the preflight rules
 //! refusing what they must when a member is down or has lost its agent.
 
-use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::observe::observe;
-use steward_coordinator::plan::{Direction, plan};
-use steward_coordinator::rules::{self, Request, Verdict, ids};
+use steward_coordinator::engine::cluster::observe::observe;
+use steward_coordinator::engine::connect::agent::AgentAddress;
+use steward_coordinator::engine::roll::plan::{Direction, plan};
+use steward_coordinator::engine::roll::rules::{self, Request, Verdict, ids};
 use steward_proto::v1 as pb;
 use steward_tests::{ClusterBuilder, newest};
 

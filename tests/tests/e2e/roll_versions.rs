@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use steward_coordinator::events::{Event, StageMethod};
-use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{Outcome, RollOptions};
+use steward_coordinator::engine::events::{Event, StageMethod};
+use steward_coordinator::engine::roll::plan::Direction;
+use steward_coordinator::engine::roll::{Outcome, RollOptions};
 use steward_proto::EtcdVersion;
 use steward_tests::rolling::{assert_all_on, roll};
 use steward_tests::{ClusterBuilder, Writer, binaries::binaries_dir, exact, fake, lost_writes, newest, oldest};

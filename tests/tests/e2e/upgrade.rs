@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use steward_coordinator::agent_client::AgentAddress;
-use steward_coordinator::events::{Event, Lines, Recorder, StageMethod};
-use steward_coordinator::plan::Direction;
-use steward_coordinator::roll::{self, Outcome, RollOptions};
+use steward_coordinator::engine::connect::agent::AgentAddress;
+use steward_coordinator::engine::events::{Event, Lines, Recorder, StageMethod};
+use steward_coordinator::engine::roll::plan::Direction;
+use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
 use steward_tests::{ClusterBuilder, Writer, binaries::binaries_dir, lost_writes, newest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use steward_coordinator::observed::{Observed, ObservedMember};
-use steward_coordinator::plan::{Direction, plan};
-use steward_coordinator::rules::{self, Request, Verdict};
+use steward_coordinator::engine::cluster::observed::{Observed, ObservedMember};
+use steward_coordinator::engine::roll::plan::{Direction, plan};
+use steward_coordinator::engine::roll::rules::{self, Request, Verdict};
 use steward_proto::EtcdVersion;
 
 /// The releases `scripts/setup-etcd` installs.
@@ -332,7 +332,7 @@ fn the_documented_upgrade_paths_are_what_the_code_decides() {
     assert!(
         doc == wanted,
         "docs/upgrade-paths.md is out of date; run STEWARD_WRITE_DOCS=1 cargo nextest run -p steward-tests \
-         --test upgrade_paths, and review the diff. It should read:\n{}",
+         --test e2e upgrade_paths, and review the diff. It should read:\n{}",
         table()
     );
 }

@@ -6,9 +6,9 @@
 //! runs under a writer that fails over between members; every acknowledged
 //! key is read back and HashKV agrees at the end.
 
-use steward_coordinator::events::Event;
-use steward_coordinator::plan::Direction;
-use steward_coordinator::rules::Verdict;
+use steward_coordinator::engine::events::Event;
+use steward_coordinator::engine::roll::plan::Direction;
+use steward_coordinator::engine::roll::rules::Verdict;
 use steward_tests::faults::event_name;
 use steward_tests::rolling::{assert_all_on, assert_every_etcd_runs_with, roll_under_writer};
 use steward_tests::{Cluster, ClusterBuilder, Release, binaries::binaries_dir, newest};

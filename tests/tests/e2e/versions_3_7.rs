@@ -9,7 +9,7 @@
 //! v2 requests 3.5 writes, which 3.7 can no longer read. A cluster born on
 //! 3.6 never has them.
 
-use steward_coordinator::plan::Direction;
+use steward_coordinator::engine::roll::plan::Direction;
 use steward_tests::faults::event_name;
 use steward_tests::rolling::{assert_all_on, assert_every_etcd_runs_with, roll_under_writer};
 use steward_tests::{ClusterBuilder, newest};

@@ -1,0 +1,221 @@
+//! The availability probe: while a rolling change runs, write a probe key
+//! continuously, through every member's endpoint in turn, read each write
+//! back, and count, for each step of the change, the writes, the failed
+//! attempts and the longest stall (the longest time without an
+//! acknowledged, read-back write). The probe keys are removed at the end.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::engine::connect::Connector;
+use crate::engine::connect::etcd;
+
+/// Pause between probe writes.
+const INTERVAL: Duration = Duration::from_millis(20);
+
+/// What the probe saw during one step (or before the first, "start").
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ProbeWindow {
+    /// The step: a member's name, or "start".
+    pub step: String,
+    /// Writes acknowledged and read back with their value.
+    pub writes: u64,
+    /// Attempts that failed (write or read-back).
+    pub failed: u64,
+    /// The longest time without a good write, in milliseconds.
+    pub longest_stall_ms: u64,
+}
+
+/// The probe's report.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// Per step, in order.
+    pub steps: Vec<ProbeWindow>,
+    /// Good writes in all.
+    pub writes: u64,
+    /// Failed attempts in all.
+    pub failed: u64,
+    /// The longest stall of the whole change, in milliseconds.
+    pub longest_stall_ms: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    windows: Vec<ProbeWindow>,
+    last_good: Instant,
+}
+
+/// A running probe.
+#[derive(Debug)]
+pub struct Probe {
+    shared: Arc<Mutex<Shared>>,
+    stop: Option<oneshot::Sender<()>>,
+    /// The writing task; aborted when the probe is dropped without
+    /// [`Probe::stop`], so a dropped run leaves nothing writing.
+    task: Option<JoinHandle<()>>,
+    prefix: String,
+    endpoints: Vec<String>,
+    connector: Connector,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // Plain counters: a panic elsewhere cannot leave them inconsistent.
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Probe {
+    /// Starts probing through `endpoints`, with keys under `prefix`.
+    pub async fn start(connector: &Connector, endpoints: Vec<String>, prefix: &str) -> Self {
+        let prefix = format!("{}/probe/", prefix.trim_end_matches('/'));
+        let shared = Arc::new(Mutex::new(Shared {
+            windows: vec![ProbeWindow {
+                step: "start".into(),
+                ..ProbeWindow::default()
+            }],
+            last_good: Instant::now(),
+        }));
+        let (stop, mut stopped) = oneshot::channel();
+        let task_shared = Arc::clone(&shared);
+        let task_prefix = prefix.clone();
+        let task_endpoints = endpoints.clone();
+        let task_connector = connector.clone();
+        let task = tokio::spawn(async move {
+            let mut clients = Vec::new();
+            for endpoint in &task_endpoints {
+                clients.push((endpoint.clone(), None::<etcd_client::Client>));
+            }
+            for n in 0_u64.. {
+                if stopped.try_recv().is_ok() || clients.is_empty() {
+                    break;
+                }
+                let slot = usize::try_from(n).unwrap_or(0) % clients.len();
+                let good = probe_once(&task_connector, &mut clients[slot], &task_prefix, n).await;
+                record(&task_shared, good);
+                tokio::time::sleep(INTERVAL).await;
+            }
+        });
+        Self {
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+            prefix,
+            endpoints,
+            connector: connector.clone(),
+        }
+    }
+
+    /// From now on, attribute what the probe sees to `step`.
+    pub fn enter(&self, step: &str) {
+        lock(&self.shared).windows.push(ProbeWindow {
+            step: step.to_owned(),
+            ..ProbeWindow::default()
+        });
+    }
+
+    /// Stops probing, removes the probe keys, and reports.
+    pub async fn stop(mut self) -> ProbeReport {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Ok(mut client) = etcd::connect(&self.connector, &self.endpoints, "probe cleanup").await
+            && let Err(error) = client
+                .delete(
+                    self.prefix.as_str(),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
+                .await
+        {
+            tracing::warn!(error = %etcd::describe(&error), prefix = %self.prefix, "cannot remove the probe keys");
+        }
+        let windows = lock(&self.shared).windows.clone();
+        ProbeReport {
+            writes: windows.iter().map(|w| w.writes).sum(),
+            failed: windows.iter().map(|w| w.failed).sum(),
+            longest_stall_ms: windows.iter().map(|w| w.longest_stall_ms).max().unwrap_or(0),
+            steps: windows,
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Counts one attempt in the current window (in a plain function: the
+/// guard must never live across an await).
+fn record(shared: &Mutex<Shared>, good: bool) {
+    let mut shared = lock(shared);
+    let now = Instant::now();
+    let stall = now.duration_since(shared.last_good);
+    if let Some(window) = shared.windows.last_mut() {
+        if good {
+            window.writes += 1;
+        } else {
+            window.failed += 1;
+        }
+        let stall_ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
+        window.longest_stall_ms = window.longest_stall_ms.max(stall_ms);
+    }
+    if good {
+        shared.last_good = now;
+    }
+}
+
+/// One write through one member and its read-back; true when both worked
+/// and the value matches. The client is (re)connected as needed.
+async fn probe_once(
+    connector: &Connector,
+    slot: &mut (String, Option<etcd_client::Client>),
+    prefix: &str,
+    n: u64,
+) -> bool {
+    if slot.1.is_none() {
+        slot.1 = etcd::connect_member(connector, &slot.0, "the probe").await.ok();
+    }
+    let Some(client) = slot.1.as_mut() else {
+        return false;
+    };
+    // One key per endpoint, rewritten: the probe leaves no history behind
+    // but the revisions it creates.
+    let key = format!("{prefix}{}", slot.0.replace(['/', ':'], "_"));
+    let value = n.to_string();
+    let result = tokio::time::timeout(Duration::from_secs(2), async {
+        client.put(key.as_str(), value.as_str(), None).await?;
+        client.get(key.as_str(), None).await
+    })
+    .await;
+    match result {
+        Ok(Ok(read)) => read.kvs().first().is_some_and(|kv| kv.value() == value.as_bytes()),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_probe_stops_its_task() {
+        // Nothing listens on port 1: every attempt fails, the task loops.
+        let probe = Probe::start(&Connector::default(), vec!["http://127.0.0.1:1".into()], "/test").await;
+        let shared = Arc::clone(&probe.shared);
+        assert_eq!(Arc::strong_count(&shared), 3, "the probe, its task and this test");
+        drop(probe);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&shared) > 1 {
+            assert!(Instant::now() < deadline, "the probe's task still runs after the drop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Where an agent listens and how to connect to it. This is the one place
+//! that builds a gRPC channel to an agent, so transport security (mTLS) is
+//! added here and nowhere else.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use steward_proto::v1::{
+    agent_client::AgentClient, binaries_client::BinariesClient, snapshots_client::SnapshotsClient,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::engine::connect::Connector;
+use crate::engine::error::Error;
+
+/// How long to wait for the TCP connection and HTTP/2 handshake to an agent.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An agent's address: `host:port`, written by the operator as `host:port`
+/// or `http://host:port`. Displays as `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentAddress {
+    // Shared: every error names its agent, and a bare Uri would make the
+    // error type several times larger.
+    uri: Arc<Uri>,
+}
+
+/// Why a string is not an agent address.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    /// Nothing was given.
+    #[error("the agent address is empty")]
+    Empty,
+    /// The scheme is not plain http.
+    #[error("{input:?}: scheme {scheme:?} is not supported (use host:port or http://host:port)")]
+    Scheme {
+        /// What was given.
+        input: String,
+        /// The scheme found.
+        scheme: String,
+    },
+    /// The text is not a URI authority.
+    #[error("{input:?} is not host:port")]
+    Malformed {
+        /// What was given.
+        input: String,
+        /// What the URI parser said.
+        #[source]
+        source: tonic::codegen::http::uri::InvalidUri,
+    },
+    /// The port is missing; agents have no well-known port to fall back to.
+    #[error("{input:?} has no port (use host:port)")]
+    NoPort {
+        /// What was given.
+        input: String,
+    },
+    /// There is a path, query or user info, which an agent address never has.
+    #[error("{input:?} must be only host:port, without a path")]
+    Extra {
+        /// What was given.
+        input: String,
+    },
+}
+
+impl AgentAddress {
+    /// The plaintext URI (`http://host:port`); with mutual TLS the channel
+    /// connects to `https://host:port` of the same authority.
+    #[must_use]
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+}
+
+impl FromStr for AgentAddress {
+    type Err = AddressError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        let full = match trimmed.split_once("://") {
+            Some(("http", _)) => trimmed.to_owned(),
+            Some((scheme, _)) => {
+                return Err(AddressError::Scheme {
+                    input: input.to_owned(),
+                    scheme: scheme.to_owned(),
+                });
+            }
+            None => format!("http://{trimmed}"),
+        };
+        let uri: Uri = full.parse().map_err(|source| AddressError::Malformed {
+            input: input.to_owned(),
+            source,
+        })?;
+        let Some(authority) = uri.authority() else {
+            return Err(AddressError::Extra {
+                input: input.to_owned(),
+            });
+        };
+        if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(AddressError::Extra {
+                input: input.to_owned(),
+            });
+        }
+        if authority.port_u16().is_none() {
+            return Err(AddressError::NoPort {
+                input: input.to_owned(),
+            });
+        }
+        Ok(Self { uri: Arc::new(uri) })
+    }
+}
+
+impl fmt::Display for AgentAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Checked in from_str: every AgentAddress has an authority.
+        match self.uri.authority() {
+            Some(authority) => f.write_str(authority.as_str()),
+            None => write!(f, "{}", self.uri),
+        }
+    }
+}
+
+/// The files of this process's identity towards agents: the CA that signed
+/// the agents' certificates, and this caller's certificate (which carries
+/// its role) and key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTlsFiles {
+    /// The CA of the agents' certificates (PEM).
+    pub cacert: PathBuf,
+    /// This caller's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl AgentTlsFiles {
+    /// The same files, relative paths taken from `base`.
+    #[must_use]
+    pub fn relative_to(&self, base: &Path) -> Self {
+        let resolve = |path: &Path| {
+            if path.is_absolute() {
+                path.to_owned()
+            } else {
+                base.join(path)
+            }
+        };
+        Self {
+            cacert: resolve(&self.cacert),
+            cert: resolve(&self.cert),
+            key: resolve(&self.key),
+        }
+    }
+}
+
+fn endpoint(connector: &Connector, address: &AgentAddress) -> Result<Endpoint, Error> {
+    let Some(tls) = connector.agent_tls().cloned() else {
+        return Ok(Endpoint::from(Uri::clone(address.uri())));
+    };
+    let unreachable = |source| Error::Unreachable {
+        address: address.clone(),
+        source,
+    };
+    let host = address
+        .uri()
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let endpoint = Endpoint::from_shared(format!("https://{address}"))
+        .map_err(unreachable)?
+        .tls_config(tls.domain_name(host))
+        .map_err(unreachable)?;
+    Ok(endpoint)
+}
+
+/// Clients for the agent's three services, sharing one connection.
+#[derive(Clone, Debug)]
+pub struct AgentClients {
+    /// Where the agent is; every error names it.
+    pub address: AgentAddress,
+    /// Whether the connection is plaintext (no agent TLS was configured):
+    /// a dropped connection then most likely means the agent wants mTLS.
+    pub plaintext: bool,
+    /// Lifecycle: status, flags, version switches, logs.
+    pub agent: AgentClient<Channel>,
+    /// The binary store.
+    pub binaries: BinariesClient<Channel>,
+    /// Snapshots.
+    pub snapshots: SnapshotsClient<Channel>,
+}
+
+/// Connects to the agent at `address`, eagerly, so an unreachable agent is
+/// reported as such (naming the address) before any call is attempted.
+///
+/// # Errors
+/// [`Error::Unreachable`] when the connection fails and
+/// [`Error::ConnectTimeout`] when it does not complete within
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect(connector: &Connector, address: &AgentAddress) -> Result<AgentClients, Error> {
+    let endpoint = endpoint(connector, address)?.connect_timeout(CONNECT_TIMEOUT);
+    tracing::debug!(%address, "connecting to the agent");
+    // connect_timeout bounds the TCP connect only; the outer timeout also
+    // bounds the HTTP/2 handshake with a peer that accepts and then stalls.
+    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(source)) => {
+            return Err(Error::Unreachable {
+                address: address.clone(),
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(Error::ConnectTimeout {
+                address: address.clone(),
+                timeout: CONNECT_TIMEOUT,
+            });
+        }
+    };
+    Ok(AgentClients {
+        address: address.clone(),
+        plaintext: !connector.agent_uses_tls(),
+        agent: AgentClient::new(channel.clone()),
+        binaries: BinariesClient::new(channel.clone()),
+        snapshots: SnapshotsClient::new(channel),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_host_port_with_or_without_http() {
+        let plain: AgentAddress = "127.0.0.1:7400".parse().unwrap();
+        let http: AgentAddress = "http://127.0.0.1:7400".parse().unwrap();
+        assert_eq!(plain, http);
+        assert_eq!(plain.to_string(), "127.0.0.1:7400");
+        assert_eq!(plain.uri().to_string(), "http://127.0.0.1:7400/");
+        let named: AgentAddress = "http://etcd-1.example:7400/".parse().unwrap();
+        assert_eq!(named.to_string(), "etcd-1.example:7400");
+        let v6: AgentAddress = "[::1]:7400".parse().unwrap();
+        assert_eq!(v6.to_string(), "[::1]:7400");
+    }
+
+    #[test]
+    fn refuses_what_is_not_host_port() {
+        assert!(matches!("".parse::<AgentAddress>(), Err(AddressError::Empty)));
+        assert!(matches!(
+            "127.0.0.1".parse::<AgentAddress>(),
+            Err(AddressError::NoPort { .. })
+        ));
+        assert!(matches!(
+            "https://127.0.0.1:7400".parse::<AgentAddress>(),
+            Err(AddressError::Scheme { .. })
+        ));
+        assert!(matches!(
+            "127.0.0.1:7400/x".parse::<AgentAddress>(),
+            Err(AddressError::Extra { .. })
+        ));
+        assert!(matches!(
+            "user@host:7400".parse::<AgentAddress>(),
+            Err(AddressError::Extra { .. })
+        ));
+        assert!("host:notaport".parse::<AgentAddress>().is_err());
+    }
+}

@@ -1,0 +1,1593 @@
+//! The rolling change: `steward upgrade` and `steward downgrade`.
+//!
+//! Observe, plan, preflight; stage the target binaries on every agent
+//! before any member is touched; take a verified snapshot through the
+//! leader's agent; then, one member at a time, as the planner's
+//! [`next_step`] says from the cluster as it is now: move leadership away
+//! from the leader before it changes, ask the member's agent to activate
+//! the target (the agent reverts on failure), and gate before the next
+//! member. Finally wait for the cluster version. Every outcome, refusals
+//! and failures included, ends in a [`RollReport`].
+
+pub mod downgrade_api;
+pub mod flag_check;
+pub mod plan;
+pub mod rules;
+pub mod safety;
+pub mod v2store_check;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use steward_proto::EtcdVersion;
+use steward_proto::v1 as pb;
+
+use crate::engine::cluster::last_roll::{self, LastRoll};
+use crate::engine::cluster::lock::{self, ClusterLock, Holder, Journal, LockError};
+use crate::engine::cluster::observe::{Observation, observe_with};
+use crate::engine::cluster::observed::{Observed, ObservedMember};
+use crate::engine::cluster::probe::{Probe, ProbeReport};
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
+use crate::engine::connect::etcd;
+use crate::engine::events::{Event, EventSink, StageMethod};
+use crate::engine::roll::plan::{Direction, NextStep, Plan, next_step, plan};
+use downgrade_api::Phase;
+use rules::{Check, Request, Verdict};
+use safety::{Clearance, Unsafe};
+
+/// How often gates and waits observe the cluster again.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a new leader may take to confirm after MoveLeader.
+const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The label the pre-change snapshot of the last change is pinned under on
+/// its agent.
+pub const PRE_CHANGE_PIN: &str = "last-change";
+/// How many times leadership may move away from one member in one step;
+/// when it has come back that often, the step fails (something keeps
+/// electing it).
+const MAX_LEADER_MOVES: u32 = 3;
+/// How long the cluster version may take to follow the last member.
+const CLUSTER_VERSION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What the operator asked for.
+#[derive(Clone, Debug)]
+pub struct RollOptions {
+    /// Upgrade or downgrade.
+    pub direction: Direction,
+    /// The final version.
+    pub target: EtcdVersion,
+    /// A directory laid out as `<dir>/<version>/{etcd,etcdctl,etcdutl}`.
+    pub binaries: Option<PathBuf>,
+    /// One etcd binary for the final target (tools next to it go along).
+    pub binary: Option<PathBuf>,
+    /// The sha256 `binary` must have.
+    pub binary_sha256: Option<String>,
+    /// Allow what the rules refuse unless forced (3.5.0-3.5.2).
+    pub force: bool,
+    /// How long a member may take to pass its gate after activation.
+    pub gate_timeout: Duration,
+    /// How long each agent waits for its member on the new version.
+    pub activate_timeout: Option<Duration>,
+    /// `steward rollback`: return changed members to their previous
+    /// version through their agents' Rollback (direction and target are
+    /// then decided from the cluster).
+    pub rollback: bool,
+    /// The key prefix of the cluster lock, the journal and the probe.
+    pub lock_prefix: String,
+    /// Run the availability probe during the change.
+    pub probe: bool,
+}
+
+impl RollOptions {
+    /// Options for a change to `target` with the defaults the CLI uses:
+    /// binaries from `binaries`, a 60 s gate, the agents' own activation
+    /// timeout, the default lock prefix, no probe.
+    #[must_use]
+    pub fn new(direction: Direction, target: EtcdVersion, binaries: Option<PathBuf>) -> Self {
+        Self {
+            direction,
+            target,
+            binaries,
+            binary: None,
+            binary_sha256: None,
+            force: false,
+            gate_timeout: Duration::from_secs(60),
+            activate_timeout: None,
+            rollback: false,
+            lock_prefix: crate::engine::cluster::lock::DEFAULT_PREFIX.to_owned(),
+            probe: false,
+        }
+    }
+}
+
+/// How the change ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every member runs the target and the cluster version follows.
+    Succeeded,
+    /// A step failed; the failing member was reverted and the change stopped.
+    Failed,
+    /// A check refused the change before anything was touched.
+    Refused,
+}
+
+/// One member's part in the change.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemberReport {
+    /// Member name.
+    pub name: String,
+    /// Member id, hex.
+    pub id: String,
+    /// Version before.
+    pub from: Option<String>,
+    /// Version after.
+    pub to: Option<String>,
+    /// Milliseconds its steps took.
+    pub took_ms: u64,
+    /// Times leadership moved away from it.
+    pub leader_moves: u32,
+    /// Raft term changes during its steps not caused by our MoveLeader.
+    pub elections: u64,
+}
+
+/// The verified snapshot taken before the first member changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SnapshotRecord {
+    /// The member it came from.
+    pub member: String,
+    /// Its agent.
+    pub agent: String,
+    /// Snapshot id on that agent.
+    pub id: String,
+    /// Path on the agent's host.
+    pub path: String,
+    /// Store revision.
+    pub revision: i64,
+    /// sha256.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Member version at the time.
+    pub etcd_version: String,
+    /// Cluster version at the time.
+    pub cluster_version: String,
+}
+
+/// Why the change stopped.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Failure {
+    /// The member being changed.
+    pub member: Option<String>,
+    /// The gate or step that failed.
+    pub gate: String,
+    /// Why.
+    pub reason: String,
+    /// etcd's last lines on the member, when the agent sent them.
+    pub log_tail: Vec<String>,
+}
+
+impl Failure {
+    /// Where it stopped, for people: "m1 gate", or the step alone.
+    #[must_use]
+    pub fn location(&self) -> String {
+        format!("{} {}", self.member.clone().unwrap_or_default(), self.gate)
+            .trim()
+            .to_owned()
+    }
+}
+
+/// The final report (`-w json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RollReport {
+    /// How it ended.
+    pub result: Outcome,
+    /// Upgrade or downgrade.
+    pub direction: Direction,
+    /// The cluster's version before (lowest member for an upgrade).
+    pub from: Option<String>,
+    /// The target.
+    pub to: String,
+    /// The cluster version at the end.
+    pub cluster_version: Option<String>,
+    /// Per member.
+    pub members: Vec<MemberReport>,
+    /// Every preflight check.
+    pub checks: Vec<Check>,
+    /// The pre-change snapshot.
+    pub snapshot: Option<SnapshotRecord>,
+    /// Why it stopped, when it did not succeed.
+    pub failure: Option<Failure>,
+    /// What the availability probe saw (with --probe).
+    pub probe: Option<ProbeReport>,
+    /// Milliseconds in all.
+    pub took_ms: u64,
+    /// Milliseconds spent staging binaries on the agents.
+    pub staging_ms: u64,
+    /// Milliseconds spent taking the snapshot.
+    pub snapshot_ms: u64,
+}
+
+struct Roll<'a> {
+    /// How the agents and members are reached.
+    connector: Connector,
+    agents: Vec<AgentAddress>,
+    /// Which agent served which member when last seen, so that an agent
+    /// that stops answering is named with its member.
+    known_agents: Vec<(String, AgentAddress)>,
+    /// The cluster lock, once taken; its token fences every agent call.
+    lock: Option<ClusterLock>,
+    journal: Option<Journal>,
+    probe: Option<Probe>,
+    options: RollOptions,
+    events: &'a mut dyn EventSink,
+    /// Local binaries by version: etcd and the tools next to it.
+    local: BTreeMap<EtcdVersion, LocalRelease>,
+    report: RollReport,
+    began: Instant,
+}
+
+/// Since when a step has waited for the safety invariant, and what it
+/// waited for when that was last said.
+#[derive(Debug, Default)]
+struct SafetyWait {
+    since: Option<Instant>,
+    member: String,
+    named: Option<Vec<String>>,
+}
+
+/// One local etcd release: the server and the tools next to it.
+#[derive(Clone, Debug)]
+pub struct LocalRelease {
+    /// The etcd binary.
+    pub etcd: PathBuf,
+    /// etcdctl and etcdutl, where present.
+    pub tools: Vec<(pb::Tool, PathBuf)>,
+}
+
+/// The local binaries: `binaries/<version>/etcd` for every version dir, and
+/// `binary` as the target's (its version is checked before it is used).
+#[must_use]
+pub fn local_releases(
+    binaries: Option<&Path>,
+    binary: Option<&Path>,
+    target: &EtcdVersion,
+) -> BTreeMap<EtcdVersion, LocalRelease> {
+    let mut local = BTreeMap::new();
+    if let Some(dir) = binaries
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for entry in entries.flatten() {
+            let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<EtcdVersion>().ok()) else {
+                continue;
+            };
+            let etcd = entry.path().join("etcd");
+            if etcd.is_file() {
+                local.insert(version, release_at(&etcd));
+            }
+        }
+    }
+    if let Some(binary) = binary {
+        local.insert(target.clone(), release_at(binary));
+    }
+    local
+}
+
+/// Runs the change. Never returns an error: refusals and failures are
+/// reports too, and the report says which.
+pub async fn run(
+    connector: &Connector,
+    agents: Vec<AgentAddress>,
+    options: RollOptions,
+    events: &mut dyn EventSink,
+) -> RollReport {
+    let report = RollReport {
+        result: Outcome::Failed,
+        direction: options.direction,
+        from: None,
+        to: options.target.to_string(),
+        cluster_version: None,
+        members: Vec::new(),
+        checks: Vec::new(),
+        snapshot: None,
+        failure: None,
+        probe: None,
+        took_ms: 0,
+        staging_ms: 0,
+        snapshot_ms: 0,
+    };
+    let mut roll = Roll {
+        connector: connector.clone(),
+        agents,
+        known_agents: Vec::new(),
+        lock: None,
+        journal: None,
+        probe: None,
+        options,
+        events,
+        local: BTreeMap::new(),
+        report,
+        began: Instant::now(),
+    };
+    let outcome = Box::pin(roll.run()).await;
+    Box::pin(roll.finish(outcome)).await
+}
+
+/// Why a step stopped the change.
+enum Stop {
+    Refused,
+    Failed(Failure),
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+fn failure(member: Option<&str>, gate: &str, reason: impl Into<String>) -> Failure {
+    Failure {
+        member: member.map(str::to_owned),
+        gate: gate.to_owned(),
+        reason: reason.into(),
+        log_tail: Vec::new(),
+    }
+}
+
+impl Roll<'_> {
+    async fn observe(&mut self, gate: &str) -> Result<Observation, Failure> {
+        let observation = observe_with(&self.connector, &self.agents, &[], &self.known_agents)
+            .await
+            .map_err(|e| failure(None, gate, crate::engine::error::chain(&e)))?;
+        for member in &observation.observed.members {
+            if let Some(address) = member.agent.as_deref().and_then(|a| a.parse::<AgentAddress>().ok()) {
+                self.known_agents.retain(|(name, _)| *name != member.name);
+                self.known_agents.push((member.name.clone(), address));
+            }
+        }
+        Ok(observation)
+    }
+
+    async fn run(&mut self) -> Result<(), Stop> {
+        // The lock comes first: a second coordinator is refused for being
+        // second, whatever state the first left the cluster in, and every
+        // decision below is made on an observation taken under the lock.
+        let first = self.observe("observe").await?;
+        let locked = Box::pin(self.take_lock(&first.observed)).await?;
+        let observation = if locked { self.observe("observe").await? } else { first };
+        let observed = observation.observed;
+        self.emit(&Event::Observed {
+            members: observed.members.len(),
+            leader: observed.leader().map(|l| l.name.clone()),
+            cluster_version: observed.cluster_version.as_ref().map(ToString::to_string),
+            versions: format!(
+                "{}..{}",
+                observed.lowest_version().map(ToString::to_string).unwrap_or_default(),
+                observed.highest_version().map(ToString::to_string).unwrap_or_default()
+            ),
+        });
+        self.report.from = match self.options.direction {
+            Direction::Upgrade => observed.lowest_version(),
+            Direction::Downgrade => observed.highest_version(),
+        }
+        .map(ToString::to_string);
+        self.report.members = observed
+            .members
+            .iter()
+            .map(|m| MemberReport {
+                name: m.name.clone(),
+                id: format!("{:016x}", m.id),
+                from: m.version.as_ref().map(ToString::to_string),
+                ..MemberReport::default()
+            })
+            .collect();
+
+        if self.options.rollback {
+            return self.run_rollback(&observed, locked).await;
+        }
+        self.load_local_binaries();
+        let request = Request {
+            force: self.options.force,
+            available: self.local.keys().cloned().collect(),
+            leases_in_use: observation.leases_in_use,
+            binaries_dir: self.options.binaries.clone(),
+        };
+        let planned = plan(
+            &observed,
+            self.options.direction,
+            &self.options.target,
+            &request.available,
+        );
+        let mut checks = rules::preflight(&observed, &request, &planned);
+        checks.push(self.verify_local_binaries(planned.as_ref().ok()).await);
+        if let (Some(path), Some(expected)) = (&self.options.binary, &self.options.binary_sha256) {
+            checks.push(binary_sha256_check(path, expected).await);
+        }
+        let mut v2store_checked = false;
+        if let Ok(plan) = &planned {
+            checks.push(crate::engine::roll::flag_check::check(
+                &crate::engine::roll::flag_check::ask_all(&self.connector, &observed, plan).await,
+            ));
+            v2store_checked = v2store_check::when(plan) == v2store_check::When::Now;
+            checks.extend(v2store_check::preflight(&self.connector, plan, &observed).await);
+        }
+        for check in &checks {
+            self.emit(&Event::Check(check.clone()));
+        }
+        // Keep the lock's own check, if it failed.
+        let lock_checks = std::mem::take(&mut self.report.checks);
+        self.report.checks = lock_checks.into_iter().chain(checks).collect();
+        if !locked || rules::refused(&self.report.checks) {
+            return Err(Stop::Refused);
+        }
+        let Ok(plan) = planned else { return Err(Stop::Refused) };
+        self.emit(&Event::Planned {
+            passes: plan.passes.iter().map(|p| p.target.to_string()).collect(),
+            order: plan.passes[0].order.iter().map(|s| s.member.clone()).collect(),
+        });
+        if plan.is_complete() {
+            return self.wait_cluster_version(&plan.to).await.map_err(Stop::from);
+        }
+
+        self.ensure_lock().await?;
+        let endpoints = healthy_endpoints(&observed);
+        // A run that resumes a change some members already went through
+        // keeps the snapshot taken before the first of them: that is the
+        // backup of the old version, not a copy of the mixed state.
+        let previous = last_roll::read(&self.connector, &endpoints, &self.options.lock_prefix)
+            .await
+            .ok()
+            .flatten();
+        let earlier = previous
+            .clone()
+            .filter(|last| last.direction == self.options.direction && last.to == plan.to.to_string())
+            .and_then(|last| last.snapshot)
+            .filter(|_| plan.passes.iter().any(|p| p.order.iter().any(|s| s.done)));
+        let mut record = LastRoll {
+            direction: self.options.direction,
+            from: plan.from.to_string(),
+            to: plan.to.to_string(),
+            token: self.token(),
+            snapshot: earlier.clone(),
+        };
+        self.record(&endpoints, &record).await?;
+        let staging = Instant::now();
+        self.stage(&plan, &observed).await?;
+        self.report.staging_ms = millis(staging.elapsed());
+        let snapshot = Instant::now();
+        if let Some(earlier) = earlier {
+            self.emit(&Event::Snapshot {
+                member: earlier.member.clone(),
+                id: earlier.id.clone(),
+                path: earlier.path.clone(),
+                revision: earlier.revision,
+                sha256: earlier.sha256.clone(),
+                size: earlier.size,
+                earlier_run: true,
+            });
+            self.report.snapshot = Some(earlier);
+        } else {
+            self.ensure_lock().await?;
+            self.snapshot(&observed).await?;
+            record.snapshot.clone_from(&self.report.snapshot);
+            self.record(&endpoints, &record).await?;
+        }
+        // The backup of this change stays until a later change replaces
+        // it: pinned on its agent, and the previous change's released.
+        if let Some(snapshot) = self.report.snapshot.clone() {
+            self.pin(&snapshot, PRE_CHANGE_PIN).await?;
+            if let Some(old) = previous.and_then(|p| p.snapshot)
+                && (old.agent != snapshot.agent || old.id != snapshot.id)
+                && let Err(failure) = self.pin(&old, "").await
+            {
+                tracing::warn!(id = %old.id, agent = %old.agent, reason = %failure.reason, "cannot release the previous change's snapshot; it stays pinned");
+            }
+        }
+        self.report.snapshot_ms = millis(snapshot.elapsed());
+        self.start_probe(&observed).await;
+        let v2_wait = rules::v2_wait(&observed);
+        for pass in &plan.passes {
+            if v2store_check::crosses(pass) && !v2store_checked {
+                self.check_v2store_now().await?;
+                v2store_checked = true;
+            }
+            if pass.uses_downgrade_api {
+                self.enable_downgrade(&pass.target).await?;
+                self.run_pass(&pass.target, self.options.direction, v2_wait)
+                    .await
+                    .map_err(|mut f| {
+                        f.reason.push_str(&format!(
+                            "; the downgrade stays enabled in etcd (cluster version {}): run the same command again \
+                         to finish it, or `steward rollback` to cancel it and return the changed members to {}",
+                            downgrade_api::api_version(&pass.target),
+                            pass.from
+                        ));
+                        f
+                    })?;
+            } else {
+                self.run_pass(&pass.target, self.options.direction, v2_wait).await?;
+            }
+            self.emit(&Event::PassDone {
+                target: pass.target.to_string(),
+            });
+            if pass.changes_minor || pass == plan.passes.last().unwrap_or(pass) {
+                self.wait_cluster_version(&pass.target).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The v2store check of a 3.5 -> 3.6 pass that follows another pass,
+    /// when it begins: the members run 3.5 only now.
+    async fn check_v2store_now(&mut self) -> Result<(), Failure> {
+        let observed = self.observe("observe").await?.observed;
+        let check = v2store_check::check(&v2store_check::ask_all(&self.connector, &observed).await);
+        self.emit(&Event::Check(check.clone()));
+        let refused = check.verdict == Verdict::Fail;
+        let message = check.message.clone();
+        self.report.checks.push(check);
+        if refused {
+            return Err(failure(None, v2store_check::RULE, message));
+        }
+        Ok(())
+    }
+
+    /// Undoes the recorded change while the cluster version has not
+    /// flipped: after an upgrade, every member newer than the lowest goes
+    /// back to its previous version; after a downgrade, every member older
+    /// than the highest (an enabled Downgrade-API downgrade is cancelled
+    /// first).
+    async fn run_rollback(&mut self, observed: &Observed, locked: bool) -> Result<(), Stop> {
+        let endpoints = healthy_endpoints(observed);
+        let (undo, direction_check) =
+            match last_roll::read(&self.connector, &endpoints, &self.options.lock_prefix).await {
+                Ok(Some(last)) => (
+                    last.direction,
+                    Check {
+                        rule: "rollback-direction",
+                        verdict: Verdict::Pass,
+                        message: format!(
+                            "the last change recorded is the {} from {} to {}",
+                            last.direction, last.from, last.to
+                        ),
+                        source: "steward",
+                    },
+                ),
+                Ok(None) => (
+                    Direction::Upgrade,
+                    Check {
+                        rule: "rollback-direction",
+                        verdict: Verdict::Warn,
+                        message: format!(
+                            "no change is recorded under {}/last-roll: undoing an upgrade",
+                            self.options.lock_prefix.trim_end_matches('/')
+                        ),
+                        source: "steward",
+                    },
+                ),
+                Err(error) => return Err(failure(None, "rollback-direction", error).into()),
+            };
+        let mut checks = vec![direction_check];
+        checks.extend(rules::rollback_checks(observed, undo));
+        for check in &checks {
+            self.emit(&Event::Check(check.clone()));
+        }
+        let lock_checks = std::mem::take(&mut self.report.checks);
+        self.report.checks = lock_checks.into_iter().chain(checks).collect();
+        if !locked || rules::refused(&self.report.checks) {
+            return Err(Stop::Refused);
+        }
+        let Some(baseline) = rules::rollback_baseline(observed, undo).cloned() else {
+            return Err(Stop::Refused);
+        };
+        // The pass that undoes the change moves the other way.
+        let direction = match undo {
+            Direction::Upgrade => Direction::Downgrade,
+            Direction::Downgrade => Direction::Upgrade,
+        };
+        self.report.direction = direction;
+        self.report.to = baseline.to_string();
+        self.report.from = match undo {
+            Direction::Upgrade => observed.highest_version(),
+            Direction::Downgrade => observed.lowest_version(),
+        }
+        .map(ToString::to_string);
+        if observed.members.iter().all(|m| m.version.as_ref() == Some(&baseline)) {
+            self.report.cluster_version = observed.cluster_version.as_ref().map(ToString::to_string);
+            return Ok(());
+        }
+        self.emit(&Event::Planned {
+            passes: vec![baseline.to_string()],
+            order: observed
+                .members
+                .iter()
+                .filter(|m| m.version.as_ref() != Some(&baseline))
+                .map(|m| m.name.clone())
+                .collect(),
+        });
+        self.ensure_lock().await?;
+        if undo == Direction::Downgrade && observed.downgrade_target().is_some() {
+            downgrade_api::cancel(&self.connector, &downgrade_api::endpoints(observed))
+                .await
+                .map_err(|e| failure(None, "downgrade-cancel", e))?;
+            self.emit(&Event::DowngradeCancelled {
+                reason: "steward rollback".into(),
+            });
+        }
+        self.snapshot(observed).await?;
+        self.start_probe(observed).await;
+        self.run_pass(&baseline, direction, Duration::ZERO).await?;
+        self.emit(&Event::PassDone {
+            target: baseline.to_string(),
+        });
+        self.wait_cluster_version(&baseline).await?;
+        Ok(())
+    }
+
+    fn emit(&mut self, event: &Event) {
+        self.events.emit(event);
+        if let Some(journal) = &mut self.journal {
+            journal.emit(event);
+        }
+    }
+
+    async fn start_probe(&mut self, observed: &Observed) {
+        if self.options.probe {
+            let endpoints = observed.members.iter().map(|m| m.client_url.clone()).collect();
+            self.probe = Some(Probe::start(&self.connector, endpoints, &self.options.lock_prefix).await);
+        }
+    }
+
+    /// Writes the last-roll record; a change that cannot be recorded is not
+    /// made.
+    async fn record(&self, endpoints: &[String], record: &LastRoll) -> Result<(), Failure> {
+        last_roll::record(&self.connector, endpoints, &self.options.lock_prefix, record)
+            .await
+            .map_err(|e| failure(None, "last-roll", format!("cannot record the change: {e}")))
+    }
+
+    /// Stops the run when the cluster lock was lost (its lease expired or
+    /// was revoked): another coordinator may hold it by now.
+    async fn ensure_lock(&mut self) -> Result<(), Failure> {
+        if let Some(lock) = &mut self.lock {
+            lock.ensure_held()
+                .await
+                .map_err(|e| failure(None, "lock", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The fencing token of the lock this run holds (0 before it is taken).
+    fn token(&self) -> i64 {
+        self.lock.as_ref().map_or(0, ClusterLock::token)
+    }
+
+    /// Takes the cluster lock before the first change; another live
+    /// coordinator makes this a refusal that names it.
+    /// Ok(false): the lock could not be taken for another reason than a
+    /// live holder (no quorum, no space); the preflight still runs so the
+    /// refusal names the cause, and nothing is changed.
+    async fn take_lock(&mut self, observed: &Observed) -> Result<bool, Stop> {
+        let endpoints: Vec<String> = observed
+            .members
+            .iter()
+            .filter(|m| m.healthy)
+            .map(|m| m.client_url.clone())
+            .collect();
+        let command = if self.options.rollback {
+            "rollback".to_owned()
+        } else {
+            format!("{} to {}", self.options.direction, self.options.target)
+        };
+        let prefix = self.options.lock_prefix.clone();
+        let events = &mut *self.events;
+        let mut on_wait = |wait: &lock::LockWait| events.emit(&wait.event());
+        match lock::acquire(
+            &self.connector,
+            &endpoints,
+            &prefix,
+            &Holder::this_process(&command),
+            &mut on_wait,
+        )
+        .await
+        {
+            Ok(mut taken) => {
+                taken.prune_journals(lock::JOURNALS_KEPT).await;
+                self.journal = Some(taken.journal());
+                self.lock = Some(taken);
+                Ok(true)
+            }
+            Err(LockError::Held { key, holder }) => {
+                let check = Check {
+                    rule: "one-coordinator",
+                    verdict: Verdict::Fail,
+                    message: format!("another coordinator holds {key}: {holder}"),
+                    source: "steward",
+                };
+                self.emit(&Event::Check(check.clone()));
+                self.report.checks.push(check);
+                Err(Stop::Refused)
+            }
+            Err(error) => {
+                // Without the lock nothing may change: a refusal too.
+                let check = Check {
+                    rule: "one-coordinator",
+                    verdict: Verdict::Fail,
+                    message: error.to_string(),
+                    source: "steward",
+                };
+                self.emit(&Event::Check(check.clone()));
+                self.report.checks.push(check);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn finish(mut self, outcome: Result<(), Stop>) -> RollReport {
+        self.report.took_ms = millis(self.began.elapsed());
+        match outcome {
+            Ok(()) => {
+                self.report.result = Outcome::Succeeded;
+                let event = Event::Finished {
+                    cluster_version: self.report.cluster_version.clone().unwrap_or_default(),
+                    took_ms: self.report.took_ms,
+                };
+                self.emit(&event);
+            }
+            Err(Stop::Refused) => self.report.result = Outcome::Refused,
+            Err(Stop::Failed(failure)) => {
+                self.report.result = Outcome::Failed;
+                let event = Event::Failed {
+                    member: failure.member.clone(),
+                    gate: failure.gate.clone(),
+                    reason: failure.reason.clone(),
+                };
+                self.emit(&event);
+                self.report.failure = Some(failure);
+            }
+        }
+        if let Some(probe) = self.probe.take() {
+            self.report.probe = Some(probe.stop().await);
+        }
+        if let Some(journal) = self.journal.take() {
+            journal.flush().await;
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
+        self.report
+    }
+
+    fn load_local_binaries(&mut self) {
+        self.local = local_releases(
+            self.options.binaries.as_deref(),
+            self.options.binary.as_deref(),
+            &self.options.target,
+        );
+    }
+
+    /// Every local binary a pass needs must report its version.
+    async fn verify_local_binaries(&mut self, plan: Option<&Plan>) -> Check {
+        let rule = "binary-version-matches";
+        let Some(plan) = plan else {
+            return Check {
+                rule,
+                verdict: Verdict::Pass,
+                message: "no plan, nothing to verify".into(),
+                source: "steward",
+            };
+        };
+        let mut problems = Vec::new();
+        for pass in &plan.passes {
+            let Some(release) = self.local.get(&pass.target) else {
+                continue;
+            };
+            match reported_version(&release.etcd).await {
+                Ok(reported) if reported == pass.target => {}
+                Ok(reported) => problems.push(format!(
+                    "{} reports {reported}, not {}",
+                    release.etcd.display(),
+                    pass.target
+                )),
+                Err(error) => problems.push(format!("{}: {error}", release.etcd.display())),
+            }
+        }
+        if problems.is_empty() {
+            Check {
+                rule,
+                verdict: Verdict::Pass,
+                message: "every local binary reports its version".into(),
+                source: "steward",
+            }
+        } else {
+            Check {
+                rule,
+                verdict: Verdict::Fail,
+                message: problems.join("; "),
+                source: "steward",
+            }
+        }
+    }
+
+    async fn clients(&self, member: &ObservedMember) -> Result<AgentClients, Failure> {
+        let Some(agent) = member.agent.as_deref() else {
+            return Err(failure(
+                Some(&member.name),
+                "agent",
+                format!("{} has no agent: {}", member.name, member.why_no_agent()),
+            ));
+        };
+        let address: AgentAddress = agent
+            .parse()
+            .map_err(|e| failure(Some(&member.name), "agent", format!("agent address {agent:?}: {e}")))?;
+        agent::connect(&self.connector, &address)
+            .await
+            .map_err(|e| failure(Some(&member.name), "agent", crate::engine::error::chain(&e)))
+    }
+
+    /// Stages every pass target on every agent that lacks it, before any
+    /// member changes. Each file is hashed once; the agents receive their
+    /// copies at the same time.
+    async fn stage(&mut self, plan: &Plan, observed: &Observed) -> Result<(), Failure> {
+        for pass in &plan.passes {
+            if pass.order.iter().all(|s| s.done) {
+                continue;
+            }
+            let lacking: Vec<&ObservedMember> = observed
+                .members
+                .iter()
+                .filter(|m| !m.staged.contains(&pass.target))
+                .collect();
+            let Some(first) = lacking.first() else {
+                continue;
+            };
+            let Some(release) = self.local.get(&pass.target).cloned() else {
+                return Err(failure(
+                    Some(&first.name),
+                    "stage",
+                    format!("no local binary for {}", pass.target),
+                ));
+            };
+            let mut files = Vec::new();
+            for (tool, path) in std::iter::once((pb::Tool::Etcd, release.etcd.clone())).chain(release.tools) {
+                let fingerprint = crate::engine::transfer::upload::fingerprint(&path)
+                    .await
+                    .map_err(|e| failure(None, "stage", crate::engine::error::chain(&e)))?;
+                files.push((tool, path, fingerprint));
+            }
+            let token = self.token();
+            let uploads = lacking
+                .iter()
+                .map(|member| self.stage_on(member, &pass.target, &files, token));
+            let mut first_failure = None;
+            for result in futures::future::join_all(uploads).await {
+                match result {
+                    Ok(events) => events.iter().for_each(|event| self.emit(event)),
+                    Err(failure) => {
+                        first_failure.get_or_insert(failure);
+                    }
+                }
+            }
+            if let Some(failure) = first_failure {
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages `files` of `version` on one member's agent, one after the
+    /// other: imported when the agent's host has the same file at the same
+    /// path inside its import dirs (checked by sha256 there), uploaded
+    /// otherwise. The events to emit once every agent is done.
+    async fn stage_on(
+        &self,
+        member: &ObservedMember,
+        version: &EtcdVersion,
+        files: &[(pb::Tool, PathBuf, crate::engine::transfer::upload::Fingerprint)],
+        token: i64,
+    ) -> Result<Vec<Event>, Failure> {
+        let mut clients = self.clients(member).await?;
+        let mut events = Vec::new();
+        for (tool, path, fingerprint) in files {
+            let import = pb::ImportBinaryRequest {
+                path: path.display().to_string(),
+                tool: (*tool).into(),
+                version: version.to_string(),
+                sha256: fingerprint.sha256.clone(),
+                fencing_token: token,
+            };
+            let (answer, method) = match clients.binaries.import_binary(import).await {
+                Ok(answer) => (answer.into_inner(), StageMethod::Imported),
+                // Anything but "not importable from that path" (a stale
+                // token, a busy agent, a role that may not) would refuse the
+                // upload just the same.
+                Err(refused)
+                    if !matches!(
+                        refused.code(),
+                        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::AlreadyExists
+                    ) =>
+                {
+                    return Err(failure(
+                        Some(&member.name),
+                        "stage",
+                        format!("ImportBinary: {:?}: {}", refused.code(), refused.message()),
+                    ));
+                }
+                Err(refused) => {
+                    tracing::debug!(member = %member.name, path = %path.display(), reason = %refused.message(), "not importable there; uploading");
+                    let answer =
+                        crate::engine::transfer::upload::upload(&mut clients, path, fingerprint, version, *tool, token)
+                            .await
+                            .map_err(|e| failure(Some(&member.name), "stage", crate::engine::error::chain(&e)))?;
+                    (answer, StageMethod::Uploaded)
+                }
+            };
+            events.push(Event::Staged {
+                member: member.name.clone(),
+                version: version.to_string(),
+                tool: tool.as_str_name().trim_start_matches("TOOL_").to_lowercase(),
+                already_present: answer.already_present,
+                method,
+            });
+        }
+        Ok(events)
+    }
+
+    /// A verified snapshot through the leader's agent, before any change.
+    async fn snapshot(&mut self, observed: &Observed) -> Result<(), Failure> {
+        let leader = observed
+            .leader()
+            .ok_or_else(|| failure(None, "snapshot", "no single leader to take the snapshot from"))?;
+        let mut clients = self.clients(leader).await?;
+        let info = clients
+            .snapshots
+            .take_snapshot(pb::TakeSnapshotRequest {
+                fencing_token: self.token(),
+            })
+            .await
+            .map_err(|s| {
+                failure(
+                    Some(&leader.name),
+                    "snapshot",
+                    format!("{:?}: {}", s.code(), s.message()),
+                )
+            })?
+            .into_inner()
+            .snapshot
+            .unwrap_or_default();
+        let record = SnapshotRecord {
+            member: leader.name.clone(),
+            agent: leader.agent.clone().unwrap_or_default(),
+            id: info.id.clone(),
+            path: info.path.clone(),
+            revision: info.revision,
+            sha256: info.sha256.clone(),
+            size: info.size,
+            etcd_version: info.etcd_version.clone(),
+            cluster_version: info.cluster_version.clone(),
+        };
+        self.emit(&Event::Snapshot {
+            member: leader.name.clone(),
+            id: info.id,
+            path: info.path,
+            revision: info.revision,
+            sha256: info.sha256,
+            size: info.size,
+            earlier_run: false,
+        });
+        self.report.snapshot = Some(record);
+        Ok(())
+    }
+
+    /// Pins `snapshot` on its agent under `label` (an empty label unpins).
+    async fn pin(&self, snapshot: &SnapshotRecord, label: &str) -> Result<(), Failure> {
+        let address: AgentAddress = snapshot.agent.parse().map_err(|e| {
+            failure(
+                Some(&snapshot.member),
+                "snapshot-pin",
+                format!("agent address {:?}: {e}", snapshot.agent),
+            )
+        })?;
+        let mut clients = agent::connect(&self.connector, &address)
+            .await
+            .map_err(|e| failure(Some(&snapshot.member), "snapshot-pin", crate::engine::error::chain(&e)))?;
+        let pinned = clients
+            .snapshots
+            .pin_snapshot(pb::PinSnapshotRequest {
+                id: snapshot.id.clone(),
+                pin: label.to_owned(),
+                fencing_token: self.token(),
+            })
+            .await;
+        match pinned {
+            Ok(_) => Ok(()),
+            // An agent older than pins: the change goes on, the operator is told.
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::warn!(agent = %address, id = %snapshot.id, "the agent cannot pin snapshots (older than this steward); retention may remove the backup of this change");
+                Ok(())
+            }
+            Err(status) => Err(failure(
+                Some(&snapshot.member),
+                "snapshot-pin",
+                crate::engine::error::Error::from_status(&address, clients.plaintext, "PinSnapshot", &status)
+                    .to_string(),
+            )),
+        }
+    }
+
+    /// Changes every member that is not at `target` yet, one at a time:
+    /// each round observes the cluster afresh, lets the planner pick the
+    /// member, and asks [`safety::clearance`] on that same observation
+    /// whether it may go down now. A leader gives its leadership away
+    /// first (then the round starts over); an unsafe step waits, saying
+    /// for what, up to the gate timeout.
+    async fn run_pass(&mut self, target: &EtcdVersion, direction: Direction, v2_wait: Duration) -> Result<(), Failure> {
+        let mut waiting = SafetyWait::default();
+        // The step in progress: its member, when it began, the raft term
+        // then, and how often leadership moved away from it.
+        let mut step_began: Option<(String, Instant, u64, u32)> = None;
+        loop {
+            let observed = self.observe("observe").await?.observed;
+            let step = next_step(&observed, direction, target);
+            let name = match &step {
+                NextStep::PassDone => return Ok(()),
+                NextStep::Change { member } => member.clone(),
+                NextStep::ChangeLeaderInPlace { leader } | NextStep::MoveLeaderThenChange { leader, .. } => {
+                    leader.clone()
+                }
+            };
+            let clearance = match safety::clearance(&observed, &name) {
+                Ok(clearance) => clearance,
+                Err(unsafe_) => {
+                    self.wait_for_safety(&mut waiting, &unsafe_)?;
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            // The step's clock starts once it may begin: a wait for the
+            // cluster is not the member's time, nor its elections.
+            if step_began.as_ref().is_none_or(|(member, ..)| *member != name) {
+                step_began = Some((name.clone(), Instant::now(), max_term(&observed), 0));
+            }
+            if clearance == Clearance::AfterLeaderMoves {
+                let NextStep::MoveLeaderThenChange { leader, to, to_id } = step else {
+                    let stuck = Unsafe {
+                        member: name.clone(),
+                        problems: vec![safety::Problem {
+                            member: name.clone(),
+                            what: "leads, and no healthy, caught-up voting member can take over".into(),
+                        }],
+                    };
+                    self.wait_for_safety(&mut waiting, &stuck)?;
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                };
+                waiting = SafetyWait::default();
+                if let Some((_, _, _, moves)) = &mut step_began {
+                    if *moves >= MAX_LEADER_MOVES {
+                        return Err(failure(
+                            Some(&leader),
+                            "move-leader",
+                            format!("leadership came back to {leader} after {MAX_LEADER_MOVES} moves"),
+                        ));
+                    }
+                    *moves += 1;
+                }
+                self.ensure_lock().await?;
+                if let Some(probe) = &self.probe {
+                    probe.enter(&leader);
+                }
+                Box::pin(self.move_leader(&observed, &leader, &to, to_id)).await?;
+                // Observe again: the member is changed only once a fresh
+                // observation clears it.
+                continue;
+            }
+            waiting = SafetyWait::default();
+            // Every member change starts under a lock still held.
+            self.ensure_lock().await?;
+            if let Some(probe) = &self.probe {
+                probe.enter(&name);
+            }
+            let member = find(&observed, &name)?.clone();
+            Box::pin(self.change(&member, target)).await?;
+            let (_, began, term_before, moves) = step_began.take().unwrap_or((name.clone(), Instant::now(), 0, 0));
+            let after = self.observe("observe").await?.observed;
+            let elections = max_term(&after)
+                .saturating_sub(term_before)
+                .saturating_sub(u64::from(moves));
+            let took_ms = millis(began.elapsed());
+            if let Some(entry) = self.report.members.iter_mut().find(|m| m.name == name) {
+                entry.to = Some(target.to_string());
+                entry.took_ms += took_ms;
+                entry.elections += elections;
+                entry.leader_moves += moves;
+            }
+            self.emit(&Event::MemberDone {
+                member: name,
+                took_ms,
+                elections,
+            });
+            if !v2_wait.is_zero() && next_step(&after, direction, target) != NextStep::PassDone {
+                self.emit(&Event::Waiting {
+                    seconds: v2_wait.as_secs(),
+                    reason: "v2 data above 50 MB: members need time to catch up".into(),
+                });
+                tokio::time::sleep(v2_wait).await;
+            }
+        }
+    }
+
+    /// Waits while a step is unsafe: says so when what it waits for
+    /// changes, and stops the change once the gate timeout has passed with
+    /// the step still unsafe (nothing was taken down for it).
+    fn wait_for_safety(&mut self, waiting: &mut SafetyWait, unsafe_: &Unsafe) -> Result<(), Failure> {
+        let now = Instant::now();
+        let since = *waiting.since.get_or_insert(now);
+        let named: Vec<String> = unsafe_.named().into_iter().map(str::to_owned).collect();
+        if waiting.named.as_ref() != Some(&named) || waiting.member != unsafe_.member {
+            waiting.named = Some(named);
+            waiting.member.clone_from(&unsafe_.member);
+            self.emit(&Event::WaitingFor {
+                member: Some(unsafe_.member.clone()),
+                check: rules::ids::QUORUM_SAFETY.into(),
+                reason: unsafe_
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                up_to_seconds: self.options.gate_timeout.saturating_sub(now - since).as_secs(),
+            });
+        }
+        if now - since > self.options.gate_timeout {
+            return Err(failure(
+                Some(&unsafe_.member),
+                rules::ids::QUORUM_SAFETY,
+                format!(
+                    "{unsafe_} (still so after {:?}); {} was not taken down: bring the cluster back to health, \
+                     then run the same command again",
+                    self.options.gate_timeout, unsafe_.member
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The Downgrade API part of a 3.6 -> 3.5 pass, before any binary is
+    /// swapped: validate, enable, and wait until every member on the newer
+    /// binary reports the target's storage version. Resumes wherever a
+    /// previous run stopped. When the storage does not migrate in time the
+    /// downgrade is cancelled: no member has been swapped yet, so the
+    /// cluster is back where it was.
+    async fn enable_downgrade(&mut self, target: &EtcdVersion) -> Result<(), Failure> {
+        let deadline = Instant::now() + self.options.gate_timeout;
+        let mut enabled_here = false;
+        loop {
+            let observed = self.observe("downgrade-api").await?.observed;
+            if next_step(&observed, Direction::Downgrade, target) == NextStep::PassDone {
+                return Ok(());
+            }
+            let endpoints = downgrade_api::endpoints(&observed);
+            let waiting_for = match downgrade_api::phase(&observed, target) {
+                Phase::Swap => {
+                    self.emit(&Event::StorageMigrated {
+                        version: downgrade_api::api_version(target),
+                    });
+                    return Ok(());
+                }
+                Phase::OtherTarget(other) => {
+                    return Err(failure(
+                        None,
+                        "downgrade-api",
+                        format!(
+                            "a downgrade to {other} is already enabled in etcd; steward does not override it \
+                             (etcdctl downgrade cancel, then run again)"
+                        ),
+                    ));
+                }
+                Phase::Enable if !enabled_here => {
+                    self.ensure_lock().await?;
+                    downgrade_api::validate(&self.connector, &endpoints, target)
+                        .await
+                        .map_err(|e| failure(None, "downgrade-validate", e))?;
+                    downgrade_api::enable(&self.connector, &endpoints, target)
+                        .await
+                        .map_err(|e| failure(None, "downgrade-enable", e))?;
+                    enabled_here = true;
+                    self.emit(&Event::DowngradeEnabled {
+                        target: downgrade_api::api_version(target),
+                    });
+                    "the members to report the enabled downgrade".to_owned()
+                }
+                Phase::Enable => "the members to report the enabled downgrade".to_owned(),
+                Phase::MigratingStorage { members } => {
+                    format!("{} to migrate their storage version", members.join(", "))
+                }
+            };
+            if Instant::now() > deadline && !enabled_here {
+                return Err(failure(
+                    None,
+                    "storage-version",
+                    format!(
+                        "waited {:?} for {waiting_for}; the downgrade was enabled by an earlier run and is left as it is",
+                        self.options.gate_timeout
+                    ),
+                ));
+            }
+            if Instant::now() > deadline {
+                let reason = format!("waited {:?} for {waiting_for}", self.options.gate_timeout);
+                let cancelled = match downgrade_api::cancel(&self.connector, &endpoints).await {
+                    Ok(()) => {
+                        self.emit(&Event::DowngradeCancelled { reason: reason.clone() });
+                        "the downgrade was cancelled; no member was changed".to_owned()
+                    }
+                    Err(error) => {
+                        format!("cancelling the downgrade failed too ({error}): run `etcdctl downgrade cancel`")
+                    }
+                };
+                return Err(failure(None, "storage-version", format!("{reason}; {cancelled}")));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// MoveLeader, sent to the leader itself, then confirmed by Status:
+    /// done once one member other than `leader` leads (normally `to`; if
+    /// `to` failed right after, the cluster may have elected another, and
+    /// the next round decides from that).
+    async fn move_leader(&mut self, observed: &Observed, leader: &str, to: &str, to_id: u64) -> Result<(), Failure> {
+        let began = Instant::now();
+        let leader_member = find(observed, leader)?;
+        let mut client = etcd::connect_member(&self.connector, &leader_member.client_url, "MoveLeader")
+            .await
+            .map_err(|e| failure(Some(leader), "move-leader", e.to_string()))?;
+        let sent = client.move_leader(to_id).await;
+        let deadline = Instant::now() + MOVE_LEADER_TIMEOUT;
+        loop {
+            let observed = self.observe("move-leader").await?.observed;
+            if let Some(now) = observed.leader().filter(|l| l.name != leader) {
+                self.emit(&Event::LeaderMoved {
+                    from: leader.to_owned(),
+                    to: now.name.clone(),
+                    took_ms: millis(began.elapsed()),
+                });
+                return Ok(());
+            }
+            if let Err(error) = &sent {
+                return Err(failure(Some(leader), "move-leader", etcd::describe(error)));
+            }
+            if Instant::now() > deadline {
+                return Err(failure(
+                    Some(leader),
+                    "move-leader",
+                    format!("{to} did not confirm leadership within {MOVE_LEADER_TIMEOUT:?}"),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Activates `target` on `member` through its agent and gates it.
+    async fn change(&mut self, member: &ObservedMember, target: &EtcdVersion) -> Result<(), Failure> {
+        self.emit(&Event::MemberStarted {
+            member: member.name.clone(),
+            from: member.version.as_ref().map(ToString::to_string).unwrap_or_default(),
+            to: target.to_string(),
+        });
+        let mut clients = self.clients(member).await?;
+        let token = self.token();
+        let timeout = self
+            .options
+            .activate_timeout
+            .and_then(|t| prost_types::Duration::try_from(t).ok());
+        let answer = if self.options.rollback {
+            clients
+                .agent
+                .rollback(pb::RollbackRequest {
+                    timeout,
+                    fencing_token: token,
+                })
+                .await
+        } else {
+            let request = pb::ActivateRequest {
+                version: target.to_string(),
+                timeout,
+                fencing_token: token,
+            };
+            clients.agent.activate(request).await
+        };
+        let activated = match answer {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let details = steward_proto::details::decode_activation_failure(status.details());
+                return Err(Failure {
+                    member: Some(member.name.clone()),
+                    gate: "activate".into(),
+                    reason: match &details {
+                        Some(d) if !d.reverted_to.is_empty() => {
+                            format!("{} (the agent reverted the member to {})", d.reason, d.reverted_to)
+                        }
+                        Some(d) => d.reason.clone(),
+                        None => format!("{:?}: {}", status.code(), status.message()),
+                    },
+                    log_tail: details.map(|d| d.log_tail).unwrap_or_default(),
+                });
+            }
+        };
+        self.emit(&Event::Activated {
+            member: member.name.clone(),
+            version: activated.active_version.clone(),
+            took_ms: activated
+                .took
+                .and_then(|d| Duration::try_from(d).ok())
+                .map_or(0, millis),
+        });
+        if let Err(mut gate_failure) = self.gate(&member.name, target).await {
+            if self.options.rollback {
+                // This member was already going back; another Rollback
+                // would swap it forward again.
+                return Err(gate_failure);
+            }
+            // The agent saw the member healthy, but the cluster does not
+            // agree: put the old version back before stopping, if taking
+            // the member down again is safe.
+            gate_failure.reason = match self.undo_clearance(&member.name).await {
+                Ok(()) => {
+                    let rollback = clients
+                        .agent
+                        .rollback(pb::RollbackRequest {
+                            timeout: None,
+                            fencing_token: token,
+                        })
+                        .await;
+                    match rollback {
+                        Ok(_) => format!("{}; the member was rolled back", gate_failure.reason),
+                        Err(s) => format!(
+                            "{}; rolling the member back failed too: {}",
+                            gate_failure.reason,
+                            s.message()
+                        ),
+                    }
+                }
+                Err(why) => format!(
+                    "{}; {} was left on {target}, not rolled back: {why}",
+                    gate_failure.reason, member.name
+                ),
+            };
+            return Err(gate_failure);
+        }
+        Ok(())
+    }
+
+    /// Whether `name` may be taken down again to undo its change, from a
+    /// fresh observation (moving leadership away from it first if it
+    /// leads); the reason when not.
+    async fn undo_clearance(&mut self, name: &str) -> Result<(), String> {
+        for _ in 0..2 {
+            let observed = self.observe("rollback").await.map_err(|f| f.reason)?.observed;
+            match safety::clearance_to_undo(&observed, name) {
+                Ok(Clearance::Now) => return Ok(()),
+                Ok(Clearance::AfterLeaderMoves) => {
+                    let Some(to) = crate::engine::roll::plan::transferee(&observed, name) else {
+                        return Err(format!("{name} leads and no member can take over"));
+                    };
+                    let (to, to_id) = (to.name.clone(), to.id);
+                    Box::pin(self.move_leader(&observed, name, &to, to_id))
+                        .await
+                        .map_err(|f| f.reason)?;
+                }
+                Err(why) => return Err(why.to_string()),
+            }
+        }
+        Err(format!("leadership kept coming back to {name}"))
+    }
+
+    /// The member is healthy, runs the target, has applied what the leader
+    /// had applied when the gate began, agrees with every member on HashKV
+    /// at a common revision, and no new alarm went off.
+    async fn gate(&mut self, name: &str, target: &EtcdVersion) -> Result<(), Failure> {
+        let start = self.observe("gate").await?.observed;
+        let leader_applied = start.leader().map_or(0, |l| l.applied_index);
+        let alarms_before = start.alarms.clone();
+        let deadline = Instant::now() + self.options.gate_timeout;
+        let mut waiting_for: Option<String> = None;
+        loop {
+            let observed = self.observe("gate").await?.observed;
+            if let Some(alarm) = observed.alarms.iter().find(|a| !alarms_before.contains(a)) {
+                return Err(failure(
+                    Some(name),
+                    "no-new-alarm",
+                    format!("alarm {} on {:016x}", alarm.1, alarm.0),
+                ));
+            }
+            let member = find(&observed, name)?;
+            let problem = if !member.healthy {
+                Some(("health", member.health_error.clone()))
+            } else if member.version.as_ref() != Some(target) {
+                Some((
+                    "version",
+                    format!(
+                        "reports {}",
+                        member.version.as_ref().map(ToString::to_string).unwrap_or_default()
+                    ),
+                ))
+            } else if member.applied_index < leader_applied {
+                Some((
+                    "caught-up",
+                    format!(
+                        "applied index {} behind the leader's {leader_applied}",
+                        member.applied_index
+                    ),
+                ))
+            } else if let Some(sick) = observed.members.iter().find(|m| m.name != name && !m.healthy) {
+                // Not this member's doing, and not its success either: the
+                // cluster is whole again before the next step.
+                let reason = format!("{} is not healthy ({})", sick.name, sick.health_error);
+                if waiting_for.as_deref() != Some(sick.name.as_str()) {
+                    waiting_for = Some(sick.name.clone());
+                    self.emit(&Event::WaitingFor {
+                        member: Some(name.to_owned()),
+                        check: rules::ids::HEALTH.into(),
+                        reason: reason.clone(),
+                        up_to_seconds: deadline.saturating_duration_since(Instant::now()).as_secs(),
+                    });
+                }
+                Some((rules::ids::HEALTH, reason))
+            } else {
+                hash_kv_disagreement(&self.connector, &observed)
+                    .await
+                    .map(|p| ("hash-kv", p))
+            };
+            let Some((gate, reason)) = problem else {
+                return Ok(());
+            };
+            if Instant::now() > deadline {
+                return Err(failure(
+                    Some(name),
+                    gate,
+                    format!("not passed within {:?}: {reason}", self.options.gate_timeout),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until every member reports the target's minor as the cluster
+    /// version.
+    async fn wait_cluster_version(&mut self, target: &EtcdVersion) -> Result<(), Failure> {
+        let deadline = Instant::now() + CLUSTER_VERSION_TIMEOUT;
+        loop {
+            let observed = self.observe("cluster-version").await?.observed;
+            let versions: Vec<Option<&EtcdVersion>> =
+                observed.members.iter().map(|m| m.cluster_version.as_ref()).collect();
+            let reached = versions.iter().all(|v| v.is_some_and(|v| v.same_minor(target)));
+            if reached {
+                let version = observed.cluster_version.map(|v| v.to_string()).unwrap_or_default();
+                self.report.cluster_version = Some(version.clone());
+                self.emit(&Event::ClusterVersion { version });
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(failure(
+                    None,
+                    "cluster-version",
+                    format!(
+                        "members report {:?} after {CLUSTER_VERSION_TIMEOUT:?}, expected {}.{}",
+                        versions.iter().map(|v| v.map(ToString::to_string)).collect::<Vec<_>>(),
+                        target.major(),
+                        target.minor()
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// The `--binary` file has the sha256 the operator expects.
+pub async fn binary_sha256_check(path: &Path, expected: &str) -> Check {
+    let (verdict, message) = match crate::engine::transfer::upload::fingerprint(path).await {
+        Ok(print) if print.sha256 == expected => (Verdict::Pass, format!("{} has the expected sha256", path.display())),
+        Ok(print) => (
+            Verdict::Fail,
+            format!(
+                "{} has sha256 {}, not the expected {expected}",
+                path.display(),
+                print.sha256
+            ),
+        ),
+        Err(error) => (Verdict::Fail, crate::engine::error::chain(&error)),
+    };
+    Check {
+        rule: "binary-sha256-matches",
+        verdict,
+        message,
+        source: "steward",
+    }
+}
+
+/// The client URLs of the members that answered a quorum read.
+fn healthy_endpoints(observed: &Observed) -> Vec<String> {
+    observed
+        .members
+        .iter()
+        .filter(|m| m.healthy)
+        .map(|m| m.client_url.clone())
+        .collect()
+}
+
+/// Differences of HashKV at the lowest revision every member has.
+pub(crate) async fn hash_kv_disagreement(connector: &Connector, observed: &Observed) -> Option<String> {
+    let revision = observed.members.iter().map(|m| m.revision).min()?;
+    let mut hashes = Vec::new();
+    for member in &observed.members {
+        let mut client = match etcd::connect_member(connector, &member.client_url, "HashKV").await {
+            Ok(client) => client,
+            Err(error) => return Some(error.to_string()),
+        };
+        match client.hash_kv(revision).await {
+            Ok(answer) => hashes.push((member.name.clone(), answer.hash(), answer.compact_version())),
+            Err(error) => return Some(format!("HashKV on {}: {}", member.name, etcd::describe(&error))),
+        }
+    }
+    let first = hashes.first()?;
+    let differ = hashes
+        .iter()
+        .any(|(_, hash, compact)| (*hash, *compact) != (first.1, first.2));
+    differ.then(|| {
+        format!(
+            "HashKV at revision {revision} differs: {}",
+            hashes
+                .iter()
+                .map(|(name, hash, _)| format!("{name}={hash:08x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+fn find<'a>(observed: &'a Observed, name: &str) -> Result<&'a ObservedMember, Failure> {
+    observed
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| failure(Some(name), "observe", "the member left the member list"))
+}
+
+fn max_term(observed: &Observed) -> u64 {
+    observed.members.iter().map(|m| m.raft_term).max().unwrap_or(0)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// etcd and the tools next to it.
+fn release_at(etcd: &Path) -> LocalRelease {
+    let tools = [(pb::Tool::Etcdctl, "etcdctl"), (pb::Tool::Etcdutl, "etcdutl")]
+        .into_iter()
+        .map(|(tool, name)| (tool, etcd.with_file_name(name)))
+        .filter(|(_, path)| path.is_file())
+        .collect();
+    LocalRelease {
+        etcd: etcd.to_owned(),
+        tools,
+    }
+}
+
+/// The version a local etcd binary reports.
+async fn reported_version(path: &Path) -> Result<EtcdVersion, String> {
+    let output = tokio::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd Version:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "does not report an etcd version".to_owned())
+}

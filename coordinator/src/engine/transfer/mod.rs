@@ -1,0 +1,5 @@
+//! Files between steward and the agents: etcd releases up (staging), and
+//! verified snapshots down.
+
+pub mod download;
+pub mod upload;

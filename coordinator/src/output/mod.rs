@@ -1,0 +1,111 @@
+//! Writing a result to stdout as a table or as JSON. Every command prints
+//! through [`emit`], so the format flag means the same everywhere.
+
+pub mod live;
+pub mod table;
+pub mod view;
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::error::CliError;
+use crate::output::table::Tabular;
+
+/// `-w/--write-out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people.
+    #[default]
+    Table,
+    /// Stable JSON for scripts (ids as hex strings, times RFC 3339, durations in seconds).
+    Json,
+}
+
+/// Writes `view` to `out` in `format`: its tables separated by blank lines,
+/// or one pretty-printed JSON document.
+///
+/// # Errors
+/// [`CliError::Output`] when `out` cannot be written.
+pub fn emit<V: Serialize + Tabular>(out: &mut dyn Write, format: OutputFormat, view: &V) -> Result<(), CliError> {
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, view).map_err(|e| CliError::Output(e.into()))?;
+            writeln!(out).map_err(CliError::Output)?;
+        }
+        OutputFormat::Table => {
+            for (index, table) in view.tables().iter().enumerate() {
+                if index > 0 {
+                    writeln!(out).map_err(CliError::Output)?;
+                }
+                writeln!(out, "{table}").map_err(CliError::Output)?;
+            }
+        }
+    }
+    out.flush().map_err(CliError::Output)
+}
+
+/// Writes the final report of a changing command: one more NDJSON line
+/// after the events (stdout stays valid NDJSON), else in `format`.
+///
+/// # Errors
+/// [`CliError::Output`] when `out` cannot be written.
+pub fn report<V: Serialize + Tabular>(
+    out: &mut dyn Write,
+    events: bool,
+    format: OutputFormat,
+    view: &V,
+) -> Result<(), CliError> {
+    if events {
+        let line = serde_json::to_string(view).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        writeln!(out, "{line}").map_err(CliError::Output)
+    } else {
+        emit(out, format, view)
+    }
+}
+
+/// Writes lines as they are (etcd's log lines), flushing so `--follow` shows
+/// them at once.
+///
+/// # Errors
+/// [`CliError::Output`] when `out` cannot be written.
+pub fn lines(out: &mut dyn Write, lines: &[String]) -> Result<(), CliError> {
+    for line in lines {
+        writeln!(out, "{line}").map_err(CliError::Output)?;
+    }
+    out.flush().map_err(CliError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::view::LifecycleView;
+
+    #[test]
+    fn json_is_one_document_with_a_trailing_newline() {
+        let view = LifecycleView {
+            state: "running".into(),
+            pid: Some(7),
+        };
+        let mut out = Vec::new();
+        emit(&mut out, OutputFormat::Json, &view).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("}\n"));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value, serde_json::json!({"state": "running", "pid": 7}));
+    }
+
+    #[test]
+    fn tables_are_plain_ascii() {
+        let view = LifecycleView {
+            state: "stopped".into(),
+            pid: None,
+        };
+        let mut out = Vec::new();
+        emit(&mut out, OutputFormat::Table, &view).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("| state | stopped |"), "{text}");
+        assert!(text.contains("| pid   | -       |"), "{text}");
+        assert!(text.is_ascii());
+    }
+}
