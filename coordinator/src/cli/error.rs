@@ -69,6 +69,12 @@ pub enum CliError {
         #[source]
         source: Box<crate::engine::error::Error>,
     },
+    /// The run was cancelled (Ctrl-C, SIGTERM) and stopped at a safe point.
+    #[error("cancelled at {where_}: the lock is released; running the same command again finishes the job")]
+    Cancelled {
+        /// Where it stopped.
+        where_: String,
+    },
     /// A rolling change stopped.
     #[error("{direction} stopped at {where_}: {reason}")]
     RollFailed {
@@ -104,6 +110,7 @@ impl CliError {
             Self::Engine(error) if error.is_usage() => exit::USAGE,
             Self::Usage(_) => exit::USAGE,
             Self::Refused { .. } => exit::REFUSED,
+            Self::Cancelled { .. } => exit::CANCELLED,
             _ => exit::FAILURE,
         }
     }

@@ -14,6 +14,10 @@ pub const USAGE: u8 = 2;
 /// commands); nothing was changed.
 pub const REFUSED: u8 = 3;
 
+/// The run was cancelled (Ctrl-C or SIGTERM) and stopped at a safe point
+/// with the lock released; the same command finishes the job.
+pub const CANCELLED: u8 = 4;
+
 /// The exit codes as `--help` lists them.
 pub const HELP: &str = "\
 Exit codes:
@@ -22,4 +26,6 @@ Exit codes:
      switch that was reverted included), or a local file could not be used
   2  usage error: a flag is missing or malformed (checked before any call)
   3  refused by a check (the preflight gates of upgrade, downgrade, rollback and
-     restore); nothing was changed";
+     restore); nothing was changed
+  4  cancelled (Ctrl-C, SIGTERM): stopped at a safe point, the lock released;
+     the same command finishes the job";

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod local;
 pub mod restore;
 pub mod roll;
+pub mod signals;
 pub mod take_down;
 
 use crate::cli::ClusterArgs;

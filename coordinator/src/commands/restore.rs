@@ -353,6 +353,9 @@ async fn report(
         Outcome::Refused => Err(CliError::Refused {
             rules: failed_rules(&report.checks),
         }),
+        Outcome::Cancelled => Err(CliError::Cancelled {
+            where_: report.failure.unwrap_or_default().location(),
+        }),
         Outcome::Failed => {
             let failure = report.failure.unwrap_or_default();
             Err(CliError::RestoreFailed {

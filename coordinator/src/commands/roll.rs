@@ -1,6 +1,7 @@
 //! `steward upgrade` and `steward downgrade`: run the rolling engine,
 //! print a line per step on stderr (or NDJSON events on stdout), then the
-//! report, and turn the outcome into the exit code (0, 1, or 3 refused).
+//! report, and turn the outcome into the exit code (0, 1, 3 refused, or 4
+//! cancelled).
 
 use std::io::Write;
 
@@ -9,10 +10,11 @@ use comfy_table::Table;
 use crate::cli::error::CliError;
 use crate::cli::{RollArgs, RollbackArgs};
 use crate::commands::cluster::failed_rules;
+use crate::commands::signals::cancel_on_signal;
 use crate::engine::connect::Connector;
 use crate::engine::events::{EventSink, Lines, Ndjson};
 use crate::engine::roll::plan::Direction;
-use crate::engine::roll::{self, Outcome, RollOptions, RollReport};
+use crate::engine::roll::{self, Change, Outcome, RollOptions, RollReport, RollRequest};
 use crate::output;
 use crate::output::live::Live;
 use crate::output::table::{Tabular, with_header};
@@ -94,22 +96,13 @@ pub async fn rollback(connector: &Connector, args: RollbackArgs, out: &mut dyn W
     let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
     let options = RollOptions {
-        direction: Direction::Downgrade,
-        // Decided from the cluster: the version the unchanged members run.
-        target: steward_proto::EtcdVersion::new(0, 0, 0),
-        binaries: None,
-        binary: None,
-        binary_sha256: None,
-        force: false,
         gate_timeout: args.run.gate_timeout,
-        activate_timeout: None,
-        rollback: true,
         lock_prefix: args.run.lock_prefix.clone(),
         probe: args.run.probe,
+        ..RollOptions::for_request(RollRequest::Rollback)
     };
     report(
         &connector,
-        Direction::Downgrade,
         agents,
         options,
         args.run.events,
@@ -134,21 +127,21 @@ pub async fn run(
         .clone()
         .or_else(|| args.source.binary.is_none().then(crate::local::releases::default_dir));
     let options = RollOptions {
-        direction,
-        target: args.to.clone(),
-        binaries,
-        binary: args.source.binary.clone(),
-        binary_sha256: args.source.sha256.clone(),
-        force: args.source.force,
         gate_timeout: args.run.gate_timeout,
         activate_timeout: args.activate_timeout,
-        rollback: false,
         lock_prefix: args.run.lock_prefix.clone(),
         probe: args.run.probe,
+        ..RollOptions::for_request(RollRequest::Change(Change {
+            direction,
+            target: args.to.clone(),
+            binaries,
+            binary: args.source.binary.clone(),
+            binary_sha256: args.source.sha256.clone(),
+            force: args.source.force,
+        }))
     };
     report(
         &connector,
-        direction,
         agents,
         options,
         args.run.events,
@@ -162,13 +155,15 @@ pub async fn run(
 /// the outcome to the exit code.
 async fn report(
     connector: &Connector,
-    direction: Direction,
     agents: Vec<crate::engine::connect::agent::AgentAddress>,
     options: RollOptions,
     events: bool,
     format: crate::output::OutputFormat,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    // Ctrl-C or SIGTERM stops the run at its next safe point, with the
+    // lock released; a second one ends steward at once.
+    let _stop_on_signal = cancel_on_signal(options.cancel.clone());
     let report = if events {
         let mut sink = Ndjson(&mut *out);
         Box::pin(roll::run(connector, agents, options, &mut sink)).await
@@ -185,10 +180,13 @@ async fn report(
         Outcome::Refused => Err(CliError::Refused {
             rules: failed_rules(&report.checks),
         }),
+        Outcome::Cancelled => Err(CliError::Cancelled {
+            where_: report.failure.unwrap_or_default().location(),
+        }),
         Outcome::Failed => {
             let failure = report.failure.unwrap_or_default();
             Err(CliError::RollFailed {
-                direction,
+                direction: report.direction,
                 where_: failure.location(),
                 reason: failure.reason,
             })

@@ -13,6 +13,7 @@ mod agent_tls;
 mod backup;
 mod backup_pins;
 mod binary_refusals;
+mod cancel;
 mod chaos;
 mod cli_roll;
 mod crash_restart;

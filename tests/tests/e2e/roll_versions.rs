@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use steward_coordinator::engine::events::{Event, StageMethod};
 use steward_coordinator::engine::roll::plan::Direction;
-use steward_coordinator::engine::roll::{Outcome, RollOptions};
+use steward_coordinator::engine::roll::{Change, Outcome, RollOptions, RollRequest};
 use steward_proto::EtcdVersion;
 use steward_tests::rolling::{assert_all_on, roll};
 use steward_tests::{ClusterBuilder, Writer, binaries::binaries_dir, exact, fake, lost_writes, newest, oldest};
@@ -102,9 +102,10 @@ async fn a_patch_upgrade_then_a_patch_downgrade() {
     for tool in ["etcd", "etcdctl", "etcdutl"] {
         std::fs::copy(high.dir.join(tool), elsewhere.path().join(tool)).expect("copy the release");
     }
-    let mut upgrade = options(Direction::Upgrade, &high.version);
-    upgrade.binaries = None;
-    upgrade.binary = Some(elsewhere.path().join("etcd"));
+    let upgrade = RollOptions::for_request(RollRequest::Change(Change {
+        binary: Some(elsewhere.path().join("etcd")),
+        ..Change::new(Direction::Upgrade, high.version.clone(), None)
+    }));
     let (report, events) = roll(&cluster, upgrade).await;
     assert_eq!(
         report.result,
@@ -150,9 +151,10 @@ async fn a_target_that_exits_at_once_is_reverted_and_stops_the_change() {
     std::fs::create_dir_all(&release_dir).expect("release dir");
     let fake = fake::exits_at_once(&release_dir, "3.5.97");
     std::fs::rename(&fake, release_dir.join("etcd")).expect("name it etcd");
-    let mut opts = options(Direction::Upgrade, &"3.5.97".parse().expect("version"));
-    opts.binaries = None;
-    opts.binary = Some(release_dir.join("etcd"));
+    let opts = RollOptions::for_request(RollRequest::Change(Change {
+        binary: Some(release_dir.join("etcd")),
+        ..Change::new(Direction::Upgrade, "3.5.97".parse().expect("version"), None)
+    }));
     let (report, _) = roll(&cluster, opts).await;
 
     assert_eq!(report.result, Outcome::Failed, "{report:#?}");

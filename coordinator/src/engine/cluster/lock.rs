@@ -26,7 +26,7 @@ use crate::engine::events::{Event, EventSink};
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/steward";
 /// Lease time-to-live: a dead holder blocks others at most this long.
-const TTL_SECONDS: i64 = 10;
+pub const TTL_SECONDS: i64 = 10;
 /// How often the holder renews its lease.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// How many runs' journals are kept; older ones are deleted when a run

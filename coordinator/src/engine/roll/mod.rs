@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::cluster::last_roll::{self, LastRoll};
 use crate::engine::cluster::lock::{self, ClusterLock, Holder, Journal, LockError};
@@ -54,7 +55,18 @@ const CLUSTER_VERSION_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What the operator asked for.
 #[derive(Clone, Debug)]
-pub struct RollOptions {
+pub enum RollRequest {
+    /// Change every member to a version (`steward upgrade|downgrade`).
+    Change(Change),
+    /// Return the members the recorded change touched to their previous
+    /// version through their agents' Rollback (`steward rollback`); the
+    /// direction and the version are decided from the cluster.
+    Rollback,
+}
+
+/// A change of every member to one version.
+#[derive(Clone, Debug)]
+pub struct Change {
     /// Upgrade or downgrade.
     pub direction: Direction,
     /// The final version.
@@ -67,26 +79,12 @@ pub struct RollOptions {
     pub binary_sha256: Option<String>,
     /// Allow what the rules refuse unless forced (3.5.0-3.5.2).
     pub force: bool,
-    /// How long a member may take to pass its gate after activation.
-    pub gate_timeout: Duration,
-    /// How long each agent waits for its member on the new version.
-    pub activate_timeout: Option<Duration>,
-    /// `steward rollback`: return changed members to their previous
-    /// version through their agents' Rollback (direction and target are
-    /// then decided from the cluster).
-    pub rollback: bool,
-    /// The key prefix of the cluster lock, the journal and the probe.
-    pub lock_prefix: String,
-    /// Run the availability probe during the change.
-    pub probe: bool,
 }
 
-impl RollOptions {
-    /// Options for a change to `target` with the defaults the CLI uses:
-    /// binaries from `binaries`, a 60 s gate, the agents' own activation
-    /// timeout, the default lock prefix, no probe.
+impl Change {
+    /// A change to `target` with binaries from `binaries`, nothing forced.
     #[must_use]
-    pub fn new(direction: Direction, target: EtcdVersion, binaries: Option<PathBuf>) -> Self {
+    pub const fn new(direction: Direction, target: EtcdVersion, binaries: Option<PathBuf>) -> Self {
         Self {
             direction,
             target,
@@ -94,11 +92,50 @@ impl RollOptions {
             binary: None,
             binary_sha256: None,
             force: false,
+        }
+    }
+}
+
+/// How a run goes about it.
+#[derive(Clone, Debug)]
+pub struct RollOptions {
+    /// What to do.
+    pub request: RollRequest,
+    /// How long a member may take to pass its gate after activation.
+    pub gate_timeout: Duration,
+    /// How long each agent waits for its member on the new version.
+    pub activate_timeout: Option<Duration>,
+    /// The key prefix of the cluster lock, the journal and the probe.
+    pub lock_prefix: String,
+    /// Run the availability probe during the change.
+    pub probe: bool,
+    /// Stops the run at the next safe point: before a member is touched,
+    /// or inside a wait (for safety, a gate, leadership, the cluster
+    /// version). An activation in flight is never cut short. The run ends
+    /// `cancelled` and releases the lock; the same request later finishes
+    /// the job.
+    pub cancel: CancellationToken,
+}
+
+impl RollOptions {
+    /// Options for a change to `target` with the defaults the CLI uses:
+    /// binaries from `binaries`, a 60 s gate, the agents' own activation
+    /// timeout, the default lock prefix, no probe, never cancelled.
+    #[must_use]
+    pub fn new(direction: Direction, target: EtcdVersion, binaries: Option<PathBuf>) -> Self {
+        Self::for_request(RollRequest::Change(Change::new(direction, target, binaries)))
+    }
+
+    /// Options for `request` with the CLI's defaults.
+    #[must_use]
+    pub fn for_request(request: RollRequest) -> Self {
+        Self {
+            request,
             gate_timeout: Duration::from_secs(60),
             activate_timeout: None,
-            rollback: false,
             lock_prefix: crate::engine::cluster::lock::DEFAULT_PREFIX.to_owned(),
             probe: false,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -113,6 +150,10 @@ pub enum Outcome {
     Failed,
     /// A check refused the change before anything was touched.
     Refused,
+    /// The run was cancelled and stopped at a safe point: no member was
+    /// left between versions by steward, and the lock was released.
+    /// The same request finishes the job.
+    Cancelled,
 }
 
 /// One member's part in the change.
@@ -284,11 +325,16 @@ pub async fn run(
     options: RollOptions,
     events: &mut dyn EventSink,
 ) -> RollReport {
+    let (direction, to) = match &options.request {
+        RollRequest::Change(change) => (change.direction, change.target.to_string()),
+        // Decided from the cluster once it is observed.
+        RollRequest::Rollback => (Direction::Downgrade, String::new()),
+    };
     let report = RollReport {
         result: Outcome::Failed,
-        direction: options.direction,
+        direction,
         from: None,
-        to: options.target.to_string(),
+        to,
         cluster_version: None,
         members: Vec::new(),
         checks: Vec::new(),
@@ -327,6 +373,9 @@ impl From<Failure> for Stop {
         Self::Failed(failure)
     }
 }
+
+/// The gate of a run that stopped because it was cancelled.
+pub const CANCELLED: &str = "cancelled";
 
 fn failure(member: Option<&str>, gate: &str, reason: impl Into<String>) -> Failure {
     Failure {
@@ -369,7 +418,7 @@ impl Roll<'_> {
                 observed.highest_version().map(ToString::to_string).unwrap_or_default()
             ),
         });
-        self.report.from = match self.options.direction {
+        self.report.from = match self.report.direction {
             Direction::Upgrade => observed.lowest_version(),
             Direction::Downgrade => observed.highest_version(),
         }
@@ -385,25 +434,21 @@ impl Roll<'_> {
             })
             .collect();
 
-        if self.options.rollback {
-            return self.run_rollback(&observed, locked).await;
-        }
-        self.load_local_binaries();
+        let change = match &self.options.request {
+            RollRequest::Rollback => return self.run_rollback(&observed, locked).await,
+            RollRequest::Change(change) => change.clone(),
+        };
+        self.load_local_binaries(&change);
         let request = Request {
-            force: self.options.force,
+            force: change.force,
             available: self.local.keys().cloned().collect(),
             leases_in_use: observation.leases_in_use,
-            binaries_dir: self.options.binaries.clone(),
+            binaries_dir: change.binaries.clone(),
         };
-        let planned = plan(
-            &observed,
-            self.options.direction,
-            &self.options.target,
-            &request.available,
-        );
+        let planned = plan(&observed, change.direction, &change.target, &request.available);
         let mut checks = rules::preflight(&observed, &request, &planned);
         checks.push(self.verify_local_binaries(planned.as_ref().ok()).await);
-        if let (Some(path), Some(expected)) = (&self.options.binary, &self.options.binary_sha256) {
+        if let (Some(path), Some(expected)) = (&change.binary, &change.binary_sha256) {
             checks.push(binary_sha256_check(path, expected).await);
         }
         let mut v2store_checked = false;
@@ -443,16 +488,17 @@ impl Roll<'_> {
             .flatten();
         let earlier = previous
             .clone()
-            .filter(|last| last.direction == self.options.direction && last.to == plan.to.to_string())
+            .filter(|last| last.direction == change.direction && last.to == plan.to.to_string())
             .and_then(|last| last.snapshot)
             .filter(|_| plan.passes.iter().any(|p| p.order.iter().any(|s| s.done)));
         let mut record = LastRoll {
-            direction: self.options.direction,
+            direction: change.direction,
             from: plan.from.to_string(),
             to: plan.to.to_string(),
             token: self.token(),
             snapshot: earlier.clone(),
         };
+        self.stop_if_cancelled()?;
         self.record(&endpoints, &record).await?;
         let staging = Instant::now();
         self.stage(&plan, &observed).await?;
@@ -470,6 +516,7 @@ impl Roll<'_> {
             });
             self.report.snapshot = Some(earlier);
         } else {
+            self.stop_if_cancelled()?;
             self.ensure_lock().await?;
             self.snapshot(&observed).await?;
             record.snapshot.clone_from(&self.report.snapshot);
@@ -496,7 +543,7 @@ impl Roll<'_> {
             }
             if pass.uses_downgrade_api {
                 self.enable_downgrade(&pass.target).await?;
-                self.run_pass(&pass.target, self.options.direction, v2_wait)
+                self.run_pass(&pass.target, change.direction, v2_wait)
                     .await
                     .map_err(|mut f| {
                         f.reason.push_str(&format!(
@@ -508,7 +555,7 @@ impl Roll<'_> {
                         f
                     })?;
             } else {
-                self.run_pass(&pass.target, self.options.direction, v2_wait).await?;
+                self.run_pass(&pass.target, change.direction, v2_wait).await?;
             }
             self.emit(&Event::PassDone {
                 target: pass.target.to_string(),
@@ -627,6 +674,28 @@ impl Roll<'_> {
         Ok(())
     }
 
+    /// A safe point: a cancelled run stops here, before it touches another
+    /// member.
+    fn stop_if_cancelled(&self) -> Result<(), Failure> {
+        if self.options.cancel.is_cancelled() {
+            return Err(failure(
+                None,
+                CANCELLED,
+                "cancelled; no member was left changing, and the same command finishes the job",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A pause inside a wait, which is a safe point too: a cancelled run
+    /// stops here rather than sleeping on.
+    async fn pause(&self, duration: Duration) -> Result<(), Failure> {
+        tokio::select! {
+            () = self.options.cancel.cancelled() => self.stop_if_cancelled(),
+            () = tokio::time::sleep(duration) => Ok(()),
+        }
+    }
+
     fn emit(&mut self, event: &Event) {
         self.events.emit(event);
         if let Some(journal) = &mut self.journal {
@@ -677,10 +746,9 @@ impl Roll<'_> {
             .filter(|m| m.healthy)
             .map(|m| m.client_url.clone())
             .collect();
-        let command = if self.options.rollback {
-            "rollback".to_owned()
-        } else {
-            format!("{} to {}", self.options.direction, self.options.target)
+        let command = match &self.options.request {
+            RollRequest::Rollback => "rollback".to_owned(),
+            RollRequest::Change(change) => format!("{} to {}", change.direction, change.target),
         };
         let prefix = self.options.lock_prefix.clone();
         let events = &mut *self.events;
@@ -739,7 +807,11 @@ impl Roll<'_> {
             }
             Err(Stop::Refused) => self.report.result = Outcome::Refused,
             Err(Stop::Failed(failure)) => {
-                self.report.result = Outcome::Failed;
+                self.report.result = if failure.gate == CANCELLED {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Failed
+                };
                 let event = Event::Failed {
                     member: failure.member.clone(),
                     gate: failure.gate.clone(),
@@ -761,12 +833,14 @@ impl Roll<'_> {
         self.report
     }
 
-    fn load_local_binaries(&mut self) {
-        self.local = local_releases(
-            self.options.binaries.as_deref(),
-            self.options.binary.as_deref(),
-            &self.options.target,
-        );
+    fn load_local_binaries(&mut self, change: &Change) {
+        self.local = local_releases(change.binaries.as_deref(), change.binary.as_deref(), &change.target);
+    }
+
+    /// True for `steward rollback`: members go back through their agents'
+    /// Rollback rather than forward through Activate.
+    const fn is_rollback(&self) -> bool {
+        matches!(self.options.request, RollRequest::Rollback)
     }
 
     /// Every local binary a pass needs must report its version.
@@ -1030,6 +1104,8 @@ impl Roll<'_> {
         // then, and how often leadership moved away from it.
         let mut step_began: Option<(String, Instant, u64, u32)> = None;
         loop {
+            // Between members: the safe point of a cancelled run.
+            self.stop_if_cancelled()?;
             let observed = self.observe("observe").await?.observed;
             let step = next_step(&observed, direction, target);
             let name = match &step {
@@ -1043,7 +1119,7 @@ impl Roll<'_> {
                 Ok(clearance) => clearance,
                 Err(unsafe_) => {
                     self.wait_for_safety(&mut waiting, &unsafe_)?;
-                    tokio::time::sleep(POLL).await;
+                    self.pause(POLL).await?;
                     continue;
                 }
             };
@@ -1062,7 +1138,7 @@ impl Roll<'_> {
                         }],
                     };
                     self.wait_for_safety(&mut waiting, &stuck)?;
-                    tokio::time::sleep(POLL).await;
+                    self.pause(POLL).await?;
                     continue;
                 };
                 waiting = SafetyWait::default();
@@ -1115,7 +1191,7 @@ impl Roll<'_> {
                     seconds: v2_wait.as_secs(),
                     reason: "v2 data above 50 MB: members need time to catch up".into(),
                 });
-                tokio::time::sleep(v2_wait).await;
+                self.pause(v2_wait).await?;
             }
         }
     }
@@ -1230,7 +1306,7 @@ impl Roll<'_> {
                 };
                 return Err(failure(None, "storage-version", format!("{reason}; {cancelled}")));
             }
-            tokio::time::sleep(POLL).await;
+            self.pause(POLL).await?;
         }
     }
 
@@ -1266,7 +1342,7 @@ impl Roll<'_> {
                     format!("{to} did not confirm leadership within {MOVE_LEADER_TIMEOUT:?}"),
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            self.pause(POLL).await?;
         }
     }
 
@@ -1283,7 +1359,7 @@ impl Roll<'_> {
             .options
             .activate_timeout
             .and_then(|t| prost_types::Duration::try_from(t).ok());
-        let answer = if self.options.rollback {
+        let answer = if self.is_rollback() {
             clients
                 .agent
                 .rollback(pb::RollbackRequest {
@@ -1326,7 +1402,7 @@ impl Roll<'_> {
                 .map_or(0, millis),
         });
         if let Err(mut gate_failure) = self.gate(&member.name, target).await {
-            if self.options.rollback {
+            if self.is_rollback() {
                 // This member was already going back; another Rollback
                 // would swap it forward again.
                 return Err(gate_failure);
@@ -1482,7 +1558,7 @@ impl Roll<'_> {
                     ),
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            self.pause(POLL).await?;
         }
     }
 }
