@@ -15,6 +15,7 @@ use crate::commands::cluster::failed_rules;
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress};
 use crate::engine::events::{EventSink, Lines, Ndjson};
+use crate::engine::report::RunContext;
 use crate::engine::restore::{self, AssumeYes, Confirm, Purpose, RestoreOptions, RestoreReport, SnapshotSource};
 use crate::engine::roll::Outcome;
 use crate::engine::roll::plan::Direction;
@@ -133,6 +134,7 @@ pub async fn restore(connector: &Connector, args: RestoreArgs, out: &mut dyn Wri
         timeout: args.timeout,
         purpose: Purpose::Restore,
         member_names: member_names(&target),
+        context: RunContext::new(target.name.clone()),
     };
     report(
         &connector,
@@ -173,6 +175,7 @@ pub async fn rollback_to_snapshot(
         timeout: args.run.gate_timeout.max(std::time::Duration::from_secs(60)),
         purpose: Purpose::RollbackToSnapshot { upgraded_from: from },
         member_names: member_names(&target),
+        context: RunContext::new(target.name.clone()),
     };
     report(
         &connector,
@@ -332,7 +335,7 @@ async fn report(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let report = if events {
-        let mut sink = Ndjson(&mut *out);
+        let mut sink = Ndjson::new(&mut *out, options.context.clone());
         Box::pin(restore::run(connector, agents, options, &mut sink, confirm)).await
     } else {
         // Lines, not the live status line: the confirmation question and

@@ -13,6 +13,7 @@ use crate::commands::cluster::failed_rules;
 use crate::commands::signals::cancel_on_signal;
 use crate::engine::connect::Connector;
 use crate::engine::events::{EventSink, Lines, Ndjson};
+use crate::engine::report::RunContext;
 use crate::engine::roll::plan::Direction;
 use crate::engine::roll::{self, Change, Outcome, RollOptions, RollReport, RollRequest};
 use crate::output;
@@ -99,6 +100,7 @@ pub async fn rollback(connector: &Connector, args: RollbackArgs, out: &mut dyn W
         gate_timeout: args.run.gate_timeout,
         lock_prefix: args.run.lock_prefix.clone(),
         probe: args.run.probe,
+        context: RunContext::new(target.name.clone()),
         ..RollOptions::for_request(RollRequest::Rollback)
     };
     report(
@@ -131,6 +133,7 @@ pub async fn run(
         activate_timeout: args.activate_timeout,
         lock_prefix: args.run.lock_prefix.clone(),
         probe: args.run.probe,
+        context: RunContext::new(target.name.clone()),
         ..RollOptions::for_request(RollRequest::Change(Change {
             direction,
             target: args.to.clone(),
@@ -165,7 +168,7 @@ async fn report(
     // lock released; a second one ends steward at once.
     let _stop_on_signal = cancel_on_signal(options.cancel.clone());
     let report = if events {
-        let mut sink = Ndjson(&mut *out);
+        let mut sink = Ndjson::new(&mut *out, options.context.clone());
         Box::pin(roll::run(connector, agents, options, &mut sink)).await
     } else if Live::wanted() {
         let mut sink = Live::start();

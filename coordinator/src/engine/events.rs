@@ -5,6 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::engine::report::{EVENT_SCHEMA, RunContext, now_rfc3339};
 use crate::engine::roll::rules::Check;
 
 /// One step of a rolling change.
@@ -251,15 +252,50 @@ impl EventSink for Discard {
     fn emit(&mut self, _: &Event) {}
 }
 
-/// One NDJSON line per event.
+/// One NDJSON line per event, each with the time, the schema, the run and
+/// the cluster: `{"ts":..,"schema":"steward.event/v1","run":..,"cluster":..,
+/// "event":"member_done",..}`.
 #[derive(Debug)]
-pub struct Ndjson<W: Write>(pub W);
+pub struct Ndjson<W: Write> {
+    out: W,
+    context: RunContext,
+}
+
+impl<W: Write> Ndjson<W> {
+    /// Lines for `context` to `out`.
+    pub const fn new(out: W, context: RunContext) -> Self {
+        Self { out, context }
+    }
+
+    /// Where the lines went.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// One event line.
+#[derive(Serialize)]
+struct EventLine<'a> {
+    ts: String,
+    schema: &'static str,
+    run: &'a str,
+    cluster: Option<&'a str>,
+    #[serde(flatten)]
+    event: &'a Event,
+}
 
 impl<W: Write> EventSink for Ndjson<W> {
     fn emit(&mut self, event: &Event) {
-        if let Ok(line) = serde_json::to_string(event) {
+        let line = EventLine {
+            ts: now_rfc3339(),
+            schema: EVENT_SCHEMA,
+            run: &self.context.run,
+            cluster: self.context.cluster.as_deref(),
+            event,
+        };
+        if let Ok(line) = serde_json::to_string(&line) {
             // A reader that went away must not stop the change.
-            let _ = writeln!(self.0, "{line}");
+            let _ = writeln!(self.out, "{line}");
         }
     }
 }
@@ -468,18 +504,29 @@ mod tests {
 
     #[test]
     fn ndjson_is_one_line_per_event() {
-        let mut sink = Ndjson(Vec::new());
+        let context = RunContext::new(Some("eu-1".into()));
+        let mut sink = Ndjson::new(Vec::new(), context.clone());
         sink.emit(&Event::PassDone {
             target: "3.5.16".into(),
         });
         sink.emit(&Event::ClusterVersion {
             version: "3.5.0".into(),
         });
-        let text = String::from_utf8(sink.0).unwrap();
+        let text = String::from_utf8(sink.into_inner()).unwrap();
         assert_eq!(text.lines().count(), 2);
+        for line in text.lines() {
+            let json: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(json["schema"], EVENT_SCHEMA, "{line}");
+            assert_eq!(json["run"], context.run.as_str(), "{line}");
+            assert_eq!(json["cluster"], "eu-1", "{line}");
+            assert!(json["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')), "{line}");
+        }
         assert!(
             text.lines()
-                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+                .next()
+                .unwrap()
+                .contains(r#""event":"pass_done","target":"3.5.16""#),
+            "{text}"
         );
     }
 }

@@ -10,6 +10,7 @@
 //! - [`restore`]: restoring a cluster from a verified snapshot.
 //! - [`transfer`]: binaries to the agents, snapshots from them.
 //! - [`events`]: what a run says while it runs.
+//! - [`report`]: the header every report begins with.
 //! - [`error`]: what the engine fails with.
 //! - [`process_id`]: a process recognised by pid and start time.
 //!
@@ -22,6 +23,7 @@ pub mod connect;
 pub mod error;
 pub mod events;
 pub mod process_id;
+pub mod report;
 pub mod restore;
 pub mod roll;
 pub mod transfer;

@@ -130,6 +130,24 @@ fn operator_upgrades_a_local_cluster_from_3_4_to_3_5() {
     let report: serde_json::Value = serde_json::from_slice(&upgrade.stdout).expect("report JSON");
     assert_eq!(report["result"], "succeeded");
     assert_eq!(report["cluster_version"], "3.5.0");
+    // The header every report carries.
+    assert_eq!(report["schema"], "steward.report/v1");
+    let name = std::path::Path::new(cluster_dir_str)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("the cluster dir's name");
+    assert_eq!(report["cluster"], name, "{report}");
+    assert!(
+        report["cluster_id"].as_str().is_some_and(|id| id.len() == 16),
+        "{report}"
+    );
+    assert!(
+        report["started_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{report}"
+    );
+    assert_eq!(report["steward_version"], env!("CARGO_PKG_VERSION"));
+    assert!(report["fencing_token"].as_i64().is_some_and(|t| t > 0), "{report}");
+    assert!(report["run"].as_str().is_some_and(|r| !r.is_empty()), "{report}");
     assert!(report["snapshot"]["sha256"].as_str().is_some_and(|s| s.len() == 64));
     assert!(
         text(&upgrade.stderr).contains("leader    moved"),
@@ -170,17 +188,32 @@ fn operator_upgrades_a_local_cluster_from_3_4_to_3_5() {
     });
     assert_eq!(left, 0, "the probe keys are removed");
 
-    // Running it again is a no-op that succeeds.
+    // Running it again is a no-op that succeeds; with --events every line
+    // names its time, schema, run and cluster, and the report ends it.
     let again = steward(&[
         "upgrade",
         "--cluster",
         cluster,
         "--to",
         &new.version.to_string(),
-        "-w",
-        "json",
+        "--events",
     ]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let lines: Vec<serde_json::Value> = text(&again.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
+        .collect();
+    let (last, events) = lines.split_last().expect("events and the report");
+    assert!(!events.is_empty());
+    for event in events {
+        assert_eq!(event["schema"], "steward.event/v1", "{event}");
+        assert_eq!(event["cluster"], name, "{event}");
+        assert_eq!(event["run"], last["run"], "{event}");
+        assert!(event["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{event}");
+        assert!(event["event"].is_string(), "{event}");
+    }
+    assert_eq!(last["schema"], "steward.report/v1");
+    assert_eq!(last["result"], "succeeded");
 
     let down = steward(&["local", "down", "--dir", cluster_dir_str]);
     assert!(down.status.success(), "local down: {}", text(&down.stderr));

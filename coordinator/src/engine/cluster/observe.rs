@@ -181,6 +181,7 @@ async fn observe_now(
 
     let mut observed = Observed {
         members,
+        cluster_id: list.header().map_or(0, etcd_client::ResponseHeader::cluster_id),
         ..Observed::default()
     };
     attach_agents(&mut observed, &views);

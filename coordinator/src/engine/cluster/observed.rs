@@ -77,6 +77,8 @@ pub struct ObservedMember {
 /// The whole cluster as observed at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
+    /// etcd's cluster id (0 when unknown).
+    pub cluster_id: u64,
     /// Every member of etcd's member list.
     pub members: Vec<ObservedMember>,
     /// The cluster version (`/version` etcdcluster), when decided.

@@ -26,6 +26,7 @@ use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
 use crate::engine::connect::etcd;
 use crate::engine::error::Error;
 use crate::engine::events::{Event, EventSink};
+use crate::engine::report::{RESTORE_SCHEMA, ReportHeader, RunContext};
 use crate::engine::restore::plan::{MemberFacts, Phase, RecordedRestore, Step, ids};
 use crate::engine::roll::rules::{Check, Verdict};
 use crate::engine::roll::{Failure, Outcome};
@@ -82,6 +83,8 @@ pub struct RestoreOptions {
     pub version: Option<EtcdVersion>,
     /// A label for the new cluster token (the cluster file's name).
     pub label: Option<String>,
+    /// The run and the cluster's name, for the report.
+    pub context: RunContext,
     /// The etcd key prefix of the cluster lock.
     pub lock_prefix: String,
     /// How long the restored cluster may take to be healthy.
@@ -130,6 +133,9 @@ pub struct RestoredMember {
 /// The final report (`-w json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct RestoreReport {
+    /// Schema, cluster, start, steward version, fencing token.
+    #[serde(flatten)]
+    pub header: ReportHeader,
     /// How it ended.
     pub result: Outcome,
     /// The restore id (the same on every agent).
@@ -241,6 +247,7 @@ pub async fn run(
     events: &mut dyn EventSink,
     confirm: &mut dyn Confirm,
 ) -> RestoreReport {
+    let header = ReportHeader::begin(RESTORE_SCHEMA, &options.context);
     let mut restore = Restore {
         connector: connector.clone(),
         agents,
@@ -248,6 +255,7 @@ pub async fn run(
         events,
         confirm,
         report: RestoreReport {
+            header,
             result: Outcome::Failed,
             restore_id: None,
             resumed: false,
@@ -559,6 +567,7 @@ impl Restore<'_> {
         {
             Ok(taken) => {
                 let token = taken.token();
+                self.report.header.fencing_token = token;
                 self.lock = Some(taken);
                 self.check(Check {
                     rule: ids::ONE_COORDINATOR,
@@ -597,6 +606,7 @@ impl Restore<'_> {
         match observe(&self.connector, &self.agents, &[]).await {
             Ok(observation) => {
                 let observed = observation.observed;
+                self.report.header.set_cluster_id(observed.cluster_id);
                 let without: Vec<&str> = observed
                     .members
                     .iter()

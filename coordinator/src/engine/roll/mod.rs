@@ -34,6 +34,7 @@ use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
 use crate::engine::connect::etcd;
 use crate::engine::events::{Event, EventSink, StageMethod};
+use crate::engine::report::{ROLL_SCHEMA, ReportHeader, RunContext};
 use crate::engine::roll::plan::{Direction, NextStep, Plan, next_step, plan};
 use downgrade_api::Phase;
 use rules::{Check, Request, Verdict};
@@ -109,6 +110,8 @@ pub struct RollOptions {
     pub lock_prefix: String,
     /// Run the availability probe during the change.
     pub probe: bool,
+    /// The run and the cluster's name, for the report.
+    pub context: RunContext,
     /// Stops the run at the next safe point: before a member is touched,
     /// or inside a wait (for safety, a gate, leadership, the cluster
     /// version). An activation in flight is never cut short. The run ends
@@ -135,6 +138,7 @@ impl RollOptions {
             activate_timeout: None,
             lock_prefix: crate::engine::cluster::lock::DEFAULT_PREFIX.to_owned(),
             probe: false,
+            context: RunContext::new(None),
             cancel: CancellationToken::new(),
         }
     }
@@ -224,6 +228,9 @@ impl Failure {
 /// The final report (`-w json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct RollReport {
+    /// Schema, cluster, start, steward version, fencing token.
+    #[serde(flatten)]
+    pub header: ReportHeader,
     /// How it ended.
     pub result: Outcome,
     /// Upgrade or downgrade.
@@ -331,6 +338,7 @@ pub async fn run(
         RollRequest::Rollback => (Direction::Downgrade, String::new()),
     };
     let report = RollReport {
+        header: ReportHeader::begin(ROLL_SCHEMA, &options.context),
         result: Outcome::Failed,
         direction,
         from: None,
@@ -408,6 +416,7 @@ impl Roll<'_> {
         let locked = Box::pin(self.take_lock(&first.observed)).await?;
         let observation = if locked { self.observe("observe").await? } else { first };
         let observed = observation.observed;
+        self.report.header.set_cluster_id(observed.cluster_id);
         self.emit(&Event::Observed {
             members: observed.members.len(),
             leader: observed.leader().map(|l| l.name.clone()),
@@ -765,6 +774,7 @@ impl Roll<'_> {
             Ok(mut taken) => {
                 taken.prune_journals(lock::JOURNALS_KEPT).await;
                 self.journal = Some(taken.journal());
+                self.report.header.fencing_token = taken.token();
                 self.lock = Some(taken);
                 Ok(true)
             }
