@@ -41,8 +41,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     // cluster file may add its own TLS where they say nothing.
     let connector = engine::connect::Connector::default()
         .with_credentials(cli.etcd_auth.credentials().map_err(CliError::Usage)?)
-        .with_etcd_tls(Some(&cli.etcd_tls.files()))
-        .map_err(CliError::Usage)?
+        .with_etcd_tls(Some(&cli.etcd_tls.files()))?
         .with_agent_tls(cli.agent_tls.files().as_ref())?;
     let c = &connector;
     match cli.command {

@@ -50,25 +50,9 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
-    /// A backup's snapshot was taken and verified on the agent, and its
-    /// copy here failed: the snapshot stays on the agent.
-    #[error(
-        "snapshot {id} was taken and verified, and stays on {member}'s agent {address} \
-         (copy it with `steward agent download --agent {address} --id {id} --out FILE`); copying it to {out} failed"
-    )]
-    BackupCopyFailed {
-        /// The agent that keeps it.
-        address: AgentAddress,
-        /// The member it was taken from.
-        member: String,
-        /// Its id there.
-        id: String,
-        /// Where the copy was to go.
-        out: std::path::PathBuf,
-        /// Why the copy failed.
-        #[source]
-        source: Box<crate::engine::error::Error>,
-    },
+    /// A backup was not taken, or not copied here.
+    #[error(transparent)]
+    Backup(#[from] crate::engine::backup::BackupError),
     /// The run was cancelled (Ctrl-C, SIGTERM) and stopped at a safe point.
     #[error("cancelled at {where_}: the lock is released; running the same command again finishes the job")]
     Cancelled {
@@ -108,6 +92,7 @@ impl CliError {
         match self {
             // No cluster named, or named ambiguously: how steward was called.
             Self::Engine(error) if error.is_usage() => exit::USAGE,
+            Self::Backup(error) if error.is_usage() => exit::USAGE,
             Self::Usage(_) => exit::USAGE,
             Self::Refused { .. } => exit::REFUSED,
             Self::Cancelled { .. } => exit::CANCELLED,

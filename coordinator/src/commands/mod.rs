@@ -17,8 +17,8 @@ use crate::engine::cluster::file::ClusterTarget;
 use crate::engine::connect::Connector;
 
 /// The cluster a command works on, and how to reach it: the cluster file's
-/// `[agent_tls]` and etcd TLS apply unless the flags (or their variables)
-/// already chose them in `connector`.
+/// `[agent_tls]`, etcd TLS and etcd user apply unless the flags (or their
+/// variables) already chose them in `connector`.
 ///
 /// # Errors
 /// The target cannot be resolved, or its TLS files cannot be read.
@@ -26,17 +26,6 @@ pub fn cluster_target(args: &ClusterArgs, connector: &Connector) -> Result<(Clus
     let target = ClusterTarget::resolve(args.cluster.as_deref(), args.agents.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
-    let mut connector = connector.clone();
-    if !connector.agent_uses_tls() && target.agent_tls.is_some() {
-        connector = connector.with_agent_tls(target.agent_tls.as_ref())?;
-    }
-    if !connector.etcd_uses_tls()
-        && let Some(base) = target.file_dir()
-    {
-        let files = target.etcd.tls_files(&base);
-        if !files.is_empty() {
-            connector = connector.with_etcd_tls(Some(&files)).map_err(CliError::Usage)?;
-        }
-    }
+    let connector = connector.for_target(&target)?;
     Ok((target, connector))
 }

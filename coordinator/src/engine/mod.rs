@@ -7,6 +7,7 @@
 //!   and journal, the record of the last change, the availability probe.
 //! - [`roll`]: the rolling upgrade and downgrade: plan, rules, staging,
 //!   passes, the Downgrade API, rollback and the report.
+//! - [`backup`]: a verified snapshot through one member's agent.
 //! - [`restore`]: restoring a cluster from a verified snapshot.
 //! - [`transfer`]: binaries to the agents, snapshots from them.
 //! - [`events`]: what a run says while it runs.
@@ -18,6 +19,7 @@
 //! and never the other way round: the engine compiles without the `cli`
 //! feature.
 
+pub mod backup;
 pub mod cluster;
 pub mod connect;
 pub mod error;

@@ -155,6 +155,7 @@ pub fn cluster_file_etcd() -> crate::engine::cluster::file::EtcdSettings {
         cacert: Some(Path::new(ETCD_DIR).join(CA_CERT)),
         cert: Some(Path::new(ETCD_DIR).join("client.crt")),
         key: Some(Path::new(ETCD_DIR).join("client.key")),
+        ..crate::engine::cluster::file::EtcdSettings::default()
     }
 }
 

@@ -109,7 +109,7 @@ pub async fn up(spec: &UpSpec) -> Result<UpReport, LocalError> {
         super::pki::create_etcd(&dir, spec.members)?;
         connector = connector
             .with_etcd_tls(super::pki::etcd_client(&dir).as_ref())
-            .map_err(LocalError::Tls)?;
+            .map_err(|e| LocalError::Tls(crate::engine::error::chain(&e)))?;
     }
     let mut avoid = BTreeSet::new();
     let mut last_conflict = String::new();

@@ -14,16 +14,26 @@
 //! agent = "127.0.0.1:7400"                # the agent's gRPC address
 //! client_url = "http://127.0.0.1:2379"    # optional: else the agent's GetStatus client_urls
 //!
+//! [etcd]                                  # optional: how steward reaches etcd
+//! cacert = "etcd/ca.crt"                  # relative to this file
+//! cert = "etcd/client.crt"
+//! key = "etcd/client.key"
+//! user = "root"                           # for clusters with auth enabled
+//! password_file = "etcd/root.password"    # its first line; never the password itself
+//!
+//! [agent_tls]                             # optional: mutual TLS towards the agents
+//! cacert = "agents/ca.crt"
+//! cert = "agents/steward.crt"
+//! key = "agents/steward.key"
+//!
 //! [local]                                 # only for clusters made by `steward local up`
 //! dir = "/tmp/demo"
 //! binaries = "/root/.cache/steward/etcd"
 //! ```
 //!
-//! Room to grow: how steward reaches etcd itself (TLS files, auth) goes
-//! into an `[etcd]` table, present but empty today; the agents' mTLS
-//! settings will get an `[agents]` table. Unknown fields are refused, so an
-//! older steward reading a newer file says which field it does not know
-//! instead of silently ignoring it.
+//! The command line's flags win over the file. Unknown fields are refused,
+//! so an older steward reading a newer file says which field it does not
+//! know instead of silently ignoring it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,6 +44,8 @@ use serde::{Deserialize, Serialize};
 use tonic::codegen::http::Uri;
 
 use crate::engine::connect::agent::{AddressError, AgentAddress};
+use crate::engine::connect::etcd::Credentials;
+use crate::engine::error::Error;
 
 /// The conventional file name inside a local cluster's directory.
 pub const FILE_NAME: &str = "cluster.toml";
@@ -82,6 +94,14 @@ pub struct EtcdSettings {
     /// Its key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// The etcd user, for clusters with auth enabled (`--user` wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A file holding the user's password (its first line). The password
+    /// itself never goes into the cluster file, which is shared and
+    /// printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 impl EtcdSettings {
@@ -101,6 +121,39 @@ impl EtcdSettings {
 }
 
 impl EtcdSettings {
+    /// The etcd user and the password from `password_file` (relative to
+    /// `base`), when a user is set.
+    ///
+    /// # Errors
+    /// The password file cannot be read, is empty, or is given without a
+    /// user (or a user without it).
+    pub fn credentials(&self, base: &Path) -> Result<Option<Credentials>, Error> {
+        let (user, file) = match (&self.user, &self.password_file) {
+            (None, None) => return Ok(None),
+            (Some(user), Some(file)) => (user, file),
+            (Some(_), None) => return Err(Error::Invalid("[etcd] user needs password_file".into())),
+            (None, Some(_)) => return Err(Error::Invalid("[etcd] password_file needs user".into())),
+        };
+        let path = if file.is_absolute() {
+            file.clone()
+        } else {
+            base.join(file)
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        let password = text.lines().next().unwrap_or_default();
+        if password.is_empty() {
+            return Err(Error::Invalid(format!(
+                "[etcd] password_file {}: the first line is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(Credentials::new(user.clone(), password.to_owned())))
+    }
+
     /// True when nothing is set (the table is then left out when written).
     #[must_use]
     pub fn is_default(&self) -> bool {
@@ -815,5 +868,37 @@ agent = "http://10.0.0.2:7400"
         let empty = |_: &str| Some(" ".to_owned());
         let error = target_of(None, None, empty).unwrap_err();
         assert!(matches!(error, TargetError::Missing), "{error}");
+    }
+
+    #[test]
+    fn the_etcd_user_reads_its_password_from_a_file_next_to_the_cluster_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.password"), "s3cret\n").unwrap();
+        let settings = |user: Option<&str>, file: Option<&str>| EtcdSettings {
+            user: user.map(str::to_owned),
+            password_file: file.map(PathBuf::from),
+            ..EtcdSettings::default()
+        };
+        let credentials = settings(Some("root"), Some("root.password"))
+            .credentials(dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(credentials.user, "root");
+        assert_eq!(settings(None, None).credentials(dir.path()).unwrap(), None);
+        let error = settings(Some("root"), None).credentials(dir.path()).unwrap_err();
+        assert_eq!(error.to_string(), "[etcd] user needs password_file");
+        let error = settings(None, Some("root.password"))
+            .credentials(dir.path())
+            .unwrap_err();
+        assert_eq!(error.to_string(), "[etcd] password_file needs user");
+        let error = settings(Some("root"), Some("missing"))
+            .credentials(dir.path())
+            .unwrap_err();
+        assert!(error.to_string().starts_with("cannot read "), "{error}");
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let error = settings(Some("root"), Some("empty"))
+            .credentials(dir.path())
+            .unwrap_err();
+        assert!(error.to_string().contains("the first line is empty"), "{error}");
     }
 }

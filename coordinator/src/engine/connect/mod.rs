@@ -13,6 +13,7 @@ use std::path::Path;
 use etcd_client::ConnectOptions;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
+use crate::engine::cluster::file::ClusterTarget;
 use crate::engine::connect::agent::AgentTlsFiles;
 use crate::engine::connect::etcd::{CONNECT_TIMEOUT, Credentials, EtcdTlsFiles, REQUEST_TIMEOUT};
 use crate::engine::error::Error;
@@ -75,8 +76,14 @@ impl Connector {
     ///
     /// # Errors
     /// A file that cannot be read, or a certificate without its key.
-    pub fn with_etcd_tls(mut self, files: Option<&EtcdTlsFiles>) -> Result<Self, String> {
-        let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    pub fn with_etcd_tls(mut self, files: Option<&EtcdTlsFiles>) -> Result<Self, Error> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| Error::Io {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            })
+        };
         self.etcd_tls = match files {
             Some(EtcdTlsFiles {
                 cacert: Some(ca),
@@ -87,7 +94,7 @@ impl Connector {
                 identity: match (cert, key) {
                     (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
                     (None, None) => None,
-                    _ => return Err("--cert and --key go together".into()),
+                    _ => return Err(Error::Invalid("--cert and --key go together".into())),
                 },
             }),
             Some(EtcdTlsFiles {
@@ -95,7 +102,9 @@ impl Connector {
                 cert,
                 key,
             }) if cert.is_some() || key.is_some() => {
-                return Err("--cert and --key need --cacert (the CA of the members' certificates)".into());
+                return Err(Error::Invalid(
+                    "--cert and --key need --cacert (the CA of the members' certificates)".into(),
+                ));
             }
             _ => None,
         };
@@ -107,6 +116,33 @@ impl Connector {
     pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
         self.credentials = credentials;
         self
+    }
+
+    /// How to reach `target`: what this connector already chose (the
+    /// command line's flags) wins; where it chose nothing, the cluster
+    /// file's `[agent_tls]`, `[etcd]` TLS files and etcd user apply. Each
+    /// cluster of a fleet gets its own connector this way.
+    ///
+    /// # Errors
+    /// A TLS or password file cannot be read, or the files do not go
+    /// together.
+    pub fn for_target(&self, target: &ClusterTarget) -> Result<Self, Error> {
+        let mut connector = self.clone();
+        if !connector.agent_uses_tls() && target.agent_tls.is_some() {
+            connector = connector.with_agent_tls(target.agent_tls.as_ref())?;
+        }
+        if let Some(base) = target.file_dir() {
+            if !connector.etcd_uses_tls() {
+                let files = target.etcd.tls_files(&base);
+                if !files.is_empty() {
+                    connector = connector.with_etcd_tls(Some(&files))?;
+                }
+            }
+            if connector.credentials.is_none() {
+                connector.credentials = target.etcd.credentials(&base)?;
+            }
+        }
+        Ok(connector)
     }
 
     /// Whether agent connections use mutual TLS.
@@ -206,7 +242,7 @@ mod tests {
             ..EtcdTlsFiles::default()
         };
         let error = Connector::default().with_etcd_tls(Some(&missing)).unwrap_err();
-        assert!(error.contains("cannot read"), "{error}");
+        assert!(crate::engine::error::chain(&error).contains("cannot read"), "{error}");
     }
 
     #[test]

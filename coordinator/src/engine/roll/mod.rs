@@ -35,7 +35,7 @@ use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
 use crate::engine::connect::etcd;
 use crate::engine::events::{Event, EventSink, StageMethod};
 use crate::engine::report::{ROLL_SCHEMA, ReportHeader, RunContext};
-use crate::engine::roll::plan::{Direction, NextStep, Plan, next_step, plan};
+use crate::engine::roll::plan::{Direction, NextStep, Plan, PlanError, next_step, plan};
 use downgrade_api::Phase;
 use rules::{Check, Request, Verdict};
 use safety::{Clearance, Unsafe};
@@ -415,7 +415,7 @@ impl Roll<'_> {
         let first = self.observe("observe").await?;
         let locked = Box::pin(self.take_lock(&first.observed)).await?;
         let observation = if locked { self.observe("observe").await? } else { first };
-        let observed = observation.observed;
+        let observed = observation.observed.clone();
         self.report.header.set_cluster_id(observed.cluster_id);
         self.emit(&Event::Observed {
             members: observed.members.len(),
@@ -447,27 +447,14 @@ impl Roll<'_> {
             RollRequest::Rollback => return self.run_rollback(&observed, locked).await,
             RollRequest::Change(change) => change.clone(),
         };
-        self.load_local_binaries(&change);
-        let request = Request {
-            force: change.force,
-            available: self.local.keys().cloned().collect(),
-            leases_in_use: observation.leases_in_use,
-            binaries_dir: change.binaries.clone(),
-        };
-        let planned = plan(&observed, change.direction, &change.target, &request.available);
-        let mut checks = rules::preflight(&observed, &request, &planned);
-        checks.push(self.verify_local_binaries(planned.as_ref().ok()).await);
-        if let (Some(path), Some(expected)) = (&change.binary, &change.binary_sha256) {
-            checks.push(binary_sha256_check(path, expected).await);
-        }
-        let mut v2store_checked = false;
-        if let Ok(plan) = &planned {
-            checks.push(crate::engine::roll::flag_check::check(
-                &crate::engine::roll::flag_check::ask_all(&self.connector, &observed, plan).await,
-            ));
-            v2store_checked = v2store_check::when(plan) == v2store_check::When::Now;
-            checks.extend(v2store_check::preflight(&self.connector, plan, &observed).await);
-        }
+        let Preflight {
+            local,
+            planned,
+            checks,
+            v2store_checked,
+        } = preflight(&self.connector, &observation, &change).await;
+        self.local = local;
+        let mut v2store_checked = v2store_checked;
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
         }
@@ -843,57 +830,10 @@ impl Roll<'_> {
         self.report
     }
 
-    fn load_local_binaries(&mut self, change: &Change) {
-        self.local = local_releases(change.binaries.as_deref(), change.binary.as_deref(), &change.target);
-    }
-
     /// True for `steward rollback`: members go back through their agents'
     /// Rollback rather than forward through Activate.
     const fn is_rollback(&self) -> bool {
         matches!(self.options.request, RollRequest::Rollback)
-    }
-
-    /// Every local binary a pass needs must report its version.
-    async fn verify_local_binaries(&mut self, plan: Option<&Plan>) -> Check {
-        let rule = "binary-version-matches";
-        let Some(plan) = plan else {
-            return Check {
-                rule,
-                verdict: Verdict::Pass,
-                message: "no plan, nothing to verify".into(),
-                source: "steward",
-            };
-        };
-        let mut problems = Vec::new();
-        for pass in &plan.passes {
-            let Some(release) = self.local.get(&pass.target) else {
-                continue;
-            };
-            match reported_version(&release.etcd).await {
-                Ok(reported) if reported == pass.target => {}
-                Ok(reported) => problems.push(format!(
-                    "{} reports {reported}, not {}",
-                    release.etcd.display(),
-                    pass.target
-                )),
-                Err(error) => problems.push(format!("{}: {error}", release.etcd.display())),
-            }
-        }
-        if problems.is_empty() {
-            Check {
-                rule,
-                verdict: Verdict::Pass,
-                message: "every local binary reports its version".into(),
-                source: "steward",
-            }
-        } else {
-            Check {
-                rule,
-                verdict: Verdict::Fail,
-                message: problems.join("; "),
-                source: "steward",
-            }
-        }
     }
 
     async fn clients(&self, member: &ObservedMember) -> Result<AgentClients, Failure> {
@@ -1569,6 +1509,104 @@ impl Roll<'_> {
                 ));
             }
             self.pause(POLL).await?;
+        }
+    }
+}
+
+/// The plan of a change and every check on it, decided from one
+/// observation with nothing changed: what `steward plan` shows, what a run
+/// refuses on, and what `steward fleet plan` shows per cluster.
+#[derive(Debug)]
+pub struct Preflight {
+    /// The local binaries by version.
+    pub local: BTreeMap<EtcdVersion, LocalRelease>,
+    /// The passes, or why there are none.
+    pub planned: Result<Plan, PlanError>,
+    /// Every check, in the order they ran.
+    pub checks: Vec<Check>,
+    /// Whether the v2store check ran already (the cluster is on 3.5 now).
+    pub v2store_checked: bool,
+}
+
+impl Preflight {
+    /// True when a check refuses the change or there is no plan.
+    #[must_use]
+    pub fn refused(&self) -> bool {
+        self.planned.is_err() || rules::refused(&self.checks)
+    }
+}
+
+/// Plans `change` on the observed cluster and runs every preflight check:
+/// the rules, the local binaries' versions and checksum, the members'
+/// flags on the target, and the v2store check of a 3.5 -> 3.6 change.
+pub async fn preflight(connector: &Connector, observation: &Observation, change: &Change) -> Preflight {
+    let observed = &observation.observed;
+    let local = local_releases(change.binaries.as_deref(), change.binary.as_deref(), &change.target);
+    let request = Request {
+        force: change.force,
+        available: local.keys().cloned().collect(),
+        leases_in_use: observation.leases_in_use,
+        binaries_dir: change.binaries.clone(),
+    };
+    let planned = plan(observed, change.direction, &change.target, &request.available);
+    let mut checks = rules::preflight(observed, &request, &planned);
+    checks.push(verify_local_binaries(&local, planned.as_ref().ok()).await);
+    if let (Some(path), Some(expected)) = (&change.binary, &change.binary_sha256) {
+        checks.push(binary_sha256_check(path, expected).await);
+    }
+    let mut v2store_checked = false;
+    if let Ok(plan) = &planned {
+        checks.push(flag_check::check(&flag_check::ask_all(connector, observed, plan).await));
+        v2store_checked = v2store_check::when(plan) == v2store_check::When::Now;
+        checks.extend(v2store_check::preflight(connector, plan, observed).await);
+    }
+    Preflight {
+        local,
+        planned,
+        checks,
+        v2store_checked,
+    }
+}
+
+/// Every local binary a pass needs must report its version.
+async fn verify_local_binaries(local: &BTreeMap<EtcdVersion, LocalRelease>, plan: Option<&Plan>) -> Check {
+    let rule = "binary-version-matches";
+    let Some(plan) = plan else {
+        return Check {
+            rule,
+            verdict: Verdict::Pass,
+            message: "no plan, nothing to verify".into(),
+            source: "steward",
+        };
+    };
+    let mut problems = Vec::new();
+    for pass in &plan.passes {
+        let Some(release) = local.get(&pass.target) else {
+            continue;
+        };
+        match reported_version(&release.etcd).await {
+            Ok(reported) if reported == pass.target => {}
+            Ok(reported) => problems.push(format!(
+                "{} reports {reported}, not {}",
+                release.etcd.display(),
+                pass.target
+            )),
+            Err(error) => problems.push(format!("{}: {error}", release.etcd.display())),
+        }
+    }
+    if problems.is_empty() {
+        Check {
+            rule,
+            verdict: Verdict::Pass,
+            message: "every local binary reports its version".into(),
+            source: "steward",
+        }
+    } else {
+        Check {
+            rule,
+            verdict: Verdict::Fail,
+            message: problems.join("; "),
+            source: "steward",
         }
     }
 }

@@ -1,0 +1,171 @@
+//! A verified snapshot of a cluster through one member's agent (the
+//! leader's unless one is named), optionally copied to a local file that
+//! is verified against its sha256 trailer and never overwritten.
+
+use std::path::PathBuf;
+
+use steward_proto::v1 as pb;
+
+use crate::engine::cluster::observed::Observed;
+use crate::engine::connect::Connector;
+use crate::engine::connect::agent::{self, AgentAddress};
+use crate::engine::error::Error;
+use crate::engine::transfer::download;
+
+/// What to back up and where to.
+#[derive(Clone, Debug, Default)]
+pub struct BackupRequest {
+    /// Take it through this member's agent instead of the leader's.
+    pub member: Option<String>,
+    /// Also copy it to this local file.
+    pub out: Option<PathBuf>,
+}
+
+/// A backup taken.
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The member it was taken from.
+    pub member: String,
+    /// The agent that keeps it.
+    pub agent: AgentAddress,
+    /// The snapshot as the agent describes it.
+    pub snapshot: pb::SnapshotInfo,
+    /// Where the verified copy is, when one was asked for.
+    pub copied_to: Option<PathBuf>,
+}
+
+/// Why a backup was not taken, or not copied.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The named member is not in the cluster.
+    #[error("--member {name}: the cluster has no such member (it has {members})")]
+    NoSuchMember {
+        /// The name asked for.
+        name: String,
+        /// The members there are.
+        members: String,
+    },
+    /// No member was named and no single leader was found.
+    #[error("the cluster is not healthy: no single leader to take the snapshot from; name a member with --member")]
+    NoLeader,
+    /// The member has no agent that answers.
+    #[error("the cluster is not healthy: {member} has no agent: {why}")]
+    NoAgent {
+        /// The member.
+        member: String,
+        /// Why.
+        why: String,
+    },
+    /// The agent refused or failed the snapshot, or the destination cannot
+    /// take it (nothing was taken then).
+    #[error(transparent)]
+    Failed(#[from] Error),
+    /// The snapshot was taken and verified, and stays on the agent; its
+    /// copy here failed.
+    #[error(
+        "snapshot {id} was taken and verified, and stays on {member}'s agent {address} \
+         (copy it with `steward agent download --agent {address} --id {id} --out FILE`); copying it to {} failed",
+        out.display()
+    )]
+    CopyFailed {
+        /// The agent that keeps it.
+        address: AgentAddress,
+        /// The member it was taken from.
+        member: String,
+        /// Its id there.
+        id: String,
+        /// Where the copy was to go.
+        out: PathBuf,
+        /// Why the copy failed.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl BackupError {
+    /// True for errors about how the backup was asked for.
+    #[must_use]
+    pub const fn is_usage(&self) -> bool {
+        match self {
+            Self::NoSuchMember { .. } => true,
+            Self::Failed(error) => error.is_usage(),
+            _ => false,
+        }
+    }
+}
+
+/// Takes a verified snapshot of the `observed` cluster as `request` says.
+///
+/// # Errors
+/// [`BackupError`]: no member to take it from, the agent refuses or fails,
+/// or the copy fails (the snapshot then stays on the agent).
+pub async fn backup(
+    connector: &Connector,
+    observed: &Observed,
+    request: &BackupRequest,
+) -> Result<Backup, BackupError> {
+    if let Some(file) = &request.out {
+        download::check_destination(file, 0)?;
+    }
+    let member = match &request.member {
+        Some(name) => observed
+            .members
+            .iter()
+            .find(|m| m.name == *name)
+            .ok_or_else(|| BackupError::NoSuchMember {
+                name: name.clone(),
+                members: observed
+                    .members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None => observed.leader().ok_or(BackupError::NoLeader)?,
+    };
+    let no_agent = |why: String| BackupError::NoAgent {
+        member: member.name.clone(),
+        why,
+    };
+    let agent: AgentAddress = member
+        .agent
+        .as_deref()
+        .ok_or_else(|| no_agent(member.why_no_agent().to_owned()))?
+        .parse()
+        .map_err(|e| no_agent(format!("its address: {e}")))?;
+    // A copy that could not be written is refused before the snapshot is
+    // taken, not after: a failed backup leaves nothing on the agent.
+    if let Some(file) = &request.out {
+        download::check_destination(file, member.db_size)?;
+    }
+    let mut clients = agent::connect(connector, &agent).await?;
+    let snapshot = clients
+        .snapshots
+        .take_snapshot(pb::TakeSnapshotRequest::default())
+        .await
+        .map_err(|s| Error::from_status(&agent, clients.plaintext, "TakeSnapshot", &s))?
+        .into_inner()
+        .snapshot
+        .ok_or_else(|| Error::MalformedReply {
+            address: agent.clone(),
+            rpc: "TakeSnapshot",
+            problem: "no snapshot info",
+        })?;
+    if let Some(file) = &request.out {
+        Box::pin(download::download(&mut clients, &snapshot.id, file))
+            .await
+            .map_err(|source| BackupError::CopyFailed {
+                address: agent.clone(),
+                member: member.name.clone(),
+                id: snapshot.id.clone(),
+                out: file.clone(),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(Backup {
+        member: member.name.clone(),
+        agent,
+        snapshot,
+        copied_to: request.out.clone(),
+    })
+}
