@@ -10,7 +10,7 @@ use steward_proto::v1 as pb;
 
 use crate::cli::error::CliError;
 use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
-use crate::engine::cluster::observe::{Observation, observe_with};
+use crate::engine::cluster::observe::Observation;
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
 use crate::engine::roll::flag_check;
@@ -25,16 +25,7 @@ use crate::output::table::{Tabular, with_header as table};
 /// Observes the cluster the arguments name; returns how it is reached too.
 pub async fn observe_target(connector: &Connector, args: &ClusterArgs) -> Result<(Observation, Connector), CliError> {
     let (target, connector) = super::cluster_target(args, connector)?;
-    let agents: Vec<_> = target.members.iter().map(|m| m.agent.clone()).collect();
-    let client_urls: Vec<String> = target.members.iter().filter_map(|m| m.client_url.clone()).collect();
-    // A cluster file names each agent's member: an agent that does not
-    // answer is then named with its member.
-    let known: Vec<_> = target
-        .members
-        .iter()
-        .filter_map(|m| Some((m.name.clone()?, m.agent.clone())))
-        .collect();
-    let observation = observe_with(&connector, &agents, &client_urls, &known).await?;
+    let observation = crate::engine::cluster::observe::observe_target(&connector, &target).await?;
     Ok((observation, connector))
 }
 

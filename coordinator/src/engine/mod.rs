@@ -9,6 +9,7 @@
 //!   passes, the Downgrade API, rollback and the report.
 //! - [`backup`]: a verified snapshot through one member's agent.
 //! - [`restore`]: restoring a cluster from a verified snapshot.
+//! - [`fleet`]: many clusters at once, from an inventory.
 //! - [`transfer`]: binaries to the agents, snapshots from them.
 //! - [`events`]: what a run says while it runs.
 //! - [`report`]: the header every report begins with.
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod connect;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod process_id;
 pub mod report;
 pub mod restore;

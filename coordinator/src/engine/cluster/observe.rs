@@ -7,6 +7,7 @@ use futures::future::join_all;
 use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
+use crate::engine::cluster::file::ClusterTarget;
 use crate::engine::cluster::observed::{Observed, ObservedMember};
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress};
@@ -78,6 +79,23 @@ pub async fn observe(
     client_urls: &[String],
 ) -> Result<Observation, ObserveError> {
     observe_with(connector, agents, client_urls, &[]).await
+}
+
+/// Observes the cluster `target` names: its agents, the client URLs it
+/// gives, and which agent serves which member (so an agent that does not
+/// answer is named with its member).
+///
+/// # Errors
+/// As [`observe`].
+pub async fn observe_target(connector: &Connector, target: &ClusterTarget) -> Result<Observation, ObserveError> {
+    let agents: Vec<AgentAddress> = target.members.iter().map(|m| m.agent.clone()).collect();
+    let client_urls: Vec<String> = target.members.iter().filter_map(|m| m.client_url.clone()).collect();
+    let known: Vec<(String, AgentAddress)> = target
+        .members
+        .iter()
+        .filter_map(|m| Some((m.name.clone()?, m.agent.clone())))
+        .collect();
+    observe_with(connector, &agents, &client_urls, &known).await
 }
 
 /// [`observe`], knowing which agent serves which member (a cluster file's
