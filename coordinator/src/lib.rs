@@ -75,5 +75,6 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             Box::pin(commands::restore::rollback_to_snapshot(c, args, out)).await
         }
         cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(c, args, out)).await,
+        cli::Command::Fleet(fleet) => Box::pin(commands::fleet::run(c, fleet.command, out)).await,
     }
 }

@@ -236,6 +236,7 @@ impl ClusterBuilder {
             connector,
             dir: Some(dir),
             pki,
+            etcd_pki,
             members,
             release: self.release,
             mounts,
@@ -382,6 +383,8 @@ pub struct Cluster {
     connector: Connector,
     /// The certificates, when the agents serve mutual TLS.
     pub pki: Option<Pki>,
+    /// etcd's certificates, when the members serve TLS.
+    pub etcd_pki: Option<EtcdPki>,
     /// The members, in order.
     pub members: Vec<Member>,
     release: Release,

@@ -44,3 +44,22 @@ pub fn reports_wrong_version(dir: &Path, claimed: &str, real: &Path) -> PathBuf 
 pub fn not_etcd(dir: &Path) -> PathBuf {
     write_script(&dir.join("not-etcd"), "#!/bin/sh\necho \"hello, I am not etcd\"\n")
 }
+
+/// Runs the real etcd at `real`, except for a member whose arguments
+/// mention the text in the file `marker` (a cluster's directory): that one
+/// exits with status 1 at once, as a broken release would on that cluster
+/// only. Without the marker file it is the real etcd everywhere, which is
+/// how a test "fixes" the fault.
+#[must_use]
+pub fn fails_where_marked(dir: &Path, real: &Path, marker: &Path) -> PathBuf {
+    write_script(
+        &dir.join("etcd"),
+        &format!(
+            "#!/bin/sh\nif [ -f \"{marker}\" ]; then\n  case \"$*\" in\n    *\"$(cat \"{marker}\")\"*)\n      \
+             echo \"etcd: failing on purpose on a marked cluster\" >&2\n      exit 1;;\n  esac\nfi\n\
+             exec \"{real}\" \"$@\"\n",
+            marker = marker.display(),
+            real = real.display()
+        ),
+    )
+}

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod fake;
 pub mod faults;
+pub mod fleet;
 pub mod hosts;
 pub mod mounts;
 pub mod pki;

@@ -202,6 +202,119 @@ pub enum Command {
     /// minor upgrade back from its pre-upgrade snapshot.
     #[command(after_long_help = crate::cli::exit::HELP)]
     Rollback(RollbackArgs),
+    /// Many clusters at once from an inventory file: status, plan, upgrade, downgrade, backup; a canary
+    /// first, waves by label, --parallel clusters at a time, stop at the first failure.
+    #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
+    Fleet(FleetArgs),
+}
+
+/// `steward fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// What to do on every cluster.
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+/// The fleet subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// One line per cluster: health, versions, leader, cluster version, last change (exit 1 when one is
+    /// not healthy or cannot be reached).
+    #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
+    Status {
+        /// The inventory and how to go through it.
+        #[command(flatten)]
+        fleet: FleetSelection,
+        /// The etcd key prefix of the cluster lock and the journal.
+        #[arg(long, value_name = "PREFIX", default_value = crate::engine::cluster::lock::DEFAULT_PREFIX)]
+        lock_prefix: String,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// What an upgrade (or, with --downgrade, a downgrade) to a version would do on every cluster, and
+    /// every check that would refuse it; changes nothing.
+    #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
+    Plan {
+        /// The inventory and how to go through it.
+        #[command(flatten)]
+        fleet: FleetSelection,
+        /// The target version.
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: EtcdVersion,
+        /// Plan a downgrade.
+        #[arg(long)]
+        downgrade: bool,
+        /// The binaries.
+        #[command(flatten)]
+        source: BinarySourceArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Upgrade every cluster to a version, each as `steward upgrade` does, under its own lock; a rerun
+    /// skips the clusters already done and resumes the interrupted one.
+    #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
+    Upgrade(FleetRollArgs),
+    /// Downgrade every cluster to a version, each as `steward downgrade` does.
+    #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
+    Downgrade(FleetRollArgs),
+    /// A verified snapshot of every cluster through its leader's agent, copied to
+    /// DIR/<cluster>-<run>.db.
+    #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
+    Backup {
+        /// The inventory and how to go through it.
+        #[command(flatten)]
+        fleet: FleetSelection,
+        /// Where the copies go (an existing directory).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// The inventory, and in which order and how many at once.
+#[derive(Debug, Clone, Args)]
+pub struct FleetSelection {
+    /// The inventory: TOML listing each cluster by name, cluster file and labels [env: STEWARD_INVENTORY].
+    #[arg(long, value_name = "FILE", env = "STEWARD_INVENTORY", hide_env_values = true)]
+    pub inventory: PathBuf,
+    /// How many clusters at once inside a wave.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// Clusters (by name or label) that go first, one at a time, before any other; comma-separated.
+    #[arg(long, value_name = "NAME|LABEL,...", value_delimiter = ',')]
+    pub canary: Vec<String>,
+    /// Labels, one wave each in this order after the canaries; the clusters left go last.
+    #[arg(long, value_name = "LABEL,...", value_delimiter = ',')]
+    pub waves: Vec<String>,
+    /// Failed or refused clusters tolerated before the fleet stops starting new ones (0: stop at the first).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub max_failures: usize,
+}
+
+/// `steward fleet upgrade|downgrade`.
+#[derive(Debug, Args)]
+pub struct FleetRollArgs {
+    /// The inventory and how to go through it.
+    #[command(flatten)]
+    pub fleet: FleetSelection,
+    /// The target version, e.g. 3.5.16.
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub to: EtcdVersion,
+    /// The binaries.
+    #[command(flatten)]
+    pub source: BinarySourceArgs,
+    /// How long each agent waits for its member on the new version before reverting it (default: the
+    /// agent's activate_timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub activate_timeout: Option<Duration>,
+    /// How each change runs and reports.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// `steward restore`.

@@ -53,6 +53,17 @@ pub enum CliError {
     /// A backup was not taken, or not copied here.
     #[error(transparent)]
     Backup(#[from] crate::engine::backup::BackupError),
+    /// A fleet command did not succeed on every cluster; the report says
+    /// which and why.
+    #[error("fleet {command}: {summary}")]
+    Fleet {
+        /// What was asked.
+        command: String,
+        /// The worst cluster result.
+        result: crate::engine::fleet::schedule::ClusterOutcome,
+        /// Which clusters ended how.
+        summary: String,
+    },
     /// The run was cancelled (Ctrl-C, SIGTERM) and stopped at a safe point.
     #[error("cancelled at {where_}: the lock is released; running the same command again finishes the job")]
     Cancelled {
@@ -96,6 +107,7 @@ impl CliError {
             Self::Usage(_) => exit::USAGE,
             Self::Refused { .. } => exit::REFUSED,
             Self::Cancelled { .. } => exit::CANCELLED,
+            Self::Fleet { result, .. } => exit::for_fleet(*result),
             _ => exit::FAILURE,
         }
     }

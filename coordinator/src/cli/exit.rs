@@ -29,3 +29,25 @@ Exit codes:
      restore); nothing was changed
   4  cancelled (Ctrl-C, SIGTERM): stopped at a safe point, the lock released;
      the same command finishes the job";
+
+/// The exit codes of `steward fleet`, as `--help` lists them.
+pub const FLEET_HELP: &str = "\
+Exit codes (the worst cluster wins: failed over cancelled over refused):
+  0  every cluster succeeded or had nothing to do
+  1  a cluster failed (or, for status, is not healthy or cannot be reached)
+  2  usage error: a flag, the inventory or a --canary/--waves name is wrong
+  3  a cluster was refused by a check; nothing was changed on it
+  4  cancelled (Ctrl-C, SIGTERM): clusters stopped at a safe point
+Clusters not started because the fleet stopped are listed as not-started.";
+
+/// The exit code of a fleet run whose worst cluster ended `worst`.
+#[must_use]
+pub const fn for_fleet(worst: crate::engine::fleet::schedule::ClusterOutcome) -> u8 {
+    use crate::engine::fleet::schedule::ClusterOutcome;
+    match worst {
+        ClusterOutcome::Succeeded | ClusterOutcome::Skipped | ClusterOutcome::NotStarted => SUCCESS,
+        ClusterOutcome::Refused => REFUSED,
+        ClusterOutcome::Cancelled => CANCELLED,
+        ClusterOutcome::Failed => FAILURE,
+    }
+}

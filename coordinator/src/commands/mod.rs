@@ -5,6 +5,7 @@ pub mod agent;
 pub mod backup;
 pub mod certs;
 pub mod cluster;
+pub mod fleet;
 pub mod local;
 pub mod restore;
 pub mod roll;

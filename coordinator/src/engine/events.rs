@@ -310,6 +310,22 @@ impl<W: Write> EventSink for Lines<W> {
     }
 }
 
+/// One line per event for people, each after a label (the cluster's name
+/// when several clusters change at once).
+#[derive(Debug)]
+pub struct Labelled<W: Write> {
+    /// Where the lines go.
+    pub out: W,
+    /// What each line begins with.
+    pub label: String,
+}
+
+impl<W: Write> EventSink for Labelled<W> {
+    fn emit(&mut self, event: &Event) {
+        let _ = writeln!(self.out, "{:<12} {}", self.label, human(event));
+    }
+}
+
 /// Several sinks at once.
 pub struct Tee(pub Vec<Box<dyn EventSink>>);
 
