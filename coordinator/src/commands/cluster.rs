@@ -477,7 +477,9 @@ pub async fn plan(connector: &Connector, args: &PlanArgs, out: &mut dyn Write) -
                 let member = observed.members.iter().find(|m| m.id == step.id);
                 let (flag_changes, flags_refused, flags_error) = match member.and_then(|m| m.agent.clone()) {
                     Some(agent) if !step.done => {
-                        let answer = flag_check::ask(&connector, &agent, &pass.target, step.from.as_ref()).await;
+                        let answer = flag_check::ask(&connector, &agent, &pass.target, step.from.as_ref())
+                            .await
+                            .map_err(|e| e.to_string());
                         let view = flags_view(&answer);
                         answers.push(flag_check::MemberFlags {
                             member: step.member.clone(),

@@ -288,3 +288,9 @@ impl fmt::Display for CodeName {
         })
     }
 }
+
+/// Why a value from a file or a flag is not acceptable, in words that follow
+/// the value's name: `is empty`, `"a b" must not contain whitespace`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unacceptable(pub String);

@@ -45,7 +45,7 @@ use tonic::codegen::http::Uri;
 
 use crate::engine::connect::agent::{AddressError, AgentAddress};
 use crate::engine::connect::etcd::Credentials;
-use crate::engine::error::Error;
+use crate::engine::error::{Error, Unacceptable};
 
 /// The conventional file name inside a local cluster's directory.
 pub const FILE_NAME: &str = "cluster.toml";
@@ -306,7 +306,7 @@ impl ClusterFile {
         let mut clients: HashMap<&str, usize> = HashMap::new();
         for (i, member) in self.members.iter().enumerate() {
             if let Err(reason) = check_member_name(&member.name) {
-                return Err(invalid(format!("members[{i}].name"), reason));
+                return Err(invalid(format!("members[{i}].name"), reason.0));
             }
             if let Some(first) = names.insert(&member.name, i) {
                 return Err(invalid(
@@ -322,7 +322,7 @@ impl ClusterFile {
             }
             if let Some(url) = &member.client_url {
                 if let Err(reason) = check_client_url(url) {
-                    return Err(invalid(format!("members[{i}].client_url"), reason));
+                    return Err(invalid(format!("members[{i}].client_url"), reason.0));
                 }
                 if let Some(first) = clients.insert(url, i) {
                     return Err(invalid(
@@ -374,34 +374,36 @@ impl ClusterFile {
 
 /// An etcd member name: non-empty, no whitespace, and none of the characters
 /// that separate entries of `--initial-cluster` (`=` and `,`).
-fn check_member_name(name: &str) -> Result<(), String> {
+fn check_member_name(name: &str) -> Result<(), Unacceptable> {
     if name.is_empty() {
-        return Err("is empty".into());
+        return Err(Unacceptable("is empty".into()));
     }
     if name.chars().any(|c| c.is_whitespace() || c == '=' || c == ',') {
-        return Err(format!("{name:?} must not contain whitespace, '=' or ','"));
+        return Err(Unacceptable(format!(
+            "{name:?} must not contain whitespace, '=' or ','"
+        )));
     }
     Ok(())
 }
 
 /// An etcd client URL: `http://` or `https://`, a host, nothing after the
 /// authority.
-fn check_client_url(url: &str) -> Result<(), String> {
+fn check_client_url(url: &str) -> Result<(), Unacceptable> {
     let uri: Uri = url
         .parse()
-        .map_err(|e| format!("{url:?} is not a URL like http://host:port ({e})"))?;
+        .map_err(|e| Unacceptable(format!("{url:?} is not a URL like http://host:port ({e})")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("{url:?} must start with http:// or https://")),
+        _ => return Err(Unacceptable(format!("{url:?} must start with http:// or https://"))),
     }
     let Some(authority) = uri.authority() else {
-        return Err(format!("{url:?} has no host"));
+        return Err(Unacceptable(format!("{url:?} has no host")));
     };
     if authority.host().is_empty() || authority.as_str().contains('@') {
-        return Err(format!("{url:?} must be only scheme://host:port"));
+        return Err(Unacceptable(format!("{url:?} must be only scheme://host:port")));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("{url:?} must not have a path or query"));
+        return Err(Unacceptable(format!("{url:?} must not have a path or query")));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::connect::Connector;
-use crate::engine::connect::etcd;
+use crate::engine::connect::etcd::{self, EtcdError};
 use crate::engine::roll::SnapshotRecord;
 use crate::engine::roll::plan::Direction;
 
@@ -37,31 +37,61 @@ fn key(prefix: &str) -> String {
 ///
 /// # Errors
 /// etcd's error, described.
-pub async fn record(connector: &Connector, endpoints: &[String], prefix: &str, roll: &LastRoll) -> Result<(), String> {
-    let value = serde_json::to_string(roll).map_err(|e| e.to_string())?;
+pub async fn record(
+    connector: &Connector,
+    endpoints: &[String],
+    prefix: &str,
+    roll: &LastRoll,
+) -> Result<(), LastRollError> {
+    let value = serde_json::to_string(roll).map_err(|e| LastRollError::Malformed {
+        key: key(prefix),
+        reason: e.to_string(),
+    })?;
     etcd::through_any(connector, endpoints, "the last-roll record", |mut client| {
         let value = value.clone();
         async move { client.put(key(prefix), value, None).await.map(|_| ()) }
     })
-    .await
-    .map_err(|e| e.to_string())
+    .await?;
+    Ok(())
+}
+
+/// Why the record could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LastRollError {
+    /// etcd did not answer.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// The record is not what steward writes.
+    #[error("{key} is not a last-roll record: {reason}")]
+    Malformed {
+        /// Its key.
+        key: String,
+        /// What serde said.
+        reason: String,
+    },
 }
 
 /// Reads the record; `Ok(None)` when there is none (no change recorded yet).
 ///
 /// # Errors
 /// etcd's error, or a record that is not valid JSON.
-pub async fn read(connector: &Connector, endpoints: &[String], prefix: &str) -> Result<Option<LastRoll>, String> {
+pub async fn read(
+    connector: &Connector,
+    endpoints: &[String],
+    prefix: &str,
+) -> Result<Option<LastRoll>, LastRollError> {
     let answer = etcd::through_any(connector, endpoints, "the last-roll record", |mut client| async move {
         client.get(key(prefix), None).await
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     answer
         .kvs()
         .first()
         .map(|kv| {
-            serde_json::from_slice(kv.value()).map_err(|e| format!("{} is not a last-roll record: {e}", key(prefix)))
+            serde_json::from_slice(kv.value()).map_err(|e| LastRollError::Malformed {
+                key: key(prefix),
+                reason: e.to_string(),
+            })
         })
         .transpose()
 }
@@ -70,12 +100,11 @@ pub async fn read(connector: &Connector, endpoints: &[String], prefix: &str) -> 
 ///
 /// # Errors
 /// etcd's error, described.
-pub async fn remove(connector: &Connector, endpoints: &[String], prefix: &str) -> Result<(), String> {
+pub async fn remove(connector: &Connector, endpoints: &[String], prefix: &str) -> Result<(), EtcdError> {
     etcd::through_any(connector, endpoints, "the last-roll record", |mut client| async move {
         client.delete(key(prefix), None).await.map(|_| ())
     })
     .await
-    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -428,7 +428,12 @@ async fn keep_alive(
         let answer = match stream.as_mut() {
             Some(open) => tokio::time::timeout(KEEPALIVE * 2, renew(open, lease))
                 .await
-                .unwrap_or_else(|_| Err(format!("no answer within {:?}", KEEPALIVE * 2))),
+                .unwrap_or_else(|_| {
+                    Err(RenewError::Timeout {
+                        endpoint: "the keepalive stream".into(),
+                        waited: KEEPALIVE * 2,
+                    })
+                }),
             None => renew_through_any(&connector, &endpoints, lease)
                 .await
                 .map(|(remaining, open)| {
@@ -483,40 +488,90 @@ async fn renew_through_any(
     connector: &Connector,
     endpoints: &[String],
     lease: i64,
-) -> Result<(i64, KeepAlive), String> {
+) -> Result<(i64, KeepAlive), RenewError> {
     let attempts = endpoints.iter().map(|endpoint| {
         Box::pin(async move {
             let attempt = async {
                 let client = etcd::connect_member(connector, endpoint, "the cluster lock")
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| RenewError::Member {
+                        endpoint: endpoint.clone(),
+                        reason: e.to_string(),
+                    })?;
                 let mut open = client
                     .clone()
                     .lease_keep_alive(lease)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| RenewError::Member {
+                        endpoint: endpoint.clone(),
+                        reason: e.to_string(),
+                    })?;
                 let remaining = renew(&mut open, lease).await?;
-                Ok::<_, String>((remaining, open))
+                Ok::<_, RenewError>((remaining, open))
             };
             Box::pin(tokio::time::timeout(KEEPALIVE * 2, attempt))
                 .await
-                .unwrap_or_else(|_| Err(format!("{endpoint}: no answer within {:?}", KEEPALIVE * 2)))
+                .unwrap_or_else(|_| {
+                    Err(RenewError::Timeout {
+                        endpoint: endpoint.clone(),
+                        waited: KEEPALIVE * 2,
+                    })
+                })
         })
     });
     futures::future::select_ok(attempts)
         .await
         .map(|(answer, _others)| answer)
-        .map_err(|last| format!("no member renewed the lease (last: {last})"))
+        .map_err(|last| RenewError::NoMember(Box::new(last)))
+}
+
+/// Why the lock's lease could not be renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// A member could not be reached or refused the keepalive stream.
+    #[error("{endpoint}: {reason}")]
+    Member {
+        /// The member's client URL.
+        endpoint: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// A member did not answer in time.
+    #[error("{endpoint}: no answer within {waited:?}")]
+    Timeout {
+        /// The member's client URL.
+        endpoint: String,
+        /// How long it had.
+        waited: Duration,
+    },
+    /// The renewal itself failed.
+    #[error("lease {lease}: {reason}")]
+    KeepAlive {
+        /// The lease.
+        lease: i64,
+        /// What the client said.
+        reason: String,
+    },
+    /// etcd closed the keepalive stream.
+    #[error("the keepalive stream ended")]
+    StreamEnded,
+    /// No member renewed it; the last member's error.
+    #[error("no member renewed the lease (last: {0})")]
+    NoMember(Box<RenewError>),
 }
 
 /// One renewal through an open keepalive stream: the lease's remaining TTL
 /// in seconds.
-async fn renew(open: &mut KeepAlive, lease: i64) -> Result<i64, String> {
+async fn renew(open: &mut KeepAlive, lease: i64) -> Result<i64, RenewError> {
     let (keeper, responses) = open;
-    keeper.keep_alive().await.map_err(|e| format!("lease {lease}: {e}"))?;
-    match responses.message().await.map_err(|e| e.to_string())? {
+    let failed = |e: etcd_client::Error| RenewError::KeepAlive {
+        lease,
+        reason: e.to_string(),
+    };
+    keeper.keep_alive().await.map_err(failed)?;
+    match responses.message().await.map_err(failed)? {
         Some(answer) => Ok(answer.ttl()),
-        None => Err("the keepalive stream ended".into()),
+        None => Err(RenewError::StreamEnded),
     }
 }
 

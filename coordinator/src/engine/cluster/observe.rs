@@ -10,7 +10,7 @@ use steward_proto::v1 as pb;
 use crate::engine::cluster::file::ClusterTarget;
 use crate::engine::cluster::observed::{Observed, ObservedMember};
 use crate::engine::connect::Connector;
-use crate::engine::connect::agent::{self, AgentAddress};
+use crate::engine::connect::agent::{AgentAddress, AnswerError};
 use crate::engine::connect::etcd::{self, EtcdError};
 
 /// Why a cluster could not be observed at all.
@@ -53,22 +53,20 @@ pub struct Observation {
 /// out its own timeout, and every step would see the cluster seconds late.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
-async fn agent_status(connector: &Connector, address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
+async fn agent_status(connector: &Connector, address: &AgentAddress) -> Result<pb::GetStatusResponse, AnswerError> {
     tokio::time::timeout(ANSWER_WITHIN, ask_agent(connector, address))
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
+        .unwrap_or(Err(AnswerError::Timeout(ANSWER_WITHIN)))
 }
 
-async fn ask_agent(connector: &Connector, address: &AgentAddress) -> Result<pb::GetStatusResponse, String> {
-    let mut clients = agent::connect(connector, address)
-        .await
-        .map_err(|e| crate::engine::error::chain(&e))?;
+async fn ask_agent(connector: &Connector, address: &AgentAddress) -> Result<pb::GetStatusResponse, AnswerError> {
+    let mut clients = AnswerError::connect_to(connector, address).await?;
     clients
         .agent
         .get_status(pb::GetStatusRequest {})
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        .map_err(|s| AnswerError::refused("GetStatus", &s))
 }
 
 /// Observes the cluster behind `agents`. `client_urls` are extra etcd
@@ -121,7 +119,7 @@ async fn observe_now(
     let views: Vec<AgentView> = join_all(agents.iter().map(|address| async move {
         AgentView {
             address: address.clone(),
-            status: agent_status(connector, address).await,
+            status: agent_status(connector, address).await.map_err(|e| e.to_string()),
         }
     }))
     .await;
@@ -206,11 +204,11 @@ async fn observe_now(
     explain_missing_agents(&mut observed, &views, known);
     match etcd::alarms(&mut cluster).await {
         Ok(alarms) => observed.alarms = alarms,
-        Err(error) => observed.alarms_error = Some(error),
+        Err(error) => observed.alarms_error = Some(error.to_string()),
     }
     match etcd::auth_enabled(connector, &answered).await {
         Ok(enabled) => observed.auth_enabled = enabled,
-        Err(error) => observed.auth_error = Some(error),
+        Err(error) => observed.auth_error = Some(error.to_string()),
     }
     observed.cluster_version = observed
         .leader()
@@ -293,7 +291,7 @@ async fn observe_member(
     }
     match tokio::time::timeout(ANSWER_WITHIN, etcd::check_health(&mut client)).await {
         Ok(Ok(())) => observed.healthy = true,
-        Ok(Err(error)) => observed.health_error = error,
+        Ok(Err(error)) => observed.health_error = error.to_string(),
         Err(_) => observed.health_error = format!("quorum read: no answer within {ANSWER_WITHIN:?}"),
     }
     if let Some(http) = http {

@@ -271,3 +271,67 @@ mod tests {
         assert!("host:notaport".parse::<AgentAddress>().is_err());
     }
 }
+
+/// Why an agent's answer to one question could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The address does not parse.
+    #[error("bad agent address {address}: {reason}")]
+    BadAddress {
+        /// What was given.
+        address: String,
+        /// Why it is not an address.
+        reason: String,
+    },
+    /// The agent could not be reached (the connection error and its
+    /// causes).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The agent refused or failed the call.
+    #[error("{rpc}: {code:?}: {message}")]
+    Refused {
+        /// The RPC.
+        rpc: &'static str,
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The agent's message.
+        message: String,
+    },
+    /// The agent did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl AnswerError {
+    /// The agent at `address` (as text) and its clients, or why not.
+    ///
+    /// # Errors
+    /// The address does not parse, or the agent cannot be reached.
+    pub async fn connect(connector: &Connector, address: &str) -> Result<AgentClients, Self> {
+        let parsed: AgentAddress = address.parse().map_err(|e: AddressError| Self::BadAddress {
+            address: address.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::connect_to(connector, &parsed).await
+    }
+
+    /// The agent at `address` and its clients, or why not.
+    ///
+    /// # Errors
+    /// The agent cannot be reached.
+    pub async fn connect_to(connector: &Connector, address: &AgentAddress) -> Result<AgentClients, Self> {
+        connect(connector, address)
+            .await
+            .map_err(|e| Self::Unreachable(crate::engine::error::chain(&e)))
+    }
+
+    /// A refusal of `rpc`.
+    #[must_use]
+    pub fn refused(rpc: &'static str, status: &tonic::Status) -> Self {
+        Self::Refused {
+            rpc,
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}

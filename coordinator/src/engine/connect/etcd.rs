@@ -173,19 +173,39 @@ where
     Err(last)
 }
 
+/// Why one etcd call to one member failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Auth is enabled and steward has no user to call with.
+    #[error("auth is enabled and steward has no etcd credentials to run the quorum read with (--user, --password)")]
+    NoCredentials,
+    /// The linearizable read of the health check failed.
+    #[error("quorum read failed: {0}")]
+    QuorumRead(String),
+    /// etcd refused or failed the call, or could not be reached (etcd's
+    /// words, see [`describe`]).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CallError {
+    fn of(error: &etcd_client::Error) -> Self {
+        Self::Failed(describe(error))
+    }
+}
+
 /// What `etcdctl endpoint health` checks, through one member: a
 /// linearizable read succeeds (a permission error still proves it serves).
-pub async fn check_health(client: &mut Client) -> Result<(), String> {
+pub async fn check_health(client: &mut Client) -> Result<(), CallError> {
     match client.get("health", None).await {
         Ok(_) => Ok(()),
         Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::PermissionDenied => Ok(()),
         // Like `etcdctl endpoint health`, a read refused for lack of a user
         // proves nothing about quorum.
-        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("user name is empty") => Err(
-            "auth is enabled and steward has no etcd credentials to run the quorum read with (--user, --password)"
-                .to_owned(),
-        ),
-        Err(error) => Err(format!("quorum read failed: {}", describe(&error))),
+        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("user name is empty") => {
+            Err(CallError::NoCredentials)
+        }
+        Err(error) => Err(CallError::QuorumRead(describe(&error))),
     }
 }
 
@@ -214,10 +234,10 @@ pub fn http_client(connector: &Connector) -> Result<reqwest::Client, EtcdError> 
 /// user that cannot exist: etcd answers "authentication is not enabled"
 /// only while it is off, whoever asks (a client certificate whose CN names
 /// a root user would make a permission-based probe say "off").
-pub async fn auth_enabled(connector: &Connector, endpoint: &str) -> Result<bool, String> {
+pub async fn auth_enabled(connector: &Connector, endpoint: &str) -> Result<bool, CallError> {
     let client = Client::connect([endpoint], Some(connector.etcd_options_anonymous()))
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| CallError::of(&e))?;
     let probe = client
         .auth_client()
         .authenticate("steward-auth-probe\u{0}".to_owned(), "-".to_owned())
@@ -236,16 +256,16 @@ pub async fn auth_enabled(connector: &Connector, endpoint: &str) -> Result<bool,
         }
         // A user by that name authenticated: auth is on.
         Ok(_) => Ok(true),
-        Err(error) => Err(describe(&error)),
+        Err(error) => Err(CallError::of(&error)),
     }
 }
 
 /// Active alarms as (member id, alarm name).
-pub async fn alarms(client: &mut Client) -> Result<Vec<(u64, String)>, String> {
+pub async fn alarms(client: &mut Client) -> Result<Vec<(u64, String)>, CallError> {
     let response = client
         .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| CallError::of(&e))?;
     Ok(response
         .alarms()
         .iter()
@@ -254,10 +274,10 @@ pub async fn alarms(client: &mut Client) -> Result<Vec<(u64, String)>, String> {
 }
 
 /// Whether any lease exists (LeaseLeases, etcd 3.3+).
-pub async fn leases_in_use(client: &mut Client) -> Result<bool, String> {
+pub async fn leases_in_use(client: &mut Client) -> Result<bool, CallError> {
     client
         .leases()
         .await
         .map(|r| !r.leases().is_empty())
-        .map_err(|e| describe(&e))
+        .map_err(|e| CallError::of(&e))
 }

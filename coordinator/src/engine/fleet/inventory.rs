@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::engine::error::Unacceptable;
+
 /// What the file holds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,15 +174,17 @@ impl Inventory {
 
 /// Names and labels are plain words: they appear in flags, tables and
 /// file names.
-fn check_word(word: &str) -> Result<(), String> {
+fn check_word(word: &str) -> Result<(), Unacceptable> {
     if word.is_empty() {
-        return Err("is empty".into());
+        return Err(Unacceptable("is empty".into()));
     }
     if !word
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!("{word:?} may hold only letters, digits, '-', '_' and '.'"));
+        return Err(Unacceptable(format!(
+            "{word:?} may hold only letters, digits, '-', '_' and '.'"
+        )));
     }
     Ok(())
 }

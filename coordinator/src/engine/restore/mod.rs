@@ -23,7 +23,7 @@ use crate::engine::cluster::lock::{self, ClusterLock, Holder, LockError};
 use crate::engine::cluster::observe::observe;
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
-use crate::engine::connect::etcd;
+use crate::engine::connect::etcd::{self, EtcdError};
 use crate::engine::error::Error;
 use crate::engine::events::{Event, EventSink};
 use crate::engine::report::{RESTORE_SCHEMA, ReportHeader, RunContext};
@@ -317,7 +317,7 @@ impl Restore<'_> {
     async fn run(&mut self) -> Result<(), Stop> {
         let members = self.gather().await?;
         let facts: Vec<MemberFacts> = members.iter().map(|m| m.facts.clone()).collect();
-        let resume = plan::unfinished(&facts).map_err(|reason| failure(None, "resume", reason))?;
+        let resume = plan::unfinished(&facts).map_err(|reason| failure(None, "resume", reason.to_string()))?;
         let decided = match resume {
             Some(resume) => self.decide_resume(&members, resume).await?,
             None => self.decide_fresh(&members).await?,
@@ -426,7 +426,7 @@ impl Restore<'_> {
             SnapshotSource::File(path) => {
                 let (sha256, _) = verify_local(&path)
                     .await
-                    .map_err(|e| self.refuse(ids::SNAPSHOT_VERIFIED, e))?;
+                    .map_err(|e| self.refuse(ids::SNAPSHOT_VERIFIED, e.to_string()))?;
                 if sha256 != resume.snapshot_sha256 {
                     return Err(self.refuse(
                         ids::UNFINISHED,
@@ -457,7 +457,7 @@ impl Restore<'_> {
             let version = match resume.versions.iter().find(|(name, _)| *name == member.facts.name) {
                 Some((_, version)) => version.clone(),
                 None => plan::version_for(&member.facts, asked.as_ref())
-                    .map_err(|e| self.refuse(ids::RESTORE_VERSION, e))?,
+                    .map_err(|e| self.refuse(ids::RESTORE_VERSION, e.to_string()))?,
             };
             versions.push((member.facts.name.clone(), version));
         }
@@ -494,11 +494,12 @@ impl Restore<'_> {
         let mut versions = Vec::new();
         for member in members {
             let version = plan::version_for(&member.facts, self.options.version.as_ref())
-                .map_err(|e| self.refuse(ids::RESTORE_VERSION, e))?;
+                .map_err(|e| self.refuse(ids::RESTORE_VERSION, e.to_string()))?;
             versions.push((member.facts.name.clone(), version));
         }
         let facts: Vec<MemberFacts> = members.iter().map(|m| m.facts.clone()).collect();
-        let initial_cluster = plan::initial_cluster(&facts).map_err(|e| failure(None, "initial cluster", e))?;
+        let initial_cluster =
+            plan::initial_cluster(&facts).map_err(|e| failure(None, "initial cluster", e.to_string()))?;
         let id = plan::restore_id(time::OffsetDateTime::now_utc());
         let token = plan::cluster_token(self.options.label.as_deref(), &id);
         self.report.restore_id = Some(id.clone());
@@ -696,7 +697,7 @@ impl Restore<'_> {
             SnapshotSource::File(path) => {
                 let (sha256, size) = verify_local(&path)
                     .await
-                    .map_err(|e| self.refuse(ids::SNAPSHOT_VERIFIED, e))?;
+                    .map_err(|e| self.refuse(ids::SNAPSHOT_VERIFIED, e.to_string()))?;
                 let snapshot = RestoredSnapshot {
                     id: format!("file-{}", &sha256[..16]),
                     sha256: sha256.clone(),
@@ -1150,13 +1151,15 @@ impl Restore<'_> {
         Ok(())
     }
 
-    async fn drop_stale_keys(&self, endpoints: &[String], decided: &Decided) -> Result<(), String> {
-        let mut client = etcd::connect(&self.connector, endpoints, "the restored cluster")
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn drop_stale_keys(&self, endpoints: &[String], decided: &Decided) -> Result<(), EtcdError> {
+        let mut client = etcd::connect(&self.connector, endpoints, "the restored cluster").await?;
         let prefix = self.options.lock_prefix.trim_end_matches('/');
         let key = format!("{prefix}/lock");
-        let answer = client.get(key.as_str(), None).await.map_err(|e| etcd::describe(&e))?;
+        let answer = client.get(key.as_str(), None).await.map_err(|e| EtcdError {
+            endpoints: endpoints.join(","),
+            what: "the restored cluster's lock",
+            reason: etcd::describe(&e),
+        })?;
         if let Some(kv) = answer.kvs().first()
             && kv.create_revision() <= decided.snapshot.revision
         {
@@ -1171,9 +1174,7 @@ impl Restore<'_> {
             && record.direction == crate::engine::roll::plan::Direction::Upgrade
             && record.from == upgraded_from.to_string()
         {
-            crate::engine::cluster::last_roll::remove(&self.connector, endpoints, prefix)
-                .await
-                .map_err(|e| format!("cannot remove the undone upgrade's record: {e}"))?;
+            crate::engine::cluster::last_roll::remove(&self.connector, endpoints, prefix).await?;
         }
         Ok(())
     }
@@ -1267,39 +1268,57 @@ fn facts_of(
 /// # Errors
 /// The file cannot be read, or is not a snapshot (no trailer, a trailer
 /// that does not match).
-pub async fn verify_local(path: &Path) -> Result<(String, u64), String> {
+pub async fn verify_local(path: &Path) -> Result<(String, u64), SnapshotFileError> {
     use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .len();
+    let unreadable = |source| SnapshotFileError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    let size = file.metadata().await.map_err(unreadable)?.len();
     // A database is whole 512-byte sectors; the trailer adds 32 bytes.
     if size < 512 + 32 || size % 512 != 32 {
-        return Err(format!(
-            "{} is not an intact snapshot: {size} bytes is not a database plus a 32-byte sha256 trailer (truncated, \
-             or not a snapshot)",
-            path.display()
-        ));
+        return Err(SnapshotFileError::NotIntact {
+            path: path.to_owned(),
+            problem: format!(
+                "{size} bytes is not a database plus a 32-byte sha256 trailer (truncated, or not a snapshot)"
+            ),
+        });
     }
     let mut hasher = crate::engine::transfer::download::TrailerHasher::default();
     let mut buffer = vec![0; 256 * 1024];
     loop {
-        let read = file
-            .read(&mut buffer)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let read = file.read(&mut buffer).await.map_err(unreadable)?;
         if read == 0 {
             break;
         }
         hasher.update(&buffer[..read]);
     }
-    hasher
-        .verify_trailer()
-        .map_err(|problem| format!("{} is not an intact snapshot: {problem}", path.display()))
+    hasher.verify_trailer().map_err(|problem| SnapshotFileError::NotIntact {
+        path: path.to_owned(),
+        problem: problem.to_string(),
+    })
+}
+
+/// Why a local snapshot file cannot be restored from.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    /// It cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// It is not a whole snapshot with a matching trailer.
+    #[error("{} is not an intact snapshot: {problem}", path.display())]
+    NotIntact {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        problem: String,
+    },
 }
 
 #[cfg(test)]
@@ -1337,6 +1356,7 @@ mod tests {
             verify_local(&path)
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("not an intact snapshot")
         );
         std::fs::write(&path, &bytes[..100]).unwrap();

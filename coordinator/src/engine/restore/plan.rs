@@ -105,7 +105,7 @@ pub struct Resume {
 /// # Errors
 /// Agents recorded different unfinished restores (two coordinators were at
 /// work, or a record was damaged): steward does not pick one.
-pub fn unfinished(members: &[MemberFacts]) -> Result<Option<Resume>, String> {
+pub fn unfinished(members: &[MemberFacts]) -> Result<Option<Resume>, PlanRefusal> {
     let open: Vec<(&MemberFacts, &RecordedRestore)> = members
         .iter()
         .filter_map(|m| m.restore.as_ref().map(|r| (m, r)))
@@ -115,17 +115,18 @@ pub fn unfinished(members: &[MemberFacts]) -> Result<Option<Resume>, String> {
         return Ok(None);
     };
     if let Some((member, other)) = open.iter().find(|(_, r)| r.id != first.id) {
-        return Err(format!(
-            "the agents recorded two unfinished restores: {} and {} (on {}); finish or inspect them one by one",
-            first.id, other.id, member.name
-        ));
+        return Err(PlanRefusal::TwoUnfinished {
+            first: first.id.clone(),
+            other: other.id.clone(),
+            on: member.name.clone(),
+        });
     }
     let mut versions = Vec::new();
     for (member, record) in &open {
-        let version = record
-            .version
-            .parse()
-            .map_err(|_| format!("{}'s restore record names version {:?}", member.name, record.version))?;
+        let version = record.version.parse().map_err(|_| PlanRefusal::BadRecordedVersion {
+            member: member.name.clone(),
+            version: record.version.clone(),
+        })?;
         versions.push((member.name.clone(), version));
     }
     Ok(Some(Resume {
@@ -143,13 +144,13 @@ pub fn unfinished(members: &[MemberFacts]) -> Result<Option<Resume>, String> {
 ///
 /// # Errors
 /// A member advertises no peer URL.
-pub fn initial_cluster(members: &[MemberFacts]) -> Result<String, String> {
+pub fn initial_cluster(members: &[MemberFacts]) -> Result<String, PlanRefusal> {
     let mut sorted: Vec<&MemberFacts> = members.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut entries = Vec::new();
     for member in sorted {
         if member.peer_urls.is_empty() {
-            return Err(format!("{}'s agent reports no peer URL", member.name));
+            return Err(PlanRefusal::NoPeerUrl(member.name.clone()));
         }
         entries.extend(member.peer_urls.iter().map(|url| format!("{}={url}", member.name)));
     }
@@ -195,13 +196,42 @@ pub fn cluster_token(label: Option<&str>, id: &str) -> String {
 ///
 /// # Errors
 /// Neither exists.
-pub fn version_for(member: &MemberFacts, asked: Option<&EtcdVersion>) -> Result<EtcdVersion, String> {
-    asked.or(member.active.as_ref()).cloned().ok_or_else(|| {
-        format!(
-            "{} has no active version to restore with; name one with --version",
-            member.name
-        )
-    })
+pub fn version_for(member: &MemberFacts, asked: Option<&EtcdVersion>) -> Result<EtcdVersion, PlanRefusal> {
+    asked
+        .or(member.active.as_ref())
+        .cloned()
+        .ok_or_else(|| PlanRefusal::NoVersion(member.name.clone()))
+}
+
+/// Why the restore cannot be planned from what the agents report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanRefusal {
+    /// The agents recorded different unfinished restores.
+    #[error(
+        "the agents recorded two unfinished restores: {first} and {other} (on {on}); finish or inspect them one by one"
+    )]
+    TwoUnfinished {
+        /// One restore id.
+        first: String,
+        /// The other.
+        other: String,
+        /// The member that recorded the other.
+        on: String,
+    },
+    /// A restore record names a version that does not parse.
+    #[error("{member}'s restore record names version {version:?}")]
+    BadRecordedVersion {
+        /// The member.
+        member: String,
+        /// What the record says.
+        version: String,
+    },
+    /// A member advertises no peer URL.
+    #[error("{0}'s agent reports no peer URL")]
+    NoPeerUrl(String),
+    /// No version was asked for and the member has none active.
+    #[error("{0} has no active version to restore with; name one with --version")]
+    NoVersion(String),
 }
 
 fn check(rule: &'static str, verdict: Verdict, message: impl Into<String>) -> Check {
@@ -378,7 +408,7 @@ mod tests {
         let mut members = vec![member("m0"), member("m1")];
         members[0].restore = Some(recorded("r1", Phase::Restored));
         members[1].restore = Some(recorded("r2", Phase::Restoring));
-        let error = unfinished(&members).unwrap_err();
+        let error = unfinished(&members).unwrap_err().to_string();
         assert!(error.contains("r1") && error.contains("r2"), "{error}");
     }
 
@@ -391,7 +421,10 @@ mod tests {
             "m0=http://m0:2380,m0=http://m0b:2380,m1=http://m1:2380,m2=http://m2:2380"
         );
         members[0].peer_urls.clear();
-        assert!(initial_cluster(&members).unwrap_err().contains("m2"));
+        assert_eq!(
+            initial_cluster(&members).unwrap_err(),
+            PlanRefusal::NoPeerUrl("m2".into())
+        );
     }
 
     #[test]
@@ -410,7 +443,7 @@ mod tests {
         assert_eq!(version_for(&m, None).unwrap(), v("3.4.23"));
         assert_eq!(version_for(&m, Some(&v("3.5.30"))).unwrap(), v("3.5.30"));
         m.active = None;
-        assert!(version_for(&m, None).unwrap_err().contains("--version"));
+        assert!(version_for(&m, None).unwrap_err().to_string().contains("--version"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use steward_proto::EtcdVersion;
 
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
-use crate::engine::connect::etcd;
+use crate::engine::connect::etcd::{self, EtcdError};
 
 /// Where a pass through the Downgrade API stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,20 +99,19 @@ async fn call(
     endpoints: &[String],
     options: etcd_client::DowngradeOptions,
     what: &'static str,
-) -> Result<(), String> {
+) -> Result<(), EtcdError> {
     etcd::through_any(connector, endpoints, what, |client| {
         let options = options.clone();
         async move { client.maintenance_client().downgrade(options).await.map(drop) }
     })
     .await
-    .map_err(|e| e.to_string())
 }
 
 /// `etcdctl downgrade validate <minor>`.
 ///
 /// # Errors
 /// etcd's reason the downgrade is not possible.
-pub async fn validate(connector: &Connector, endpoints: &[String], target: &EtcdVersion) -> Result<(), String> {
+pub async fn validate(connector: &Connector, endpoints: &[String], target: &EtcdVersion) -> Result<(), EtcdError> {
     call(
         connector,
         endpoints,
@@ -126,7 +125,7 @@ pub async fn validate(connector: &Connector, endpoints: &[String], target: &Etcd
 ///
 /// # Errors
 /// etcd's refusal.
-pub async fn enable(connector: &Connector, endpoints: &[String], target: &EtcdVersion) -> Result<(), String> {
+pub async fn enable(connector: &Connector, endpoints: &[String], target: &EtcdVersion) -> Result<(), EtcdError> {
     call(
         connector,
         endpoints,
@@ -140,7 +139,7 @@ pub async fn enable(connector: &Connector, endpoints: &[String], target: &EtcdVe
 ///
 /// # Errors
 /// etcd's refusal (for example, no downgrade in progress).
-pub async fn cancel(connector: &Connector, endpoints: &[String]) -> Result<(), String> {
+pub async fn cancel(connector: &Connector, endpoints: &[String]) -> Result<(), EtcdError> {
     call(
         connector,
         endpoints,

@@ -8,7 +8,7 @@ use steward_proto::v1 as pb;
 
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
-use crate::engine::connect::agent;
+use crate::engine::connect::agent::AnswerError;
 use crate::engine::roll::plan::Plan;
 use crate::engine::roll::rules::{Check, Verdict};
 
@@ -36,11 +36,8 @@ pub async fn ask(
     agent: &str,
     target: &EtcdVersion,
     from: Option<&EtcdVersion>,
-) -> Result<pb::CheckFlagsResponse, String> {
-    let address = agent.parse().map_err(|e| format!("bad agent address {agent}: {e}"))?;
-    let mut clients = agent::connect(connector, &address)
-        .await
-        .map_err(|e| crate::engine::error::chain(&e))?;
+) -> Result<pb::CheckFlagsResponse, AnswerError> {
+    let mut clients = AnswerError::connect(connector, agent).await?;
     let request = pb::CheckFlagsRequest {
         target_version: target.to_string(),
         from_version: from.map(ToString::to_string).unwrap_or_default(),
@@ -50,7 +47,7 @@ pub async fn ask(
         .check_flags(request)
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| format!("CheckFlags: {:?}: {}", s.code(), s.message()))
+        .map_err(|s| AnswerError::refused("CheckFlags", &s))
 }
 
 /// Asks every agent of every member a step of `plan` still has to change.
@@ -64,7 +61,9 @@ pub async fn ask_all(connector: &Connector, observed: &Observed, plan: &Plan) ->
                 .find(|m| m.id == step.id)
                 .and_then(|m| m.agent.clone());
             let answer = match agent {
-                Some(agent) => ask(connector, &agent, &pass.target, step.from.as_ref()).await,
+                Some(agent) => ask(connector, &agent, &pass.target, step.from.as_ref())
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("no agent".to_owned()),
             };
             answers.push(MemberFlags {

@@ -33,6 +33,7 @@ use crate::engine::cluster::probe::{Probe, ProbeReport};
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
 use crate::engine::connect::etcd;
+use crate::engine::error::Error;
 use crate::engine::events::{Event, EventSink, StageMethod};
 use crate::engine::report::{ROLL_SCHEMA, ReportHeader, RunContext};
 use crate::engine::roll::plan::{Direction, NextStep, Plan, PlanError, next_step, plan};
@@ -611,7 +612,7 @@ impl Roll<'_> {
                         source: "steward",
                     },
                 ),
-                Err(error) => return Err(failure(None, "rollback-direction", error).into()),
+                Err(error) => return Err(failure(None, "rollback-direction", error.to_string()).into()),
             };
         let mut checks = vec![direction_check];
         checks.extend(rules::rollback_checks(observed, undo));
@@ -655,7 +656,7 @@ impl Roll<'_> {
         if undo == Direction::Downgrade && observed.downgrade_target().is_some() {
             downgrade_api::cancel(&self.connector, &downgrade_api::endpoints(observed))
                 .await
-                .map_err(|e| failure(None, "downgrade-cancel", e))?;
+                .map_err(|e| failure(None, "downgrade-cancel", e.to_string()))?;
             self.emit(&Event::DowngradeCancelled {
                 reason: "steward rollback".into(),
             });
@@ -1218,10 +1219,10 @@ impl Roll<'_> {
                     self.ensure_lock().await?;
                     downgrade_api::validate(&self.connector, &endpoints, target)
                         .await
-                        .map_err(|e| failure(None, "downgrade-validate", e))?;
+                        .map_err(|e| failure(None, "downgrade-validate", e.to_string()))?;
                     downgrade_api::enable(&self.connector, &endpoints, target)
                         .await
-                        .map_err(|e| failure(None, "downgrade-enable", e))?;
+                        .map_err(|e| failure(None, "downgrade-enable", e.to_string()))?;
                     enabled_here = true;
                     self.emit(&Event::DowngradeEnabled {
                         target: downgrade_api::api_version(target),
@@ -1391,24 +1392,24 @@ impl Roll<'_> {
     /// Whether `name` may be taken down again to undo its change, from a
     /// fresh observation (moving leadership away from it first if it
     /// leads); the reason when not.
-    async fn undo_clearance(&mut self, name: &str) -> Result<(), String> {
+    async fn undo_clearance(&mut self, name: &str) -> Result<(), NoUndo> {
         for _ in 0..2 {
-            let observed = self.observe("rollback").await.map_err(|f| f.reason)?.observed;
+            let observed = self.observe("rollback").await.map_err(NoUndo::Step)?.observed;
             match safety::clearance_to_undo(&observed, name) {
                 Ok(Clearance::Now) => return Ok(()),
                 Ok(Clearance::AfterLeaderMoves) => {
                     let Some(to) = crate::engine::roll::plan::transferee(&observed, name) else {
-                        return Err(format!("{name} leads and no member can take over"));
+                        return Err(NoUndo::NoTransferee(name.to_owned()));
                     };
                     let (to, to_id) = (to.name.clone(), to.id);
                     Box::pin(self.move_leader(&observed, name, &to, to_id))
                         .await
-                        .map_err(|f| f.reason)?;
+                        .map_err(NoUndo::Step)?;
                 }
-                Err(why) => return Err(why.to_string()),
+                Err(why) => return Err(NoUndo::Unsafe(why)),
             }
         }
-        Err(format!("leadership kept coming back to {name}"))
+        Err(NoUndo::LeadershipReturns(name.to_owned()))
     }
 
     /// The member is healthy, runs the target, has applied what the leader
@@ -1591,7 +1592,7 @@ async fn verify_local_binaries(local: &BTreeMap<EtcdVersion, LocalRelease>, plan
                 release.etcd.display(),
                 pass.target
             )),
-            Err(error) => problems.push(format!("{}: {error}", release.etcd.display())),
+            Err(error) => problems.push(crate::engine::error::chain(&error)),
         }
     }
     if problems.is_empty() {
@@ -1703,15 +1704,37 @@ fn release_at(etcd: &Path) -> LocalRelease {
 }
 
 /// The version a local etcd binary reports.
-async fn reported_version(path: &Path) -> Result<EtcdVersion, String> {
+async fn reported_version(path: &Path) -> Result<EtcdVersion, Error> {
     let output = tokio::process::Command::new(path)
         .arg("--version")
         .output()
         .await
-        .map_err(|e| format!("cannot run it: {e}"))?;
+        .map_err(|source| Error::Io {
+            action: "run",
+            path: path.to_owned(),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("etcd Version:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| "does not report an etcd version".to_owned())
+        .ok_or_else(|| Error::Invalid(format!("{} does not report an etcd version", path.display())))
+}
+
+/// Why a member whose gate failed was left on the new version rather than
+/// rolled back.
+#[derive(Debug, thiserror::Error)]
+enum NoUndo {
+    /// Observing or moving leadership failed.
+    #[error("{}", .0.reason)]
+    Step(Failure),
+    /// It leads and no member can take over.
+    #[error("{0} leads and no member can take over")]
+    NoTransferee(String),
+    /// Taking it down again would cost quorum.
+    #[error("{0}")]
+    Unsafe(Unsafe),
+    /// Leadership kept coming back to it.
+    #[error("leadership kept coming back to {0}")]
+    LeadershipReturns(String),
 }

@@ -13,7 +13,7 @@ use steward_proto::v1 as pb;
 
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
-use crate::engine::connect::agent;
+use crate::engine::connect::agent::AnswerError;
 use crate::engine::roll::plan::{Pass, Plan};
 use crate::engine::roll::rules::{Check, Verdict};
 
@@ -74,7 +74,7 @@ pub async fn ask_all(connector: &Connector, observed: &Observed) -> Vec<MemberV2
         .filter(|m| m.version.as_ref().is_some_and(|v| v.minor_version() == (3, 5)))
     {
         let answer = match &member.agent {
-            Some(agent) => ask(connector, agent).await,
+            Some(agent) => ask(connector, agent).await.map_err(|e| e.to_string()),
             None => Err("no agent".to_owned()),
         };
         answers.push(MemberV2Store {
@@ -85,17 +85,14 @@ pub async fn ask_all(connector: &Connector, observed: &Observed) -> Vec<MemberV2
     answers
 }
 
-async fn ask(connector: &Connector, agent: &str) -> Result<pb::CheckV2StoreResponse, String> {
-    let address = agent.parse().map_err(|e| format!("bad agent address {agent}: {e}"))?;
-    let mut clients = agent::connect(connector, &address)
-        .await
-        .map_err(|e| crate::engine::error::chain(&e))?;
+async fn ask(connector: &Connector, agent: &str) -> Result<pb::CheckV2StoreResponse, AnswerError> {
+    let mut clients = AnswerError::connect(connector, agent).await?;
     clients
         .agent
         .check_v2_store(pb::CheckV2StoreRequest {})
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| format!("CheckV2Store: {:?}: {}", s.code(), s.message()))
+        .map_err(|s| AnswerError::refused("CheckV2Store", &s))
 }
 
 /// The check over every answer: refused when a member has custom v2
