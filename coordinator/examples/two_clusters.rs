@@ -24,8 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let eu = open("clusters/eu-1.toml")?;
     let us = open("clusters/us-1.toml")?;
     // Each cluster's own CAs, client certificates and etcd user, from its file.
-    let to_eu = Connector::default().for_target(&eu)?;
-    let to_us = Connector::default().for_target(&us)?;
+    let to_eu = eu.connector(&Connector::default())?;
+    let to_us = us.connector(&Connector::default())?;
 
     let options = RollOptions {
         context: RunContext::new(Some("eu-1".into())),

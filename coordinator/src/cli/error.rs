@@ -16,6 +16,13 @@ pub enum CliError {
     /// The engine failed; its error names the agent, file or member.
     #[error(transparent)]
     Engine(#[from] Error),
+    /// The cluster to work on cannot be determined or its description
+    /// cannot be used (the inner error names the flag, file and field).
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The cluster could not be observed.
+    #[error("cannot observe the cluster")]
+    Observe(#[from] ObserveError),
     /// Writing the results to stdout failed.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
@@ -82,15 +89,9 @@ pub enum CliError {
     },
 }
 
-impl From<TargetError> for CliError {
-    fn from(error: TargetError) -> Self {
-        Self::Engine(error.into())
-    }
-}
-
-impl From<ObserveError> for CliError {
-    fn from(error: ObserveError) -> Self {
-        Self::Engine(error.into())
+impl From<crate::output::OutputError> for CliError {
+    fn from(error: crate::output::OutputError) -> Self {
+        Self::Output(error.0)
     }
 }
 
@@ -103,6 +104,7 @@ impl CliError {
         match self {
             // No cluster named, or named ambiguously: how steward was called.
             Self::Engine(error) if error.is_usage() => exit::USAGE,
+            Self::Target(error) if error.is_usage() => exit::USAGE,
             Self::Backup(error) if error.is_usage() => exit::USAGE,
             Self::Usage(_) => exit::USAGE,
             Self::Refused { .. } => exit::REFUSED,

@@ -36,7 +36,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             )
             .await?;
             let view = StatusView::new(&target.agent.to_string(), &response);
-            output::emit(out, output.format, &view)
+            output::emit(out, output.format, &view).map_err(CliError::from)
         }
         AgentCommand::Binaries { target, output } => {
             let mut clients = agent::connect(connector, &target.agent).await?;
@@ -47,7 +47,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.binaries.list_binaries(pb::ListBinariesRequest {}),
             )
             .await?;
-            output::emit(out, output.format, &BinariesView::from(&response))
+            output::emit(out, output.format, &BinariesView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Import {
             target,
@@ -72,7 +72,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.binaries.import_binary(request),
             )
             .await?;
-            output::emit(out, output.format, &StagedView::from(&response))
+            output::emit(out, output.format, &StagedView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Upload {
             target,
@@ -86,7 +86,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             let upload =
                 crate::engine::transfer::upload::upload(&mut clients, &file, &fingerprint, &version, tool.to_pb(), 0);
             let response = Box::pin(upload).await?;
-            output::emit(out, output.format, &StagedView::from(&response))
+            output::emit(out, output.format, &StagedView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Flags { target, to, output } => {
             let mut clients = agent::connect(connector, &target.agent).await?;
@@ -101,7 +101,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.agent.check_flags(request),
             )
             .await?;
-            output::emit(out, output.format, &FlagsView::new(&to.to_string(), &response))
+            output::emit(out, output.format, &FlagsView::new(&to.to_string(), &response)).map_err(CliError::from)
         }
         AgentCommand::Activate {
             target,
@@ -119,7 +119,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             };
             tracing::info!(agent = %target.agent, version = %to, "activating");
             let response = call(&target.agent, plaintext, "Activate", clients.agent.activate(request)).await?;
-            output::emit(out, output.format, &SwitchView::from(&response))
+            output::emit(out, output.format, &SwitchView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Rollback {
             target,
@@ -135,7 +135,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             };
             tracing::info!(agent = %target.agent, "rolling back");
             let response = call(&target.agent, plaintext, "Rollback", clients.agent.rollback(request)).await?;
-            output::emit(out, output.format, &SwitchView::from(&response))
+            output::emit(out, output.format, &SwitchView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Start { target, output } => {
             let mut clients = agent::connect(connector, &target.agent).await?;
@@ -146,7 +146,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.agent.start(pb::StartRequest::default()),
             )
             .await?;
-            output::emit(out, output.format, &LifecycleView::from(&response))
+            output::emit(out, output.format, &LifecycleView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Stop { target, force, output } => {
             let mut clients = agent::connect(connector, &target.agent).await?;
@@ -158,7 +158,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.agent.stop(pb::StopRequest::default()),
             )
             .await?;
-            output::emit(out, output.format, &LifecycleView::from(&response))
+            output::emit(out, output.format, &LifecycleView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Restart { target, force, output } => {
             let mut clients = agent::connect(connector, &target.agent).await?;
@@ -170,7 +170,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.agent.restart(pb::RestartRequest::default()),
             )
             .await?;
-            output::emit(out, output.format, &LifecycleView::from(&response))
+            output::emit(out, output.format, &LifecycleView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Snapshot { target, output } => {
             let mut clients = agent::connect(connector, &target.agent).await?;
@@ -188,7 +188,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                     problem: "no snapshot info",
                 })
             })?;
-            output::emit(out, output.format, &SnapshotView::from(&info))
+            output::emit(out, output.format, &SnapshotView::from(&info)).map_err(CliError::from)
         }
         AgentCommand::Snapshots { target, output } => {
             let mut clients = agent::connect(connector, &target.agent).await?;
@@ -199,7 +199,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
                 clients.snapshots.list_snapshots(pb::ListSnapshotsRequest {}),
             )
             .await?;
-            output::emit(out, output.format, &SnapshotsView::from(&response))
+            output::emit(out, output.format, &SnapshotsView::from(&response)).map_err(CliError::from)
         }
         AgentCommand::Download {
             target,
@@ -210,7 +210,7 @@ pub async fn run(connector: &Connector, command: AgentCommand, out: &mut dyn Wri
             let mut clients = agent::connect(connector, &target.agent).await?;
             let (info, size) = Box::pin(crate::engine::transfer::download::download(&mut clients, &id, &file)).await?;
             tracing::info!(file = %file.display(), size, "snapshot downloaded and verified");
-            output::emit(out, output.format, &DownloadView::new(&file, size, &info))
+            output::emit(out, output.format, &DownloadView::new(&file, size, &info)).map_err(CliError::from)
         }
         AgentCommand::Logs {
             target,

@@ -39,6 +39,7 @@ pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Writ
             downloaded_to: taken.copied_to.map(|p| p.display().to_string()),
         },
     )
+    .map_err(CliError::from)
 }
 
 /// `steward backups`: every agent's snapshots, newest first.
@@ -68,5 +69,5 @@ pub async fn backups(
             .cmp(&a.created_at)
             .then_with(|| a.member_name.cmp(&b.member_name))
     });
-    output::emit(out, output.format, &SnapshotsView { snapshots })
+    output::emit(out, output.format, &SnapshotsView { snapshots }).map_err(CliError::from)
 }

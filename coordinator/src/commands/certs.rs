@@ -91,6 +91,7 @@ pub fn run(command: CertsCommand, out: &mut dyn Write) -> Result<(), CliError> {
                     sans: Vec::new(),
                 },
             )
+            .map_err(CliError::from)
         }
         CertsCommand::Issue {
             dir,
@@ -115,6 +116,7 @@ pub fn run(command: CertsCommand, out: &mut dyn Write) -> Result<(), CliError> {
                     sans,
                 },
             )
+            .map_err(CliError::from)
         }
     }
 }

@@ -88,9 +88,9 @@ pub struct StatusView {
     /// Agents serving no listed member.
     pub stray_agents: Vec<String>,
     /// The cluster lock, when a coordinator holds it.
-    pub lock: Option<crate::engine::cluster::change_state::LockView>,
+    pub lock: Option<crate::engine::roll::change_state::LockView>,
     /// The last change recorded (`null` when none).
-    pub last_change: Option<crate::engine::cluster::change_state::ChangeView>,
+    pub last_change: Option<crate::engine::roll::change_state::ChangeView>,
     /// What is wrong, if anything.
     pub problems: Vec<String>,
 }
@@ -120,10 +120,10 @@ fn problems(observed: &Observed) -> Vec<String> {
 }
 
 impl StatusView {
-    fn new(observed: &Observed, found: &crate::engine::cluster::change_state::Found) -> Self {
-        let last_change = crate::engine::cluster::change_state::assess(observed, found);
+    fn new(observed: &Observed, found: &crate::engine::roll::change_state::Found) -> Self {
+        let last_change = crate::engine::roll::change_state::assess(observed, found);
         let mut problems = problems(observed);
-        problems.extend(crate::engine::cluster::change_state::problems(
+        problems.extend(crate::engine::roll::change_state::problems(
             last_change.as_ref(),
             found.lock.as_ref(),
         ));
@@ -288,9 +288,9 @@ pub async fn status(connector: &Connector, args: &StatusArgs, out: &mut dyn Writ
         .map(|m| m.client_url.clone())
         .collect();
     let found = if endpoints.is_empty() {
-        crate::engine::cluster::change_state::Found::default()
+        crate::engine::roll::change_state::Found::default()
     } else {
-        crate::engine::cluster::change_state::read(&connector, &endpoints, &args.lock_prefix).await
+        crate::engine::roll::change_state::read(&connector, &endpoints, &args.lock_prefix).await
     };
     let view = StatusView::new(&observation.observed, &found);
     output::emit(out, args.output.format, &view)?;

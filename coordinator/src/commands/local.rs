@@ -59,12 +59,12 @@ async fn up(args: LocalUpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     tracing::info!(dir = %spec.dir.display(), version = %spec.release.version, members = spec.members, "starting a local cluster");
     let report = local::up(&spec).await?;
-    output::emit(out, args.output.format, &LocalUpView::from(&report))
+    output::emit(out, args.output.format, &LocalUpView::from(&report)).map_err(CliError::from)
 }
 
 async fn down(args: &LocalDownArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let report = local::down(&args.dir, args.purge).await?;
-    output::emit(out, args.output.format, &LocalDownView::from(&report))
+    output::emit(out, args.output.format, &LocalDownView::from(&report)).map_err(CliError::from)
 }
 
 /// An absolute path with symlinks resolved when it exists (the agents check

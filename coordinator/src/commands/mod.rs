@@ -27,6 +27,6 @@ pub fn cluster_target(args: &ClusterArgs, connector: &Connector) -> Result<(Clus
     let target = ClusterTarget::resolve(args.cluster.as_deref(), args.agents.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
-    let connector = connector.for_target(&target)?;
+    let connector = target.connector(connector)?;
     Ok((target, connector))
 }

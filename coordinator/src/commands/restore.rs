@@ -249,7 +249,7 @@ async fn undo_target(
         .filter(|m| m.healthy)
         .map(|m| m.client_url.clone())
         .collect();
-    let record = crate::engine::cluster::last_roll::read(connector, &endpoints, prefix)
+    let record = crate::engine::roll::last_roll::read(connector, &endpoints, prefix)
         .await
         .map_err(|e| refuse(format!("cannot read the last-roll record: {e}")))?
         .ok_or_else(|| refuse("this cluster has no record of an upgrade to undo".into()))?;

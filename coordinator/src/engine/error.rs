@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
-use crate::engine::connect::agent::AgentAddress;
+use crate::engine::address::AgentAddress;
 
 /// Everything the engine can fail with. Each variant names the
 /// agent or file it concerns; sources are kept as `#[source]` and never
@@ -94,7 +94,7 @@ pub enum Error {
         /// The snapshot id.
         id: String,
         /// What does not match.
-        problem: crate::engine::transfer::download::VerifyProblem,
+        problem: VerifyProblem,
     },
     /// The download target appeared while the download ran.
     #[error("{path} already exists; steward never overwrites a snapshot file (the download is kept at {part})")]
@@ -123,13 +123,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The cluster to work on cannot be determined or its description
-    /// cannot be used (the inner error names the flag, file and field).
-    #[error(transparent)]
-    Target(#[from] crate::engine::cluster::file::TargetError),
-    /// The cluster could not be observed.
-    #[error("cannot observe the cluster")]
-    Observe(#[from] crate::engine::cluster::observe::ObserveError),
     /// The request cannot be carried out as given (a path, a setting); the
     /// message names it and what is wrong. Nothing was changed.
     #[error("{0}")]
@@ -141,11 +134,7 @@ impl Error {
     /// unusable path or setting) rather than about the cluster.
     #[must_use]
     pub const fn is_usage(&self) -> bool {
-        match self {
-            Self::Target(error) => error.is_usage(),
-            Self::Invalid(_) => true,
-            _ => false,
-        }
+        matches!(self, Self::Invalid(_))
     }
 
     /// Maps a status from `rpc` on the agent at `address`. ABORTED (and a
@@ -294,3 +283,54 @@ impl fmt::Display for CodeName {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Unacceptable(pub String);
+
+/// Why a downloaded snapshot is not what the agent says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyProblem {
+    /// The file cannot even hold a trailer.
+    TooShort {
+        /// Bytes received.
+        size: u64,
+    },
+    /// The trailer is not the sha256 of the content before it.
+    TrailerMismatch {
+        /// The trailer, hex.
+        trailer: String,
+        /// What the content hashes to, hex.
+        content: String,
+    },
+    /// The trailer is not the sha256 the agent recorded.
+    RecordMismatch {
+        /// The agent's record, hex.
+        recorded: String,
+        /// The trailer, hex.
+        trailer: String,
+    },
+    /// The size is not the size the agent recorded.
+    SizeMismatch {
+        /// The agent's record.
+        recorded: u64,
+        /// Bytes received.
+        received: u64,
+    },
+}
+
+impl fmt::Display for VerifyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort { size } => write!(f, "{size} bytes is shorter than the 32-byte sha256 trailer"),
+            Self::TrailerMismatch { trailer, content } => {
+                write!(f, "the sha256 trailer is {trailer} but the content hashes to {content}")
+            }
+            Self::RecordMismatch { recorded, trailer } => {
+                write!(
+                    f,
+                    "the agent recorded sha256 {recorded} but the file's trailer is {trailer}"
+                )
+            }
+            Self::SizeMismatch { recorded, received } => {
+                write!(f, "the agent recorded {recorded} bytes but {received} arrived")
+            }
+        }
+    }
+}

@@ -5,8 +5,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::engine::check::{Check, Verdict};
 use crate::engine::report::{EVENT_SCHEMA, RunContext, now_rfc3339};
-use crate::engine::roll::rules::Check;
 
 /// One step of a rolling change.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -360,9 +360,9 @@ pub fn human(event: &Event) -> String {
         Event::Check(check) => format!(
             "check     {:<4} {:<34} {}",
             match check.verdict {
-                crate::engine::roll::rules::Verdict::Pass => "ok",
-                crate::engine::roll::rules::Verdict::Warn => "WARN",
-                crate::engine::roll::rules::Verdict::Fail => "FAIL",
+                Verdict::Pass => "ok",
+                Verdict::Warn => "WARN",
+                Verdict::Fail => "FAIL",
             },
             check.rule,
             check.message

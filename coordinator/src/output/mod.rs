@@ -9,8 +9,12 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::cli::error::CliError;
 use crate::output::table::Tabular;
+
+/// Writing the results to stdout failed (a closed pipe, a full disk).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the output")]
+pub struct OutputError(#[source] pub std::io::Error);
 
 /// `-w/--write-out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -26,39 +30,39 @@ pub enum OutputFormat {
 /// or one pretty-printed JSON document.
 ///
 /// # Errors
-/// [`CliError::Output`] when `out` cannot be written.
-pub fn emit<V: Serialize + Tabular>(out: &mut dyn Write, format: OutputFormat, view: &V) -> Result<(), CliError> {
+/// [`OutputError`] when `out` cannot be written.
+pub fn emit<V: Serialize + Tabular>(out: &mut dyn Write, format: OutputFormat, view: &V) -> Result<(), OutputError> {
     match format {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *out, view).map_err(|e| CliError::Output(e.into()))?;
-            writeln!(out).map_err(CliError::Output)?;
+            serde_json::to_writer_pretty(&mut *out, view).map_err(|e| OutputError(e.into()))?;
+            writeln!(out).map_err(OutputError)?;
         }
         OutputFormat::Table => {
             for (index, table) in view.tables().iter().enumerate() {
                 if index > 0 {
-                    writeln!(out).map_err(CliError::Output)?;
+                    writeln!(out).map_err(OutputError)?;
                 }
-                writeln!(out, "{table}").map_err(CliError::Output)?;
+                writeln!(out, "{table}").map_err(OutputError)?;
             }
         }
     }
-    out.flush().map_err(CliError::Output)
+    out.flush().map_err(OutputError)
 }
 
 /// Writes the final report of a changing command: one more NDJSON line
 /// after the events (stdout stays valid NDJSON), else in `format`.
 ///
 /// # Errors
-/// [`CliError::Output`] when `out` cannot be written.
+/// [`OutputError`] when `out` cannot be written.
 pub fn report<V: Serialize + Tabular>(
     out: &mut dyn Write,
     events: bool,
     format: OutputFormat,
     view: &V,
-) -> Result<(), CliError> {
+) -> Result<(), OutputError> {
     if events {
-        let line = serde_json::to_string(view).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
-        writeln!(out, "{line}").map_err(CliError::Output)
+        let line = serde_json::to_string(view).map_err(|e| OutputError(std::io::Error::other(e)))?;
+        writeln!(out, "{line}").map_err(OutputError)
     } else {
         emit(out, format, view)
     }
@@ -68,12 +72,12 @@ pub fn report<V: Serialize + Tabular>(
 /// them at once.
 ///
 /// # Errors
-/// [`CliError::Output`] when `out` cannot be written.
-pub fn lines(out: &mut dyn Write, lines: &[String]) -> Result<(), CliError> {
+/// [`OutputError`] when `out` cannot be written.
+pub fn lines(out: &mut dyn Write, lines: &[String]) -> Result<(), OutputError> {
     for line in lines {
-        writeln!(out, "{line}").map_err(CliError::Output)?;
+        writeln!(out, "{line}").map_err(OutputError)?;
     }
-    out.flush().map_err(CliError::Output)
+    out.flush().map_err(OutputError)
 }
 
 #[cfg(test)]

@@ -54,8 +54,8 @@ async fn two_clusters_with_their_own_cas_one_upgraded_one_backed_up_at_once() {
 
     // Nothing process-wide: one connector per cluster, from its file.
     let base = Connector::default();
-    let to_a = base.for_target(&target_a).expect("a's connector");
-    let to_b = base.for_target(&target_b).expect("b's connector");
+    let to_a = target_a.connector(&base).expect("a's connector");
+    let to_b = target_b.connector(&base).expect("b's connector");
     assert!(
         observe_target(&to_a, &target_b).await.is_err(),
         "a's identity must not reach b: the CAs differ"

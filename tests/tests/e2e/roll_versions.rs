@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use steward_coordinator::engine::events::{Event, StageMethod};
 use steward_coordinator::engine::roll::plan::Direction;
-use steward_coordinator::engine::roll::{Change, Outcome, RollOptions, RollRequest};
+use steward_coordinator::engine::roll::{Cause, Change, Gate, Outcome, RollOptions, RollRequest};
 use steward_proto::EtcdVersion;
 use steward_tests::rolling::{assert_all_on, roll};
 use steward_tests::{ClusterBuilder, Writer, binaries::binaries_dir, exact, fake, lost_writes, newest, oldest};
@@ -160,6 +160,8 @@ async fn a_target_that_exits_at_once_is_reverted_and_stops_the_change() {
     assert_eq!(report.result, Outcome::Failed, "{report:#?}");
     let failure = report.failure.expect("a failure");
     assert_eq!(failure.gate, "activate");
+    assert_eq!(failure.gate, Gate::Activate);
+    assert_eq!(failure.cause, Cause::Reverted, "a caller can branch on the revert");
     assert!(failure.reason.contains("reverted the member to"), "{}", failure.reason);
     assert!(
         failure.log_tail.iter().any(|l| l.contains("failing on purpose")),

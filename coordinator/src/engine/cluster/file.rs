@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tonic::codegen::http::Uri;
 
+use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{AddressError, AgentAddress};
 use crate::engine::connect::etcd::Credentials;
 use crate::engine::error::{Error, Unacceptable};
@@ -591,6 +592,33 @@ impl ClusterTarget {
                 })
                 .collect(),
         }
+    }
+
+    /// How to reach this cluster, starting from `base`: what `base` already
+    /// chose (the command line's flags) wins; where it chose nothing, the
+    /// cluster file's `[agent_tls]`, `[etcd]` TLS files and etcd user
+    /// apply. Each cluster of a fleet gets its own connector this way.
+    ///
+    /// # Errors
+    /// A TLS or password file cannot be read, or the files do not go
+    /// together.
+    pub fn connector(&self, base: &Connector) -> Result<Connector, Error> {
+        let mut connector = base.clone();
+        if !connector.agent_uses_tls() && self.agent_tls.is_some() {
+            connector = connector.with_agent_tls(self.agent_tls.as_ref())?;
+        }
+        if let Some(dir) = self.file_dir() {
+            if !connector.etcd_uses_tls() {
+                let files = self.etcd.tls_files(&dir);
+                if !files.is_empty() {
+                    connector = connector.with_etcd_tls(Some(&files))?;
+                }
+            }
+            if !connector.has_credentials() {
+                connector = connector.with_credentials(self.etcd.credentials(&dir)?);
+            }
+        }
+        Ok(connector)
     }
 
     /// The directory of the cluster file, when the target came from one.

@@ -2,10 +2,7 @@
 //! that builds a gRPC channel to an agent, so transport security (mTLS) is
 //! added here and nowhere else.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use steward_proto::v1::{
@@ -13,117 +10,12 @@ use steward_proto::v1::{
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub use crate::engine::address::{AddressError, AgentAddress};
 use crate::engine::connect::Connector;
 use crate::engine::error::Error;
 
 /// How long to wait for the TCP connection and HTTP/2 handshake to an agent.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An agent's address: `host:port`, written by the operator as `host:port`
-/// or `http://host:port`. Displays as `host:port`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentAddress {
-    // Shared: every error names its agent, and a bare Uri would make the
-    // error type several times larger.
-    uri: Arc<Uri>,
-}
-
-/// Why a string is not an agent address.
-#[derive(Debug, thiserror::Error)]
-pub enum AddressError {
-    /// Nothing was given.
-    #[error("the agent address is empty")]
-    Empty,
-    /// The scheme is not plain http.
-    #[error("{input:?}: scheme {scheme:?} is not supported (use host:port or http://host:port)")]
-    Scheme {
-        /// What was given.
-        input: String,
-        /// The scheme found.
-        scheme: String,
-    },
-    /// The text is not a URI authority.
-    #[error("{input:?} is not host:port")]
-    Malformed {
-        /// What was given.
-        input: String,
-        /// What the URI parser said.
-        #[source]
-        source: tonic::codegen::http::uri::InvalidUri,
-    },
-    /// The port is missing; agents have no well-known port to fall back to.
-    #[error("{input:?} has no port (use host:port)")]
-    NoPort {
-        /// What was given.
-        input: String,
-    },
-    /// There is a path, query or user info, which an agent address never has.
-    #[error("{input:?} must be only host:port, without a path")]
-    Extra {
-        /// What was given.
-        input: String,
-    },
-}
-
-impl AgentAddress {
-    /// The plaintext URI (`http://host:port`); with mutual TLS the channel
-    /// connects to `https://host:port` of the same authority.
-    #[must_use]
-    pub fn uri(&self) -> &Uri {
-        &self.uri
-    }
-}
-
-impl FromStr for AgentAddress {
-    type Err = AddressError;
-
-    fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Err(AddressError::Empty);
-        }
-        let full = match trimmed.split_once("://") {
-            Some(("http", _)) => trimmed.to_owned(),
-            Some((scheme, _)) => {
-                return Err(AddressError::Scheme {
-                    input: input.to_owned(),
-                    scheme: scheme.to_owned(),
-                });
-            }
-            None => format!("http://{trimmed}"),
-        };
-        let uri: Uri = full.parse().map_err(|source| AddressError::Malformed {
-            input: input.to_owned(),
-            source,
-        })?;
-        let Some(authority) = uri.authority() else {
-            return Err(AddressError::Extra {
-                input: input.to_owned(),
-            });
-        };
-        if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(AddressError::Extra {
-                input: input.to_owned(),
-            });
-        }
-        if authority.port_u16().is_none() {
-            return Err(AddressError::NoPort {
-                input: input.to_owned(),
-            });
-        }
-        Ok(Self { uri: Arc::new(uri) })
-    }
-}
-
-impl fmt::Display for AgentAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Checked in from_str: every AgentAddress has an authority.
-        match self.uri.authority() {
-            Some(authority) => f.write_str(authority.as_str()),
-            None => write!(f, "{}", self.uri),
-        }
-    }
-}
 
 /// The files of this process's identity towards agents: the CA that signed
 /// the agents' certificates, and this caller's certificate (which carries

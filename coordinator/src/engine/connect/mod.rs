@@ -13,7 +13,6 @@ use std::path::Path;
 use etcd_client::ConnectOptions;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use crate::engine::cluster::file::ClusterTarget;
 use crate::engine::connect::agent::AgentTlsFiles;
 use crate::engine::connect::etcd::{CONNECT_TIMEOUT, Credentials, EtcdTlsFiles, REQUEST_TIMEOUT};
 use crate::engine::error::Error;
@@ -118,31 +117,10 @@ impl Connector {
         self
     }
 
-    /// How to reach `target`: what this connector already chose (the
-    /// command line's flags) wins; where it chose nothing, the cluster
-    /// file's `[agent_tls]`, `[etcd]` TLS files and etcd user apply. Each
-    /// cluster of a fleet gets its own connector this way.
-    ///
-    /// # Errors
-    /// A TLS or password file cannot be read, or the files do not go
-    /// together.
-    pub fn for_target(&self, target: &ClusterTarget) -> Result<Self, Error> {
-        let mut connector = self.clone();
-        if !connector.agent_uses_tls() && target.agent_tls.is_some() {
-            connector = connector.with_agent_tls(target.agent_tls.as_ref())?;
-        }
-        if let Some(base) = target.file_dir() {
-            if !connector.etcd_uses_tls() {
-                let files = target.etcd.tls_files(&base);
-                if !files.is_empty() {
-                    connector = connector.with_etcd_tls(Some(&files))?;
-                }
-            }
-            if connector.credentials.is_none() {
-                connector.credentials = target.etcd.credentials(&base)?;
-            }
-        }
-        Ok(connector)
+    /// Whether an etcd user is set.
+    #[must_use]
+    pub const fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
     }
 
     /// Whether agent connections use mutual TLS.

@@ -19,14 +19,14 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::engine::backup::{self, BackupRequest};
-use crate::engine::cluster::file::{ClusterFile, ClusterTarget, TargetError};
-use crate::engine::cluster::last_roll;
-use crate::engine::cluster::observe::{Observation, observe_target};
+use crate::engine::cluster::file::{ClusterFile, ClusterFileError, ClusterTarget};
+use crate::engine::cluster::observe::{Observation, ObserveError, observe_target};
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
 use crate::engine::error::{Error, chain};
 use crate::engine::events::EventSink;
 use crate::engine::report::{FLEET_SCHEMA, RunContext, now_rfc3339};
+use crate::engine::roll::last_roll;
 use crate::engine::roll::{self, Change, Outcome, RollOptions, RollRequest};
 use inventory::{FleetCluster, Inventory};
 use schedule::{ClusterOutcome, ClusterResult, StopRule, run_waves};
@@ -112,15 +112,29 @@ pub fn worst(results: &[ClusterResult]) -> ClusterOutcome {
         .unwrap_or(ClusterOutcome::Succeeded)
 }
 
+/// Why a cluster of the fleet could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    /// Its cluster file cannot be used.
+    #[error(transparent)]
+    File(#[from] ClusterFileError),
+    /// Its TLS or password files cannot be read.
+    #[error(transparent)]
+    Connect(#[from] Error),
+    /// It could not be observed.
+    #[error("cannot observe the cluster: {}", chain(.0))]
+    Observe(#[from] ObserveError),
+}
+
 /// The cluster file of `cluster` and how to reach it.
 ///
 /// # Errors
 /// The cluster file cannot be used, or its TLS or password files cannot be
 /// read.
-pub fn open(connector: &Connector, cluster: &FleetCluster) -> Result<(ClusterTarget, Connector), Error> {
-    let file = ClusterFile::load(&cluster.file).map_err(|e| Error::Target(TargetError::File(e)))?;
+pub fn open(connector: &Connector, cluster: &FleetCluster) -> Result<(ClusterTarget, Connector), ReachError> {
+    let file = ClusterFile::load(&cluster.file)?;
     let target = ClusterTarget::from_file(&cluster.file, file);
-    let connector = connector.for_target(&target)?;
+    let connector = target.connector(connector)?;
     Ok((target, connector))
 }
 
@@ -128,7 +142,7 @@ pub fn open(connector: &Connector, cluster: &FleetCluster) -> Result<(ClusterTar
 async fn reach(
     connector: &Connector,
     cluster: &FleetCluster,
-) -> Result<(ClusterTarget, Connector, Observation), Error> {
+) -> Result<(ClusterTarget, Connector, Observation), ReachError> {
     let (target, connector) = open(connector, cluster)?;
     let observation = observe_target(&connector, &target).await?;
     Ok((target, connector, observation))

@@ -29,7 +29,7 @@ use crate::engine::events::{Event, EventSink};
 use crate::engine::report::{RESTORE_SCHEMA, ReportHeader, RunContext};
 use crate::engine::restore::plan::{MemberFacts, Phase, RecordedRestore, Step, ids};
 use crate::engine::roll::rules::{Check, Verdict};
-use crate::engine::roll::{Failure, Outcome};
+use crate::engine::roll::{Failure, Gate, Outcome};
 
 /// How often the wait for the restored cluster looks again.
 const POLL: Duration = Duration::from_millis(500);
@@ -189,13 +189,8 @@ impl From<Failure> for Stop {
     }
 }
 
-fn failure(member: Option<&str>, gate: &str, reason: impl Into<String>) -> Failure {
-    Failure {
-        member: member.map(str::to_owned),
-        gate: gate.to_owned(),
-        reason: reason.into(),
-        log_tail: Vec::new(),
-    }
+fn failure(member: Option<&str>, gate: Gate, reason: impl Into<String>) -> Failure {
+    Failure::new(member, gate, reason)
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -291,7 +286,7 @@ pub async fn run(
         Err(Stop::Failed(failure)) => {
             restore.events.emit(&Event::Failed {
                 member: failure.member.clone(),
-                gate: failure.gate.clone(),
+                gate: failure.gate.to_string(),
                 reason: failure.reason.clone(),
             });
             restore.report.failure = Some(failure);
@@ -317,7 +312,7 @@ impl Restore<'_> {
     async fn run(&mut self) -> Result<(), Stop> {
         let members = self.gather().await?;
         let facts: Vec<MemberFacts> = members.iter().map(|m| m.facts.clone()).collect();
-        let resume = plan::unfinished(&facts).map_err(|reason| failure(None, "resume", reason.to_string()))?;
+        let resume = plan::unfinished(&facts).map_err(|reason| failure(None, Gate::Resume, reason.to_string()))?;
         let decided = match resume {
             Some(resume) => self.decide_resume(&members, resume).await?,
             None => self.decide_fresh(&members).await?,
@@ -337,7 +332,7 @@ impl Restore<'_> {
         let question = self.question(&decided, &members);
         if !self.confirm.confirm(&question) {
             let check = Check {
-                rule: "confirmed",
+                rule: ids::CONFIRMED,
                 verdict: Verdict::Fail,
                 message: "the operator did not confirm; nothing was stopped".into(),
                 source: "steward",
@@ -365,7 +360,7 @@ impl Restore<'_> {
         let mut members = Vec::new();
         for address in self.agents.clone() {
             let address = &address;
-            let gate = "agents";
+            let gate = Gate::Agents;
             // Nothing has changed yet: an agent that does not answer makes
             // this a refusal, naming the member it serves.
             let mut clients = match agent::connect(&self.connector, address).await {
@@ -499,7 +494,7 @@ impl Restore<'_> {
         }
         let facts: Vec<MemberFacts> = members.iter().map(|m| m.facts.clone()).collect();
         let initial_cluster =
-            plan::initial_cluster(&facts).map_err(|e| failure(None, "initial cluster", e.to_string()))?;
+            plan::initial_cluster(&facts).map_err(|e| failure(None, Gate::InitialCluster, e.to_string()))?;
         let id = plan::restore_id(time::OffsetDateTime::now_utc());
         let token = plan::cluster_token(self.options.label.as_deref(), &id);
         self.report.restore_id = Some(id.clone());
@@ -770,7 +765,7 @@ impl Restore<'_> {
                         format!("{name}'s agent refused the snapshot: {message}"),
                     ));
                 }
-                Err(error) => return Err(failure(Some(&name), "send snapshot", error.to_string()).into()),
+                Err(error) => return Err(failure(Some(&name), Gate::SendSnapshot, error.to_string()).into()),
             }
         }
         if self.report.revision_before.is_some() && snapshot.revision > 0 {
@@ -796,17 +791,23 @@ impl Restore<'_> {
         let holder = members
             .iter()
             .find(|m| m.snapshots.iter().any(|s| s.id == id))
-            .ok_or_else(|| failure(None, "send snapshot", format!("no agent keeps snapshot {id} any more")))?;
+            .ok_or_else(|| {
+                failure(
+                    None,
+                    Gate::SendSnapshot,
+                    format!("no agent keeps snapshot {id} any more"),
+                )
+            })?;
         let dir = tempfile::Builder::new()
             .prefix("steward-restore-")
             .tempdir()
-            .map_err(|e| failure(None, "send snapshot", format!("cannot create a temp dir: {e}")))?;
+            .map_err(|e| failure(None, Gate::SendSnapshot, format!("cannot create a temp dir: {e}")))?;
         let file = dir.path().join("snapshot.db");
         let name = holder.facts.name.clone();
         let mut clients = self.connect(&holder.address, &name).await?;
         Box::pin(crate::engine::transfer::download::download(&mut clients, id, &file))
             .await
-            .map_err(|e| failure(Some(&name), "send snapshot", e.to_string()))?;
+            .map_err(|e| failure(Some(&name), Gate::SendSnapshot, e.to_string()))?;
         self.relay = Some(dir);
         Ok(file)
     }
@@ -814,7 +815,7 @@ impl Restore<'_> {
     async fn connect(&self, address: &AgentAddress, member: &str) -> Result<AgentClients, Stop> {
         agent::connect(&self.connector, address)
             .await
-            .map_err(|e| failure(Some(member), "connect", e.to_string()).into())
+            .map_err(|e| failure(Some(member), Gate::Connect, e.to_string()).into())
     }
 
     /// Asks every agent that will restore whether it could, changing
@@ -910,7 +911,7 @@ impl Restore<'_> {
                 {
                     lock.ensure_held()
                         .await
-                        .map_err(|lost| failure(Some(&name), "lock", lost.to_string()))?;
+                        .map_err(|lost| failure(Some(&name), Gate::Lock, lost.to_string()))?;
                     // From here on the old cluster goes away, and with it
                     // the lock. Its lease is left to expire: no other
                     // coordinator takes it while members stop. The renewal
@@ -928,7 +929,7 @@ impl Restore<'_> {
                     .map_err(|s| {
                         failure(
                             Some(&name),
-                            "stop",
+                            Gate::Stop,
                             Error::from_status(&member.address, !self.connector.agent_uses_tls(), "Stop", &s)
                                 .to_string(),
                         )
@@ -957,7 +958,7 @@ impl Restore<'_> {
                     .map_err(|s| {
                         failure(
                             Some(&name),
-                            "restore",
+                            Gate::Restore,
                             Error::from_status(&member.address, !self.connector.agent_uses_tls(), "RestoreMember", &s)
                                 .to_string(),
                         )
@@ -988,7 +989,7 @@ impl Restore<'_> {
                 .map_err(|s| {
                     failure(
                         Some(&name),
-                        "start",
+                        Gate::Start,
                         Error::from_status(&member.address, !self.connector.agent_uses_tls(), "GetStatus", &s)
                             .to_string(),
                     )
@@ -1006,7 +1007,7 @@ impl Restore<'_> {
                 .map_err(|s| {
                     failure(
                         Some(&name),
-                        "start",
+                        Gate::Start,
                         Error::from_status(&member.address, !self.connector.agent_uses_tls(), "Start", &s).to_string(),
                     )
                 })?
@@ -1076,7 +1077,7 @@ impl Restore<'_> {
                 Some(problem) if Instant::now() >= deadline => {
                     return Err(failure(
                         None,
-                        "restored cluster",
+                        Gate::RestoredCluster,
                         format!(
                             "not healthy within {}: {problem}",
                             humantime::format_duration(self.options.timeout)
@@ -1102,7 +1103,7 @@ impl Restore<'_> {
             let name = member.facts.name.clone();
             let mut clients = agent::connect(&self.connector, &member.address)
                 .await
-                .map_err(|e| failure(Some(&name), "finish", e.to_string()))?;
+                .map_err(|e| failure(Some(&name), Gate::Finish, e.to_string()))?;
             match clients
                 .agent
                 .finish_restore(pb::FinishRestoreRequest {
@@ -1118,7 +1119,7 @@ impl Restore<'_> {
                 Err(status) => {
                     return Err(failure(
                         Some(&name),
-                        "finish",
+                        Gate::Finish,
                         format!(
                             "{}; the cluster runs from the restore, and running the same command again marks it finished",
                             Error::from_status(
@@ -1170,11 +1171,11 @@ impl Restore<'_> {
             let _ = client.delete(key.as_str(), None).await;
         }
         if let Purpose::RollbackToSnapshot { upgraded_from } = &self.options.purpose
-            && let Ok(Some(record)) = crate::engine::cluster::last_roll::read(&self.connector, endpoints, prefix).await
+            && let Ok(Some(record)) = crate::engine::roll::last_roll::read(&self.connector, endpoints, prefix).await
             && record.direction == crate::engine::roll::plan::Direction::Upgrade
             && record.from == upgraded_from.to_string()
         {
-            crate::engine::cluster::last_roll::remove(&self.connector, endpoints, prefix).await?;
+            crate::engine::roll::last_roll::remove(&self.connector, endpoints, prefix).await?;
         }
         Ok(())
     }
@@ -1195,7 +1196,7 @@ fn version_of(decided: &Decided, name: &str) -> Result<EtcdVersion, Failure> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.clone())
-        .ok_or_else(|| failure(Some(name), "restore", "no version was decided for this member"))
+        .ok_or_else(|| failure(Some(name), Gate::Restore, "no version was decided for this member"))
 }
 
 fn client_urls(members: &[Member]) -> Vec<String> {

@@ -6,27 +6,9 @@
 
 use steward_proto::EtcdVersion;
 
-use crate::engine::roll::rules::{Check, Verdict};
+use crate::engine::check::{Check, Verdict};
 
-/// Rule ids of the restore, as the operator guide lists them.
-pub mod ids {
-    /// The snapshot's sha256 trailer and its database check out.
-    pub const SNAPSHOT_VERIFIED: &str = "snapshot-verified";
-    /// No binary restores or runs a database a newer minor wrote.
-    pub const NOT_NEWER: &str = "snapshot-not-newer-than-binary";
-    /// Every member has the restore tool of its version staged.
-    pub const RESTORE_TOOL: &str = "restore-tool-staged";
-    /// Every member of the cluster has an agent.
-    pub const AGENTS: &str = "every-member-has-agent";
-    /// One coordinator at a time.
-    pub const ONE_COORDINATOR: &str = "one-coordinator";
-    /// Every member has a version to restore with.
-    pub const RESTORE_VERSION: &str = "restore-version";
-    /// An unfinished restore is finished before another begins.
-    pub const UNFINISHED: &str = "finish-unfinished-restore";
-    /// Every agent's own checks, asked as a dry run.
-    pub const AGENT_CHECKS: &str = "agent-restore-checks";
-}
+pub use crate::engine::check::ids;
 
 const SOURCE: &str = "etcd disaster recovery guide (snapshot restore)";
 

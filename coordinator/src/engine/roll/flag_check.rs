@@ -13,7 +13,7 @@ use crate::engine::roll::plan::Plan;
 use crate::engine::roll::rules::{Check, Verdict};
 
 /// The rule id of the check.
-pub const RULE: &str = "member-flags-render";
+pub const RULE: &str = crate::engine::check::ids::MEMBER_FLAGS;
 
 /// Where the flag rules come from.
 const SOURCE: &str = "the upgrade guides' flag changes (CheckFlags on every agent)";

@@ -9,8 +9,10 @@
 //! member. Finally wait for the cluster version. Every outcome, refusals
 //! and failures included, ends in a [`RollReport`].
 
+pub mod change_state;
 pub mod downgrade_api;
 pub mod flag_check;
+pub mod last_roll;
 pub mod plan;
 pub mod rules;
 pub mod safety;
@@ -25,7 +27,6 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::cluster::last_roll::{self, LastRoll};
 use crate::engine::cluster::lock::{self, ClusterLock, Holder, Journal, LockError};
 use crate::engine::cluster::observe::{Observation, observe_with};
 use crate::engine::cluster::observed::{Observed, ObservedMember};
@@ -38,6 +39,7 @@ use crate::engine::events::{Event, EventSink, StageMethod};
 use crate::engine::report::{ROLL_SCHEMA, ReportHeader, RunContext};
 use crate::engine::roll::plan::{Direction, NextStep, Plan, PlanError, next_step, plan};
 use downgrade_api::Phase;
+use last_roll::LastRoll;
 use rules::{Check, Request, Verdict};
 use safety::{Clearance, Unsafe};
 
@@ -181,7 +183,7 @@ pub struct MemberReport {
 }
 
 /// The verified snapshot taken before the first member changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SnapshotRecord {
     /// The member it came from.
     pub member: String,
@@ -203,28 +205,7 @@ pub struct SnapshotRecord {
     pub cluster_version: String,
 }
 
-/// Why the change stopped.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Failure {
-    /// The member being changed.
-    pub member: Option<String>,
-    /// The gate or step that failed.
-    pub gate: String,
-    /// Why.
-    pub reason: String,
-    /// etcd's last lines on the member, when the agent sent them.
-    pub log_tail: Vec<String>,
-}
-
-impl Failure {
-    /// Where it stopped, for people: "m1 gate", or the step alone.
-    #[must_use]
-    pub fn location(&self) -> String {
-        format!("{} {}", self.member.clone().unwrap_or_default(), self.gate)
-            .trim()
-            .to_owned()
-    }
-}
+pub use crate::engine::failure::{Cause, Failure, Gate};
 
 /// The final report (`-w json`).
 #[derive(Clone, Debug, Serialize)]
@@ -384,19 +365,14 @@ impl From<Failure> for Stop {
 }
 
 /// The gate of a run that stopped because it was cancelled.
-pub const CANCELLED: &str = "cancelled";
+pub const CANCELLED: Gate = Gate::Cancelled;
 
-fn failure(member: Option<&str>, gate: &str, reason: impl Into<String>) -> Failure {
-    Failure {
-        member: member.map(str::to_owned),
-        gate: gate.to_owned(),
-        reason: reason.into(),
-        log_tail: Vec::new(),
-    }
+fn failure(member: Option<&str>, gate: Gate, reason: impl Into<String>) -> Failure {
+    Failure::new(member, gate, reason)
 }
 
 impl Roll<'_> {
-    async fn observe(&mut self, gate: &str) -> Result<Observation, Failure> {
+    async fn observe(&mut self, gate: Gate) -> Result<Observation, Failure> {
         let observation = observe_with(&self.connector, &self.agents, &[], &self.known_agents)
             .await
             .map_err(|e| failure(None, gate, crate::engine::error::chain(&e)))?;
@@ -413,9 +389,13 @@ impl Roll<'_> {
         // The lock comes first: a second coordinator is refused for being
         // second, whatever state the first left the cluster in, and every
         // decision below is made on an observation taken under the lock.
-        let first = self.observe("observe").await?;
+        let first = self.observe(Gate::Observe).await?;
         let locked = Box::pin(self.take_lock(&first.observed)).await?;
-        let observation = if locked { self.observe("observe").await? } else { first };
+        let observation = if locked {
+            self.observe(Gate::Observe).await?
+        } else {
+            first
+        };
         let observed = observation.observed.clone();
         self.report.header.set_cluster_id(observed.cluster_id);
         self.emit(&Event::Observed {
@@ -483,11 +463,7 @@ impl Roll<'_> {
             .await
             .ok()
             .flatten();
-        let earlier = previous
-            .clone()
-            .filter(|last| last.direction == change.direction && last.to == plan.to.to_string())
-            .and_then(|last| last.snapshot)
-            .filter(|_| plan.passes.iter().any(|p| p.order.iter().any(|s| s.done)));
+        let earlier = snapshot_to_keep(previous.as_ref(), &plan);
         let mut record = LastRoll {
             direction: change.direction,
             from: plan.from.to_string(),
@@ -567,14 +543,14 @@ impl Roll<'_> {
     /// The v2store check of a 3.5 -> 3.6 pass that follows another pass,
     /// when it begins: the members run 3.5 only now.
     async fn check_v2store_now(&mut self) -> Result<(), Failure> {
-        let observed = self.observe("observe").await?.observed;
+        let observed = self.observe(Gate::Observe).await?.observed;
         let check = v2store_check::check(&v2store_check::ask_all(&self.connector, &observed).await);
         self.emit(&Event::Check(check.clone()));
         let refused = check.verdict == Verdict::Fail;
         let message = check.message.clone();
         self.report.checks.push(check);
         if refused {
-            return Err(failure(None, v2store_check::RULE, message));
+            return Err(failure(None, Gate::Rule(v2store_check::RULE), message));
         }
         Ok(())
     }
@@ -591,7 +567,7 @@ impl Roll<'_> {
                 Ok(Some(last)) => (
                     last.direction,
                     Check {
-                        rule: "rollback-direction",
+                        rule: rules::ids::ROLLBACK_DIRECTION,
                         verdict: Verdict::Pass,
                         message: format!(
                             "the last change recorded is the {} from {} to {}",
@@ -603,7 +579,7 @@ impl Roll<'_> {
                 Ok(None) => (
                     Direction::Upgrade,
                     Check {
-                        rule: "rollback-direction",
+                        rule: rules::ids::ROLLBACK_DIRECTION,
                         verdict: Verdict::Warn,
                         message: format!(
                             "no change is recorded under {}/last-roll: undoing an upgrade",
@@ -612,7 +588,9 @@ impl Roll<'_> {
                         source: "steward",
                     },
                 ),
-                Err(error) => return Err(failure(None, "rollback-direction", error.to_string()).into()),
+                Err(error) => {
+                    return Err(failure(None, Gate::Rule(rules::ids::ROLLBACK_DIRECTION), error.to_string()).into());
+                }
             };
         let mut checks = vec![direction_check];
         checks.extend(rules::rollback_checks(observed, undo));
@@ -656,7 +634,7 @@ impl Roll<'_> {
         if undo == Direction::Downgrade && observed.downgrade_target().is_some() {
             downgrade_api::cancel(&self.connector, &downgrade_api::endpoints(observed))
                 .await
-                .map_err(|e| failure(None, "downgrade-cancel", e.to_string()))?;
+                .map_err(|e| failure(None, Gate::DowngradeCancel, e.to_string()))?;
             self.emit(&Event::DowngradeCancelled {
                 reason: "steward rollback".into(),
             });
@@ -712,7 +690,7 @@ impl Roll<'_> {
     async fn record(&self, endpoints: &[String], record: &LastRoll) -> Result<(), Failure> {
         last_roll::record(&self.connector, endpoints, &self.options.lock_prefix, record)
             .await
-            .map_err(|e| failure(None, "last-roll", format!("cannot record the change: {e}")))
+            .map_err(|e| failure(None, Gate::LastRoll, format!("cannot record the change: {e}")))
     }
 
     /// Stops the run when the cluster lock was lost (its lease expired or
@@ -721,7 +699,7 @@ impl Roll<'_> {
         if let Some(lock) = &mut self.lock {
             lock.ensure_held()
                 .await
-                .map_err(|e| failure(None, "lock", e.to_string()))?;
+                .map_err(|e| failure(None, Gate::Lock, e.to_string()))?;
         }
         Ok(())
     }
@@ -768,7 +746,7 @@ impl Roll<'_> {
             }
             Err(LockError::Held { key, holder }) => {
                 let check = Check {
-                    rule: "one-coordinator",
+                    rule: rules::ids::ONE_COORDINATOR,
                     verdict: Verdict::Fail,
                     message: format!("another coordinator holds {key}: {holder}"),
                     source: "steward",
@@ -780,7 +758,7 @@ impl Roll<'_> {
             Err(error) => {
                 // Without the lock nothing may change: a refusal too.
                 let check = Check {
-                    rule: "one-coordinator",
+                    rule: rules::ids::ONE_COORDINATOR,
                     verdict: Verdict::Fail,
                     message: error.to_string(),
                     source: "steward",
@@ -812,7 +790,7 @@ impl Roll<'_> {
                 };
                 let event = Event::Failed {
                     member: failure.member.clone(),
-                    gate: failure.gate.clone(),
+                    gate: failure.gate.to_string(),
                     reason: failure.reason.clone(),
                 };
                 self.emit(&event);
@@ -841,16 +819,16 @@ impl Roll<'_> {
         let Some(agent) = member.agent.as_deref() else {
             return Err(failure(
                 Some(&member.name),
-                "agent",
+                Gate::Agent,
                 format!("{} has no agent: {}", member.name, member.why_no_agent()),
             ));
         };
         let address: AgentAddress = agent
             .parse()
-            .map_err(|e| failure(Some(&member.name), "agent", format!("agent address {agent:?}: {e}")))?;
+            .map_err(|e| failure(Some(&member.name), Gate::Agent, format!("agent address {agent:?}: {e}")))?;
         agent::connect(&self.connector, &address)
             .await
-            .map_err(|e| failure(Some(&member.name), "agent", crate::engine::error::chain(&e)))
+            .map_err(|e| failure(Some(&member.name), Gate::Agent, crate::engine::error::chain(&e)))
     }
 
     /// Stages every pass target on every agent that lacks it, before any
@@ -872,7 +850,7 @@ impl Roll<'_> {
             let Some(release) = self.local.get(&pass.target).cloned() else {
                 return Err(failure(
                     Some(&first.name),
-                    "stage",
+                    Gate::Stage,
                     format!("no local binary for {}", pass.target),
                 ));
             };
@@ -880,7 +858,7 @@ impl Roll<'_> {
             for (tool, path) in std::iter::once((pb::Tool::Etcd, release.etcd.clone())).chain(release.tools) {
                 let fingerprint = crate::engine::transfer::upload::fingerprint(&path)
                     .await
-                    .map_err(|e| failure(None, "stage", crate::engine::error::chain(&e)))?;
+                    .map_err(|e| failure(None, Gate::Stage, crate::engine::error::chain(&e)))?;
                 files.push((tool, path, fingerprint));
             }
             let token = self.token();
@@ -937,7 +915,7 @@ impl Roll<'_> {
                 {
                     return Err(failure(
                         Some(&member.name),
-                        "stage",
+                        Gate::Stage,
                         format!("ImportBinary: {:?}: {}", refused.code(), refused.message()),
                     ));
                 }
@@ -946,7 +924,7 @@ impl Roll<'_> {
                     let answer =
                         crate::engine::transfer::upload::upload(&mut clients, path, fingerprint, version, *tool, token)
                             .await
-                            .map_err(|e| failure(Some(&member.name), "stage", crate::engine::error::chain(&e)))?;
+                            .map_err(|e| failure(Some(&member.name), Gate::Stage, crate::engine::error::chain(&e)))?;
                     (answer, StageMethod::Uploaded)
                 }
             };
@@ -965,7 +943,7 @@ impl Roll<'_> {
     async fn snapshot(&mut self, observed: &Observed) -> Result<(), Failure> {
         let leader = observed
             .leader()
-            .ok_or_else(|| failure(None, "snapshot", "no single leader to take the snapshot from"))?;
+            .ok_or_else(|| failure(None, Gate::Snapshot, "no single leader to take the snapshot from"))?;
         let mut clients = self.clients(leader).await?;
         let info = clients
             .snapshots
@@ -976,7 +954,7 @@ impl Roll<'_> {
             .map_err(|s| {
                 failure(
                     Some(&leader.name),
-                    "snapshot",
+                    Gate::Snapshot,
                     format!("{:?}: {}", s.code(), s.message()),
                 )
             })?
@@ -1012,13 +990,17 @@ impl Roll<'_> {
         let address: AgentAddress = snapshot.agent.parse().map_err(|e| {
             failure(
                 Some(&snapshot.member),
-                "snapshot-pin",
+                Gate::SnapshotPin,
                 format!("agent address {:?}: {e}", snapshot.agent),
             )
         })?;
-        let mut clients = agent::connect(&self.connector, &address)
-            .await
-            .map_err(|e| failure(Some(&snapshot.member), "snapshot-pin", crate::engine::error::chain(&e)))?;
+        let mut clients = agent::connect(&self.connector, &address).await.map_err(|e| {
+            failure(
+                Some(&snapshot.member),
+                Gate::SnapshotPin,
+                crate::engine::error::chain(&e),
+            )
+        })?;
         let pinned = clients
             .snapshots
             .pin_snapshot(pb::PinSnapshotRequest {
@@ -1036,7 +1018,7 @@ impl Roll<'_> {
             }
             Err(status) => Err(failure(
                 Some(&snapshot.member),
-                "snapshot-pin",
+                Gate::SnapshotPin,
                 crate::engine::error::Error::from_status(&address, clients.plaintext, "PinSnapshot", &status)
                     .to_string(),
             )),
@@ -1057,7 +1039,7 @@ impl Roll<'_> {
         loop {
             // Between members: the safe point of a cancelled run.
             self.stop_if_cancelled()?;
-            let observed = self.observe("observe").await?.observed;
+            let observed = self.observe(Gate::Observe).await?.observed;
             let step = next_step(&observed, direction, target);
             let name = match &step {
                 NextStep::PassDone => return Ok(()),
@@ -1097,7 +1079,7 @@ impl Roll<'_> {
                     if *moves >= MAX_LEADER_MOVES {
                         return Err(failure(
                             Some(&leader),
-                            "move-leader",
+                            Gate::MoveLeader,
                             format!("leadership came back to {leader} after {MAX_LEADER_MOVES} moves"),
                         ));
                     }
@@ -1121,7 +1103,7 @@ impl Roll<'_> {
             let member = find(&observed, &name)?.clone();
             Box::pin(self.change(&member, target)).await?;
             let (_, began, term_before, moves) = step_began.take().unwrap_or((name.clone(), Instant::now(), 0, 0));
-            let after = self.observe("observe").await?.observed;
+            let after = self.observe(Gate::Observe).await?.observed;
             let elections = max_term(&after)
                 .saturating_sub(term_before)
                 .saturating_sub(u64::from(moves));
@@ -1172,7 +1154,7 @@ impl Roll<'_> {
         if now - since > self.options.gate_timeout {
             return Err(failure(
                 Some(&unsafe_.member),
-                rules::ids::QUORUM_SAFETY,
+                Gate::Rule(rules::ids::QUORUM_SAFETY),
                 format!(
                     "{unsafe_} (still so after {:?}); {} was not taken down: bring the cluster back to health, \
                      then run the same command again",
@@ -1193,7 +1175,7 @@ impl Roll<'_> {
         let deadline = Instant::now() + self.options.gate_timeout;
         let mut enabled_here = false;
         loop {
-            let observed = self.observe("downgrade-api").await?.observed;
+            let observed = self.observe(Gate::DowngradeApi).await?.observed;
             if next_step(&observed, Direction::Downgrade, target) == NextStep::PassDone {
                 return Ok(());
             }
@@ -1208,7 +1190,7 @@ impl Roll<'_> {
                 Phase::OtherTarget(other) => {
                     return Err(failure(
                         None,
-                        "downgrade-api",
+                        Gate::DowngradeApi,
                         format!(
                             "a downgrade to {other} is already enabled in etcd; steward does not override it \
                              (etcdctl downgrade cancel, then run again)"
@@ -1219,10 +1201,10 @@ impl Roll<'_> {
                     self.ensure_lock().await?;
                     downgrade_api::validate(&self.connector, &endpoints, target)
                         .await
-                        .map_err(|e| failure(None, "downgrade-validate", e.to_string()))?;
+                        .map_err(|e| failure(None, Gate::DowngradeValidate, e.to_string()))?;
                     downgrade_api::enable(&self.connector, &endpoints, target)
                         .await
-                        .map_err(|e| failure(None, "downgrade-enable", e.to_string()))?;
+                        .map_err(|e| failure(None, Gate::DowngradeEnable, e.to_string()))?;
                     enabled_here = true;
                     self.emit(&Event::DowngradeEnabled {
                         target: downgrade_api::api_version(target),
@@ -1237,7 +1219,7 @@ impl Roll<'_> {
             if Instant::now() > deadline && !enabled_here {
                 return Err(failure(
                     None,
-                    "storage-version",
+                    Gate::StorageVersion,
                     format!(
                         "waited {:?} for {waiting_for}; the downgrade was enabled by an earlier run and is left as it is",
                         self.options.gate_timeout
@@ -1255,7 +1237,7 @@ impl Roll<'_> {
                         format!("cancelling the downgrade failed too ({error}): run `etcdctl downgrade cancel`")
                     }
                 };
-                return Err(failure(None, "storage-version", format!("{reason}; {cancelled}")));
+                return Err(failure(None, Gate::StorageVersion, format!("{reason}; {cancelled}")));
             }
             self.pause(POLL).await?;
         }
@@ -1270,11 +1252,11 @@ impl Roll<'_> {
         let leader_member = find(observed, leader)?;
         let mut client = etcd::connect_member(&self.connector, &leader_member.client_url, "MoveLeader")
             .await
-            .map_err(|e| failure(Some(leader), "move-leader", e.to_string()))?;
+            .map_err(|e| failure(Some(leader), Gate::MoveLeader, e.to_string()))?;
         let sent = client.move_leader(to_id).await;
         let deadline = Instant::now() + MOVE_LEADER_TIMEOUT;
         loop {
-            let observed = self.observe("move-leader").await?.observed;
+            let observed = self.observe(Gate::MoveLeader).await?.observed;
             if let Some(now) = observed.leader().filter(|l| l.name != leader) {
                 self.emit(&Event::LeaderMoved {
                     from: leader.to_owned(),
@@ -1284,12 +1266,12 @@ impl Roll<'_> {
                 return Ok(());
             }
             if let Err(error) = &sent {
-                return Err(failure(Some(leader), "move-leader", etcd::describe(error)));
+                return Err(failure(Some(leader), Gate::MoveLeader, etcd::describe(error)));
             }
             if Instant::now() > deadline {
-                return Err(failure(
+                return Err(Failure::timed_out(
                     Some(leader),
-                    "move-leader",
+                    Gate::MoveLeader,
                     format!("{to} did not confirm leadership within {MOVE_LEADER_TIMEOUT:?}"),
                 ));
             }
@@ -1332,7 +1314,12 @@ impl Roll<'_> {
                 let details = steward_proto::details::decode_activation_failure(status.details());
                 return Err(Failure {
                     member: Some(member.name.clone()),
-                    gate: "activate".into(),
+                    gate: Gate::Activate,
+                    cause: if details.as_ref().is_some_and(|d| !d.reverted_to.is_empty()) {
+                        Cause::Reverted
+                    } else {
+                        Cause::Agent
+                    },
                     reason: match &details {
                         Some(d) if !d.reverted_to.is_empty() => {
                             format!("{} (the agent reverted the member to {})", d.reason, d.reverted_to)
@@ -1394,7 +1381,7 @@ impl Roll<'_> {
     /// leads); the reason when not.
     async fn undo_clearance(&mut self, name: &str) -> Result<(), NoUndo> {
         for _ in 0..2 {
-            let observed = self.observe("rollback").await.map_err(NoUndo::Step)?.observed;
+            let observed = self.observe(Gate::Rollback).await.map_err(NoUndo::Step)?.observed;
             match safety::clearance_to_undo(&observed, name) {
                 Ok(Clearance::Now) => return Ok(()),
                 Ok(Clearance::AfterLeaderMoves) => {
@@ -1416,63 +1403,38 @@ impl Roll<'_> {
     /// had applied when the gate began, agrees with every member on HashKV
     /// at a common revision, and no new alarm went off.
     async fn gate(&mut self, name: &str, target: &EtcdVersion) -> Result<(), Failure> {
-        let start = self.observe("gate").await?.observed;
+        let start = self.observe(Gate::Gate).await?.observed;
         let leader_applied = start.leader().map_or(0, |l| l.applied_index);
         let alarms_before = start.alarms.clone();
         let deadline = Instant::now() + self.options.gate_timeout;
         let mut waiting_for: Option<String> = None;
         loop {
-            let observed = self.observe("gate").await?.observed;
-            if let Some(alarm) = observed.alarms.iter().find(|a| !alarms_before.contains(a)) {
-                return Err(failure(
-                    Some(name),
-                    "no-new-alarm",
-                    format!("alarm {} on {:016x}", alarm.1, alarm.0),
-                ));
-            }
-            let member = find(&observed, name)?;
-            let problem = if !member.healthy {
-                Some(("health", member.health_error.clone()))
-            } else if member.version.as_ref() != Some(target) {
-                Some((
-                    "version",
-                    format!(
-                        "reports {}",
-                        member.version.as_ref().map(ToString::to_string).unwrap_or_default()
-                    ),
-                ))
-            } else if member.applied_index < leader_applied {
-                Some((
-                    "caught-up",
-                    format!(
-                        "applied index {} behind the leader's {leader_applied}",
-                        member.applied_index
-                    ),
-                ))
-            } else if let Some(sick) = observed.members.iter().find(|m| m.name != name && !m.healthy) {
-                // Not this member's doing, and not its success either: the
-                // cluster is whole again before the next step.
-                let reason = format!("{} is not healthy ({})", sick.name, sick.health_error);
-                if waiting_for.as_deref() != Some(sick.name.as_str()) {
-                    waiting_for = Some(sick.name.clone());
-                    self.emit(&Event::WaitingFor {
-                        member: Some(name.to_owned()),
-                        check: rules::ids::HEALTH.into(),
-                        reason: reason.clone(),
-                        up_to_seconds: deadline.saturating_duration_since(Instant::now()).as_secs(),
-                    });
+            let observed = self.observe(Gate::Gate).await?.observed;
+            let problem = match gate_verdict(&observed, name, target, leader_applied, &alarms_before) {
+                GateVerdict::Fail(gate, reason) => return Err(failure(Some(name), gate, reason)),
+                GateVerdict::Wait(gate, reason) => {
+                    // Another member is not healthy: not this member's
+                    // doing, and not its success either; say so once.
+                    if gate == Gate::Rule(rules::ids::HEALTH) && waiting_for.as_deref() != Some(reason.as_str()) {
+                        waiting_for = Some(reason.clone());
+                        self.emit(&Event::WaitingFor {
+                            member: Some(name.to_owned()),
+                            check: rules::ids::HEALTH.into(),
+                            reason: reason.clone(),
+                            up_to_seconds: deadline.saturating_duration_since(Instant::now()).as_secs(),
+                        });
+                    }
+                    Some((gate, reason))
                 }
-                Some((rules::ids::HEALTH, reason))
-            } else {
-                hash_kv_disagreement(&self.connector, &observed)
+                GateVerdict::HashKvLeft => hash_kv_disagreement(&self.connector, &observed)
                     .await
-                    .map(|p| ("hash-kv", p))
+                    .map(|p| (Gate::HashKv, p)),
             };
             let Some((gate, reason)) = problem else {
                 return Ok(());
             };
             if Instant::now() > deadline {
-                return Err(failure(
+                return Err(Failure::timed_out(
                     Some(name),
                     gate,
                     format!("not passed within {:?}: {reason}", self.options.gate_timeout),
@@ -1487,7 +1449,7 @@ impl Roll<'_> {
     async fn wait_cluster_version(&mut self, target: &EtcdVersion) -> Result<(), Failure> {
         let deadline = Instant::now() + CLUSTER_VERSION_TIMEOUT;
         loop {
-            let observed = self.observe("cluster-version").await?.observed;
+            let observed = self.observe(Gate::ClusterVersion).await?.observed;
             let versions: Vec<Option<&EtcdVersion>> =
                 observed.members.iter().map(|m| m.cluster_version.as_ref()).collect();
             let reached = versions.iter().all(|v| v.is_some_and(|v| v.same_minor(target)));
@@ -1498,9 +1460,9 @@ impl Roll<'_> {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(failure(
+                return Err(Failure::timed_out(
                     None,
-                    "cluster-version",
+                    Gate::ClusterVersion,
                     format!(
                         "members report {:?} after {CLUSTER_VERSION_TIMEOUT:?}, expected {}.{}",
                         versions.iter().map(|v| v.map(ToString::to_string)).collect::<Vec<_>>(),
@@ -1571,7 +1533,7 @@ pub async fn preflight(connector: &Connector, observation: &Observation, change:
 
 /// Every local binary a pass needs must report its version.
 async fn verify_local_binaries(local: &BTreeMap<EtcdVersion, LocalRelease>, plan: Option<&Plan>) -> Check {
-    let rule = "binary-version-matches";
+    let rule = rules::ids::BINARY_VERSION;
     let Some(plan) = plan else {
         return Check {
             rule,
@@ -1627,7 +1589,7 @@ pub async fn binary_sha256_check(path: &Path, expected: &str) -> Check {
         Err(error) => (Verdict::Fail, crate::engine::error::chain(&error)),
     };
     Check {
-        rule: "binary-sha256-matches",
+        rule: rules::ids::BINARY_SHA256,
         verdict,
         message,
         source: "steward",
@@ -1679,7 +1641,7 @@ fn find<'a>(observed: &'a Observed, name: &str) -> Result<&'a ObservedMember, Fa
         .members
         .iter()
         .find(|m| m.name == name)
-        .ok_or_else(|| failure(Some(name), "observe", "the member left the member list"))
+        .ok_or_else(|| failure(Some(name), Gate::Observe, "the member left the member list"))
 }
 
 fn max_term(observed: &Observed) -> u64 {
@@ -1701,6 +1663,78 @@ fn release_at(etcd: &Path) -> LocalRelease {
         etcd: etcd.to_owned(),
         tools,
     }
+}
+
+/// The snapshot a run keeps from an earlier run of the same change: when
+/// the recorded change (`previous`) goes the same way to the same target
+/// and some member already went through it, its pre-change snapshot is
+/// the backup of the old version, and a new one would only copy the mixed
+/// state. `None`: take a new snapshot.
+#[must_use]
+pub fn snapshot_to_keep(previous: Option<&LastRoll>, plan: &Plan) -> Option<SnapshotRecord> {
+    let last = previous?;
+    let same_change = last.direction == plan.direction && last.to == plan.to.to_string();
+    let started = plan.passes.iter().any(|p| p.order.iter().any(|s| s.done));
+    if same_change && started {
+        last.snapshot.clone()
+    } else {
+        None
+    }
+}
+
+/// What one observation says about a member's gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// The gate fails at once (a new alarm, the member left).
+    Fail(Gate, String),
+    /// Not yet: the gate that is not passed, and why.
+    Wait(Gate, String),
+    /// Everything the observation shows is passed; HashKV is left to ask.
+    HashKvLeft,
+}
+
+/// The gate of member `name` after its switch to `target`, from one
+/// observation: no alarm that was not there at the start
+/// (`alarms_before`), the member healthy, on `target`, caught up with the
+/// leader's applied index at the start (`leader_applied`), and every other
+/// member healthy. Pure; the HashKV comparison is asked separately.
+#[must_use]
+pub fn gate_verdict(
+    observed: &Observed,
+    name: &str,
+    target: &EtcdVersion,
+    leader_applied: u64,
+    alarms_before: &[(u64, String)],
+) -> GateVerdict {
+    if let Some(alarm) = observed.alarms.iter().find(|a| !alarms_before.contains(a)) {
+        return GateVerdict::Fail(Gate::NoNewAlarm, format!("alarm {} on {:016x}", alarm.1, alarm.0));
+    }
+    let Some(member) = observed.members.iter().find(|m| m.name == name) else {
+        return GateVerdict::Fail(Gate::Observe, "the member left the member list".into());
+    };
+    if !member.healthy {
+        return GateVerdict::Wait(Gate::Health, member.health_error.clone());
+    }
+    if member.version.as_ref() != Some(target) {
+        let reports = member.version.as_ref().map(ToString::to_string).unwrap_or_default();
+        return GateVerdict::Wait(Gate::Version, format!("reports {reports}"));
+    }
+    if member.applied_index < leader_applied {
+        return GateVerdict::Wait(
+            Gate::CaughtUp,
+            format!(
+                "applied index {} behind the leader's {leader_applied}",
+                member.applied_index
+            ),
+        );
+    }
+    if let Some(sick) = observed.members.iter().find(|m| m.name != name && !m.healthy) {
+        return GateVerdict::Wait(
+            Gate::Rule(rules::ids::HEALTH),
+            format!("{} is not healthy ({})", sick.name, sick.health_error),
+        );
+    }
+    GateVerdict::HashKvLeft
 }
 
 /// The version a local etcd binary reports.
@@ -1737,4 +1771,102 @@ enum NoUndo {
     /// Leadership kept coming back to it.
     #[error("leadership kept coming back to {0}")]
     LeadershipReturns(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::roll::plan::tests::{cluster, v};
+
+    #[test]
+    fn a_gate_passes_once_the_member_is_healthy_on_the_target_and_caught_up() {
+        let observed = cluster(&["3.5.16", "3.5.16", "3.4.23"], 1);
+        assert_eq!(
+            gate_verdict(&observed, "m0", &v("3.5.16"), 100, &[]),
+            GateVerdict::HashKvLeft
+        );
+    }
+
+    #[test]
+    fn a_gate_waits_for_health_version_catch_up_and_the_other_members() {
+        let target = v("3.5.16");
+        let mut observed = cluster(&["3.5.16", "3.5.16", "3.4.23"], 1);
+        observed.members[0].healthy = false;
+        observed.members[0].health_error = "connection refused".into();
+        assert_eq!(
+            gate_verdict(&observed, "m0", &target, 100, &[]),
+            GateVerdict::Wait(Gate::Health, "connection refused".into())
+        );
+        observed.members[0].healthy = true;
+        observed.members[0].version = Some(v("3.4.23"));
+        assert!(matches!(
+            gate_verdict(&observed, "m0", &target, 100, &[]),
+            GateVerdict::Wait(Gate::Version, _)
+        ));
+        observed.members[0].version = Some(target.clone());
+        assert!(matches!(
+            gate_verdict(&observed, "m0", &target, 150, &[]),
+            GateVerdict::Wait(Gate::CaughtUp, _)
+        ));
+        observed.members[2].healthy = false;
+        assert_eq!(
+            gate_verdict(&observed, "m0", &target, 100, &[]),
+            GateVerdict::Wait(Gate::Rule(rules::ids::HEALTH), "m2 is not healthy ()".into())
+        );
+    }
+
+    #[test]
+    fn a_rerun_of_the_same_started_change_keeps_its_snapshot() {
+        let observed = cluster(&["3.5.16", "3.4.23", "3.4.23"], 1);
+        let planned = plan(&observed, Direction::Upgrade, &v("3.5.16"), &[v("3.5.16")]).unwrap();
+        let snapshot = SnapshotRecord {
+            member: "m1".into(),
+            id: "m1-1".into(),
+            ..SnapshotRecord::default()
+        };
+        let record = |direction, to: &str| LastRoll {
+            direction,
+            from: "3.4.23".into(),
+            to: to.into(),
+            token: 7,
+            snapshot: Some(snapshot.clone()),
+        };
+        let same = record(Direction::Upgrade, "3.5.16");
+        assert_eq!(snapshot_to_keep(Some(&same), &planned), Some(snapshot.clone()));
+        assert_eq!(snapshot_to_keep(None, &planned), None);
+        let other_target = record(Direction::Upgrade, "3.5.17");
+        assert_eq!(snapshot_to_keep(Some(&other_target), &planned), None);
+        let other_way = record(Direction::Downgrade, "3.5.16");
+        assert_eq!(snapshot_to_keep(Some(&other_way), &planned), None);
+        let untouched = cluster(&["3.4.23", "3.4.23", "3.4.23"], 1);
+        let fresh = plan(&untouched, Direction::Upgrade, &v("3.5.16"), &[v("3.5.16")]).unwrap();
+        assert_eq!(
+            snapshot_to_keep(Some(&same), &fresh),
+            None,
+            "no member went through it yet: a new snapshot"
+        );
+    }
+
+    #[test]
+    fn a_new_alarm_or_a_vanished_member_fails_the_gate_at_once() {
+        let target = v("3.5.16");
+        let mut observed = cluster(&["3.5.16", "3.5.16", "3.5.16"], 1);
+        let old = vec![(1, "NOSPACE".to_owned())];
+        observed.alarms = old.clone();
+        assert_eq!(
+            gate_verdict(&observed, "m0", &target, 100, &old),
+            GateVerdict::HashKvLeft,
+            "an alarm from before the switch is not this member's doing"
+        );
+        observed.alarms.push((2, "CORRUPT".into()));
+        assert!(matches!(
+            gate_verdict(&observed, "m0", &target, 100, &old),
+            GateVerdict::Fail(Gate::NoNewAlarm, _)
+        ));
+        observed.alarms.clear();
+        assert!(matches!(
+            gate_verdict(&observed, "m9", &target, 100, &[]),
+            GateVerdict::Fail(Gate::Observe, _)
+        ));
+    }
 }

@@ -9,80 +9,9 @@ use std::time::Duration;
 
 use steward_proto::EtcdVersion;
 
+pub use crate::engine::check::{Check, Verdict, ids, refused};
 use crate::engine::cluster::observed::Observed;
 use crate::engine::roll::plan::{Direction, Plan, PlanError, is_unsafe_3_5};
-
-/// Rule ids, as the operator guide lists them.
-pub mod ids {
-    /// Every member answers a quorum read.
-    pub const HEALTH: &str = "cluster-healthy";
-    /// No NOSPACE or CORRUPT alarm.
-    pub const ALARMS: &str = "no-alarms";
-    /// Every member has an agent, every agent a member.
-    pub const AGENTS: &str = "every-member-has-agent";
-    /// Every agent is ready to act (not FAILED, not mid-switch).
-    pub const AGENTS_READY: &str = "agents-ready";
-    /// The target lies in the direction asked, within major 3.
-    pub const DIRECTION: &str = "direction";
-    /// One minor per pass.
-    pub const ADJACENT_MINORS: &str = "adjacent-minors";
-    /// Downgrades go one minor at most.
-    pub const DOWNGRADE_ONE_MINOR: &str = "downgrade-one-minor";
-    /// Never to 3.5.0-3.5.2.
-    pub const UNSAFE_3_5: &str = "no-3.5.0-3.5.2";
-    /// No rolling change between 3.4 and 3.5 with auth enabled.
-    pub const AUTH_3_4_3_5: &str = "auth-3.4-3.5";
-    /// A 3.5 -> 3.4 downgrade needs 3.4.32 or later.
-    pub const DOWNGRADE_MIN_3_4_32: &str = "downgrade-3.4-min-3.4.32";
-    /// v2-migrated data without a v3 db makes 3.2+ panic.
-    pub const V2_WITHOUT_V3: &str = "v2-data-without-v3-db";
-    /// Large v2 data: wait between members.
-    pub const V2_SIZE: &str = "v2-data-size";
-    /// 3.2 -> 3.3 with auth and leases needs 3.2.31.
-    pub const AUTH_LEASES_3_2_31: &str = "auth-leases-3.2.31";
-    /// 3.5 -> 3.6 needs the 3.5 patch the 3.6 guide names.
-    pub const MIN_3_5_FOR_3_6: &str = "3.6-needs-3.5.32";
-    /// 3.6 -> 3.7 only from 3.6.11 or later.
-    pub const MIN_3_6_FOR_3_7: &str = "3.7-needs-3.6.11";
-    /// Enough members to keep quorum while one restarts.
-    pub const QUORUM: &str = "quorum-headroom";
-    /// A member is taken down only while the others carry quorum (checked
-    /// right before every step that stops one).
-    pub const QUORUM_SAFETY: &str = "quorum-safety";
-    /// Room for the pre-change snapshot.
-    pub const SNAPSHOT_SPACE: &str = "snapshot-disk-space";
-    /// A binary for every pass target.
-    pub const BINARIES: &str = "binaries-available";
-    /// Learners are changed but never lead.
-    pub const LEARNERS: &str = "learners";
-    /// Swapping binaries back only works before the cluster version flips.
-    pub const ROLLBACK_BEFORE_FLIP: &str = "rollback-before-flip";
-}
-
-/// The outcome of one check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// Fine.
-    Pass,
-    /// Proceeds, but the operator should know.
-    Warn,
-    /// Refused.
-    Fail,
-}
-
-/// One named check with its reason and the rule it enforces.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Check {
-    /// The rule id.
-    pub rule: &'static str,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// What was found, in a sentence.
-    pub message: String,
-    /// Where the rule comes from.
-    pub source: &'static str,
-}
 
 /// What the operator asked for, beyond the target.
 #[derive(Clone, Debug, Default)]
@@ -119,12 +48,6 @@ pub fn v2_wait(observed: &Observed) -> Duration {
     } else {
         Duration::ZERO
     }
-}
-
-/// True when any check failed.
-#[must_use]
-pub fn refused(checks: &[Check]) -> bool {
-    checks.iter().any(|c| c.verdict == Verdict::Fail)
 }
 
 fn check(rule: &'static str, source: &'static str, verdict: Verdict, message: impl Into<String>) -> Check {

@@ -18,7 +18,7 @@ use crate::engine::roll::plan::{Pass, Plan};
 use crate::engine::roll::rules::{Check, Verdict};
 
 /// The rule id.
-pub const RULE: &str = "3.6-v2store-clean";
+pub const RULE: &str = crate::engine::check::ids::V2STORE_CLEAN;
 
 const SOURCE: &str = "3.6 upgrade guide (V2 Store)";
 

@@ -4,7 +4,6 @@
 //! is fsynced, and only then does it get its name (a hard link, which unlike
 //! rename refuses to replace a file that appeared meanwhile).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -17,56 +16,7 @@ use crate::engine::error::Error;
 /// etcd appends the sha256 of the snapshot content as its last 32 bytes.
 pub const TRAILER_LEN: usize = 32;
 
-/// Why a downloaded snapshot is not what the agent says it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifyProblem {
-    /// The file cannot even hold a trailer.
-    TooShort {
-        /// Bytes received.
-        size: u64,
-    },
-    /// The trailer is not the sha256 of the content before it.
-    TrailerMismatch {
-        /// The trailer, hex.
-        trailer: String,
-        /// What the content hashes to, hex.
-        content: String,
-    },
-    /// The trailer is not the sha256 the agent recorded.
-    RecordMismatch {
-        /// The agent's record, hex.
-        recorded: String,
-        /// The trailer, hex.
-        trailer: String,
-    },
-    /// The size is not the size the agent recorded.
-    SizeMismatch {
-        /// The agent's record.
-        recorded: u64,
-        /// Bytes received.
-        received: u64,
-    },
-}
-
-impl fmt::Display for VerifyProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TooShort { size } => write!(f, "{size} bytes is shorter than the {TRAILER_LEN}-byte sha256 trailer"),
-            Self::TrailerMismatch { trailer, content } => {
-                write!(f, "the sha256 trailer is {trailer} but the content hashes to {content}")
-            }
-            Self::RecordMismatch { recorded, trailer } => {
-                write!(
-                    f,
-                    "the agent recorded sha256 {recorded} but the file's trailer is {trailer}"
-                )
-            }
-            Self::SizeMismatch { recorded, received } => {
-                write!(f, "the agent recorded {recorded} bytes but {received} arrived")
-            }
-        }
-    }
-}
+pub use crate::engine::error::VerifyProblem;
 
 /// Hashes a snapshot as it streams by: everything except the last
 /// [`TRAILER_LEN`] bytes goes into sha256, the last bytes are held back as

@@ -8,11 +8,11 @@
 
 use serde::Serialize;
 
-use crate::engine::cluster::last_roll::LastRoll;
 use crate::engine::cluster::lock::Holder;
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
 use crate::engine::connect::etcd;
+use crate::engine::roll::last_roll::LastRoll;
 use crate::engine::roll::plan::Direction;
 
 /// The cluster lock as found.
@@ -89,7 +89,7 @@ pub async fn read(connector: &Connector, endpoints: &[String], prefix: &str) -> 
             holder_gone: holder.map(|h| h.is_gone_from_this_host()).filter(|gone| *gone),
         });
     }
-    found.last_roll = crate::engine::cluster::last_roll::read(connector, endpoints, prefix)
+    found.last_roll = crate::engine::roll::last_roll::read(connector, endpoints, prefix)
         .await
         .ok()
         .flatten();
