@@ -93,12 +93,23 @@ async fn observes_a_real_cluster_and_refuses_what_the_rules_refuse() {
         .expect("start m2's etcd");
     cluster.wait_ready(std::time::Duration::from_secs(30)).await;
 
-    // A member whose agent is gone: the agents rule refuses.
+    // Observations keep one channel per agent rather than a TLS handshake
+    // per agent per poll.
+    assert_eq!(cluster.connector().session().kept(), 3, "one kept channel per agent");
+
+    // A member whose agent is gone: the agents rule refuses, and the kept
+    // channel does not hide why: the fresh connection's error is reported.
     cluster.kill_agent(1);
     let observation = observe(cluster.connector(), &agents, &[])
         .await
         .expect("observe without one agent");
-    assert!(observation.agents[1].status.is_err());
+    let why = observation.agents[1].status.as_ref().expect_err("m1's agent is gone");
+    assert!(why.contains("cannot reach agent"), "{why}");
+    assert_eq!(
+        cluster.connector().session().kept(),
+        2,
+        "the dead agent's channel is dropped"
+    );
     let observed = observation.observed;
     assert_eq!(
         observed.members.iter().find(|m| m.name == "m1").expect("m1").agent,

@@ -10,7 +10,7 @@ use steward_proto::v1 as pb;
 use crate::engine::cluster::file::ClusterTarget;
 use crate::engine::cluster::observed::{Observed, ObservedMember};
 use crate::engine::connect::Connector;
-use crate::engine::connect::agent::{AgentAddress, AnswerError};
+use crate::engine::connect::agent::{self, AgentAddress, AnswerError};
 use crate::engine::connect::etcd::{self, EtcdError};
 
 /// Why a cluster could not be observed at all.
@@ -59,14 +59,18 @@ async fn agent_status(connector: &Connector, address: &AgentAddress) -> Result<p
         .unwrap_or(Err(AnswerError::Timeout(ANSWER_WITHIN)))
 }
 
+/// GetStatus on the session's kept channel: observations poll every agent,
+/// and a handshake per agent per poll would cost more than the question.
 async fn ask_agent(connector: &Connector, address: &AgentAddress) -> Result<pb::GetStatusResponse, AnswerError> {
-    let mut clients = AnswerError::connect_to(connector, address).await?;
-    clients
-        .agent
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| AnswerError::refused("GetStatus", &s))
+    agent::kept_call(connector, address, |mut clients| async move {
+        clients
+            .agent
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| AnswerError::refused("GetStatus", &s))
+    })
+    .await
 }
 
 /// Observes the cluster behind `agents`. `client_urls` are extra etcd

@@ -96,6 +96,11 @@ pub struct AgentClients {
 /// [`Error::ConnectTimeout`] when it does not complete within
 /// [`CONNECT_TIMEOUT`].
 pub async fn connect(connector: &Connector, address: &AgentAddress) -> Result<AgentClients, Error> {
+    let channel = open_channel(connector, address).await?;
+    Ok(clients_on(connector, address, channel))
+}
+
+async fn open_channel(connector: &Connector, address: &AgentAddress) -> Result<Channel, Error> {
     let endpoint = endpoint(connector, address)?.connect_timeout(CONNECT_TIMEOUT);
     tracing::debug!(%address, "connecting to the agent");
     // connect_timeout bounds the TCP connect only; the outer timeout also
@@ -115,13 +120,56 @@ pub async fn connect(connector: &Connector, address: &AgentAddress) -> Result<Ag
             });
         }
     };
-    Ok(AgentClients {
+    Ok(channel)
+}
+
+fn clients_on(connector: &Connector, address: &AgentAddress, channel: Channel) -> AgentClients {
+    AgentClients {
         address: address.clone(),
         plaintext: !connector.agent_uses_tls(),
         agent: AgentClient::new(channel.clone()),
         binaries: BinariesClient::new(channel.clone()),
         snapshots: SnapshotsClient::new(channel),
-    })
+    }
+}
+
+/// The agent at `address` on the channel the connector's session keeps,
+/// connecting (and keeping the channel) when there is none. A call that
+/// fails on a kept channel should [`super::session::Session::forget`] it
+/// and ask again on a fresh one: see [`kept_call`].
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_kept(connector: &Connector, address: &AgentAddress) -> Result<(AgentClients, bool), Error> {
+    if let Some(channel) = connector.session().agent(address) {
+        return Ok((clients_on(connector, address, channel), true));
+    }
+    let channel = open_channel(connector, address).await?;
+    connector.session().keep(address, channel.clone());
+    Ok((clients_on(connector, address, channel), false))
+}
+
+/// Runs `call` on the kept channel of `address`; when it fails on a kept
+/// channel, forgets it and runs `call` once more on a fresh connection, so
+/// an agent that went away is reported as its fresh connection fails.
+///
+/// # Errors
+/// `call`'s error, or the connection's.
+pub async fn kept_call<T, F, Fut>(connector: &Connector, address: &AgentAddress, call: F) -> Result<T, AnswerError>
+where
+    F: Fn(AgentClients) -> Fut,
+    Fut: std::future::Future<Output = Result<T, AnswerError>>,
+{
+    let unreachable = |e: Error| AnswerError::Unreachable(crate::engine::error::chain(&e));
+    let (clients, kept) = connect_kept(connector, address).await.map_err(unreachable)?;
+    match call(clients).await {
+        Err(_) if kept => {
+            connector.session().forget(address);
+            let (clients, _) = connect_kept(connector, address).await.map_err(unreachable)?;
+            call(clients).await
+        }
+        answer => answer,
+    }
 }
 
 #[cfg(test)]

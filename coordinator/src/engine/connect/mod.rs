@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod etcd;
+pub mod session;
 
 use std::fmt;
 use std::path::Path;
@@ -15,6 +16,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::engine::connect::agent::AgentTlsFiles;
 use crate::engine::connect::etcd::{CONNECT_TIMEOUT, Credentials, EtcdTlsFiles, REQUEST_TIMEOUT};
+use crate::engine::connect::session::Session;
 use crate::engine::error::Error;
 
 /// The TLS files of etcd connections: the CA of the members' certificates
@@ -33,6 +35,8 @@ pub struct Connector {
     agent_tls: Option<ClientTlsConfig>,
     etcd_tls: Option<EtcdTls>,
     credentials: Option<Credentials>,
+    /// The agent channels kept for this cluster; new settings, new session.
+    session: Session,
 }
 
 impl fmt::Debug for Connector {
@@ -41,6 +45,7 @@ impl fmt::Debug for Connector {
             .field("agent_tls", &self.agent_tls.is_some())
             .field("etcd_tls", &self.etcd_tls.is_some())
             .field("credentials", &self.credentials)
+            .field("session", &self.session)
             .finish()
     }
 }
@@ -51,6 +56,7 @@ impl Connector {
     /// # Errors
     /// [`Error::Io`] when a file cannot be read.
     pub fn with_agent_tls(mut self, files: Option<&AgentTlsFiles>) -> Result<Self, Error> {
+        self.session = Session::default();
         self.agent_tls = match files {
             None => None,
             Some(files) => {
@@ -76,6 +82,7 @@ impl Connector {
     /// # Errors
     /// A file that cannot be read, or a certificate without its key.
     pub fn with_etcd_tls(mut self, files: Option<&EtcdTlsFiles>) -> Result<Self, Error> {
+        self.session = Session::default();
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| Error::Io {
                 action: "read",
@@ -113,8 +120,15 @@ impl Connector {
     /// Authenticates to etcd as `credentials` (`None`: no user).
     #[must_use]
     pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.session = Session::default();
         self.credentials = credentials;
         self
+    }
+
+    /// The connections kept for this cluster.
+    #[must_use]
+    pub const fn session(&self) -> &Session {
+        &self.session
     }
 
     /// Whether an etcd user is set.
