@@ -13,11 +13,9 @@ use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
 use crate::engine::cluster::observe::Observation;
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
-use crate::engine::roll::flag_check;
-use crate::engine::roll::local_releases;
-use crate::engine::roll::plan::{self, Direction};
-use crate::engine::roll::rules::{self, Check, Request, Verdict};
-use crate::engine::roll::v2store_check;
+use crate::engine::roll::plan::Direction;
+use crate::engine::roll::rules::{self, Check, Verdict};
+use crate::engine::roll::{Change, Preflight};
 use crate::format::{hex_id, human_bytes};
 use crate::output;
 use crate::output::table::{Tabular, with_header as table};
@@ -451,45 +449,41 @@ pub async fn plan(connector: &Connector, args: &PlanArgs, out: &mut dyn Write) -
     };
     let (observation, connector) = observe_target(connector, &args.cluster).await?;
     let observed = &observation.observed;
-    let binaries = args
-        .source
-        .binaries
-        .clone()
-        .or_else(|| args.source.binary.is_none().then(crate::local::releases::default_dir));
-    let local = local_releases(binaries.as_deref(), args.source.binary.as_deref(), &args.to);
-    let request = Request {
+    let change = Change {
+        direction,
+        target: args.to.clone(),
+        binaries: args
+            .source
+            .binaries
+            .clone()
+            .or_else(|| args.source.binary.is_none().then(crate::local::releases::default_dir)),
+        binary: args.source.binary.clone(),
+        binary_sha256: args.source.sha256.clone(),
         force: args.source.force,
-        available: local.keys().cloned().collect(),
-        leases_in_use: observation.leases_in_use,
-        binaries_dir: binaries.clone(),
     };
-    let planned = plan::plan(observed, direction, &args.to, &request.available);
-    let mut checks = rules::preflight(observed, &request, &planned);
-    if let (Some(path), Some(expected)) = (&args.source.binary, &args.source.sha256) {
-        checks.push(crate::engine::roll::binary_sha256_check(path, expected).await);
-    }
+    // The same plan and checks a run decides on, with each agent's answer
+    // on its member's flags shown per step.
+    let Preflight {
+        planned, checks, flags, ..
+    } = crate::engine::roll::preflight(&connector, &observation, &change).await;
     let mut passes = Vec::new();
     if let Ok(plan) = &planned {
-        let mut answers = Vec::new();
         for pass in &plan.passes {
             let mut order = Vec::new();
             for step in &pass.order {
-                let member = observed.members.iter().find(|m| m.id == step.id);
-                let (flag_changes, flags_refused, flags_error) = match member.and_then(|m| m.agent.clone()) {
-                    Some(agent) if !step.done => {
-                        let answer = flag_check::ask(&connector, &agent, &pass.target, step.from.as_ref())
-                            .await
-                            .map_err(|e| e.to_string());
-                        let view = flags_view(&answer);
-                        answers.push(flag_check::MemberFlags {
-                            member: step.member.clone(),
-                            target: pass.target.clone(),
-                            answer,
-                        });
-                        view
-                    }
-                    Some(_) => (Vec::new(), false, None),
-                    None => (Vec::new(), false, Some("no agent".to_owned())),
+                let has_agent = observed
+                    .members
+                    .iter()
+                    .find(|m| m.id == step.id)
+                    .is_some_and(|m| m.agent.is_some());
+                let answer = flags
+                    .iter()
+                    .find(|f| f.member == step.member && f.target == pass.target);
+                let (flag_changes, flags_refused, flags_error) = match answer {
+                    _ if step.done => (Vec::new(), false, None),
+                    _ if !has_agent => (Vec::new(), false, Some("no agent".to_owned())),
+                    Some(answer) => flags_view(&answer.answer),
+                    None => (Vec::new(), false, None),
                 };
                 order.push(PlanStepView {
                     member: step.member.clone(),
@@ -507,8 +501,6 @@ pub async fn plan(connector: &Connector, args: &PlanArgs, out: &mut dyn Write) -
                 order,
             });
         }
-        checks.push(flag_check::check(&answers));
-        checks.extend(v2store_check::preflight(&connector, plan, observed).await);
     }
     let refused = rules::refused(&checks);
     let view = PlanView {

@@ -6,6 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::engine::check::{Check, Verdict};
+use crate::engine::failure::Failure;
 use crate::engine::report::{EVENT_SCHEMA, RunContext, now_rfc3339};
 
 /// One step of a rolling change.
@@ -236,6 +237,19 @@ pub enum StageMethod {
     Imported,
     /// Streamed from the coordinator.
     Uploaded,
+}
+
+impl Event {
+    /// The `failed` event of a run that stopped with `failure` (roll and
+    /// restore alike).
+    #[must_use]
+    pub fn failed(failure: &Failure) -> Self {
+        Self::Failed {
+            member: failure.member.clone(),
+            gate: failure.gate.to_string(),
+            reason: failure.reason.clone(),
+        }
+    }
 }
 
 /// Where events go.

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::engine::check::{Check, Verdict, ids};
 use crate::engine::connect::Connector;
 use crate::engine::connect::etcd;
 use crate::engine::events::{Event, EventSink};
@@ -268,6 +269,54 @@ fn etcd_error(key: &str) -> impl Fn(etcd_client::Error) -> LockError + '_ {
     move |e| LockError::Etcd {
         key: key.to_owned(),
         reason: etcd::describe(&e),
+    }
+}
+
+/// Takes the lock for a run of `command` (roll, rollback, restore): as
+/// [`acquire`], with this process as the holder and every wait said to
+/// `events`. What a failure means for the run is the run's to decide.
+///
+/// # Errors
+/// As [`acquire`].
+pub async fn take_for_run(
+    connector: &Connector,
+    endpoints: &[String],
+    prefix: &str,
+    command: &str,
+    events: &mut dyn EventSink,
+) -> Result<ClusterLock, LockError> {
+    let mut on_wait = |wait: &LockWait| events.emit(&wait.event());
+    acquire(
+        connector,
+        endpoints,
+        prefix,
+        &Holder::this_process(command),
+        &mut on_wait,
+    )
+    .await
+}
+
+/// The `one-coordinator` check of a run with `verdict` and `message`.
+#[must_use]
+pub fn one_coordinator(verdict: Verdict, message: impl Into<String>) -> Check {
+    Check {
+        rule: ids::ONE_COORDINATOR,
+        verdict,
+        message: message.into(),
+        source: "steward",
+    }
+}
+
+/// The `one-coordinator` check when the lock could not be taken: another
+/// live coordinator holds it (always a refusal), or etcd could not give it
+/// (`unavailable` says how the run takes that).
+#[must_use]
+pub fn refusal(error: &LockError, unavailable: Verdict) -> Check {
+    match error {
+        LockError::Held { key, holder } => {
+            one_coordinator(Verdict::Fail, format!("another coordinator holds {key}: {holder}"))
+        }
+        LockError::Etcd { .. } => one_coordinator(unavailable, error.to_string()),
     }
 }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
-use crate::engine::cluster::lock::{self, ClusterLock, Holder, LockError};
+use crate::engine::cluster::lock::{self, ClusterLock};
 use crate::engine::cluster::observe::observe;
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
@@ -284,11 +284,7 @@ pub async fn run(
         Ok(()) => Outcome::Succeeded,
         Err(Stop::Refused | Stop::Declined) => Outcome::Refused,
         Err(Stop::Failed(failure)) => {
-            restore.events.emit(&Event::Failed {
-                member: failure.member.clone(),
-                gate: failure.gate.to_string(),
-                reason: failure.reason.clone(),
-            });
+            restore.events.emit(&Event::failed(&failure));
             restore.report.failure = Some(failure);
             Outcome::Failed
         }
@@ -550,47 +546,27 @@ impl Restore<'_> {
         let endpoints = client_urls(members);
         let command = format!("restore from {}", self.source_text());
         let prefix = self.options.lock_prefix.clone();
-        let events = &mut *self.events;
-        let mut on_wait = |wait: &lock::LockWait| events.emit(&wait.event());
-        match lock::acquire(
-            &self.connector,
-            &endpoints,
-            &prefix,
-            &Holder::this_process(&command),
-            &mut on_wait,
-        )
-        .await
-        {
+        match lock::take_for_run(&self.connector, &endpoints, &prefix, &command, &mut *self.events).await {
             Ok(taken) => {
                 let token = taken.token();
                 self.report.header.fencing_token = token;
                 self.lock = Some(taken);
-                self.check(Check {
-                    rule: ids::ONE_COORDINATOR,
-                    verdict: Verdict::Pass,
-                    message: format!("took the cluster lock (fencing token {token})"),
-                    source: "steward",
-                })?;
+                self.check(lock::one_coordinator(
+                    Verdict::Pass,
+                    format!("took the cluster lock (fencing token {token})"),
+                ))?;
                 Ok(token)
             }
-            Err(LockError::Held { key, holder }) => {
-                self.check(Check {
-                    rule: ids::ONE_COORDINATOR,
-                    verdict: Verdict::Fail,
-                    message: format!("another coordinator holds {key}: {holder}"),
-                    source: "steward",
-                })?;
-                Ok(0)
-            }
-            Err(error @ LockError::Etcd { .. }) => {
-                self.check(Check {
-                    rule: ids::ONE_COORDINATOR,
-                    verdict: Verdict::Warn,
-                    message: format!(
-                        "{error}; a cluster without quorum holds no lock for anyone, so the restore goes on without"
-                    ),
-                    source: "steward",
-                })?;
+            Err(error) => {
+                // A cluster without quorum holds no lock for anyone: the
+                // restore goes on without, and says so.
+                let mut check = lock::refusal(&error, Verdict::Warn);
+                if check.verdict == Verdict::Warn {
+                    check.message.push_str(
+                        "; a cluster without quorum holds no lock for anyone, so the restore goes on without",
+                    );
+                }
+                self.check(check)?;
                 Ok(0)
             }
         }

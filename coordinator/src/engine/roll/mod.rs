@@ -27,7 +27,7 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::cluster::lock::{self, ClusterLock, Holder, Journal, LockError};
+use crate::engine::cluster::lock::{self, ClusterLock, Journal, LockError};
 use crate::engine::cluster::observe::{Observation, observe_with};
 use crate::engine::cluster::observed::{Observed, ObservedMember};
 use crate::engine::cluster::probe::{Probe, ProbeReport};
@@ -37,7 +37,7 @@ use crate::engine::connect::etcd;
 use crate::engine::error::Error;
 use crate::engine::events::{Event, EventSink, StageMethod};
 use crate::engine::report::{ROLL_SCHEMA, ReportHeader, RunContext};
-use crate::engine::roll::plan::{Direction, NextStep, Plan, PlanError, next_step, plan};
+use crate::engine::roll::plan::{Direction, NextStep, Pass, Plan, PlanError, next_step, plan};
 use downgrade_api::Phase;
 use last_roll::LastRoll;
 use rules::{Check, Request, Verdict};
@@ -433,6 +433,7 @@ impl Roll<'_> {
             planned,
             checks,
             v2store_checked,
+            ..
         } = preflight(&self.connector, &observation, &change).await;
         self.local = local;
         let mut v2store_checked = v2store_checked;
@@ -726,17 +727,7 @@ impl Roll<'_> {
             RollRequest::Change(change) => format!("{} to {}", change.direction, change.target),
         };
         let prefix = self.options.lock_prefix.clone();
-        let events = &mut *self.events;
-        let mut on_wait = |wait: &lock::LockWait| events.emit(&wait.event());
-        match lock::acquire(
-            &self.connector,
-            &endpoints,
-            &prefix,
-            &Holder::this_process(&command),
-            &mut on_wait,
-        )
-        .await
-        {
+        match lock::take_for_run(&self.connector, &endpoints, &prefix, &command, &mut *self.events).await {
             Ok(mut taken) => {
                 taken.prune_journals(lock::JOURNALS_KEPT).await;
                 self.journal = Some(taken.journal());
@@ -744,28 +735,18 @@ impl Roll<'_> {
                 self.lock = Some(taken);
                 Ok(true)
             }
-            Err(LockError::Held { key, holder }) => {
-                let check = Check {
-                    rule: rules::ids::ONE_COORDINATOR,
-                    verdict: Verdict::Fail,
-                    message: format!("another coordinator holds {key}: {holder}"),
-                    source: "steward",
-                };
-                self.emit(&Event::Check(check.clone()));
-                self.report.checks.push(check);
-                Err(Stop::Refused)
-            }
             Err(error) => {
-                // Without the lock nothing may change: a refusal too.
-                let check = Check {
-                    rule: rules::ids::ONE_COORDINATOR,
-                    verdict: Verdict::Fail,
-                    message: error.to_string(),
-                    source: "steward",
-                };
+                // Without the lock nothing may change: a refusal either
+                // way. A live holder ends the run here; etcd that cannot
+                // give the lock lets the preflight run on, so the refusal
+                // also names what else is wrong.
+                let check = lock::refusal(&error, Verdict::Fail);
                 self.emit(&Event::Check(check.clone()));
                 self.report.checks.push(check);
-                Ok(false)
+                match error {
+                    LockError::Held { .. } => Err(Stop::Refused),
+                    LockError::Etcd { .. } => Ok(false),
+                }
             }
         }
     }
@@ -788,11 +769,7 @@ impl Roll<'_> {
                 } else {
                     Outcome::Failed
                 };
-                let event = Event::Failed {
-                    member: failure.member.clone(),
-                    gate: failure.gate.to_string(),
-                    reason: failure.reason.clone(),
-                };
+                let event = Event::failed(&failure);
                 self.emit(&event);
                 self.report.failure = Some(failure);
             }
@@ -835,15 +812,7 @@ impl Roll<'_> {
     /// member changes. Each file is hashed once; the agents receive their
     /// copies at the same time.
     async fn stage(&mut self, plan: &Plan, observed: &Observed) -> Result<(), Failure> {
-        for pass in &plan.passes {
-            if pass.order.iter().all(|s| s.done) {
-                continue;
-            }
-            let lacking: Vec<&ObservedMember> = observed
-                .members
-                .iter()
-                .filter(|m| !m.staged.contains(&pass.target))
-                .collect();
+        for (pass, lacking) in staging_targets(plan, observed) {
             let Some(first) = lacking.first() else {
                 continue;
             };
@@ -1487,6 +1456,9 @@ pub struct Preflight {
     pub planned: Result<Plan, PlanError>,
     /// Every check, in the order they ran.
     pub checks: Vec<Check>,
+    /// Each agent's answer on how its member's flags render for each pass
+    /// target still to come.
+    pub flags: Vec<flag_check::MemberFlags>,
     /// Whether the v2store check ran already (the cluster is on 3.5 now).
     pub v2store_checked: bool,
 }
@@ -1518,8 +1490,10 @@ pub async fn preflight(connector: &Connector, observation: &Observation, change:
         checks.push(binary_sha256_check(path, expected).await);
     }
     let mut v2store_checked = false;
+    let mut flags = Vec::new();
     if let Ok(plan) = &planned {
-        checks.push(flag_check::check(&flag_check::ask_all(connector, observed, plan).await));
+        flags = flag_check::ask_all(connector, observed, plan).await;
+        checks.push(flag_check::check(&flags));
         v2store_checked = v2store_check::when(plan) == v2store_check::When::Now;
         checks.extend(v2store_check::preflight(connector, plan, observed).await);
     }
@@ -1527,6 +1501,7 @@ pub async fn preflight(connector: &Connector, observation: &Observation, change:
         local,
         planned,
         checks,
+        flags,
         v2store_checked,
     }
 }
@@ -1663,6 +1638,29 @@ fn release_at(etcd: &Path) -> LocalRelease {
         etcd: etcd.to_owned(),
         tools,
     }
+}
+
+/// What staging has to do before the first member changes: for every pass
+/// with a member still to change, the members whose agents lack the pass's
+/// target. Every member gets every target, those already changed too: a
+/// member that must be reverted, or a rerun after a crash, finds the
+/// binaries in place. Passes that are done, and passes every agent already
+/// has, are left out.
+#[must_use]
+pub fn staging_targets<'a>(plan: &'a Plan, observed: &'a Observed) -> Vec<(&'a Pass, Vec<&'a ObservedMember>)> {
+    plan.passes
+        .iter()
+        .filter(|pass| !pass.order.iter().all(|s| s.done))
+        .map(|pass| {
+            let lacking = observed
+                .members
+                .iter()
+                .filter(|m| !m.staged.contains(&pass.target))
+                .collect::<Vec<_>>();
+            (pass, lacking)
+        })
+        .filter(|(_, lacking)| !lacking.is_empty())
+        .collect()
 }
 
 /// The snapshot a run keeps from an earlier run of the same change: when
@@ -1812,6 +1810,33 @@ mod tests {
         assert_eq!(
             gate_verdict(&observed, "m0", &target, 100, &[]),
             GateVerdict::Wait(Gate::Rule(rules::ids::HEALTH), "m2 is not healthy ()".into())
+        );
+    }
+
+    #[test]
+    fn staging_covers_every_lacking_agent_of_every_pass_left() {
+        let mut observed = cluster(&["3.3.25", "3.3.25", "3.3.25"], 1);
+        let available = [v("3.4.23"), v("3.5.16")];
+        let planned = plan(&observed, Direction::Upgrade, &v("3.5.16"), &available).unwrap();
+        let names = |targets: Vec<(&Pass, Vec<&ObservedMember>)>| -> Vec<(String, Vec<String>)> {
+            targets
+                .into_iter()
+                .map(|(p, m)| (p.target.to_string(), m.iter().map(|m| m.name.clone()).collect()))
+                .collect()
+        };
+        let all = || vec!["m0".to_owned(), "m1".into(), "m2".into()];
+        assert_eq!(
+            names(staging_targets(&planned, &observed)),
+            vec![("3.4.23".to_owned(), all()), ("3.5.16".to_owned(), all())]
+        );
+        // m1's agent has 3.5.16 already; every agent has 3.4.23.
+        for member in &mut observed.members {
+            member.staged.push(v("3.4.23"));
+        }
+        observed.members[1].staged.push(v("3.5.16"));
+        assert_eq!(
+            names(staging_targets(&planned, &observed)),
+            vec![("3.5.16".to_owned(), vec!["m0".to_owned(), "m2".into()])]
         );
     }
 
