@@ -1,0 +1,250 @@
+//! Benchmark: a snapshot of a large database, side by side with its
+//! baseline. A fresh 3-member etcd cluster is filled to
+//! `STEWARD_BENCH_DB_MIB` (1024 by default), then, in interleaved rounds
+//! (`STEWARD_SNAPSHOT_ROUNDS`, 3 by default):
+//! - `etcdctl snapshot save FILE` through the leader's client URL (the
+//!   baseline);
+//! - `steward backup` (the snapshot is taken, verified and kept on the
+//!   leader's host);
+//! - `steward backup --out FILE` (also copied here and verified).
+//!
+//! It prints each round, then the medians with their spread and each
+//! method's throughput against etcdctl's, and the agent's resident memory
+//! idle and at its peak during the snapshots.
+
+// A benchmark harness: a failed step ends the measurement with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// A benchmark's whole purpose is to print its figures on stdout.
+#![allow(clippy::print_stdout)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use steward_tests::cluster::steward_command;
+use steward_tests::{Cluster, ClusterBuilder, newest};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`), 0 when it cannot be read.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples the resident memory of `pid` every 10 ms on the runtime until
+/// asked for the peak.
+struct PeakRss {
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    fn watch(runtime: &tokio::runtime::Runtime, pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampled = peak.clone();
+        let task = runtime.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                every.tick().await;
+                sampled.fetch_max(rss_kib(pid), Ordering::Relaxed);
+            }
+        });
+        Self { peak, task }
+    }
+
+    fn peak_kib(self) -> u64 {
+        self.task.abort();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Fills the cluster with 1 MiB values until its database holds `mib` MiB.
+async fn fill(cluster: &Cluster, mib: u64) {
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    // Incompressible content: a simple generator is enough, bbolt does not
+    // compress, but the copies steward makes must not get it for free.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let value: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    for i in 0..mib {
+        client
+            .put(format!("bench/{i:06}"), value.clone(), None)
+            .await
+            .expect("fill the database");
+    }
+}
+
+struct Round {
+    etcdctl_ms: u64,
+    kept_ms: u64,
+    copied_ms: u64,
+    size: u64,
+}
+
+fn timed(mut command: Command) -> u64 {
+    let began = Instant::now();
+    let output = command.output().expect("run the command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn etcdctl_save(etcdctl: &std::path::Path, endpoint: &str, out: &std::path::Path) -> u64 {
+    let mut command = Command::new(etcdctl);
+    command
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint, "snapshot", "save"])
+        .arg(out);
+    timed(command)
+}
+
+fn steward_backup(agents: &str, member: &str, out: Option<&std::path::Path>) -> u64 {
+    let mut command = steward_command();
+    command.args(["backup", "--agents", agents, "--member", member]);
+    if let Some(out) = out {
+        command.arg("--out").arg(out);
+    }
+    timed(command)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let release = newest(3, 5);
+    let mib = env_number("STEWARD_BENCH_DB_MIB", 1024);
+    let rounds = env_number("STEWARD_SNAPSHOT_ROUNDS", 3);
+    let (cluster, leader) = runtime.block_on(async {
+        let cluster = ClusterBuilder::new(3, release.clone())
+            .extra_flag("--quota-backend-bytes=8589934592")
+            .retain_snapshots(2)
+            .start()
+            .await;
+        let began = Instant::now();
+        fill(&cluster, mib).await;
+        println!("filled {mib} MiB in {:.1} s", began.elapsed().as_secs_f64());
+        let leader = cluster.leader_index().await;
+        (cluster, leader)
+    });
+    let etcdctl = release.dir.join("etcdctl");
+    let endpoint = cluster.members[leader].client_url.clone();
+    let member = cluster.members[leader].name.clone();
+    let agents = cluster.agents_arg();
+    let agent_pid = cluster.agent_pid(leader).expect("the leader's agent pid");
+    let idle_kib = rss_kib(agent_pid);
+    let work = tempfile::tempdir().expect("a work dir");
+    println!(
+        "etcd {}, 3 members on loopback, snapshot through {member}, {rounds} rounds, {} cores",
+        release.version,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    println!(
+        "{:<7} {:>12} {:>16} {:>21} {:>10}",
+        "round", "etcdctl ms", "steward kept ms", "steward --out ms", "size MiB"
+    );
+    let mut results = Vec::new();
+    let mut peak_kib = 0;
+    for round in 0..rounds {
+        let ours = work.path().join(format!("etcdctl-{round}.db"));
+        let copy = work.path().join(format!("steward-{round}.db"));
+        let etcdctl_ms = etcdctl_save(&etcdctl, &endpoint, &ours);
+        let size = std::fs::metadata(&ours).map(|m| m.len()).unwrap_or(0);
+        let watch = PeakRss::watch(&runtime, agent_pid);
+        let kept_ms = steward_backup(&agents, &member, None);
+        let copied_ms = steward_backup(&agents, &member, Some(&copy));
+        peak_kib = peak_kib.max(watch.peak_kib());
+        let _ = std::fs::remove_file(&ours);
+        let _ = std::fs::remove_file(&copy);
+        println!(
+            "{:<7} {:>12} {:>16} {:>21} {:>10}",
+            round + 1,
+            etcdctl_ms,
+            kept_ms,
+            copied_ms,
+            size >> 20
+        );
+        results.push(Round {
+            etcdctl_ms,
+            kept_ms,
+            copied_ms,
+            size,
+        });
+    }
+    let size = median(results.iter().map(|r| r.size).collect());
+    let spread = |values: Vec<u64>| {
+        let (low, high) = (
+            values.iter().min().copied().unwrap_or(0),
+            values.iter().max().copied().unwrap_or(0),
+        );
+        (median(values), low, high)
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let throughput = |ms: u64| (size as f64 / f64::from(1 << 20)) / (ms.max(1) as f64 / 1000.0);
+    let (etcdctl, e_low, e_high) = spread(results.iter().map(|r| r.etcdctl_ms).collect());
+    println!("\nmedians of {} rounds, database {} MiB", results.len(), size >> 20);
+    println!(
+        "{:<24} {:>9} {:>18} {:>10} {:>16}",
+        "method", "median ms", "spread ms", "MiB/s", "vs etcdctl"
+    );
+    println!(
+        "{:<24} {:>9} {:>18} {:>10.0} {:>16}",
+        "etcdctl snapshot save",
+        etcdctl,
+        format!("{e_low}-{e_high}"),
+        throughput(etcdctl),
+        "1.00x"
+    );
+    for (name, values) in [
+        ("steward backup", results.iter().map(|r| r.kept_ms).collect::<Vec<_>>()),
+        ("steward backup --out", results.iter().map(|r| r.copied_ms).collect()),
+    ] {
+        let (ms, low, high) = spread(values);
+        #[allow(clippy::cast_precision_loss)]
+        let ratio = etcdctl as f64 / ms.max(1) as f64;
+        println!(
+            "{:<24} {:>9} {:>18} {:>10.0} {:>15.2}x",
+            name,
+            ms,
+            format!("{low}-{high}"),
+            throughput(ms),
+            ratio
+        );
+    }
+    println!(
+        "\nagent resident memory: idle {:.1} MiB, peak during the snapshots {:.1} MiB",
+        idle_kib as f64 / 1024.0,
+        peak_kib as f64 / 1024.0
+    );
+    drop(cluster);
+}
