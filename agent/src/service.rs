@@ -769,21 +769,48 @@ impl AgentService {
     }
 
     async fn download_call(&self, id: &str) -> Result<Response<ServiceStream<pb::DownloadSnapshotResponse>>, Status> {
-        let meta = self.agent.snapshots().get_verified(id)?;
+        // One read: the file is sent and checked as it goes (trailer, and
+        // the sha256 recorded when it was taken); a snapshot that no longer
+        // checks out ends the stream with DATA_LOSS after its last chunk,
+        // and the caller, which checks what it received too, keeps nothing.
+        let meta = self.agent.snapshots().get(id)?;
         let file = tokio::fs::File::open(&meta.path)
             .await
             .map_err(crate::fsutil::io_err("open", &meta.path))
             .map_err(Status::from)?;
         let info = snapshot_to_pb(&meta);
+        let check = Arc::new(std::sync::Mutex::new(Some(crate::snapshot::TrailerCheck::default())));
+        let fed = check.clone();
         let chunks = tokio_util::io::ReaderStream::with_capacity(file, DOWNLOAD_CHUNK);
         let mut first = Some(info);
-        let stream = chunks.map(move |chunk| match chunk {
-            Ok(bytes) => Ok(pb::DownloadSnapshotResponse {
-                info: first.take(),
-                chunk: bytes.to_vec(),
-            }),
+        let sent = chunks.map(move |chunk| match chunk {
+            Ok(bytes) => {
+                if let Some(check) = fed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+                    check.update(&bytes);
+                }
+                Ok(pb::DownloadSnapshotResponse {
+                    info: first.take(),
+                    chunk: bytes.to_vec(),
+                })
+            }
             Err(error) => Err(Status::internal(format!("reading the snapshot failed: {error}"))),
         });
-        Ok(Response::new(Box::pin(stream)))
+        let verdict = futures::stream::once(async move {
+            let checked = check.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
+            let problem = match checked.finish() {
+                Ok(verified) if verified.sha256 == meta.sha256 => return None,
+                Ok(verified) => crate::snapshot::VerifyError::NotRecorded {
+                    recorded: meta.sha256.clone(),
+                    actual: verified.sha256,
+                },
+                Err(problem) => problem,
+            };
+            Some(Err(Status::from(AgentError::SnapshotInvalid {
+                path: meta.path.clone(),
+                source: problem,
+            })))
+        })
+        .filter_map(|verdict| verdict);
+        Ok(Response::new(Box::pin(sent.chain(verdict))))
     }
 }

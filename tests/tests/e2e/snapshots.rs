@@ -118,6 +118,11 @@ async fn snapshot_with_keys(release: steward_tests::Release) {
     std::fs::write(path, &damaged).expect("damage the stored file");
     let status = download(&cluster, &info.id).await.expect_err("damaged");
     assert_eq!(status.code(), tonic::Code::DataLoss, "{status}");
+    // So is one of another size, before a byte is sent.
+    std::fs::write(path, &bytes[..bytes.len() - 512]).expect("truncate the stored file");
+    let status = download(&cluster, &info.id).await.expect_err("truncated");
+    assert_eq!(status.code(), tonic::Code::DataLoss, "{status}");
+    assert!(status.message().contains("were recorded"), "{status}");
     std::fs::write(path, &bytes).expect("repair");
 
     // Bad ids.
