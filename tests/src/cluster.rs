@@ -147,6 +147,7 @@ impl ClusterBuilder {
     /// Starts the agents (which start etcd) and waits until the cluster has
     /// a leader that every member agrees on.
     pub async fn start(self) -> Cluster {
+        show_engine_logs();
         sweep_orphaned_clusters();
         let dir = tempfile::Builder::new()
             .prefix(CLUSTER_PREFIX)
@@ -405,6 +406,19 @@ pub fn etcd_options() -> etcd_client::ConnectOptions {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .as_ref()
         .map_or_else(etcd_client::ConnectOptions::new, EtcdPki::connect_options)
+}
+
+/// The in-process engine's warnings, and the cluster lock's keepalive at
+/// debug, on the test's output (shown when a test fails): a lock lost
+/// under a fault says why. `RUST_LOG` replaces the filter.
+fn show_engine_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,steward_coordinator::engine::cluster::lock=debug")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The identity `steward` runs with in tests: the admin of the last
