@@ -549,6 +549,15 @@ impl SnapshotDir {
         Ok(out)
     }
 
+    /// One snapshot's record by id.
+    fn find(&self, id: &str) -> Result<SnapshotMeta, AgentError> {
+        check_id(id)?;
+        self.list()?
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| AgentError::SnapshotNotFound { id: id.to_owned() })
+    }
+
     /// One snapshot by id, as recorded, with its file still of the
     /// recorded size (a cheap check; the content is verified by whoever
     /// reads it, see [`TrailerCheck`]).
@@ -556,12 +565,7 @@ impl SnapshotDir {
     /// # Errors
     /// No such snapshot, or its file is missing or of another size.
     pub fn get(&self, id: &str) -> Result<SnapshotMeta, AgentError> {
-        check_id(id)?;
-        let meta = self
-            .list()?
-            .into_iter()
-            .find(|m| m.id == id)
-            .ok_or_else(|| AgentError::SnapshotNotFound { id: id.to_owned() })?;
+        let meta = self.find(id)?;
         let size = std::fs::metadata(&meta.path)
             .map_err(|source| AgentError::SnapshotInvalid {
                 path: meta.path.clone(),
@@ -582,12 +586,7 @@ impl SnapshotDir {
 
     /// One snapshot by id, verified again.
     pub fn get_verified(&self, id: &str) -> Result<SnapshotMeta, AgentError> {
-        check_id(id)?;
-        let meta = self
-            .list()?
-            .into_iter()
-            .find(|m| m.id == id)
-            .ok_or_else(|| AgentError::SnapshotNotFound { id: id.to_owned() })?;
+        let meta = self.find(id)?;
         let verified = verify_file(&meta.path).map_err(|source| AgentError::SnapshotInvalid {
             path: meta.path.clone(),
             source,

@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+use steward_tests::bench::{count_from_env, median};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::fleet::{steward_by_cluster_files, write_cluster_file, write_inventory};
 use steward_tests::{ClusterBuilder, Release, newest};
@@ -27,17 +28,8 @@ struct Row {
     slowest_cluster_ms: u64,
 }
 
-fn rounds() -> usize {
-    std::env::var("STEWARD_FLEET_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(2)
-}
-
-fn median(mut values: Vec<u64>) -> u64 {
-    values.sort_unstable();
-    values.get(values.len() / 2).copied().unwrap_or(0)
+fn rounds() -> u64 {
+    count_from_env("STEWARD_FLEET_ROUNDS", 2)
 }
 
 /// Starts `n` clusters on `from`, then times `steward fleet upgrade

@@ -25,6 +25,7 @@ use steward_coordinator::engine::connect::agent::AgentAddress;
 use steward_coordinator::engine::events::Discard;
 use steward_coordinator::engine::roll::plan::Direction;
 use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
+use steward_tests::bench::{count_from_env, median};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::cluster::kill_processes_mentioning;
 use steward_tests::ports::{PortLease, lease};
@@ -301,17 +302,8 @@ fn millis(d: Duration) -> u64 {
 /// Rounds to run: `STEWARD_BENCH_ROUNDS`, 5 by default. One run of each is
 /// dominated by noise (a stall is a few probe intervals); the verdict is
 /// on the medians.
-fn rounds() -> usize {
-    std::env::var("STEWARD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .filter(|r| *r > 0)
-        .unwrap_or(5)
-}
-
-fn median(mut values: Vec<u64>) -> u64 {
-    values.sort_unstable();
-    values[values.len() / 2]
+fn rounds() -> u64 {
+    count_from_env("STEWARD_BENCH_ROUNDS", 5)
 }
 
 fn main() {

@@ -22,21 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use steward_tests::bench::{count_from_env, median};
 use steward_tests::cluster::steward_command;
 use steward_tests::{Cluster, ClusterBuilder, newest};
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
-fn median(mut values: Vec<u64>) -> u64 {
-    values.sort_unstable();
-    values.get(values.len() / 2).copied().unwrap_or(0)
-}
 
 /// Resident memory of `pid` in KiB (`VmRSS`), 0 when it cannot be read.
 fn rss_kib(pid: u32) -> u64 {
@@ -143,8 +131,8 @@ fn main() {
         .build()
         .expect("runtime");
     let release = newest(3, 5);
-    let mib = env_number("STEWARD_BENCH_DB_MIB", 1024);
-    let rounds = env_number("STEWARD_SNAPSHOT_ROUNDS", 3);
+    let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
+    let rounds = count_from_env("STEWARD_SNAPSHOT_ROUNDS", 3);
     let (cluster, leader) = runtime.block_on(async {
         let cluster = ClusterBuilder::new(3, release.clone())
             .extra_flag("--quota-backend-bytes=8589934592")

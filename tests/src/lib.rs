@@ -5,6 +5,7 @@
 // The test harness: a failed expectation is a failed test, not an error to handle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod binaries;
 pub mod chaos;
 pub mod cluster;

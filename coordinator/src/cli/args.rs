@@ -10,6 +10,9 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::engine::connect::agent::AgentAddress;
+use crate::engine::report::RunContext;
+use crate::engine::roll::plan::Direction;
+use crate::engine::roll::{Change, RollOptions, RollRequest};
 use crate::local::ports::PortRange;
 use crate::local::releases::VersionSpec;
 use crate::output::OutputFormat;
@@ -499,6 +502,20 @@ pub struct RunArgs {
     pub output: OutputArgs,
 }
 
+impl RunArgs {
+    /// Roll options for `request` as these flags say, for the run `context`.
+    #[must_use]
+    pub fn options(&self, request: RollRequest, context: RunContext) -> RollOptions {
+        RollOptions {
+            gate_timeout: self.gate_timeout,
+            lock_prefix: self.lock_prefix.clone(),
+            probe: self.probe,
+            context,
+            ..RollOptions::for_request(request)
+        }
+    }
+}
+
 /// `steward status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -530,6 +547,26 @@ pub struct BinarySourceArgs {
     /// Proceed where a rule says "unless forced" (a 3.5.0-3.5.2 target); the reason is printed.
     #[arg(long)]
     pub force: bool,
+}
+
+impl BinarySourceArgs {
+    /// The change to `to` these flags ask for: binaries from `--binaries`,
+    /// or the setup script's cache dir when neither `--binaries` nor
+    /// `--binary` is given.
+    #[must_use]
+    pub fn change(&self, direction: Direction, to: EtcdVersion) -> Change {
+        Change {
+            direction,
+            target: to,
+            binaries: self
+                .binaries
+                .clone()
+                .or_else(|| self.binary.is_none().then(crate::local::releases::default_dir)),
+            binary: self.binary.clone(),
+            binary_sha256: self.sha256.clone(),
+            force: self.force,
+        }
+    }
 }
 
 /// `steward plan`.

@@ -13,9 +13,9 @@ use crate::cli::{ClusterArgs, PlanArgs, StatusArgs};
 use crate::engine::cluster::observe::Observation;
 use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
+use crate::engine::roll::Preflight;
 use crate::engine::roll::plan::Direction;
 use crate::engine::roll::rules::{self, Check, Verdict};
-use crate::engine::roll::{Change, Preflight};
 use crate::format::{hex_id, human_bytes};
 use crate::output;
 use crate::output::table::{Tabular, with_header as table};
@@ -449,18 +449,7 @@ pub async fn plan(connector: &Connector, args: &PlanArgs, out: &mut dyn Write) -
     };
     let (observation, connector) = observe_target(connector, &args.cluster).await?;
     let observed = &observation.observed;
-    let change = Change {
-        direction,
-        target: args.to.clone(),
-        binaries: args
-            .source
-            .binaries
-            .clone()
-            .or_else(|| args.source.binary.is_none().then(crate::local::releases::default_dir)),
-        binary: args.source.binary.clone(),
-        binary_sha256: args.source.sha256.clone(),
-        force: args.source.force,
-    };
+    let change = args.source.change(direction, args.to.clone());
     // The same plan and checks a run decides on, with each agent's answer
     // on its member's flags shown per step.
     let Preflight {

@@ -19,7 +19,7 @@ use crate::engine::fleet::waves::{WaveSpec, plan_waves};
 use crate::engine::fleet::{self, Fleet, FleetReport};
 use crate::engine::report::RunContext;
 use crate::engine::roll::plan::Direction;
-use crate::engine::roll::{Change, RollOptions, RollRequest};
+use crate::engine::roll::{RollOptions, RollRequest};
 use crate::format::human_duration_millis;
 use crate::output;
 use crate::output::table::{Tabular, with_header};
@@ -37,8 +37,7 @@ pub async fn run(connector: &Connector, command: FleetCommand, out: &mut dyn Wri
             output,
         } => {
             let setup = Setup::new(&fleet)?;
-            let sinks = |_: &RunContext| -> Box<dyn EventSink> { Box::new(crate::engine::events::Discard) };
-            let report = fleet::status(&setup.fleet(connector, &sinks), &lock_prefix).await;
+            let report = fleet::status(&setup.fleet(connector, &discard), &lock_prefix).await;
             finish(out, false, output, &report)
         }
         FleetCommand::Plan {
@@ -54,9 +53,8 @@ pub async fn run(connector: &Connector, command: FleetCommand, out: &mut dyn Wri
             } else {
                 Direction::Upgrade
             };
-            let change = change_of(direction, to, &source);
-            let sinks = |_: &RunContext| -> Box<dyn EventSink> { Box::new(crate::engine::events::Discard) };
-            let report = fleet::plan(&setup.fleet(connector, &sinks), &change).await;
+            let change = source.change(direction, to);
+            let report = fleet::plan(&setup.fleet(connector, &discard), &change).await;
             finish(out, false, output, &report)
         }
         FleetCommand::Upgrade(args) => roll(connector, Direction::Upgrade, args, out).await,
@@ -70,11 +68,15 @@ pub async fn run(connector: &Connector, command: FleetCommand, out: &mut dyn Wri
             }
             let setup = Setup::new(&fleet)?;
             let _stop_on_signal = cancel_on_signal(setup.stop.cancel.clone());
-            let sinks = |_: &RunContext| -> Box<dyn EventSink> { Box::new(crate::engine::events::Discard) };
-            let report = fleet::backup(&setup.fleet(connector, &sinks), &out_dir).await;
+            let report = fleet::backup(&setup.fleet(connector, &discard), &out_dir).await;
             finish(out, false, output, &report)
         }
     }
+}
+
+/// Events of the commands that change nothing are not shown.
+fn discard(_: &RunContext) -> Box<dyn EventSink> {
+    Box::new(crate::engine::events::Discard)
 }
 
 /// The inventory, the waves and the stop rule of one fleet command.
@@ -117,20 +119,6 @@ impl Setup {
     }
 }
 
-fn change_of(direction: Direction, to: steward_proto::EtcdVersion, source: &crate::cli::BinarySourceArgs) -> Change {
-    Change {
-        direction,
-        target: to,
-        binaries: source
-            .binaries
-            .clone()
-            .or_else(|| source.binary.is_none().then(crate::local::releases::default_dir)),
-        binary: source.binary.clone(),
-        binary_sha256: source.sha256.clone(),
-        force: source.force,
-    }
-}
-
 async fn roll(
     connector: &Connector,
     direction: Direction,
@@ -138,13 +126,12 @@ async fn roll(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let setup = Setup::new(&args.fleet)?;
-    let change = change_of(direction, args.to.clone(), &args.source);
+    let change = args.source.change(direction, args.to.clone());
     let template = RollOptions {
-        gate_timeout: args.run.gate_timeout,
         activate_timeout: args.activate_timeout,
-        lock_prefix: args.run.lock_prefix.clone(),
-        probe: args.run.probe,
-        ..RollOptions::for_request(RollRequest::Change(change.clone()))
+        ..args
+            .run
+            .options(RollRequest::Change(change.clone()), setup.context.clone())
     };
     let events = args.run.events;
     let sinks = move |context: &RunContext| -> Box<dyn EventSink> {

@@ -15,7 +15,7 @@ use crate::engine::connect::Connector;
 use crate::engine::events::{EventSink, Lines, Ndjson};
 use crate::engine::report::RunContext;
 use crate::engine::roll::plan::Direction;
-use crate::engine::roll::{self, Change, Outcome, RollOptions, RollReport, RollRequest};
+use crate::engine::roll::{self, Outcome, RollOptions, RollReport, RollRequest};
 use crate::output;
 use crate::output::live::Live;
 use crate::output::table::{Tabular, with_header};
@@ -96,13 +96,9 @@ impl Tabular for RollReport {
 pub async fn rollback(connector: &Connector, args: RollbackArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
-    let options = RollOptions {
-        gate_timeout: args.run.gate_timeout,
-        lock_prefix: args.run.lock_prefix.clone(),
-        probe: args.run.probe,
-        context: RunContext::new(target.name.clone()),
-        ..RollOptions::for_request(RollRequest::Rollback)
-    };
+    let options = args
+        .run
+        .options(RollRequest::Rollback, RunContext::new(target.name.clone()));
     report(
         &connector,
         agents,
@@ -123,25 +119,12 @@ pub async fn run(
 ) -> Result<(), CliError> {
     let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
-    let binaries = args
-        .source
-        .binaries
-        .clone()
-        .or_else(|| args.source.binary.is_none().then(crate::local::releases::default_dir));
+    let change = args.source.change(direction, args.to.clone());
     let options = RollOptions {
-        gate_timeout: args.run.gate_timeout,
         activate_timeout: args.activate_timeout,
-        lock_prefix: args.run.lock_prefix.clone(),
-        probe: args.run.probe,
-        context: RunContext::new(target.name.clone()),
-        ..RollOptions::for_request(RollRequest::Change(Change {
-            direction,
-            target: args.to.clone(),
-            binaries,
-            binary: args.source.binary.clone(),
-            binary_sha256: args.source.sha256.clone(),
-            force: args.source.force,
-        }))
+        ..args
+            .run
+            .options(RollRequest::Change(change), RunContext::new(target.name.clone()))
     };
     report(
         &connector,

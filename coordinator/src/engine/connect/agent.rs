@@ -160,7 +160,7 @@ where
     F: Fn(AgentClients) -> Fut,
     Fut: std::future::Future<Output = Result<T, AnswerError>>,
 {
-    let unreachable = |e: Error| AnswerError::Unreachable(crate::engine::error::chain(&e));
+    let unreachable = |e: Error| AnswerError::unreachable(&e);
     let (clients, kept) = connect_kept(connector, address).await.map_err(unreachable)?;
     match call(clients).await {
         Err(_) if kept => {
@@ -260,9 +260,14 @@ impl AnswerError {
     /// # Errors
     /// The agent cannot be reached.
     pub async fn connect_to(connector: &Connector, address: &AgentAddress) -> Result<AgentClients, Self> {
-        connect(connector, address)
-            .await
-            .map_err(|e| Self::Unreachable(crate::engine::error::chain(&e)))
+        connect(connector, address).await.map_err(|e| Self::unreachable(&e))
+    }
+
+    /// The agent could not be reached: the connection error with its
+    /// causes.
+    #[must_use]
+    pub fn unreachable(error: &Error) -> Self {
+        Self::Unreachable(crate::engine::error::chain(error))
     }
 
     /// A refusal of `rpc`.

@@ -89,18 +89,6 @@ pub struct FleetReport {
     pub clusters: Vec<ClusterResult>,
 }
 
-impl FleetReport {
-    /// Clusters with `outcome`, by name.
-    #[must_use]
-    pub fn with(&self, outcome: ClusterOutcome) -> Vec<&str> {
-        self.clusters
-            .iter()
-            .filter(|c| c.result == outcome)
-            .map(|c| c.name.as_str())
-            .collect()
-    }
-}
-
 /// The worst of `results` (see [`ClusterOutcome::severity`]).
 #[must_use]
 pub fn worst(results: &[ClusterResult]) -> ClusterOutcome {
@@ -148,26 +136,35 @@ async fn reach(
     Ok((target, connector, observation))
 }
 
-async fn finish(fleet: &Fleet<'_>, command: String, began: Instant, clusters: Vec<ClusterResult>) -> FleetReport {
+/// When a fleet command began: the wall clock for the report, the
+/// monotonic clock for its duration.
+struct Began {
+    at: String,
+    clock: Instant,
+}
+
+impl Began {
+    fn now() -> Self {
+        Self {
+            at: now_rfc3339(),
+            clock: Instant::now(),
+        }
+    }
+}
+
+async fn finish(fleet: &Fleet<'_>, command: String, began: Began, clusters: Vec<ClusterResult>) -> FleetReport {
     FleetReport {
         schema: FLEET_SCHEMA,
         run: fleet.context.run.clone(),
         command,
         inventory: fleet.inventory.path.display().to_string(),
-        started_at: now_rfc3339_at(began),
+        started_at: began.at,
         steward_version: env!("CARGO_PKG_VERSION"),
         result: worst(&clusters),
         waves: fleet.waves.clone(),
-        took_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+        took_ms: u64::try_from(began.clock.elapsed().as_millis()).unwrap_or(u64::MAX),
         clusters,
     }
-}
-
-/// The time `began` was, as RFC 3339 (now minus the time since).
-fn now_rfc3339_at(began: Instant) -> String {
-    let now = time::OffsetDateTime::now_utc() - began.elapsed();
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now_rfc3339())
 }
 
 /// True when every member runs `target` and the cluster version has
@@ -185,7 +182,7 @@ pub fn already_on(observed: &Observed, target: &steward_proto::EtcdVersion) -> b
 /// `steward fleet upgrade|downgrade`: `change` on every cluster, with the
 /// run settings of `template` (gate timeout, probe, lock prefix).
 pub async fn change(fleet: &Fleet<'_>, change: &Change, template: &RollOptions) -> FleetReport {
-    let began = Instant::now();
+    let began = Began::now();
     let command = format!("{} to {}", change.direction, change.target);
     let results = run_waves(fleet.inventory, &fleet.waves, &fleet.stop, |cluster, wave| async move {
         let (target, connector, observation) = match reach(fleet.connector, &cluster).await {
@@ -240,7 +237,7 @@ fn refusals(checks: &[roll::rules::Check]) -> String {
 /// `steward fleet plan`: what `change` would do on every cluster, and
 /// whether a check refuses it; nothing is changed.
 pub async fn plan(fleet: &Fleet<'_>, change: &Change) -> FleetReport {
-    let began = Instant::now();
+    let began = Began::now();
     let command = format!("plan {} to {}", change.direction, change.target);
     let results = run_waves(fleet.inventory, &fleet.waves, &fleet.stop, |cluster, wave| async move {
         let (_, connector, observation) = match reach(fleet.connector, &cluster).await {
@@ -291,7 +288,7 @@ pub async fn plan(fleet: &Fleet<'_>, change: &Change) -> FleetReport {
 /// `steward fleet status`: each cluster's health, versions, leader and
 /// last change; a cluster that is not healthy or cannot be reached fails.
 pub async fn status(fleet: &Fleet<'_>, lock_prefix: &str) -> FleetReport {
-    let began = Instant::now();
+    let began = Began::now();
     let results = run_waves(fleet.inventory, &fleet.waves, &fleet.stop, |cluster, wave| async move {
         let (_, connector, observation) = match reach(fleet.connector, &cluster).await {
             Ok(reached) => reached,
@@ -350,7 +347,7 @@ pub async fn status(fleet: &Fleet<'_>, lock_prefix: &str) -> FleetReport {
 /// `steward fleet backup`: a verified snapshot of every cluster through its
 /// leader's agent, copied to `<out_dir>/<cluster>-<run>.db`.
 pub async fn backup(fleet: &Fleet<'_>, out_dir: &Path) -> FleetReport {
-    let began = Instant::now();
+    let began = Began::now();
     let command = format!("backup to {}", out_dir.display());
     let results = run_waves(fleet.inventory, &fleet.waves, &fleet.stop, |cluster, wave| async move {
         let (_, connector, observation) = match reach(fleet.connector, &cluster).await {
