@@ -212,7 +212,11 @@ async fn a_restore_whose_coordinator_is_killed_finishes_when_run_again() {
     let snapshot = backup_between_writes(&cluster).await;
     let args = ["restore", "--agents", &agents, "--snapshot", &snapshot, "--yes"];
 
-    let running = coordinator::start(&args);
+    // A killed steward cannot remove its relay copy of the snapshot: keep it
+    // in the cluster's dir, which goes with the cluster.
+    let mut command = steward_tests::cluster::steward_command();
+    command.args(args).env("TMPDIR", cluster.dir());
+    let running = coordinator::start_command(command);
     running.wait_for("member_restored");
     running.kill();
     // One member runs the restored data's binary, stopped; the others may
