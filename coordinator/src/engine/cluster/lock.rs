@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
+use steward_proto::EtcdVersion;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -810,9 +811,68 @@ fn journals_to_prune(base: &str, keys: &[String], keep: usize) -> Vec<String> {
     runs[..excess].iter().map(|run| (*run).to_owned()).collect()
 }
 
+/// Whether a leader on this etcd release, stalled long enough for the
+/// others to elect a new one (a slow disk, a starved CPU, a paused VM),
+/// revokes every lease it thinks expired as it wakes: its revocations are
+/// forwarded to the new leader and applied, although their holders kept
+/// renewing them there. etcd fixed it in 3.4.31 and 3.5.13.
+#[must_use]
+pub fn revokes_leases_after_a_stall(version: &EtcdVersion) -> bool {
+    match version.minor_version() {
+        (3, minor) if minor < 4 => true,
+        (3, 4) => version.patch() < 31,
+        (3, 5) => version.patch() < 13,
+        (major, _) => major < 3,
+    }
+}
+
+/// What a lost lock's message adds when members run a release that revokes
+/// leases after a leader stall: the lock may be gone for that alone.
+#[must_use]
+pub fn stall_revocation_hint(members: &[(String, EtcdVersion)]) -> Option<String> {
+    let affected: Vec<String> = members
+        .iter()
+        .filter(|(_, version)| revokes_leases_after_a_stall(version))
+        .map(|(name, version)| format!("{name} {version}"))
+        .collect();
+    (!affected.is_empty()).then(|| {
+        format!(
+            "etcd before 3.4.31 and 3.5.13 ({}) revokes every lease when a stalled leader wakes, so a leader stall alone can end the lock",
+            affected.join(", ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_before_the_fix_revoke_leases_after_a_leader_stall() {
+        let affected = ["3.3.25", "3.4.0", "3.4.23", "3.4.30", "3.5.0", "3.5.12"];
+        let fixed = ["3.4.31", "3.4.40", "3.5.13", "3.5.36", "3.6.0", "3.7.3"];
+        for text in affected {
+            let version: EtcdVersion = text.parse().expect("a version");
+            assert!(revokes_leases_after_a_stall(&version), "{text}");
+        }
+        for text in fixed {
+            let version: EtcdVersion = text.parse().expect("a version");
+            assert!(!revokes_leases_after_a_stall(&version), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_hint_names_only_the_members_on_affected_releases() {
+        let member = |name: &str, text: &str| (name.to_owned(), text.parse::<EtcdVersion>().expect("a version"));
+        let mixed = [member("m0", "3.5.36"), member("m1", "3.4.23"), member("m2", "3.4.23")];
+        let hint = stall_revocation_hint(&mixed).expect("a hint");
+        assert!(hint.contains("(m1 3.4.23, m2 3.4.23)"), "{hint}");
+        assert!(!hint.contains("m0"), "{hint}");
+        assert_eq!(
+            stall_revocation_hint(&[member("m0", "3.5.36"), member("m1", "3.6.17")]),
+            None
+        );
+    }
 
     #[test]
     fn only_the_oldest_runs_beyond_the_kept_ones_are_pruned() {

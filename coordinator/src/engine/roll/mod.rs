@@ -248,6 +248,8 @@ struct Roll<'a> {
     /// Which agent served which member when last seen, so that an agent
     /// that stops answering is named with its member.
     known_agents: Vec<(String, AgentAddress)>,
+    /// Each member's etcd version when last seen, to explain a lost lock.
+    member_versions: Vec<(String, EtcdVersion)>,
     /// The cluster lock, once taken; its token fences every agent call.
     lock: Option<ClusterLock>,
     journal: Option<Journal>,
@@ -339,6 +341,7 @@ pub async fn run(
         connector: connector.clone(),
         agents,
         known_agents: Vec::new(),
+        member_versions: Vec::new(),
         lock: None,
         journal: None,
         probe: None,
@@ -380,6 +383,10 @@ impl Roll<'_> {
             if let Some(address) = member.agent.as_deref().and_then(|a| a.parse::<AgentAddress>().ok()) {
                 self.known_agents.retain(|(name, _)| *name != member.name);
                 self.known_agents.push((member.name.clone(), address));
+            }
+            if let Some(version) = &member.version {
+                self.member_versions.retain(|(name, _)| *name != member.name);
+                self.member_versions.push((member.name.clone(), version.clone()));
             }
         }
         Ok(observation)
@@ -695,12 +702,17 @@ impl Roll<'_> {
     }
 
     /// Stops the run when the cluster lock was lost (its lease expired or
-    /// was revoked): another coordinator may hold it by now.
+    /// was revoked): another coordinator may hold it by now. The reason
+    /// names members whose etcd revokes leases after a leader stall.
     async fn ensure_lock(&mut self) -> Result<(), Failure> {
-        if let Some(lock) = &mut self.lock {
-            lock.ensure_held()
-                .await
-                .map_err(|e| failure(None, Gate::Lock, e.to_string()))?;
+        if let Some(lock) = &mut self.lock
+            && let Err(lost) = lock.ensure_held().await
+        {
+            let reason = match lock::stall_revocation_hint(&self.member_versions) {
+                Some(hint) => format!("{lost}; {hint}"),
+                None => lost.to_string(),
+            };
+            return Err(failure(None, Gate::Lock, reason));
         }
         Ok(())
     }
