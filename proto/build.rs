@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
+        // Snapshot chunks pass through without a copy into a Vec.
+        .bytes(".steward.agent.v1.DownloadSnapshotResponse.chunk")
+        .bytes(".steward.agent.v1.TakeAndSendSnapshotResponse.chunk")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -128,7 +128,7 @@ pub fn authorize(
 /// copies every secret stored in etcd.
 #[must_use]
 pub fn audited(path: &str) -> Option<&'static str> {
-    const AUDITED: [&str; 13] = [
+    const AUDITED: [&str; 14] = [
         "Activate",
         "Rollback",
         "Start",
@@ -139,6 +139,7 @@ pub fn audited(path: &str) -> Option<&'static str> {
         "ImportBinary",
         "UploadBinary",
         "TakeSnapshot",
+        "TakeAndSendSnapshot",
         "UploadSnapshot",
         "PinSnapshot",
         "DownloadSnapshot",

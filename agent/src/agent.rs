@@ -855,17 +855,20 @@ impl Agent {
         .await
     }
 
-    /// Takes a verified snapshot of the local member. It runs as an
-    /// operation of its own, so a version switch never stops etcd under a
-    /// snapshot stream.
-    pub async fn take_snapshot(self: &Arc<Self>) -> Result<SnapshotMeta, AgentError> {
+    /// Takes a verified snapshot of the local member, its chunks also sent
+    /// to `tee` when there is one. It runs as an operation of its own, so a
+    /// version switch never stops etcd under a snapshot stream.
+    pub async fn take_snapshot(
+        self: &Arc<Self>,
+        tee: Option<crate::snapshot::Tee>,
+    ) -> Result<SnapshotMeta, AgentError> {
         self.exclusive(Operation::TakeSnapshot, |agent| async move {
             transition(Operation::TakeSnapshot, agent.state.get().state)?;
             let tool = agent.status_tool();
             let protected = agent.protected_snapshot();
             agent
                 .snapshots
-                .take(&agent.member, &agent.config.member.name, tool, &protected)
+                .take(&agent.member, &agent.config.member.name, tool, &protected, tee)
                 .await
         })
         .await

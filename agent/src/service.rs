@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use steward_proto::EtcdVersion;
+use steward_proto::trailer::{HashingWriter, WriterError};
 use steward_proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,11 @@ const DEFAULT_TAIL_LINES: usize = 100;
 const MAX_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Chunk size of DownloadSnapshot.
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
+/// How many chunks may wait for the caller to take them.
+const DOWNLOAD_QUEUE: usize = 8;
+/// How many of etcd's 32 KiB snapshot chunks may wait for the caller of
+/// TakeAndSendSnapshot.
+const SEND_QUEUE: usize = 32;
 
 type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -611,7 +617,7 @@ impl pb::snapshots_server::Snapshots for AgentService {
         let mut call = self.audit(&request, "TakeSnapshot", request.get_ref().fencing_token);
         let result = async {
             self.agent.admit(request.get_ref().fencing_token)?;
-            let meta = self.agent.take_snapshot().await?;
+            let meta = self.agent.take_snapshot(None).await?;
             Ok(meta)
         }
         .await;
@@ -623,6 +629,46 @@ impl pb::snapshots_server::Snapshots for AgentService {
                 snapshot: Some(snapshot_to_pb(&meta)),
             })
         }))
+    }
+
+    type TakeAndSendSnapshotStream = ServiceStream<pb::TakeAndSendSnapshotResponse>;
+
+    async fn take_and_send_snapshot(
+        &self,
+        request: Request<pb::TakeSnapshotRequest>,
+    ) -> Result<Response<Self::TakeAndSendSnapshotStream>, Status> {
+        // A copy of every secret stored in etcd leaves the host: audited
+        // like a change, when it ends.
+        let mut call = self.audit(&request, "TakeAndSendSnapshot", request.get_ref().fencing_token);
+        if let Err(refused) = self.agent.admit(request.get_ref().fencing_token) {
+            return call.finish(Err(refused.into()));
+        }
+        let (tee, chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(SEND_QUEUE);
+        let (stored, outcome) = tokio::sync::oneshot::channel();
+        let agent = Arc::clone(&self.agent);
+        tokio::spawn(async move {
+            let result = agent.take_snapshot(Some(tee)).await;
+            if let Ok(meta) = &result {
+                call.arg("id", meta.id.clone());
+            }
+            let last = call
+                .finish(result.map_err(Status::from))
+                .map(|meta| pb::TakeAndSendSnapshotResponse {
+                    part: Some(pb::take_and_send_snapshot_response::Part::Stored(snapshot_to_pb(&meta))),
+                });
+            let _ = stored.send(last);
+        });
+        let sent = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| {
+            Ok(pb::TakeAndSendSnapshotResponse {
+                part: Some(pb::take_and_send_snapshot_response::Part::Chunk(chunk)),
+            })
+        });
+        let last = futures::stream::once(async move {
+            outcome
+                .await
+                .unwrap_or_else(|_| Err(Status::internal("the snapshot task ended abnormally")))
+        });
+        Ok(Response::new(Box::pin(sent.chain(last))))
     }
 
     async fn pin_snapshot(
@@ -770,47 +816,68 @@ impl AgentService {
 
     async fn download_call(&self, id: &str) -> Result<Response<ServiceStream<pb::DownloadSnapshotResponse>>, Status> {
         // One read: the file is sent and checked as it goes (trailer, and
-        // the sha256 recorded when it was taken); a snapshot that no longer
-        // checks out ends the stream with DATA_LOSS after its last chunk,
-        // and the caller, which checks what it received too, keeps nothing.
+        // the sha256 recorded when it was taken), the hashing on a thread of
+        // its own; a snapshot that no longer checks out ends the stream
+        // with DATA_LOSS after its last chunk, and the caller, which checks
+        // what it received too, keeps nothing.
         let meta = self.agent.snapshots().get(id)?;
         let file = tokio::fs::File::open(&meta.path)
             .await
             .map_err(crate::fsutil::io_err("open", &meta.path))
             .map_err(Status::from)?;
-        let info = snapshot_to_pb(&meta);
-        let check = Arc::new(std::sync::Mutex::new(Some(crate::snapshot::TrailerCheck::default())));
-        let fed = check.clone();
-        let chunks = tokio_util::io::ReaderStream::with_capacity(file, DOWNLOAD_CHUNK);
-        let mut first = Some(info);
-        let sent = chunks.map(move |chunk| match chunk {
-            Ok(bytes) => {
-                if let Some(check) = fed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
-                    check.update(&bytes);
-                }
-                Ok(pb::DownloadSnapshotResponse {
-                    info: first.take(),
-                    chunk: bytes.to_vec(),
-                })
-            }
-            Err(error) => Err(Status::internal(format!("reading the snapshot failed: {error}"))),
-        });
-        let verdict = futures::stream::once(async move {
-            let checked = check.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
-            let problem = match checked.finish() {
-                Ok(verified) if verified.sha256 == meta.sha256 => return None,
-                Ok(verified) => crate::snapshot::VerifyError::NotRecorded {
-                    recorded: meta.sha256.clone(),
-                    actual: verified.sha256,
-                },
-                Err(problem) => problem,
-            };
-            Some(Err(Status::from(AgentError::SnapshotInvalid {
-                path: meta.path.clone(),
-                source: problem,
-            })))
-        })
-        .filter_map(|verdict| verdict);
-        Ok(Response::new(Box::pin(sent.chain(verdict))))
+        let hashing = HashingWriter::start(None)
+            .map_err(crate::fsutil::io_err("start the hashing thread for", &meta.path))
+            .map_err(Status::from)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(DOWNLOAD_QUEUE);
+        tokio::spawn(send_snapshot(file, meta, hashing, sender));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        ))))
     }
+}
+
+/// Streams a stored snapshot to the caller while a thread hashes it; the
+/// verdict comes after the last chunk, as an error only.
+async fn send_snapshot(
+    file: tokio::fs::File,
+    meta: SnapshotMeta,
+    hashing: HashingWriter,
+    sender: tokio::sync::mpsc::Sender<Result<pb::DownloadSnapshotResponse, Status>>,
+) {
+    let invalid = |source: crate::snapshot::VerifyError| {
+        Status::from(AgentError::SnapshotInvalid {
+            path: meta.path.clone(),
+            source,
+        })
+    };
+    let stopped = |e: WriterError| invalid(crate::snapshot::VerifyError::Io(std::io::Error::other(e)));
+    let mut chunks = tokio_util::io::ReaderStream::with_capacity(file, DOWNLOAD_CHUNK);
+    let mut info = Some(snapshot_to_pb(&meta));
+    while let Some(chunk) = chunks.next().await {
+        let sent = match chunk {
+            Ok(bytes) => match hashing.update(bytes.clone()).await {
+                Ok(()) => Ok(pb::DownloadSnapshotResponse {
+                    info: info.take(),
+                    chunk: bytes,
+                }),
+                Err(e) => Err(stopped(e)),
+            },
+            Err(error) => Err(Status::internal(format!("reading the snapshot failed: {error}"))),
+        };
+        let failed = sent.is_err();
+        // A caller that went away ends the stream; nothing to report to.
+        if sender.send(sent).await.is_err() || failed {
+            return;
+        }
+    }
+    let problem = match hashing.finish().await.map(|done| crate::snapshot::verdict(done.hashed)) {
+        Ok(Ok(verified)) if verified.sha256 == meta.sha256 => return,
+        Ok(Ok(verified)) => invalid(crate::snapshot::VerifyError::NotRecorded {
+            recorded: meta.sha256.clone(),
+            actual: verified.sha256,
+        }),
+        Ok(Err(problem)) => invalid(problem),
+        Err(e) => stopped(e),
+    };
+    let _ = sender.send(Err(problem)).await;
 }

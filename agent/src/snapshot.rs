@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use steward_proto::trailer::{Hashed, HashingWriter, TrailerHasher, WriterError};
 
 use crate::error::AgentError;
 use crate::fsutil::{self, io_err};
 use crate::member::LocalMember;
 
 /// Length of the sha256 trailer.
-const TRAILER: u64 = 32;
+const TRAILER: u64 = steward_proto::trailer::TRAILER_LEN as u64;
 /// bbolt files are whole sectors of this size.
 const SECTOR: u64 = 512;
 
@@ -92,61 +93,54 @@ pub struct Verified {
 pub fn verify_file(path: &Path) -> Result<Verified, VerifyError> {
     let mut file = std::fs::File::open(path).map_err(VerifyError::Io)?;
     let size = file.metadata().map_err(VerifyError::Io)?.len();
-    if size < SECTOR + TRAILER || size % SECTOR != TRAILER {
+    if !is_database_and_trailer(size) {
         return Err(VerifyError::NoTrailer { size });
     }
-    let (actual, _) = crate::hashing::sha256_reader(&mut (&mut file).take(size - TRAILER)).map_err(VerifyError::Io)?;
-    let mut trailer = [0_u8; 32];
-    file.read_exact(&mut trailer).map_err(VerifyError::Io)?;
-    let trailer = hex::encode(trailer);
-    if actual != trailer {
-        return Err(VerifyError::Mismatch { trailer, actual });
+    let mut hasher = TrailerHasher::default();
+    let mut buffer = vec![0_u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).map_err(VerifyError::Io)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
     }
-    Ok(Verified { sha256: actual, size })
+    verdict(hasher.finish())
 }
 
-/// Checks a snapshot's sha256 trailer as its bytes go by, holding back the
-/// last 32 bytes: the same verdict as [`verify_file`] without reading the
-/// file again.
-#[derive(Debug, Default)]
-pub struct TrailerCheck {
-    content: sha2::Sha256,
-    held: Vec<u8>,
-    size: u64,
+/// The verdict on a hashed snapshot, the same whether it was hashed from a
+/// file or as it streamed by: a size that can hold a database and a
+/// trailer, and a trailer that is the content's sha256.
+///
+/// # Errors
+/// [`VerifyError::NoTrailer`] or [`VerifyError::Mismatch`].
+pub fn verdict(hashed: Hashed) -> Result<Verified, VerifyError> {
+    let size = hashed.size;
+    if !is_database_and_trailer(size) {
+        return Err(VerifyError::NoTrailer { size });
+    }
+    if !hashed.trailer_matches() {
+        return Err(VerifyError::Mismatch {
+            trailer: hashed.trailer.unwrap_or_default(),
+            actual: hashed.content_sha256,
+        });
+    }
+    Ok(Verified {
+        sha256: hashed.content_sha256,
+        size,
+    })
 }
 
-impl TrailerCheck {
-    /// Feeds the next bytes.
-    pub fn update(&mut self, chunk: &[u8]) {
-        use sha2::Digest;
-        self.size += chunk.len() as u64;
-        self.held.extend_from_slice(chunk);
-        if self.held.len() > TRAILER as usize {
-            let cut = self.held.len() - TRAILER as usize;
-            self.content.update(&self.held[..cut]);
-            self.held.drain(..cut);
-        }
-    }
-
-    /// The verdict on everything fed.
-    ///
-    /// # Errors
-    /// As [`verify_file`]: no room for a trailer, or a trailer that is not
-    /// the content's sha256.
-    pub fn finish(self) -> Result<Verified, VerifyError> {
-        use sha2::Digest;
-        let size = self.size;
-        if size < SECTOR + TRAILER || size % SECTOR != TRAILER {
-            return Err(VerifyError::NoTrailer { size });
-        }
-        let actual = hex::encode(self.content.finalize());
-        let trailer = hex::encode(&self.held);
-        if actual != trailer {
-            return Err(VerifyError::Mismatch { trailer, actual });
-        }
-        Ok(Verified { sha256: actual, size })
-    }
+/// A whole number of bbolt sectors followed by the trailer.
+const fn is_database_and_trailer(size: u64) -> bool {
+    size >= SECTOR + TRAILER && size % SECTOR == TRAILER
 }
+
+/// Where a snapshot's chunks go too, as they arrive from etcd: the caller
+/// of a take that also sends. It waits for them (the snapshot goes at the
+/// caller's pace); one that goes away stops getting them, and the snapshot
+/// is still stored.
+pub type Tee = tokio::sync::mpsc::Sender<bytes::Bytes>;
 
 /// The metadata stored next to each snapshot (`<id>.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,12 +230,15 @@ impl SnapshotDir {
     /// Streams a snapshot from the member into `<id>.db`, verifies it, reads
     /// its revision with `status_tool` (etcdutl, or etcdctl before 3.5) when
     /// one is staged, writes the metadata and applies the retention count.
+    /// With a `tee`, every chunk also goes there as it arrives (see
+    /// [`Tee`]).
     pub async fn take(
         &self,
         member: &LocalMember,
         member_name: &str,
         status_tool: Option<(PathBuf, &'static str)>,
         protected: &[String],
+        tee: Option<Tee>,
     ) -> Result<SnapshotMeta, AgentError> {
         let mut client = member.client().await?;
         let status = client.status().await.map_err(|error| AgentError::EtcdUnavailable {
@@ -281,14 +278,15 @@ impl SnapshotDir {
         let path = self.dir.join(format!("{id}.db"));
         // One pass: the stream is written and its trailer checked as it
         // arrives; the file is not read again.
-        let checked = match self.stream_into(&mut client, member.endpoint(), &part).await {
+        let began = std::time::Instant::now();
+        let checked = match self.stream_into(&mut client, member.endpoint(), &part, tee).await {
             Ok(checked) => checked,
             Err(error) => {
                 let _ = std::fs::remove_file(&part);
                 return Err(error);
             }
         };
-        let verified = match checked.finish() {
+        let verified = match verdict(checked) {
             Ok(v) => v,
             Err(source) => {
                 let _ = std::fs::remove_file(&part);
@@ -296,6 +294,7 @@ impl SnapshotDir {
             }
         };
         fsutil::rename_durable(&part, &path)?;
+        let streamed = began.elapsed();
 
         let (revision, total_keys) = match status_tool {
             Some((tool, name)) => match tool_status(&tool, name, &path).await {
@@ -324,7 +323,14 @@ impl SnapshotDir {
             pin: String::new(),
         };
         self.describe(&meta, protected)?;
-        tracing::info!(%id, revision, size = meta.size, "snapshot stored");
+        tracing::info!(
+            %id,
+            revision,
+            size = meta.size,
+            streamed_ms = streamed.as_millis(),
+            total_ms = began.elapsed().as_millis(),
+            "snapshot stored"
+        );
         Ok(meta)
     }
 
@@ -498,30 +504,52 @@ impl SnapshotDir {
         Ok((meta, false))
     }
 
+    /// Hands the member's snapshot stream to a thread that writes it into
+    /// `part` and hashes it, so that receiving goes on meanwhile, then
+    /// fsyncs the file once.
     async fn stream_into(
         &self,
         client: &mut etcd_client::Client,
         endpoint: &str,
         part: &Path,
-    ) -> Result<TrailerCheck, AgentError> {
+        mut tee: Option<Tee>,
+    ) -> Result<Hashed, AgentError> {
         let stream_err = |reason: String| AgentError::SnapshotStream {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let mut file = std::fs::File::options()
+        let file = std::fs::File::options()
             .write(true)
             .create_new(true)
             .open(part)
             .map_err(io_err("create", part))?;
         set_mode(part, 0o600)?;
         let mut stream = client.snapshot().await.map_err(|e| stream_err(e.to_string()))?;
-        let mut check = TrailerCheck::default();
+        let writer = HashingWriter::start(Some(file)).map_err(io_err("start the writing thread for", part))?;
+        let written = |e: WriterError| match e {
+            WriterError::Io(source) => io_err("write", part)(source),
+            WriterError::Stopped => stream_err(e.to_string()),
+        };
         while let Some(message) = stream.message().await.map_err(|e| stream_err(e.to_string()))? {
-            file.write_all(message.blob()).map_err(io_err("write", part))?;
-            check.update(message.blob());
+            let blob = bytes::Bytes::copy_from_slice(message.blob());
+            if let Some(receiver) = &tee
+                && receiver.send(blob.clone()).await.is_err()
+            {
+                tracing::info!("the caller of the snapshot went away; storing it all the same");
+                tee = None;
+            }
+            if writer.update(blob).await.is_err() {
+                // The thread stopped: finish says why.
+                break;
+            }
         }
-        file.sync_all().map_err(io_err("fsync", part))?;
-        Ok(check)
+        // The caller has every byte; the verdict follows.
+        drop(tee);
+        let done = writer.finish().await.map_err(written)?;
+        if let Some(file) = done.file {
+            file.sync_all().map_err(io_err("fsync", part))?;
+        }
+        Ok(done.hashed)
     }
 
     /// All snapshots, newest first.
@@ -827,10 +855,10 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             let from_file = verify_file(&path).map_err(|e| e.to_string());
             for chunk in [1, 7, 32, 33, 512, 4096, 100_000] {
-                let mut check = TrailerCheck::default();
-                bytes.chunks(chunk).for_each(|c| check.update(c));
+                let mut hasher = TrailerHasher::default();
+                bytes.chunks(chunk).for_each(|c| hasher.update(c));
                 assert_eq!(
-                    check.finish().map_err(|e| e.to_string()),
+                    verdict(hasher.finish()).map_err(|e| e.to_string()),
                     from_file,
                     "{name} in chunks of {chunk}"
                 );

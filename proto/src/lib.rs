@@ -4,6 +4,7 @@
 pub mod details;
 pub mod error_text;
 pub mod role;
+pub mod trailer;
 pub mod version;
 
 pub use role::Role;

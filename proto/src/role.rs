@@ -82,7 +82,9 @@ pub fn allowed(path: &str) -> &'static [Role] {
     match path.strip_prefix("/steward.agent.v1.") {
         Some("Agent/GetStatus" | "Binaries/ListBinaries") => STATUS,
         Some("Agent/CheckFlags" | "Agent/CheckV2Store" | "Agent/TailLogs") => PLANNING,
-        Some("Snapshots/TakeSnapshot" | "Snapshots/DownloadSnapshot") => SNAPSHOT_DATA,
+        Some("Snapshots/TakeSnapshot" | "Snapshots/TakeAndSendSnapshot" | "Snapshots/DownloadSnapshot") => {
+            SNAPSHOT_DATA
+        }
         Some("Snapshots/ListSnapshots") => LISTING,
         Some(
             "Agent/Activate"
@@ -120,7 +122,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(count, 19);
+        assert_eq!(count, 20);
     }
 
     #[test]
@@ -165,6 +167,8 @@ mod tests {
         assert!(!may(Role::Reader, &snapshots("DownloadSnapshot")));
         assert!(!may(Role::Reader, &agent("CheckFlags")));
         assert!(may(Role::Backup, &snapshots("TakeSnapshot")));
+        assert!(may(Role::Backup, &snapshots("TakeAndSendSnapshot")));
+        assert!(!may(Role::Reader, &snapshots("TakeAndSendSnapshot")));
         assert!(may(Role::Backup, &snapshots("DownloadSnapshot")));
         assert!(!may(Role::Backup, &agent("GetStatus")));
         assert!(may(Role::Operator, &agent("CheckFlags")));

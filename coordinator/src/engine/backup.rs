@@ -10,7 +10,7 @@ use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress};
 use crate::engine::error::Error;
-use crate::engine::transfer::download;
+use crate::engine::transfer::download::{self, TakeAndDownloadError};
 
 /// What to back up and where to.
 #[derive(Clone, Debug, Default)]
@@ -139,33 +139,55 @@ pub async fn backup(
         download::check_destination(file, member.db_size)?;
     }
     let mut clients = agent::connect(connector, &agent).await?;
-    let snapshot = clients
-        .snapshots
-        .take_snapshot(pb::TakeSnapshotRequest::default())
-        .await
-        .map_err(|s| Error::from_status(&agent, clients.plaintext, "TakeSnapshot", &s))?
-        .into_inner()
-        .snapshot
-        .ok_or_else(|| Error::MalformedReply {
-            address: agent.clone(),
-            rpc: "TakeSnapshot",
-            problem: "no snapshot info",
-        })?;
-    if let Some(file) = &request.out {
-        Box::pin(download::download(&mut clients, &snapshot.id, file))
-            .await
-            .map_err(|source| BackupError::CopyFailed {
+    let snapshot = match &request.out {
+        None => take(&mut clients).await?,
+        Some(file) => {
+            let copy_failed = |snapshot: &pb::SnapshotInfo, source: Error| BackupError::CopyFailed {
                 address: agent.clone(),
                 member: member.name.clone(),
                 id: snapshot.id.clone(),
                 out: file.clone(),
                 source: Box::new(source),
-            })?;
-    }
+            };
+            // One pass from etcd to the agent's store and to the file; an
+            // agent without that call takes, then sends the stored file.
+            match Box::pin(download::take_and_download(&mut clients, 0, file)).await {
+                Ok(snapshot) => snapshot,
+                Err(TakeAndDownloadError::NotTaken(error)) => return Err(error.into()),
+                Err(TakeAndDownloadError::NotCopied { snapshot, source }) => {
+                    return Err(copy_failed(&snapshot, source));
+                }
+                Err(TakeAndDownloadError::Unsupported) => {
+                    let snapshot = take(&mut clients).await?;
+                    Box::pin(download::download(&mut clients, &snapshot.id, file))
+                        .await
+                        .map_err(|source| copy_failed(&snapshot, source))?;
+                    snapshot
+                }
+            }
+        }
+    };
     Ok(Backup {
         member: member.name.clone(),
         agent,
         snapshot,
         copied_to: request.out.clone(),
     })
+}
+
+/// Takes a snapshot that stays on the agent.
+async fn take(clients: &mut agent::AgentClients) -> Result<pb::SnapshotInfo, Error> {
+    let address = clients.address.clone();
+    clients
+        .snapshots
+        .take_snapshot(pb::TakeSnapshotRequest::default())
+        .await
+        .map_err(|s| Error::from_status(&address, clients.plaintext, "TakeSnapshot", &s))?
+        .into_inner()
+        .snapshot
+        .ok_or(Error::MalformedReply {
+            address,
+            rpc: "TakeSnapshot",
+            problem: "no snapshot info",
+        })
 }

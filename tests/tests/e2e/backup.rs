@@ -55,6 +55,23 @@ async fn backup_takes_a_verified_snapshot_and_backups_lists_them() {
     assert_eq!(snapshot["cluster_version"], "3.5.0");
     assert_eq!(taken["downloaded_to"], file_text.as_str());
     let local = std::fs::metadata(&file).expect("the local copy");
+    // In one pass: taken and sent by one call, not a take and a download.
+    let leader_index = cluster.leader_index().await;
+    let audit = std::fs::read_to_string(cluster.members[leader_index].state_dir.join("audit.log")).expect("audit log");
+    let id = snapshot["id"].as_str().expect("an id");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"TakeAndSendSnapshot\"") && l.contains(id)),
+        "{audit}"
+    );
+    assert!(!audit.contains("\"DownloadSnapshot\""), "{audit}");
+    assert_eq!(
+        steward_agent::snapshot::verify_file(&file)
+            .expect("the copy verifies")
+            .sha256,
+        snapshot["sha256"].as_str().expect("a sha256")
+    );
     assert_eq!(Some(local.len()), snapshot["size_bytes"].as_u64());
     // It holds every secret stored in etcd: readable by its owner only.
     assert_eq!(

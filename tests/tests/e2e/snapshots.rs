@@ -155,3 +155,109 @@ async fn snapshots_of_a_3_5_member_are_verified_and_streamed() {
 async fn snapshots_of_a_3_4_member_are_verified_and_streamed() {
     snapshot_with_keys(newest(3, 4)).await;
 }
+
+/// Everything TakeAndSendSnapshot sent: the chunks, in order, and the
+/// stored snapshot's info, which must come last.
+async fn take_and_send(cluster: &Cluster) -> (Vec<u8>, pb::SnapshotInfo) {
+    use pb::take_and_send_snapshot_response::Part;
+    let mut stream = cluster
+        .snapshots(0)
+        .await
+        .take_and_send_snapshot(pb::TakeSnapshotRequest::default())
+        .await
+        .unwrap_or_else(|s| panic!("take and send: {s}; {}", cluster.logs_hint()))
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut stored = None;
+    while let Some(message) = stream.next().await {
+        match message.expect("a message").part {
+            Some(Part::Chunk(chunk)) => {
+                assert!(stored.is_none(), "no chunk after the stored snapshot's info");
+                bytes.extend_from_slice(&chunk);
+            }
+            Some(Part::Stored(info)) => stored = Some(info),
+            None => panic!("a message with no part"),
+        }
+    }
+    (bytes, stored.expect("the stored snapshot's info comes last"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_stop_it() {
+    let cluster = ClusterBuilder::new(1, newest(3, 5)).retain_snapshots(5).start().await;
+    let mut client = cluster.etcd(&[0]).await;
+    // Several MiB: more than the agent buffers for a slow caller.
+    let value = vec![b'x'; 1 << 20];
+    for i in 0..8 {
+        client.put(format!("big/{i}"), value.clone(), None).await.expect("put");
+    }
+
+    let (sent, stored) = take_and_send(&cluster).await;
+    let path = Path::new(&stored.path);
+    assert_eq!(
+        sent,
+        std::fs::read(path).expect("the stored file"),
+        "the caller got the stored bytes"
+    );
+    assert_eq!(sent.len() as u64, stored.size);
+    assert_eq!(verify_file(path).expect("verified").sha256, stored.sha256);
+    assert!(stored.total_keys >= 8, "{stored:?}");
+    assert_eq!(list(&cluster).await, std::slice::from_ref(&stored));
+    let audit = std::fs::read_to_string(cluster.members[0].state_dir.join("audit.log")).expect("the audit log");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"TakeAndSendSnapshot\"") && l.contains(&stored.id)),
+        "audited with its id: {audit}"
+    );
+
+    // A caller that reads one chunk and goes away: the snapshot is still
+    // taken, verified and stored.
+    let mut stream = cluster
+        .snapshots(0)
+        .await
+        .take_and_send_snapshot(pb::TakeSnapshotRequest::default())
+        .await
+        .expect("take and send")
+        .into_inner();
+    let first = stream.next().await.expect("a first message").expect("a chunk");
+    assert!(matches!(
+        first.part,
+        Some(pb::take_and_send_snapshot_response::Part::Chunk(_))
+    ));
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let second = loop {
+        let listed = list(&cluster).await;
+        if let Some(newer) = listed.iter().find(|s| s.id != stored.id) {
+            break newer.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot stored after the caller left; {}",
+            cluster.logs_hint()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        verify_file(Path::new(&second.path)).expect("verified").sha256,
+        second.sha256
+    );
+
+    // The caller's fencing token is checked like TakeSnapshot's: one
+    // older than the newest the agent has seen is refused, and nothing is
+    // taken.
+    let mut snapshots = cluster.snapshots(0).await;
+    snapshots
+        .take_snapshot(pb::TakeSnapshotRequest { fencing_token: 1000 })
+        .await
+        .expect("a snapshot with token 1000");
+    let before = list(&cluster).await.len();
+    let refused = snapshots
+        .take_and_send_snapshot(pb::TakeSnapshotRequest { fencing_token: 999 })
+        .await
+        .expect_err("a stale token");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    assert_eq!(list(&cluster).await.len(), before, "nothing taken");
+    cluster.cleanup();
+}

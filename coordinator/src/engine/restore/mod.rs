@@ -1271,7 +1271,7 @@ pub async fn verify_local(path: &Path) -> Result<(String, u64), SnapshotFileErro
         }
         hasher.update(&buffer[..read]);
     }
-    hasher.verify_trailer().map_err(|problem| SnapshotFileError::NotIntact {
+    crate::engine::transfer::download::verify_trailer(hasher.finish()).map_err(|problem| SnapshotFileError::NotIntact {
         path: path.to_owned(),
         problem: problem.to_string(),
     })

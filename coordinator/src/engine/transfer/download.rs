@@ -6,86 +6,54 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use steward_proto::v1 as pb;
-use tokio::io::AsyncWriteExt;
 
-use crate::engine::connect::agent::AgentClients;
+use crate::engine::connect::agent::{AgentAddress, AgentClients};
 use crate::engine::error::Error;
 
-/// etcd appends the sha256 of the snapshot content as its last 32 bytes.
-pub const TRAILER_LEN: usize = 32;
+pub use steward_proto::trailer::{Hashed, HashingWriter, TRAILER_LEN, TrailerHasher, WriterError};
 
 pub use crate::engine::error::VerifyProblem;
 
-/// Hashes a snapshot as it streams by: everything except the last
-/// [`TRAILER_LEN`] bytes goes into sha256, the last bytes are held back as
-/// the trailer. Constant memory, one pass.
-#[derive(Debug, Default)]
-pub struct TrailerHasher {
-    content: Sha256,
-    held: Vec<u8>,
-    size: u64,
+/// Checks the trailer against the content only (a file with no record to
+/// compare with). Returns the content's sha256, hex, and the size.
+///
+/// # Errors
+/// The file is too short or its trailer does not match.
+pub fn verify_trailer(hashed: Hashed) -> Result<(String, u64), VerifyProblem> {
+    let size = hashed.size;
+    let Some(trailer) = hashed.trailer else {
+        return Err(VerifyProblem::TooShort { size });
+    };
+    if trailer != hashed.content_sha256 {
+        return Err(VerifyProblem::TrailerMismatch {
+            trailer,
+            content: hashed.content_sha256,
+        });
+    }
+    Ok((hashed.content_sha256, size))
 }
 
-impl TrailerHasher {
-    /// Feeds the next bytes of the file.
-    pub fn update(&mut self, chunk: &[u8]) {
-        self.size += chunk.len() as u64;
-        self.held.extend_from_slice(chunk);
-        if self.held.len() > TRAILER_LEN {
-            let cut = self.held.len() - TRAILER_LEN;
-            self.content.update(&self.held[..cut]);
-            self.held.drain(..cut);
-        }
+/// Checks the trailer against the content, and both against the agent's
+/// record (`sha256` hex and `size`). Returns the content's sha256, hex.
+///
+/// # Errors
+/// The first [`VerifyProblem`] found.
+pub fn verify(hashed: Hashed, recorded_sha256: &str, recorded_size: u64) -> Result<String, VerifyProblem> {
+    if hashed.size != recorded_size {
+        return Err(VerifyProblem::SizeMismatch {
+            recorded: recorded_size,
+            received: hashed.size,
+        });
     }
-
-    /// Checks the trailer against the content only (a file with no record
-    /// to compare with). Returns the content's sha256, hex, and the size.
-    ///
-    /// # Errors
-    /// The file is too short or its trailer does not match.
-    pub fn verify_trailer(self) -> Result<(String, u64), VerifyProblem> {
-        let size = self.size;
-        if self.held.len() < TRAILER_LEN {
-            return Err(VerifyProblem::TooShort { size });
-        }
-        let trailer = hex::encode(&self.held);
-        let content = hex::encode(self.content.finalize());
-        if trailer != content {
-            return Err(VerifyProblem::TrailerMismatch { trailer, content });
-        }
-        Ok((content, size))
+    let (content, _) = verify_trailer(hashed)?;
+    if !content.eq_ignore_ascii_case(recorded_sha256) {
+        return Err(VerifyProblem::RecordMismatch {
+            recorded: recorded_sha256.to_owned(),
+            trailer: content,
+        });
     }
-
-    /// Checks the trailer against the content, and both against the agent's
-    /// record (`sha256` hex and `size`). Returns the content's sha256, hex.
-    ///
-    /// # Errors
-    /// The first [`VerifyProblem`] found.
-    pub fn verify(self, recorded_sha256: &str, recorded_size: u64) -> Result<String, VerifyProblem> {
-        if self.size != recorded_size {
-            return Err(VerifyProblem::SizeMismatch {
-                recorded: recorded_size,
-                received: self.size,
-            });
-        }
-        if self.held.len() < TRAILER_LEN {
-            return Err(VerifyProblem::TooShort { size: self.size });
-        }
-        let trailer = hex::encode(&self.held);
-        let content = hex::encode(self.content.finalize());
-        if trailer != content {
-            return Err(VerifyProblem::TrailerMismatch { trailer, content });
-        }
-        if !trailer.eq_ignore_ascii_case(recorded_sha256) {
-            return Err(VerifyProblem::RecordMismatch {
-                recorded: recorded_sha256.to_owned(),
-                trailer,
-            });
-        }
-        Ok(content)
-    }
+    Ok(content)
 }
 
 /// Whether a snapshot of about `expected` bytes can be written to `out`,
@@ -162,43 +130,9 @@ pub async fn download(clients: &mut AgentClients, id: &str, out: &Path) -> Resul
         .await
         .map_err(|s| Error::from_status(&address, plaintext, RPC, &s))?
         .into_inner();
-
-    let part = part_path(out);
-    // A snapshot holds every secret stored in etcd: private from the start.
-    let mut file = match tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&part)
-        .await
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::PartExists {
-                path: out.to_owned(),
-                part,
-            });
-        }
-        Err(source) => {
-            return Err(Error::Io {
-                action: "create",
-                path: part,
-                source,
-            });
-        }
-    };
-
+    let mut receiving = Receiving::create(out).await?;
     let received = async {
-        let io = |action| {
-            let part = part.clone();
-            move |source| Error::Io {
-                action,
-                path: part,
-                source,
-            }
-        };
         let mut info: Option<pb::SnapshotInfo> = None;
-        let mut hasher = TrailerHasher::default();
         while let Some(message) = stream
             .message()
             .await
@@ -212,37 +146,236 @@ pub async fn download(clients: &mut AgentClients, id: &str, out: &Path) -> Resul
                     problem: "the first message carries no snapshot info",
                 })?);
             }
-            hasher.update(&message.chunk);
-            file.write_all(&message.chunk).await.map_err(io("write"))?;
+            receiving.write(message.chunk).await?;
         }
-        let info = info.ok_or_else(|| Error::MalformedReply {
+        info.ok_or_else(|| Error::MalformedReply {
             address: address.clone(),
             rpc: RPC,
             problem: "the stream ended before any snapshot info",
-        })?;
-        hasher
-            .verify(&info.sha256, info.size)
-            .map_err(|problem| Error::SnapshotInvalid {
-                address: address.clone(),
-                id: id.to_owned(),
-                problem,
-            })?;
-        file.flush().await.map_err(io("write"))?;
-        file.sync_all().await.map_err(io("fsync"))?;
-        Ok(info)
+        })
     }
     .await;
-    drop(file);
     let info = match received {
         Ok(info) => info,
         Err(error) => {
-            remove_part(&part).await;
+            receiving.abandon().await;
             return Err(error);
         }
     };
+    receiving.finish(&address, &info).await?;
     let size = info.size;
-    put_in_place(&part, out).await?;
     Ok((info, size))
+}
+
+/// Why a snapshot taken and sent in one pass did not end up in the file.
+#[derive(Debug)]
+pub enum TakeAndDownloadError {
+    /// The agent does not have the call (an older agent): take, then
+    /// download.
+    Unsupported,
+    /// No snapshot was taken (or the agent's own check failed and it kept
+    /// nothing).
+    NotTaken(Error),
+    /// The snapshot was taken and stored on the agent, but the local copy
+    /// failed.
+    NotCopied {
+        /// The snapshot as the agent stored it.
+        snapshot: Box<pb::SnapshotInfo>,
+        /// Why the copy failed.
+        source: Error,
+    },
+}
+
+/// Takes a snapshot through the agent and writes it to `out` in the same
+/// pass (TakeAndSendSnapshot), checked against what the agent stored: one
+/// stream from etcd to both places instead of a take and then a download.
+///
+/// # Errors
+/// [`TakeAndDownloadError`]; nothing is left at `out` on error.
+pub async fn take_and_download(
+    clients: &mut AgentClients,
+    fencing_token: i64,
+    out: &Path,
+) -> Result<pb::SnapshotInfo, TakeAndDownloadError> {
+    const RPC: &str = "TakeAndSendSnapshot";
+    use pb::take_and_send_snapshot_response::Part;
+    let address = clients.address.clone();
+    let plaintext = clients.plaintext;
+    let failed = |s: &tonic::Status| Error::from_status(&address, plaintext, RPC, s);
+    let mut receiving = Receiving::create(out).await.map_err(TakeAndDownloadError::NotTaken)?;
+    let stream = clients
+        .snapshots
+        .take_and_send_snapshot(pb::TakeSnapshotRequest { fencing_token })
+        .await;
+    let mut stream = match stream {
+        Ok(stream) => stream.into_inner(),
+        Err(status) => {
+            receiving.abandon().await;
+            return Err(if status.code() == tonic::Code::Unimplemented {
+                TakeAndDownloadError::Unsupported
+            } else {
+                TakeAndDownloadError::NotTaken(failed(&status))
+            });
+        }
+    };
+    // A local write that fails does not stop the stream: the agent stores
+    // the snapshot all the same, and its id is in the last message.
+    let mut local: Result<(), Error> = Ok(());
+    let stored = loop {
+        let message = match stream.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                break Err(Error::MalformedReply {
+                    address: address.clone(),
+                    rpc: RPC,
+                    problem: "the stream ended before the stored snapshot's info",
+                });
+            }
+            Err(status) => break Err(failed(&status)),
+        };
+        match message.part {
+            Some(Part::Chunk(chunk)) if local.is_ok() => local = receiving.write(chunk).await,
+            Some(Part::Chunk(_)) => {}
+            Some(Part::Stored(info)) => break Ok(info),
+            None => {
+                break Err(Error::MalformedReply {
+                    address: address.clone(),
+                    rpc: RPC,
+                    problem: "a message with neither a chunk nor the stored snapshot",
+                });
+            }
+        }
+    };
+    let snapshot = match stored {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            receiving.abandon().await;
+            return Err(TakeAndDownloadError::NotTaken(error));
+        }
+    };
+    let copied = match local {
+        Ok(()) => receiving.finish(&address, &snapshot).await,
+        Err(error) => {
+            receiving.abandon().await;
+            Err(error)
+        }
+    };
+    match copied {
+        Ok(()) => Ok(snapshot),
+        Err(source) => Err(TakeAndDownloadError::NotCopied {
+            snapshot: Box::new(snapshot),
+            source,
+        }),
+    }
+}
+
+/// A download in progress: `FILE.part`, written and hashed by a thread of
+/// its own as the chunks arrive, so that receiving goes on meanwhile.
+struct Receiving {
+    out: PathBuf,
+    part: PathBuf,
+    writer: HashingWriter,
+}
+
+impl Receiving {
+    /// Creates `FILE.part` (private: a snapshot holds every secret stored
+    /// in etcd), refusing one that exists.
+    async fn create(out: &Path) -> Result<Self, Error> {
+        let part = part_path(out);
+        let file = match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&part)
+            .await
+        {
+            Ok(file) => file.into_std().await,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::PartExists {
+                    path: out.to_owned(),
+                    part,
+                });
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "create",
+                    path: part,
+                    source,
+                });
+            }
+        };
+        match HashingWriter::start(Some(file)) {
+            Ok(writer) => Ok(Self {
+                out: out.to_owned(),
+                part,
+                writer,
+            }),
+            Err(source) => {
+                remove_part(&part).await;
+                Err(Error::Io {
+                    action: "start the writing thread for",
+                    path: part,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Hands a chunk to the writing thread. An error means the thread
+    /// stopped; [`Self::finish`] or [`Self::abandon`] follows.
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), Error> {
+        self.writer.update(chunk).await.map_err(|e| writer_error(&self.part, e))
+    }
+
+    /// Checks what arrived against the agent's record of `info`, makes it
+    /// durable and gives it its name. On error the part file is removed,
+    /// unless it holds a verified download that could not be named.
+    async fn finish(self, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
+        let Self { out, part, writer } = self;
+        let checked = async {
+            let written = writer.finish().await.map_err(|e| writer_error(&part, e))?;
+            verify(written.hashed, &info.sha256, info.size).map_err(|problem| Error::SnapshotInvalid {
+                address: address.clone(),
+                id: info.id.clone(),
+                problem,
+            })?;
+            if let Some(file) = written.file {
+                tokio::task::spawn_blocking(move || file.sync_all())
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(io_error(&part, "fsync"))?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = checked {
+            remove_part(&part).await;
+            return Err(error);
+        }
+        put_in_place(&part, &out).await
+    }
+
+    /// Gives up: the part file is removed.
+    async fn abandon(self) {
+        let Self { part, writer, .. } = self;
+        // The thread closes the file once it has written what it holds.
+        let _ = writer.finish().await;
+        remove_part(&part).await;
+    }
+}
+
+/// What the writing thread's failure means for `part`.
+fn writer_error(part: &Path, error: WriterError) -> Error {
+    match error {
+        WriterError::Io(source) => io_error(part, "write")(source),
+        WriterError::Stopped => io_error(part, "write")(std::io::Error::other(error)),
+    }
+}
+
+/// An I/O error on `path`, for `map_err`.
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_owned();
+    move |source| Error::Io { action, path, source }
 }
 
 /// Gives the verified `part` its final name without replacing anything.
@@ -302,6 +435,8 @@ async fn remove_part(part: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     /// A fake snapshot: content followed by its sha256.
@@ -311,12 +446,12 @@ mod tests {
         bytes
     }
 
-    fn hash_in_chunks(bytes: &[u8], chunk: usize) -> TrailerHasher {
+    fn hash_in_chunks(bytes: &[u8], chunk: usize) -> Hashed {
         let mut hasher = TrailerHasher::default();
         for piece in bytes.chunks(chunk) {
             hasher.update(piece);
         }
-        hasher
+        hasher.finish()
     }
 
     #[test]
@@ -325,8 +460,7 @@ mod tests {
         let bytes = snapshot(&content);
         let expected = hex::encode(Sha256::digest(&content));
         for chunk in [1, 7, 31, 32, 33, 4096, bytes.len()] {
-            let sha = hash_in_chunks(&bytes, chunk)
-                .verify(&expected, bytes.len() as u64)
+            let sha = verify(hash_in_chunks(&bytes, chunk), &expected, bytes.len() as u64)
                 .unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
             assert_eq!(sha, expected);
         }
@@ -337,9 +471,7 @@ mod tests {
         let mut bytes = snapshot(b"some bolt db pages");
         bytes[3] ^= 1;
         let recorded = hex::encode(&bytes[bytes.len() - TRAILER_LEN..]);
-        let problem = hash_in_chunks(&bytes, 5)
-            .verify(&recorded, bytes.len() as u64)
-            .unwrap_err();
+        let problem = verify(hash_in_chunks(&bytes, 5), &recorded, bytes.len() as u64).unwrap_err();
         assert!(matches!(problem, VerifyProblem::TrailerMismatch { .. }), "{problem}");
     }
 
@@ -347,11 +479,11 @@ mod tests {
     fn the_agents_record_must_match() {
         let bytes = snapshot(b"content");
         let len = bytes.len() as u64;
-        let problem = hash_in_chunks(&bytes, 3).verify(&"00".repeat(32), len).unwrap_err();
+        let problem = verify(hash_in_chunks(&bytes, 3), &"00".repeat(32), len).unwrap_err();
         assert!(matches!(problem, VerifyProblem::RecordMismatch { .. }), "{problem}");
-        let problem = hash_in_chunks(&bytes, 3).verify(&"00".repeat(32), len + 1).unwrap_err();
+        let problem = verify(hash_in_chunks(&bytes, 3), &"00".repeat(32), len + 1).unwrap_err();
         assert!(matches!(problem, VerifyProblem::SizeMismatch { .. }), "{problem}");
-        let problem = hash_in_chunks(b"short", 3).verify("", 5).unwrap_err();
+        let problem = verify(hash_in_chunks(b"short", 3), "", 5).unwrap_err();
         assert_eq!(problem, VerifyProblem::TooShort { size: 5 });
     }
 

@@ -1,0 +1,240 @@
+//! etcd's snapshot trailer: a snapshot file ends with the sha256 of
+//! everything before it, 32 bytes. Both sides check it as the bytes go by,
+//! in constant memory and without reading a file twice, on a thread that
+//! also writes them.
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+/// The length of the trailer: one sha256.
+pub const TRAILER_LEN: usize = 32;
+
+/// How many chunks may wait for the hashing thread: with etcd's 32 KiB
+/// snapshot chunks, at most 4 MiB held while the thread catches up.
+const QUEUE: usize = 128;
+
+/// Hashes a snapshot as it streams by: everything except the last
+/// [`TRAILER_LEN`] bytes goes into sha256, and the last bytes are held
+/// back as the trailer. A chunk is hashed where it lies; only its last 32
+/// bytes are copied.
+#[derive(Clone, Debug, Default)]
+pub struct TrailerHasher {
+    content: Sha256,
+    tail: [u8; TRAILER_LEN],
+    tail_len: usize,
+    size: u64,
+}
+
+impl TrailerHasher {
+    /// Feeds the next bytes of the file.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.size += chunk.len() as u64;
+        if let Some(cut) = chunk.len().checked_sub(TRAILER_LEN) {
+            // The held bytes are content after all: a whole trailer follows.
+            self.content.update(&self.tail[..self.tail_len]);
+            self.content.update(&chunk[..cut]);
+            self.tail.copy_from_slice(&chunk[cut..]);
+            self.tail_len = TRAILER_LEN;
+        } else {
+            let mut joined = [0_u8; 2 * TRAILER_LEN];
+            let len = self.tail_len + chunk.len();
+            joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+            joined[self.tail_len..len].copy_from_slice(chunk);
+            let keep = len.min(TRAILER_LEN);
+            self.content.update(&joined[..len - keep]);
+            self.tail[..keep].copy_from_slice(&joined[len - keep..len]);
+            self.tail_len = keep;
+        }
+    }
+
+    /// What was fed: its size, the content's sha256 and the trailer.
+    #[must_use]
+    pub fn finish(self) -> Hashed {
+        Hashed {
+            size: self.size,
+            content_sha256: hex::encode(self.content.finalize()),
+            trailer: (self.tail_len == TRAILER_LEN).then(|| hex::encode(self.tail)),
+        }
+    }
+}
+
+/// A whole stream, hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hashed {
+    /// Bytes fed, trailer included.
+    pub size: u64,
+    /// sha256 of everything but the last [`TRAILER_LEN`] bytes, hex.
+    pub content_sha256: String,
+    /// The last [`TRAILER_LEN`] bytes, hex; `None` when fewer were fed.
+    pub trailer: Option<String>,
+}
+
+impl Hashed {
+    /// True when the trailer is the content's sha256.
+    #[must_use]
+    pub fn trailer_matches(&self) -> bool {
+        self.trailer.as_deref() == Some(self.content_sha256.as_str())
+    }
+}
+
+/// A thread that writes a snapshot's chunks to a file (when it has one)
+/// and hashes them, so that writing and hashing overlap with receiving
+/// instead of adding to it: the stream's task hands each chunk over and
+/// goes on, waiting only when the thread is [`QUEUE`] chunks behind.
+#[derive(Debug)]
+pub struct HashingWriter {
+    feed: mpsc::Sender<bytes::Bytes>,
+    done: oneshot::Receiver<Result<Written, std::io::Error>>,
+}
+
+/// What a [`HashingWriter`] did.
+#[derive(Debug)]
+pub struct Written {
+    /// Everything handed over, hashed.
+    pub hashed: Hashed,
+    /// The file, every chunk written to it (not yet synced).
+    pub file: Option<std::fs::File>,
+}
+
+/// Why a [`HashingWriter`] did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// Writing the file failed (the thread stopped there).
+    #[error("cannot write the file")]
+    Io(#[source] std::io::Error),
+    /// The thread is gone (it panicked).
+    #[error("the snapshot's writing thread stopped")]
+    Stopped,
+}
+
+impl HashingWriter {
+    /// Starts the thread, writing to `file` when there is one.
+    ///
+    /// # Errors
+    /// The system refused a new thread.
+    pub fn start(mut file: Option<std::fs::File>) -> std::io::Result<Self> {
+        use std::io::Write;
+        let (feed, mut chunks) = mpsc::channel::<bytes::Bytes>(QUEUE);
+        let (report, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("snapshot-write".into())
+            .spawn(move || {
+                let mut hasher = TrailerHasher::default();
+                while let Some(chunk) = chunks.blocking_recv() {
+                    if let Some(file) = file.as_mut()
+                        && let Err(error) = file.write_all(&chunk)
+                    {
+                        let _ = report.send(Err(error));
+                        return;
+                    }
+                    hasher.update(&chunk);
+                }
+                let _ = report.send(Ok(Written {
+                    hashed: hasher.finish(),
+                    file,
+                }));
+            })?;
+        Ok(Self { feed, done })
+    }
+
+    /// Hands the next bytes over. When this fails, [`Self::finish`] says
+    /// why.
+    ///
+    /// # Errors
+    /// The thread has stopped.
+    pub async fn update(&self, chunk: bytes::Bytes) -> Result<(), WriterError> {
+        self.feed.send(chunk).await.map_err(|_| WriterError::Stopped)
+    }
+
+    /// Waits for the thread to write and hash everything handed over.
+    ///
+    /// # Errors
+    /// [`WriterError`].
+    pub async fn finish(self) -> Result<Written, WriterError> {
+        drop(self.feed);
+        match self.done.await {
+            Ok(Ok(written)) => Ok(written),
+            Ok(Err(error)) => Err(WriterError::Io(error)),
+            Err(_) => Err(WriterError::Stopped),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot_of(content: &[u8]) -> Vec<u8> {
+        let mut file = content.to_vec();
+        file.extend_from_slice(&Sha256::digest(content));
+        file
+    }
+
+    fn hashed_in_chunks(bytes: &[u8], chunk: usize) -> Hashed {
+        let mut hasher = TrailerHasher::default();
+        for part in bytes.chunks(chunk) {
+            hasher.update(part);
+        }
+        hasher.finish()
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_verdict() {
+        let content: Vec<u8> = (0..10_000_u32).map(|i| (i * 7 % 251) as u8).collect();
+        let file = snapshot_of(&content);
+        let whole = hashed_in_chunks(&file, file.len());
+        assert!(whole.trailer_matches());
+        assert_eq!(whole.content_sha256, hex::encode(Sha256::digest(&content)));
+        assert_eq!(whole.size, file.len() as u64);
+        for chunk in [1, 5, 31, 32, 33, 63, 64, 4096, 9_999] {
+            assert_eq!(hashed_in_chunks(&file, chunk), whole, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_or_a_short_file_fails() {
+        let mut file = snapshot_of(b"some database pages");
+        file[3] ^= 1;
+        assert!(!hashed_in_chunks(&file, 7).trailer_matches());
+        let short = hashed_in_chunks(&[1, 2, 3], 2);
+        assert_eq!(short.trailer, None);
+        assert!(!short.trailer_matches());
+    }
+
+    #[tokio::test]
+    async fn the_thread_writes_what_it_hashes() {
+        let content: Vec<u8> = (0..100_000_u32).map(|i| (i % 253) as u8).collect();
+        let snapshot = snapshot_of(&content);
+        let dir = std::env::temp_dir().join(format!("steward-trailer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a dir");
+        let path = dir.join("s.db");
+        let file = std::fs::File::create(&path).expect("a file");
+        let thread = HashingWriter::start(Some(file)).expect("a thread");
+        for part in snapshot.chunks(3000) {
+            thread.update(bytes::Bytes::copy_from_slice(part)).await.expect("fed");
+        }
+        let written = thread.finish().await.expect("written");
+        assert_eq!(written.hashed, hashed_in_chunks(&snapshot, 3000));
+        assert!(written.hashed.trailer_matches());
+        drop(written.file);
+        assert_eq!(std::fs::read(&path).expect("read back"), snapshot);
+        std::fs::remove_dir_all(&dir).expect("cleaned up");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_by_finish() {
+        // A file opened read-only refuses every write.
+        let path = std::env::current_exe().expect("this test's executable");
+        let file = std::fs::File::open(path).expect("opened");
+        let thread = HashingWriter::start(Some(file)).expect("a thread");
+        let mut refused = false;
+        for _ in 0..(QUEUE * 2) {
+            if thread.update(bytes::Bytes::from_static(b"chunk")).await.is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "the thread stops taking chunks after a failed write");
+        assert!(matches!(thread.finish().await, Err(WriterError::Io(_))));
+    }
+}
