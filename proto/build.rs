@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Snapshot chunks pass through without a copy into a Vec.
         .bytes(".steward.agent.v1.DownloadSnapshotResponse.chunk")
         .bytes(".steward.agent.v1.TakeAndSendSnapshotResponse.chunk")
+        .bytes(".steward.agent.v1.UploadSnapshotRequest.chunk")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

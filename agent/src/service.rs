@@ -803,7 +803,7 @@ impl AgentService {
         let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
         while let Some(message) = stream.message().await? {
             match message.part {
-                Some(pb::upload_snapshot_request::Part::Chunk(chunk)) => upload.append(&chunk, header.size)?,
+                Some(pb::upload_snapshot_request::Part::Chunk(chunk)) => upload.append(chunk, header.size).await?,
                 _ => return Err(invalid("chunk", "only content chunks may follow the header").into()),
             }
         }

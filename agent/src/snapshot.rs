@@ -6,7 +6,7 @@
 //! a database is a whole number of 512-byte sectors, so a valid file's size
 //! is `512 * n + 32`, and its last 32 bytes are the sha256 of the rest.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -423,7 +423,8 @@ impl SnapshotDir {
             })?;
         let part = PartGuard(part);
         set_mode(&part.0, 0o600)?;
-        Ok(SnapshotUpload { part, file, size: 0 })
+        let writer = HashingWriter::start(Some(file)).map_err(io_err("start the writing thread for", &part.0))?;
+        Ok(SnapshotUpload { part, writer, size: 0 })
     }
 
     /// Verifies an uploaded snapshot against what was declared and stores
@@ -439,7 +440,7 @@ impl SnapshotDir {
         // The part file is removed whatever goes wrong below.
         let SnapshotUpload {
             part: guard,
-            file,
+            writer,
             size,
         } = upload;
         let part = guard.0.clone();
@@ -447,15 +448,21 @@ impl SnapshotDir {
             id: declared.id.clone(),
             source,
         };
-        file.sync_all().map_err(io_err("fsync", &part))?;
-        drop(file);
+        // Written and hashed as it arrived: the file is not read again.
+        let written = writer.finish().await.map_err(|e| match e {
+            WriterError::Io(source) => io_err("write", &part)(source),
+            WriterError::Stopped => io_err("write", &part)(std::io::Error::other(e)),
+        })?;
+        if let Some(file) = written.file {
+            file.sync_all().map_err(io_err("fsync", &part))?;
+        }
         if size != declared.size {
             return Err(refused(VerifyError::SizeNotDeclared {
                 declared: declared.size,
                 actual: size,
             }));
         }
-        let verified = verify_file(&part).map_err(refused)?;
+        let verified = verdict(written.hashed).map_err(refused)?;
         if verified.sha256 != declared.sha256 {
             return Err(refused(VerifyError::NotDeclared {
                 declared: declared.sha256.clone(),
@@ -656,13 +663,14 @@ impl SnapshotDir {
 #[derive(Debug)]
 pub struct SnapshotUpload {
     part: PartGuard,
-    file: std::fs::File,
+    /// Writes the part file and hashes it on a thread of its own.
+    writer: HashingWriter,
     size: u64,
 }
 
 impl SnapshotUpload {
     /// Appends a chunk; refuses more bytes than `limit`.
-    pub fn append(&mut self, chunk: &[u8], limit: u64) -> Result<(), AgentError> {
+    pub async fn append(&mut self, chunk: bytes::Bytes, limit: u64) -> Result<(), AgentError> {
         let size = self.size + chunk.len() as u64;
         if size > limit {
             return Err(AgentError::InvalidArgument {
@@ -670,7 +678,13 @@ impl SnapshotUpload {
                 reason: format!("more than the {limit} bytes declared in header.size"),
             });
         }
-        self.file.write_all(chunk).map_err(io_err("write", &self.part.0))?;
+        // A stopped thread (a failed write) is reported by finish_upload;
+        // the caller stops sending when this fails.
+        self.writer.update(chunk).await.map_err(|_| AgentError::Io {
+            action: "write",
+            path: self.part.0.clone(),
+            source: std::io::Error::other("the writing thread stopped"),
+        })?;
         self.size = size;
         Ok(())
     }

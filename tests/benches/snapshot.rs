@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use steward_tests::bench::{count_from_env, median};
+use steward_tests::bench::{count_from_env, fill, median};
 use steward_tests::cluster::steward_command;
-use steward_tests::{Cluster, ClusterBuilder, newest};
+use steward_tests::{ClusterBuilder, newest};
 
 /// Resident memory of `pid` in KiB (`VmRSS`), 0 when it cannot be read.
 fn rss_kib(pid: u32) -> u64 {
@@ -63,28 +63,6 @@ impl PeakRss {
     fn peak_kib(self) -> u64 {
         self.task.abort();
         self.peak.load(Ordering::Relaxed)
-    }
-}
-
-/// Fills the cluster with 1 MiB values until its database holds `mib` MiB.
-async fn fill(cluster: &Cluster, mib: u64) {
-    let mut client = cluster.etcd(&[0, 1, 2]).await;
-    // Incompressible content: a simple generator is enough, bbolt does not
-    // compress, but the copies steward makes must not get it for free.
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let value: Vec<u8> = (0..1 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect();
-    for i in 0..mib {
-        client
-            .put(format!("bench/{i:06}"), value.clone(), None)
-            .await
-            .expect("fill the database");
     }
 }
 
@@ -140,7 +118,7 @@ fn main() {
             .start()
             .await;
         let began = Instant::now();
-        fill(&cluster, mib).await;
+        fill(&mut cluster.etcd(&[0, 1, 2]).await, mib).await;
         println!("filled {mib} MiB in {:.1} s", began.elapsed().as_secs_f64());
         let leader = cluster.leader_index().await;
         (cluster, leader)

@@ -14,6 +14,7 @@ pub mod fake;
 pub mod faults;
 pub mod fleet;
 pub mod hosts;
+pub mod manual;
 pub mod mounts;
 pub mod pki;
 pub mod ports;

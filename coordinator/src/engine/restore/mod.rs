@@ -688,38 +688,58 @@ impl Restore<'_> {
     }
 
     /// Puts the snapshot on every agent that lacks it (each verifies it and
-    /// checks its database), then checks the versions against it.
+    /// checks its database), all at once, then checks the versions against
+    /// it.
     async fn distribute(&mut self, mut members: Vec<Member>, decided: &Decided) -> Result<Vec<Member>, Stop> {
         let id = decided.snapshot.id.clone();
         let mut snapshot = decided.snapshot.clone();
-        for i in 0..members.len() {
-            if let Some(info) = members[i].snapshots.iter().find(|s| s.id == id).cloned() {
-                if !decided.snapshot.sha256.is_empty() && info.sha256 != decided.snapshot.sha256 {
-                    return Err(self.refuse(
-                        ids::SNAPSHOT_VERIFIED,
-                        format!(
-                            "{} keeps a snapshot {id} with sha256 {}, not {}; remove it there or restore another",
-                            members[i].facts.name, info.sha256, decided.snapshot.sha256
-                        ),
-                    ));
-                }
-                learn(&mut snapshot, &info);
+        let mut lacking = Vec::new();
+        for (i, member) in members.iter().enumerate() {
+            let Some(info) = member.snapshots.iter().find(|s| s.id == id) else {
+                lacking.push(i);
                 continue;
-            }
-            let source = self.source_file(&members, &id).await?;
-            let header = pb::SnapshotUploadHeader {
-                id: id.clone(),
-                sha256: snapshot.sha256.clone(),
-                size: snapshot.size,
-                member_name: snapshot.taken_from.clone(),
-                etcd_version: String::new(),
-                cluster_version: snapshot.db_cluster_version.clone(),
-                created_at: None,
-                fencing_token: decided.fencing_token,
             };
+            if !decided.snapshot.sha256.is_empty() && info.sha256 != decided.snapshot.sha256 {
+                return Err(self.refuse(
+                    ids::SNAPSHOT_VERIFIED,
+                    format!(
+                        "{} keeps a snapshot {id} with sha256 {}, not {}; remove it there or restore another",
+                        member.facts.name, info.sha256, decided.snapshot.sha256
+                    ),
+                ));
+            }
+            learn(&mut snapshot, info);
+        }
+        if lacking.is_empty() {
+            return self.versions_against(members, decided, snapshot);
+        }
+        let source = self.source_file(&members, &id).await?;
+        let header = pb::SnapshotUploadHeader {
+            id: id.clone(),
+            sha256: snapshot.sha256.clone(),
+            size: snapshot.size,
+            member_name: snapshot.taken_from.clone(),
+            etcd_version: String::new(),
+            cluster_version: snapshot.db_cluster_version.clone(),
+            created_at: None,
+            fencing_token: decided.fencing_token,
+        };
+        let mut connected = Vec::new();
+        for &i in &lacking {
             let name = members[i].facts.name.clone();
-            let mut clients = self.connect(&members[i].address, &name).await?;
-            let answer = crate::engine::transfer::upload::upload_snapshot(&mut clients, &source, header).await;
+            connected.push((i, self.connect(&members[i].address, &name).await?));
+        }
+        // Every agent receives and checks its copy at the same time: on
+        // separate hosts the restore waits for the slowest, not the sum.
+        let sends = connected.into_iter().map(|(i, mut clients)| {
+            let (source, header) = (source.clone(), header.clone());
+            async move {
+                let answer = crate::engine::transfer::upload::upload_snapshot(&mut clients, &source, header).await;
+                (i, answer)
+            }
+        });
+        for (i, answer) in futures::future::join_all(sends).await {
+            let name = members[i].facts.name.clone();
             match answer {
                 Ok(answer) => {
                     let info = answer.snapshot.unwrap_or_default();
@@ -744,12 +764,25 @@ impl Restore<'_> {
                 Err(error) => return Err(failure(Some(&name), Gate::SendSnapshot, error.to_string()).into()),
             }
         }
+        self.versions_against(members, decided, snapshot)
+    }
+
+    /// Records the snapshot in the report and checks every member's
+    /// version against it.
+    fn versions_against(
+        &mut self,
+        members: Vec<Member>,
+        decided: &Decided,
+        snapshot: RestoredSnapshot,
+    ) -> Result<Vec<Member>, Stop> {
+        let id = &decided.snapshot.id;
         if self.report.revision_before.is_some() && snapshot.revision > 0 {
             self.report.revisions_lost = self.report.revision_before.map(|b| (b - snapshot.revision).max(0));
         }
-        self.report.snapshot = Some(snapshot.clone());
+        let db_cluster_version = snapshot.db_cluster_version.clone();
+        self.report.snapshot = Some(snapshot);
         let facts: Vec<MemberFacts> = members.iter().map(|m| m.facts.clone()).collect();
-        for check in plan::version_checks(&facts, &decided.versions, &id, &snapshot.db_cluster_version) {
+        for check in plan::version_checks(&facts, &decided.versions, id, &db_cluster_version) {
             self.check(check)?;
         }
         Ok(members)

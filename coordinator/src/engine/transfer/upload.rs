@@ -124,8 +124,8 @@ pub async fn upload_snapshot(
     let first = pb::UploadSnapshotRequest {
         part: Some(SnapshotPart::Header(header)),
     };
-    let chunk = |bytes| pb::UploadSnapshotRequest {
-        part: Some(SnapshotPart::Chunk(bytes)),
+    let chunk = |bytes: Vec<u8>| pb::UploadSnapshotRequest {
+        part: Some(SnapshotPart::Chunk(bytes.into())),
     };
     let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender));
     let response = clients

@@ -1,0 +1,183 @@
+//! Benchmark: restoring a 3-member cluster from a snapshot file of a large
+//! database (`STEWARD_BENCH_DB_MIB`, 1024 by default), side by side with the
+//! guides' manual procedure, in interleaved rounds
+//! (`STEWARD_RESTORE_ROUNDS`, 2 by default), each from the command to a
+//! healthy cluster:
+//! - `steward restore --snapshot FILE --yes` on a cluster with agents: the
+//!   file is uploaded to every agent and verified there, every member is
+//!   stopped, restored with etcdutl and started, and the cluster checked;
+//! - by hand, on the same release without agents: the file copied next to
+//!   every member (scp, on separate hosts), every member stopped, `etcdutl
+//!   snapshot restore` on every member at once (as on separate hosts),
+//!   every member started on its new data dir, and `etcdctl endpoint
+//!   health` polled until it passes.
+//!
+//! Goal: steward within 1.5x of the manual procedure.
+
+// A benchmark harness: a failed step ends the measurement with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// A benchmark's whole purpose is to print its figures on stdout.
+#![allow(clippy::print_stdout)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use steward_tests::bench::{count_from_env, fill, median};
+use steward_tests::cluster::steward_command;
+use steward_tests::manual::{ManualCluster, wait_healthy};
+use steward_tests::{ClusterBuilder, Release, newest};
+
+/// Room for a database of several GiB (etcd's default quota is 2 GiB).
+const QUOTA: &str = "--quota-backend-bytes=8589934592";
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn steward_restore(agents: &str, file: &Path) -> u64 {
+    let began = Instant::now();
+    let output = steward_command()
+        .args(["restore", "--agents", agents, "--snapshot"])
+        .arg(file)
+        .args(["--yes", "-w", "json"])
+        .output()
+        .expect("run steward restore");
+    assert!(
+        output.status.success(),
+        "steward restore: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    millis(began)
+}
+
+async fn manual_restore(cluster: &mut ManualCluster, release: &Release, file: &Path, round: u64) -> u64 {
+    let etcdutl = release.etcdutl().expect("etcdutl (3.5+)");
+    let began = Instant::now();
+    let copies: Vec<_> = (0..3)
+        .map(|i| {
+            let copy = cluster.path(&format!("m{i}-round{round}.snapshot"));
+            std::fs::copy(file, &copy).expect("copy the snapshot next to the member");
+            copy
+        })
+        .collect();
+    for i in 0..3 {
+        cluster.stop_member(i);
+    }
+    let restored: Vec<_> = (0..3).map(|i| cluster.path(&format!("m{i}-round{round}"))).collect();
+    let restores: Vec<_> = (0..3)
+        .map(|i| {
+            let member = &cluster.members[i];
+            Command::new(&etcdutl)
+                .args(["snapshot", "restore"])
+                .arg(&copies[i])
+                .args(["--name", &member.name, "--initial-cluster", &cluster.initial_cluster])
+                .args(["--initial-cluster-token", &format!("manual-round{round}")])
+                .args(["--initial-advertise-peer-urls", &member.peer_url])
+                .arg("--data-dir")
+                .arg(&restored[i])
+                .output()
+        })
+        .collect();
+    for output in restores {
+        let output = output.expect("run etcdutl");
+        assert!(
+            output.status.success(),
+            "etcdutl snapshot restore: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for (i, data_dir) in restored.iter().enumerate() {
+        cluster.set_data_dir(i, data_dir);
+        cluster.start_member(i, &release.etcd());
+    }
+    wait_healthy(release, &cluster.endpoints()).await;
+    let took = millis(began);
+    for copy in copies {
+        let _ = std::fs::remove_file(copy);
+    }
+    took
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let release = newest(3, 5);
+    let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
+    let rounds = count_from_env("STEWARD_RESTORE_ROUNDS", 2);
+    let work = tempfile::tempdir().expect("a work dir");
+    let file = work.path().join("cluster.db");
+    let (cluster, mut manual) = runtime.block_on(async {
+        let cluster = ClusterBuilder::new(3, release.clone())
+            .extra_flag(QUOTA)
+            .retain_snapshots(2)
+            .start()
+            .await;
+        let began = Instant::now();
+        fill(&mut cluster.etcd(&[0, 1, 2]).await, mib).await;
+        println!("filled {mib} MiB in {:.1} s", began.elapsed().as_secs_f64());
+        let manual = ManualCluster::start(&release, &[QUOTA]).await;
+        (cluster, manual)
+    });
+    let backup = steward_command()
+        .args(["backup", "--agents", &cluster.agents_arg(), "--out"])
+        .arg(&file)
+        .output()
+        .expect("run steward backup");
+    assert!(backup.status.success(), "{}", String::from_utf8_lossy(&backup.stderr));
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "etcd {}, 3 members on loopback, a {} MiB snapshot file, {rounds} rounds, {} cores",
+        release.version,
+        size >> 20,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    println!("{:<7} {:>18} {:>12}", "round", "steward restore ms", "manual ms");
+    let agents = cluster.agents_arg();
+    let mut stewards = Vec::new();
+    let mut manuals = Vec::new();
+    for round in 0..rounds {
+        // Alternate which goes first, so neither always runs on the warmer
+        // page cache.
+        let (steward_ms, manual_ms) = if round % 2 == 0 {
+            let steward_ms = steward_restore(&agents, &file);
+            (
+                steward_ms,
+                runtime.block_on(manual_restore(&mut manual, &release, &file, round)),
+            )
+        } else {
+            let manual_ms = runtime.block_on(manual_restore(&mut manual, &release, &file, round));
+            (steward_restore(&agents, &file), manual_ms)
+        };
+        println!("{:<7} {:>18} {:>12}", round + 1, steward_ms, manual_ms);
+        stewards.push(steward_ms);
+        manuals.push(manual_ms);
+    }
+    let spread = |values: &[u64]| {
+        format!(
+            "{}-{}",
+            values.iter().min().copied().unwrap_or(0),
+            values.iter().max().copied().unwrap_or(0)
+        )
+    };
+    let (steward_ms, manual_ms) = (median(stewards.clone()), median(manuals.clone()));
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = steward_ms as f64 / manual_ms.max(1) as f64;
+    println!("\nmedians of {rounds} rounds, snapshot {} MiB", size >> 20);
+    println!("{:<26} {:>9} {:>14}", "method", "median ms", "spread ms");
+    println!("{:<26} {:>9} {:>14}", "manual (etcdutl)", manual_ms, spread(&manuals));
+    println!("{:<26} {:>9} {:>14}", "steward restore", steward_ms, spread(&stewards));
+    println!(
+        "\nsteward restore takes {ratio:.2}x the manual procedure's time ({})",
+        if ratio <= 1.5 {
+            "goal met: within 1.5x"
+        } else {
+            "goal missed: over 1.5x"
+        }
+    );
+    manual.stop();
+    cluster.cleanup();
+}
