@@ -832,30 +832,25 @@ impl Restore<'_> {
     /// snapshot's database with that tool, the data dir's filesystem and
     /// free space, no separate WAL dir) run while the cluster still runs.
     async fn dry_run(&mut self, members: &[Member], decided: &Decided) -> Result<(), Stop> {
-        let mut problems = Vec::new();
+        let mut asked = Vec::new();
         for member in members {
             if !plan::steps(&member.facts, &decided.id).contains(&Step::Restore) {
                 continue;
             }
             let name = member.facts.name.clone();
-            let version = version_of(decided, &name)?;
-            let mut clients = self.connect(&member.address, &name).await?;
-            let answer = clients
-                .agent
-                .restore_member(pb::RestoreMemberRequest {
-                    restore_id: decided.id.clone(),
-                    snapshot_id: decided.snapshot.id.clone(),
-                    version: version.to_string(),
-                    initial_cluster: decided.initial_cluster.clone(),
-                    initial_cluster_token: decided.token.clone(),
-                    fencing_token: decided.fencing_token,
-                    dry_run: true,
-                })
-                .await;
-            if let Err(status) = answer {
-                problems.push(format!("{name}: {}", status.message()));
-            }
+            let request = restore_request(decided, &name, true)?;
+            asked.push((name.clone(), self.connect(&member.address, &name).await?, request));
         }
+        // All agents at once: each checks the snapshot's database, which
+        // takes as long as reading it.
+        let answers = asked
+            .into_iter()
+            .map(|(name, mut clients, request)| async move { (name, clients.agent.restore_member(request).await) });
+        let problems: Vec<String> = futures::future::join_all(answers)
+            .await
+            .into_iter()
+            .filter_map(|(name, answer)| answer.err().map(|status| format!("{name}: {}", status.message())))
+            .collect();
         let check = if problems.is_empty() {
             Check {
                 rule: ids::AGENT_CHECKS,
@@ -905,11 +900,14 @@ impl Restore<'_> {
         )
     }
 
-    /// Member by member (the leader last, so the old cluster elects as
-    /// little as possible): stop etcd, replace its data dir.
+    /// Stops every member (the leader last, so the old cluster elects as
+    /// little as possible), then replaces every data dir at once: the
+    /// cluster is down from the second stop on anyway, and on separate
+    /// hosts the restores take as long as the slowest, not the sum.
     async fn replace(&mut self, members: &[Member], decided: &Decided) -> Result<(), Stop> {
         let mut order: Vec<&Member> = members.iter().collect();
         order.sort_by_key(|m| m.status.member.as_ref().is_some_and(|s| s.is_leader));
+        let mut to_restore = Vec::new();
         for member in order {
             let name = member.facts.name.clone();
             let steps = plan::steps(&member.facts, &decided.id);
@@ -946,43 +944,50 @@ impl Restore<'_> {
                 self.emit(&Event::MemberStopped { member: name.clone() });
             }
             if steps.contains(&Step::Restore) {
-                let version = version_of(decided, &name)?;
-                let began = Instant::now();
-                self.emit(&Event::MemberRestoring {
-                    member: name.clone(),
-                    version: version.to_string(),
-                });
-                let answer = clients
-                    .agent
-                    .restore_member(pb::RestoreMemberRequest {
-                        restore_id: decided.id.clone(),
-                        snapshot_id: decided.snapshot.id.clone(),
-                        version: version.to_string(),
-                        initial_cluster: decided.initial_cluster.clone(),
-                        initial_cluster_token: decided.token.clone(),
-                        fencing_token: decided.fencing_token,
-                        dry_run: false,
-                    })
-                    .await
-                    .map_err(|s| {
-                        failure(
-                            Some(&name),
-                            Gate::Restore,
-                            Error::from_status(&member.address, !self.connector.agent_uses_tls(), "RestoreMember", &s)
-                                .to_string(),
-                        )
-                    })?
-                    .into_inner();
-                let info = answer.restore.unwrap_or_default();
-                self.emit(&Event::MemberRestored {
-                    member: name.clone(),
-                    version: info.version.clone(),
-                    moved_aside_to: info.moved_aside_to.clone(),
-                    took_ms: millis(began.elapsed()),
-                });
+                let request = restore_request(decided, &name, false)?;
+                to_restore.push((member, clients, request));
             }
         }
-        Ok(())
+        for (member, _, request) in &to_restore {
+            self.emit(&Event::MemberRestoring {
+                member: member.facts.name.clone(),
+                version: request.version.clone(),
+            });
+        }
+        let plaintext = !self.connector.agent_uses_tls();
+        let restores = to_restore.into_iter().map(|(member, mut clients, request)| async move {
+            let began = Instant::now();
+            let answer = clients.agent.restore_member(request).await;
+            (member, answer, millis(began.elapsed()))
+        });
+        // Every member that was restored is said so, even when another
+        // failed: a rerun goes on from what each agent did.
+        let mut failed = None;
+        for (member, answer, took_ms) in futures::future::join_all(restores).await {
+            let name = member.facts.name.clone();
+            match answer {
+                Ok(answer) => {
+                    let info = answer.into_inner().restore.unwrap_or_default();
+                    self.emit(&Event::MemberRestored {
+                        member: name,
+                        version: info.version.clone(),
+                        moved_aside_to: info.moved_aside_to.clone(),
+                        took_ms,
+                    });
+                }
+                Err(status) if failed.is_none() => {
+                    failed = Some(failure(
+                        Some(&name),
+                        Gate::Restore,
+                        Error::from_status(&member.address, plaintext, "RestoreMember", &status).to_string(),
+                    ));
+                }
+                Err(status) => {
+                    tracing::warn!(member = %name, error = %status.message(), "this member's restore failed too");
+                }
+            }
+        }
+        failed.map_or(Ok(()), |failure| Err(failure.into()))
     }
 
     /// Starts every member that does not run yet. Restored members each
@@ -1192,6 +1197,19 @@ impl Restore<'_> {
 
 /// What an agent found out about the snapshot (its database's cluster
 /// version, its revision when the agent could read it).
+/// The RestoreMember call for member `name`.
+fn restore_request(decided: &Decided, name: &str, dry_run: bool) -> Result<pb::RestoreMemberRequest, Failure> {
+    Ok(pb::RestoreMemberRequest {
+        restore_id: decided.id.clone(),
+        snapshot_id: decided.snapshot.id.clone(),
+        version: version_of(decided, name)?.to_string(),
+        initial_cluster: decided.initial_cluster.clone(),
+        initial_cluster_token: decided.token.clone(),
+        fencing_token: decided.fencing_token,
+        dry_run,
+    })
+}
+
 fn learn(snapshot: &mut RestoredSnapshot, info: &pb::SnapshotInfo) {
     if snapshot.db_cluster_version.is_empty() {
         snapshot.db_cluster_version.clone_from(&info.db_cluster_version);
