@@ -56,6 +56,20 @@ impl Tabular for RestoreReport {
             row("revision now", revision.to_string());
         }
         row("took", format!("{:.1}s", self.took_ms as f64 / 1000.0));
+        let seconds = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+        let phases = &self.phases;
+        row(
+            "where the time went",
+            format!(
+                "decide {}, send {}, dry run {}, stopping and restoring {}, start {}, wait {}",
+                seconds(phases.decide_ms),
+                seconds(phases.send_ms),
+                seconds(phases.dry_run_ms),
+                seconds(phases.replace_ms),
+                seconds(phases.start_ms),
+                seconds(phases.wait_ms)
+            ),
+        );
         if let Some(failure) = &self.failure {
             row(
                 "failed at",

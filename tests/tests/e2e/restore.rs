@@ -212,6 +212,23 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
     ]));
     assert_eq!(report["snapshot"]["db_cluster_version"], "3.5.0");
     assert_restored(&cluster, &report, &ids_before).await;
+    // Where the time went: every phase, within the whole.
+    let phase = |name: &str| {
+        report["phases"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("phases.{name}: {report:#}"))
+    };
+    let names = [
+        "decide_ms",
+        "send_ms",
+        "dry_run_ms",
+        "replace_ms",
+        "start_ms",
+        "wait_ms",
+    ];
+    let sum: u64 = names.iter().map(|name| phase(name)).sum();
+    assert!(phase("replace_ms") > 0 && phase("wait_ms") > 0, "{report:#}");
+    assert!(sum <= report["took_ms"].as_u64().unwrap_or(0), "{report:#}");
     // The file went to every agent, which verified and kept it.
     let id = report["snapshot"]["id"].as_str().expect("id");
     for i in 0..3 {

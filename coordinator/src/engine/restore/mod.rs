@@ -159,6 +159,28 @@ pub struct RestoreReport {
     pub failure: Option<Failure>,
     /// Milliseconds in all.
     pub took_ms: u64,
+    /// Where the time went.
+    pub phases: RestorePhases,
+}
+
+/// Milliseconds per phase of a restore (0 for a phase it did not reach or
+/// skip). The wait for the operator's confirmation is in none of them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestorePhases {
+    /// Asking every agent, deciding the snapshot and versions, the
+    /// snapshot file's own check.
+    pub decide_ms: u64,
+    /// Sending the snapshot to every agent that lacks it, each checking it.
+    pub send_ms: u64,
+    /// Every agent's dry run.
+    pub dry_run_ms: u64,
+    /// Stopping every member and restoring its data dir.
+    pub replace_ms: u64,
+    /// Starting every member.
+    pub start_ms: u64,
+    /// Waiting for a healthy cluster in HashKV agreement at the snapshot's
+    /// revision.
+    pub wait_ms: u64,
 }
 
 /// Asks the operator; `true` goes on.
@@ -262,6 +284,7 @@ pub async fn run(
             checks: Vec::new(),
             failure: None,
             took_ms: 0,
+            phases: RestorePhases::default(),
         },
         lock: None,
         relay: None,
@@ -306,6 +329,12 @@ impl Restore<'_> {
     }
 
     async fn run(&mut self) -> Result<(), Stop> {
+        let mut phase = Instant::now();
+        let mut lap = move || {
+            let took = millis(phase.elapsed());
+            phase = Instant::now();
+            took
+        };
         let members = self.gather().await?;
         let facts: Vec<MemberFacts> = members.iter().map(|m| m.facts.clone()).collect();
         let resume = plan::unfinished(&facts).map_err(|reason| failure(None, Gate::Resume, reason.to_string()))?;
@@ -318,15 +347,20 @@ impl Restore<'_> {
         let to_restore = members
             .iter()
             .any(|m| plan::steps(&m.facts, &decided.id).contains(&Step::Restore));
+        self.report.phases.decide_ms = lap();
         let members = if to_restore {
             let members = self.distribute(members, &decided).await?;
+            self.report.phases.send_ms = lap();
             self.dry_run(&members, &decided).await?;
+            self.report.phases.dry_run_ms = lap();
             members
         } else {
             members
         };
         let question = self.question(&decided, &members);
-        if !self.confirm.confirm(&question) {
+        let confirmed = self.confirm.confirm(&question);
+        lap();
+        if !confirmed {
             let check = Check {
                 rule: ids::CONFIRMED,
                 verdict: Verdict::Fail,
@@ -345,8 +379,11 @@ impl Restore<'_> {
             resumed: self.report.resumed,
         });
         Box::pin(self.replace(&members, &decided)).await?;
+        self.report.phases.replace_ms = lap();
         Box::pin(self.start(&members)).await?;
+        self.report.phases.start_ms = lap();
         Box::pin(self.wait_restored(&members, &decided)).await?;
+        self.report.phases.wait_ms = lap();
         self.clean_up(&members, &decided).await?;
         Ok(())
     }
