@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use steward_tests::bench::{count_from_env, median};
+use steward_tests::bench::{self, count_from_env, median};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::fleet::{steward_by_cluster_files, write_cluster_file, write_inventory};
 use steward_tests::{ClusterBuilder, Release, newest};
@@ -107,11 +107,7 @@ fn print(rows: &[&Row]) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = bench::runtime();
     let from = newest(3, 4);
     let to = newest(3, 5);
     println!(

@@ -25,17 +25,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use steward_tests::bench::{count_from_env, fill, median};
+use steward_tests::bench::{self, count_from_env, fill, millis, spread};
 use steward_tests::cluster::steward_command;
 use steward_tests::manual::{ManualCluster, wait_healthy};
 use steward_tests::{Cluster, ClusterBuilder, Release, newest};
 
 /// Room for a database of several GiB (etcd's default quota is 2 GiB).
 const QUOTA: &str = "--quota-backend-bytes=8589934592";
-
-fn millis(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
 
 fn steward_restore(agents: &str, file: &Path) -> u64 {
     let began = Instant::now();
@@ -50,7 +46,7 @@ fn steward_restore(agents: &str, file: &Path) -> u64 {
         "steward restore: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    millis(began)
+    millis(began.elapsed())
 }
 
 async fn manual_restore(cluster: &mut ManualCluster, release: &Release, file: &Path, round: u64) -> u64 {
@@ -94,7 +90,7 @@ async fn manual_restore(cluster: &mut ManualCluster, release: &Release, file: &P
         cluster.start_member(i, &release.etcd());
     }
     wait_healthy(release, &cluster.endpoints()).await;
-    let took = millis(began);
+    let took = millis(began.elapsed());
     for copy in copies {
         let _ = std::fs::remove_file(copy);
     }
@@ -119,11 +115,7 @@ fn fresh_snapshot(runtime: &tokio::runtime::Runtime, cluster: &Cluster, file: &P
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = bench::runtime();
     let release = newest(3, 5);
     let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
     let rounds = count_from_env("STEWARD_RESTORE_ROUNDS", 2);
@@ -172,20 +164,17 @@ fn main() {
         stewards.push(steward_ms);
         manuals.push(manual_ms);
     }
-    let spread = |values: &[u64]| {
-        format!(
-            "{}-{}",
-            values.iter().min().copied().unwrap_or(0),
-            values.iter().max().copied().unwrap_or(0)
-        )
+    let range = |values: &[u64]| {
+        let (_, low, high) = spread(values);
+        format!("{low}-{high}")
     };
-    let (steward_ms, manual_ms) = (median(stewards.clone()), median(manuals.clone()));
+    let (steward_ms, manual_ms) = (spread(&stewards).0, spread(&manuals).0);
     #[allow(clippy::cast_precision_loss)]
     let ratio = steward_ms as f64 / manual_ms.max(1) as f64;
     println!("\nmedians of {rounds} rounds, snapshot {} MiB", size >> 20);
     println!("{:<26} {:>9} {:>14}", "method", "median ms", "spread ms");
-    println!("{:<26} {:>9} {:>14}", "manual (etcdutl)", manual_ms, spread(&manuals));
-    println!("{:<26} {:>9} {:>14}", "steward restore", steward_ms, spread(&stewards));
+    println!("{:<26} {:>9} {:>14}", "manual (etcdutl)", manual_ms, range(&manuals));
+    println!("{:<26} {:>9} {:>14}", "steward restore", steward_ms, range(&stewards));
     println!(
         "\nsteward restore takes {ratio:.2}x the manual procedure's time ({})",
         if ratio <= 1.5 {

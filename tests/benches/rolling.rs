@@ -27,7 +27,7 @@ use steward_coordinator::engine::connect::agent::AgentAddress;
 use steward_coordinator::engine::events::Discard;
 use steward_coordinator::engine::roll::plan::Direction;
 use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
-use steward_tests::bench::{count_from_env, fill, median};
+use steward_tests::bench::{self, count_from_env, fill, median, millis};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::manual::{ManualCluster, etcdctl, http_version, member_id, wait_healthy};
 use steward_tests::{ClusterBuilder, Release, newest};
@@ -186,10 +186,6 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Rounds to run: `STEWARD_BENCH_ROUNDS`, 5 by default. One run of each is
 /// dominated by noise (a stall is a few probe intervals); the verdict is
 /// on the medians.
@@ -198,11 +194,7 @@ fn rounds() -> u64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = bench::runtime();
     let from = newest(3, 4);
     let to = newest(3, 5);
     println!(

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use steward_tests::bench::{count_from_env, fill, median};
+use steward_tests::bench::{self, count_from_env, fill, median, spread};
 use steward_tests::cluster::steward_command;
 use steward_tests::{ClusterBuilder, newest};
 
@@ -103,11 +103,7 @@ fn steward_backup(agents: &str, member: &str, out: Option<&std::path::Path>) -> 
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = bench::runtime();
     let release = newest(3, 5);
     let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
     let rounds = count_from_env("STEWARD_SNAPSHOT_ROUNDS", 3);
@@ -168,16 +164,9 @@ fn main() {
         });
     }
     let size = median(results.iter().map(|r| r.size).collect());
-    let spread = |values: Vec<u64>| {
-        let (low, high) = (
-            values.iter().min().copied().unwrap_or(0),
-            values.iter().max().copied().unwrap_or(0),
-        );
-        (median(values), low, high)
-    };
     #[allow(clippy::cast_precision_loss)]
     let throughput = |ms: u64| (size as f64 / f64::from(1 << 20)) / (ms.max(1) as f64 / 1000.0);
-    let (etcdctl, e_low, e_high) = spread(results.iter().map(|r| r.etcdctl_ms).collect());
+    let (etcdctl, e_low, e_high) = spread(&results.iter().map(|r| r.etcdctl_ms).collect::<Vec<_>>());
     println!("\nmedians of {} rounds, database {} MiB", results.len(), size >> 20);
     println!(
         "{:<24} {:>9} {:>18} {:>10} {:>16}",
@@ -195,7 +184,7 @@ fn main() {
         ("steward backup", results.iter().map(|r| r.kept_ms).collect::<Vec<_>>()),
         ("steward backup --out", results.iter().map(|r| r.copied_ms).collect()),
     ] {
-        let (ms, low, high) = spread(values);
+        let (ms, low, high) = spread(&values);
         #[allow(clippy::cast_precision_loss)]
         let ratio = etcdctl as f64 / ms.max(1) as f64;
         println!(

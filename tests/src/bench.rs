@@ -1,6 +1,31 @@
 //! What the benchmarks share: their settings from the environment, the
 //! median they judge on, and a large database to work on.
 
+/// The runtime every benchmark runs on: two workers, like the machines
+/// the figures come from.
+#[must_use]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Whole milliseconds of `elapsed`.
+#[must_use]
+pub fn millis(elapsed: std::time::Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The median, lowest and highest of `values` (0s for none).
+#[must_use]
+pub fn spread(values: &[u64]) -> (u64, u64, u64) {
+    let low = values.iter().min().copied().unwrap_or(0);
+    let high = values.iter().max().copied().unwrap_or(0);
+    (median(values.to_vec()), low, high)
+}
+
 /// A positive count from the variable `name`, else `default`.
 #[must_use]
 pub fn count_from_env(name: &str, default: u64) -> u64 {
