@@ -6,12 +6,11 @@
 //! a database is a whole number of 512-byte sectors, so a valid file's size
 //! is `512 * n + 32`, and its last 32 bytes are the sha256 of the rest.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use steward_proto::trailer::{Hashed, HashingWriter, TrailerHasher, WriterError};
+use steward_proto::trailer::{Hashed, HashingWriter, WriterError};
 
 use crate::error::AgentError;
 use crate::fsutil::{self, io_err};
@@ -96,16 +95,7 @@ pub fn verify_file(path: &Path) -> Result<Verified, VerifyError> {
     if !is_database_and_trailer(size) {
         return Err(VerifyError::NoTrailer { size });
     }
-    let mut hasher = TrailerHasher::default();
-    let mut buffer = vec![0_u8; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer).map_err(VerifyError::Io)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    verdict(hasher.finish())
+    verdict(steward_proto::trailer::hash_reader(&mut file).map_err(VerifyError::Io)?)
 }
 
 /// The verdict on a hashed snapshot, the same whether it was hashed from a
@@ -821,6 +811,7 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+    use steward_proto::trailer::TrailerHasher;
 
     fn snapshot_bytes(db: &[u8]) -> Vec<u8> {
         let mut bytes = db.to_vec();

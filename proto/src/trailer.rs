@@ -58,6 +58,23 @@ impl TrailerHasher {
     }
 }
 
+/// Hashes everything `reader` yields (a snapshot file), as
+/// [`TrailerHasher`] does a stream.
+///
+/// # Errors
+/// A read error.
+pub fn hash_reader(reader: &mut impl std::io::Read) -> std::io::Result<Hashed> {
+    let mut hasher = TrailerHasher::default();
+    let mut buffer = vec![0_u8; 1 << 20];
+    loop {
+        let read = reader.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buffer[..read]);
+    }
+}
+
 /// A whole stream, hashed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hashed {

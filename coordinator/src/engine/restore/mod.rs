@@ -1334,12 +1334,11 @@ fn facts_of(
 /// The file cannot be read, or is not a snapshot (no trailer, a trailer
 /// that does not match).
 pub async fn verify_local(path: &Path) -> Result<(String, u64), SnapshotFileError> {
-    use tokio::io::AsyncReadExt;
     let unreadable = |source| SnapshotFileError::Unreadable {
         path: path.to_owned(),
         source,
     };
-    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
     let size = file.metadata().await.map_err(unreadable)?.len();
     // A database is whole 512-byte sectors; the trailer adds 32 bytes.
     if size < 512 + 32 || size % 512 != 32 {
@@ -1350,16 +1349,12 @@ pub async fn verify_local(path: &Path) -> Result<(String, u64), SnapshotFileErro
             ),
         });
     }
-    let mut hasher = crate::engine::transfer::download::TrailerHasher::default();
-    let mut buffer = vec![0; 256 * 1024];
-    loop {
-        let read = file.read(&mut buffer).await.map_err(unreadable)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    crate::engine::transfer::download::verify_trailer(hasher.finish()).map_err(|problem| SnapshotFileError::NotIntact {
+    let mut file = file.into_std().await;
+    let hashed = tokio::task::spawn_blocking(move || steward_proto::trailer::hash_reader(&mut file))
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+        .map_err(unreadable)?;
+    crate::engine::transfer::download::verify_trailer(hashed).map_err(|problem| SnapshotFileError::NotIntact {
         path: path.to_owned(),
         problem: problem.to_string(),
     })
