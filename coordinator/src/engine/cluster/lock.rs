@@ -10,8 +10,7 @@
 //! of being refused. A journal of the run's events is kept under the same
 //! prefix.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
@@ -188,23 +187,44 @@ pub struct ClusterLock {
     lease: i64,
     token: i64,
     keepalive: JoinHandle<()>,
-    /// Set by the keepalive task once the lease is gone or could not be
-    /// renewed for a whole TTL.
-    lost: Arc<AtomicBool>,
+    /// Set once the lease is gone or could not be renewed for a whole TTL.
+    lost: Arc<OnceLock<Loss>>,
     /// When the keepalive task sent its latest renewal that etcd accepted.
     renewals: watch::Receiver<Instant>,
 }
 
 /// Why the holder may not act any more.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the cluster lock {key} was lost: {reason}; stopped before changing anything more (run the same command again)"
-)]
+#[error("the cluster lock {key} was lost: {loss}; stopped before changing anything more (run the same command again)")]
 pub struct LockLost {
     /// The lock key.
     pub key: String,
     /// What happened to the lease.
-    pub reason: String,
+    pub loss: Loss,
+}
+
+/// What happened to the lock's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Loss {
+    /// etcd answered a renewal that the lease is gone, although an earlier
+    /// renewal, within one TTL, had been accepted: etcd revoked a lease its
+    /// holder kept alive.
+    #[error(
+        "etcd revoked its lease although steward had renewed it {:.1}s before, within its TTL of {TTL_SECONDS}s",
+        .since_renewal.as_secs_f32()
+    )]
+    RevokedWhileRenewed {
+        /// From the last accepted renewal to the answer that it is gone.
+        since_renewal: Duration,
+    },
+    /// No renewal reached etcd for a whole TTL (no quorum, or steward
+    /// could not reach any member).
+    #[error("no renewal of its lease was accepted for a whole TTL ({TTL_SECONDS}s)")]
+    NotRenewed,
+    /// A member answered that the lease is gone, and no renewal was
+    /// accepted for one TTL after the question.
+    #[error("etcd reports its lease expired or revoked")]
+    Gone,
 }
 
 impl std::fmt::Debug for ClusterLock {
@@ -360,7 +380,7 @@ pub async fn acquire(
         let answer = client.txn(txn).await.map_err(etcd_error(&key))?;
         if answer.succeeded() {
             let token = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
-            let lost = Arc::new(AtomicBool::new(false));
+            let lost = Arc::new(OnceLock::new());
             let (renewed, renewals) = watch::channel(Instant::now());
             let keepalive = tokio::spawn(keep_alive(
                 connector.clone(),
@@ -458,7 +478,7 @@ async fn keep_alive(
     connector: Connector,
     endpoints: Vec<String>,
     lease: i64,
-    lost: Arc<AtomicBool>,
+    lost: Arc<OnceLock<Loss>>,
     renewed_at: watch::Sender<Instant>,
 ) {
     let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
@@ -502,8 +522,15 @@ async fn keep_alive(
                 pause = true;
             }
             Ok(_) => {
-                tracing::error!(lease, "the cluster lock's lease is gone");
-                lost.store(true, Ordering::SeqCst);
+                // The last accepted renewal was within one TTL (else the
+                // loop had ended below): etcd revoked a lease kept alive.
+                let since_renewal = renewed.elapsed();
+                tracing::error!(
+                    lease,
+                    ?since_renewal,
+                    "etcd revoked the cluster lock's lease although it was renewed"
+                );
+                let _ = lost.set(Loss::RevokedWhileRenewed { since_renewal });
                 return;
             }
             Err(error) => {
@@ -522,7 +549,7 @@ async fn keep_alive(
         }
         if renewed.elapsed() >= ttl {
             tracing::error!(lease, "the cluster lock was not renewed for a whole TTL");
-            lost.store(true, Ordering::SeqCst);
+            let _ = lost.set(Loss::NotRenewed);
             return;
         }
     }
@@ -662,12 +689,12 @@ impl ClusterLock {
     /// # Errors
     /// [`LockLost`] when the lease is gone.
     pub async fn ensure_held(&mut self) -> Result<(), LockLost> {
-        let lost = |reason: &str| LockLost {
+        let lost = |loss: Loss| LockLost {
             key: self.key.clone(),
-            reason: reason.to_owned(),
+            loss,
         };
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(lost("its lease could not be renewed"));
+        if let Some(loss) = self.lost.get() {
+            return Err(lost(*loss));
         }
         let lease = self.lease;
         let asked = Instant::now();
@@ -692,8 +719,8 @@ impl ClusterLock {
                 Ok(())
             }
             Ok(answer) if answer.ttl() <= 0 => {
-                self.lost.store(true, Ordering::SeqCst);
-                Err(lost("its lease expired or was revoked"))
+                // The keepalive may have found out first, and more exactly.
+                Err(lost(*self.lost.get_or_init(|| Loss::Gone)))
             }
             Ok(_) => Ok(()),
             Err(error) => {
@@ -826,21 +853,36 @@ pub fn revokes_leases_after_a_stall(version: &EtcdVersion) -> bool {
     }
 }
 
-/// What a lost lock's message adds when members run a release that revokes
-/// leases after a leader stall: the lock may be gone for that alone.
+/// What a lost lock's message adds when etcd itself ended the lease: why
+/// etcd does that, naming the members whose release does it after any
+/// leader stall. Nothing when no renewal got through (a lease nobody can
+/// renew expires; there is nothing more to explain).
+///
+/// etcd's guard against a stale leader's revocations (3.4.31, 3.5.13) skips
+/// its leadership check while the member's clock ticks, and a paused
+/// process ticks again the moment it resumes, before it learns it lost its
+/// leadership: a leader whose whole process was paused revokes, on every
+/// release, the leases it thinks expired as it resumes.
 #[must_use]
-pub fn stall_revocation_hint(members: &[(String, EtcdVersion)]) -> Option<String> {
+pub fn revocation_hint(loss: Loss, members: &[(String, EtcdVersion)]) -> Option<String> {
+    if loss == Loss::NotRenewed {
+        return None;
+    }
+    let mut hint = "an etcd leader whose process was paused (a stopped process, a paused VM) revokes, as it \
+                    resumes, every lease it thinks expired, in every etcd release"
+        .to_owned();
     let affected: Vec<String> = members
         .iter()
         .filter(|(_, version)| revokes_leases_after_a_stall(version))
         .map(|(name, version)| format!("{name} {version}"))
         .collect();
-    (!affected.is_empty()).then(|| {
-        format!(
-            "etcd before 3.4.31 and 3.5.13 ({}) revokes every lease when a stalled leader wakes, so a leader stall alone can end the lock",
+    if !affected.is_empty() {
+        hint.push_str(&format!(
+            "; etcd before 3.4.31 and 3.5.13 ({}) does so after any leader stall (a slow disk, a starved CPU)",
             affected.join(", ")
-        )
-    })
+        ));
+    }
+    Some(hint)
 }
 
 #[cfg(test)]
@@ -862,15 +904,37 @@ mod tests {
     }
 
     #[test]
-    fn the_hint_names_only_the_members_on_affected_releases() {
+    fn the_hint_explains_a_revocation_and_names_only_the_members_on_affected_releases() {
         let member = |name: &str, text: &str| (name.to_owned(), text.parse::<EtcdVersion>().expect("a version"));
+        let revoked = Loss::RevokedWhileRenewed {
+            since_renewal: Duration::from_millis(900),
+        };
         let mixed = [member("m0", "3.5.36"), member("m1", "3.4.23"), member("m2", "3.4.23")];
-        let hint = stall_revocation_hint(&mixed).expect("a hint");
-        assert!(hint.contains("(m1 3.4.23, m2 3.4.23)"), "{hint}");
+        let hint = revocation_hint(revoked, &mixed).expect("a hint");
+        assert!(
+            hint.contains("(m1 3.4.23, m2 3.4.23) does so after any leader stall"),
+            "{hint}"
+        );
         assert!(!hint.contains("m0"), "{hint}");
+        let fixed = [member("m0", "3.5.36"), member("m1", "3.6.17")];
+        let hint = revocation_hint(Loss::Gone, &fixed).expect("a hint");
+        assert!(hint.contains("paused"), "{hint}");
+        assert!(!hint.contains("3.4.31"), "{hint}");
+        assert_eq!(revocation_hint(Loss::NotRenewed, &mixed), None);
+    }
+
+    #[test]
+    fn a_lost_lock_says_how_the_lease_was_lost() {
+        let lost = LockLost {
+            key: "/steward/lock".into(),
+            loss: Loss::RevokedWhileRenewed {
+                since_renewal: Duration::from_millis(1500),
+            },
+        };
         assert_eq!(
-            stall_revocation_hint(&[member("m0", "3.5.36"), member("m1", "3.6.17")]),
-            None
+            lost.to_string(),
+            "the cluster lock /steward/lock was lost: etcd revoked its lease although steward had renewed it 1.5s \
+             before, within its TTL of 10s; stopped before changing anything more (run the same command again)"
         );
     }
 

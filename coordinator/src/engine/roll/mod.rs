@@ -702,13 +702,13 @@ impl Roll<'_> {
     }
 
     /// Stops the run when the cluster lock was lost (its lease expired or
-    /// was revoked): another coordinator may hold it by now. The reason
-    /// names members whose etcd revokes leases after a leader stall.
+    /// was revoked): another coordinator may hold it by now. When etcd
+    /// revoked it, the reason says why etcd does that.
     async fn ensure_lock(&mut self) -> Result<(), Failure> {
         if let Some(lock) = &mut self.lock
             && let Err(lost) = lock.ensure_held().await
         {
-            let reason = match lock::stall_revocation_hint(&self.member_versions) {
+            let reason = match lock::revocation_hint(lost.loss, &self.member_versions) {
                 Some(hint) => format!("{lost}; {hint}"),
                 None => lost.to_string(),
             };
