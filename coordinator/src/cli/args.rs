@@ -484,9 +484,13 @@ pub struct RollbackArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// How long a member may take, after its agent switched it, to be healthy, caught up and in HashKV
-    /// agreement with the others.
+    /// agreement with the others; the gate gets 10s more per GiB of the largest member database.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub gate_timeout: Duration,
+    /// Compare HashKV at each gate only while every member's database is at most this many MiB (0: never).
+    /// HashKV stops a member's writes while it reads the whole database.
+    #[arg(long, value_name = "MIB", default_value_t = crate::engine::roll::large_db::DEFAULT_HASH_KV_MAX_DB_MIB)]
+    pub hash_kv_max_db_mib: u64,
     /// The etcd key prefix of the cluster lock (one coordinator at a time), the journal and the probe keys.
     #[arg(long, value_name = "PREFIX", default_value = crate::engine::cluster::lock::DEFAULT_PREFIX)]
     pub lock_prefix: String,
@@ -508,6 +512,7 @@ impl RunArgs {
     pub fn options(&self, request: RollRequest, context: RunContext) -> RollOptions {
         RollOptions {
             gate_timeout: self.gate_timeout,
+            hash_kv_max_db_mib: self.hash_kv_max_db_mib,
             lock_prefix: self.lock_prefix.clone(),
             probe: self.probe,
             context,

@@ -42,6 +42,8 @@ pub mod ids {
     pub const QUORUM_SAFETY: &str = "quorum-safety";
     /// Room for the pre-change snapshot.
     pub const SNAPSHOT_SPACE: &str = "snapshot-disk-space";
+    /// Whether the gate compares HashKV, given the database's size.
+    pub const HASH_KV_GATE: &str = "hash-kv-gate";
     /// A binary for every pass target.
     pub const BINARIES: &str = "binaries-available";
     /// Learners are changed but never lead.
@@ -96,6 +98,7 @@ pub mod ids {
         QUORUM,
         QUORUM_SAFETY,
         SNAPSHOT_SPACE,
+        HASH_KV_GATE,
         BINARIES,
         LEARNERS,
         ROLLBACK_BEFORE_FLIP,

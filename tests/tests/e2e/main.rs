@@ -29,6 +29,7 @@ mod fleet;
 mod hosts_restore;
 mod hosts_roll;
 mod hosts_unit;
+mod large_db;
 mod lifecycle;
 mod local_cluster;
 mod messages;

@@ -12,6 +12,7 @@
 pub mod change_state;
 pub mod downgrade_api;
 pub mod flag_check;
+pub mod large_db;
 pub mod last_roll;
 pub mod plan;
 pub mod rules;
@@ -105,8 +106,12 @@ impl Change {
 pub struct RollOptions {
     /// What to do.
     pub request: RollRequest,
-    /// How long a member may take to pass its gate after activation.
+    /// How long a member may take to pass its gate after activation; the
+    /// gate gets more for a large database ([`large_db::gate_timeout`]).
     pub gate_timeout: Duration,
+    /// The gate compares HashKV while every member's database is at most
+    /// this many MiB; 0 never ([`large_db`] says why).
+    pub hash_kv_max_db_mib: u64,
     /// How long each agent waits for its member on the new version.
     pub activate_timeout: Option<Duration>,
     /// The key prefix of the cluster lock, the journal and the probe.
@@ -138,6 +143,7 @@ impl RollOptions {
         Self {
             request,
             gate_timeout: Duration::from_secs(60),
+            hash_kv_max_db_mib: large_db::DEFAULT_HASH_KV_MAX_DB_MIB,
             activate_timeout: None,
             lock_prefix: crate::engine::cluster::lock::DEFAULT_PREFIX.to_owned(),
             probe: false,
@@ -176,6 +182,10 @@ pub struct MemberReport {
     pub to: Option<String>,
     /// Milliseconds its steps took.
     pub took_ms: u64,
+    /// Milliseconds its agent took to switch it (stop, swap, start, ready).
+    pub activate_ms: u64,
+    /// Milliseconds its gate took (health, catch-up, HashKV).
+    pub gate_ms: u64,
     /// Times leadership moved away from it.
     pub leader_moves: u32,
     /// Raft term changes during its steps not caused by our MoveLeader.
@@ -260,6 +270,9 @@ struct Roll<'a> {
     local: BTreeMap<EtcdVersion, LocalRelease>,
     report: RollReport,
     began: Instant,
+    /// The largest member database when the change was planned: it decides
+    /// whether the gate compares HashKV, and how long a gate may take.
+    largest_db: u64,
 }
 
 /// Since when a step has waited for the safety invariant, and what it
@@ -350,6 +363,7 @@ pub async fn run(
         local: BTreeMap::new(),
         report,
         began: Instant::now(),
+        largest_db: 0,
     };
     let outcome = Box::pin(roll.run()).await;
     Box::pin(roll.finish(outcome)).await
@@ -443,6 +457,12 @@ impl Roll<'_> {
             ..
         } = preflight(&self.connector, &observation, &change).await;
         self.local = local;
+        self.largest_db = large_db::largest_db(&observed);
+        let mut checks = checks;
+        checks.push(large_db::hash_kv_check(
+            self.largest_db,
+            self.options.hash_kv_max_db_mib,
+        ));
         let mut v2store_checked = v2store_checked;
         for check in &checks {
             self.emit(&Event::Check(check.clone()));
@@ -1312,15 +1332,22 @@ impl Roll<'_> {
                 });
             }
         };
+        let activate_ms = activated
+            .took
+            .and_then(|d| Duration::try_from(d).ok())
+            .map_or(0, millis);
         self.emit(&Event::Activated {
             member: member.name.clone(),
             version: activated.active_version.clone(),
-            took_ms: activated
-                .took
-                .and_then(|d| Duration::try_from(d).ok())
-                .map_or(0, millis),
+            took_ms: activate_ms,
         });
-        if let Err(mut gate_failure) = self.gate(&member.name, target).await {
+        let gate_began = Instant::now();
+        let gated = self.gate(&member.name, target).await;
+        if let Some(entry) = self.report.members.iter_mut().find(|m| m.name == member.name) {
+            entry.activate_ms += activate_ms;
+            entry.gate_ms += millis(gate_began.elapsed());
+        }
+        if let Err(mut gate_failure) = gated {
             if self.is_rollback() {
                 // This member was already going back; another Rollback
                 // would swap it forward again.
@@ -1382,12 +1409,15 @@ impl Roll<'_> {
 
     /// The member is healthy, runs the target, has applied what the leader
     /// had applied when the gate began, agrees with every member on HashKV
-    /// at a common revision, and no new alarm went off.
+    /// at a common revision (while the databases are small enough, see
+    /// [`large_db`]), and no new alarm went off.
     async fn gate(&mut self, name: &str, target: &EtcdVersion) -> Result<(), Failure> {
         let start = self.observe(Gate::Gate).await?.observed;
         let leader_applied = start.leader().map_or(0, |l| l.applied_index);
         let alarms_before = start.alarms.clone();
-        let deadline = Instant::now() + self.options.gate_timeout;
+        let timeout = large_db::gate_timeout(self.options.gate_timeout, self.largest_db);
+        let deadline = Instant::now() + timeout;
+        let hash_kv = large_db::hash_kv_at_gates(self.largest_db, self.options.hash_kv_max_db_mib);
         let mut waiting_for: Option<String> = None;
         loop {
             let observed = self.observe(Gate::Gate).await?.observed;
@@ -1407,6 +1437,7 @@ impl Roll<'_> {
                     }
                     Some((gate, reason))
                 }
+                GateVerdict::HashKvLeft if !hash_kv => None,
                 GateVerdict::HashKvLeft => hash_kv_disagreement(&self.connector, &observed)
                     .await
                     .map(|p| (Gate::HashKv, p)),
@@ -1418,7 +1449,7 @@ impl Roll<'_> {
                 return Err(Failure::timed_out(
                     Some(name),
                     gate,
-                    format!("not passed within {:?}: {reason}", self.options.gate_timeout),
+                    format!("not passed within {timeout:?}: {reason}"),
                 ));
             }
             tokio::time::sleep(POLL).await;
