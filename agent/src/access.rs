@@ -128,7 +128,7 @@ pub fn authorize(
 /// copies every secret stored in etcd.
 #[must_use]
 pub fn audited(path: &str) -> Option<&'static str> {
-    const AUDITED: [&str; 14] = [
+    const AUDITED: [&str; 15] = [
         "Activate",
         "Rollback",
         "Start",
@@ -141,6 +141,7 @@ pub fn audited(path: &str) -> Option<&'static str> {
         "TakeSnapshot",
         "TakeAndSendSnapshot",
         "UploadSnapshot",
+        "ImportSnapshot",
         "PinSnapshot",
         "DownloadSnapshot",
     ];
@@ -389,6 +390,10 @@ mod tests {
         assert_eq!(
             audited("/steward.agent.v1.Snapshots/UploadSnapshot"),
             Some("UploadSnapshot")
+        );
+        assert_eq!(
+            audited("/steward.agent.v1.Snapshots/ImportSnapshot"),
+            Some("ImportSnapshot")
         );
         assert_eq!(audited(STATUS), None);
         assert_eq!(audited("/steward.agent.v1.Snapshots/ListSnapshots"), None);

@@ -21,8 +21,8 @@ use crate::agent::{Agent, RestoreRequest, Switched};
 use crate::error::{AgentError, BinaryRefusal};
 use crate::flags::{ChangeKind, FlagChange};
 use crate::snapshot::{SnapshotMeta, UploadDeclared};
-use crate::state::{AgentState, RestorePhase, RestoreRecord};
-use crate::store::{Declared, Manifest, Tool};
+use crate::state::{AgentState, Operation, RestorePhase, RestoreRecord};
+use crate::store::{BinaryStore, Declared, Manifest, Tool};
 
 /// Lines TailLogs sends first when the request does not say.
 const DEFAULT_TAIL_LINES: usize = 100;
@@ -32,6 +32,8 @@ const MAX_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
 /// How many chunks may wait for the caller to take them.
 const DOWNLOAD_QUEUE: usize = 8;
+/// Bytes read from an imported snapshot file at a time.
+const IMPORT_CHUNK: usize = 1 << 20;
 /// How many of etcd's 32 KiB snapshot chunks may wait for the caller of
 /// TakeAndSendSnapshot.
 const SEND_QUEUE: usize = 32;
@@ -708,6 +710,15 @@ impl pb::snapshots_server::Snapshots for AgentService {
         call.finish(result)
     }
 
+    async fn import_snapshot(
+        &self,
+        request: Request<pb::ImportSnapshotRequest>,
+    ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
+        let mut call = self.audit(&request, "ImportSnapshot", 0);
+        let result = self.import_snapshot_call(request.into_inner(), &mut call).await;
+        call.finish(result)
+    }
+
     type DownloadSnapshotStream = ServiceStream<pb::DownloadSnapshotResponse>;
 
     async fn download_snapshot(
@@ -762,6 +773,64 @@ impl AgentService {
             }) => header,
             _ => return Err(invalid("header", "the first message must be a SnapshotUploadHeader").into()),
         };
+        let declared = self.admit_upload(&header, call)?;
+        let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(pb::upload_snapshot_request::Part::Chunk(chunk)) => upload.append(chunk, header.size).await?,
+                _ => return Err(invalid("chunk", "only content chunks may follow the header").into()),
+            }
+        }
+        let (meta, already_present) = self.agent.upload_snapshot(upload, &declared).await?;
+        Ok(Response::new(pb::UploadSnapshotResponse {
+            snapshot: Some(snapshot_to_pb(&meta)),
+            already_present,
+        }))
+    }
+
+    /// An upload from a file on this host: the path is checked like an
+    /// ImportBinary path, then the file goes through the same checks as a
+    /// stream (one read: copied, hashed, then the trailer and the bbolt
+    /// check).
+    async fn import_snapshot_call(
+        &self,
+        request: pb::ImportSnapshotRequest,
+        call: &mut Pending,
+    ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
+        let header = request.header.ok_or_else(|| invalid("header", "is required"))?;
+        call.arg("path", request.path.clone());
+        let declared = self.admit_upload(&header, call)?;
+        let import_dirs = self.agent.config().import_dirs.clone();
+        let path = request.path.clone();
+        let resolved = tokio::task::spawn_blocking(move || BinaryStore::check_import(&import_dirs, &path))
+            .await
+            .map_err(|e| Status::internal(format!("the path check failed: {e}")))?
+            .map_err(|refused| AgentError::Precondition {
+                operation: Operation::ImportSnapshot,
+                reason: match refused {
+                    AgentError::BinaryRefused(reason) => reason.to_string(),
+                    other => other.to_string(),
+                },
+            })?;
+        let file = tokio::fs::File::open(&resolved)
+            .await
+            .map_err(crate::fsutil::io_err("open", &resolved))?;
+        let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
+        let mut chunks = tokio_util::io::ReaderStream::with_capacity(file, IMPORT_CHUNK);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(crate::fsutil::io_err("read", &resolved))?;
+            upload.append(chunk, header.size).await?;
+        }
+        let (meta, already_present) = self.agent.upload_snapshot(upload, &declared).await?;
+        Ok(Response::new(pb::UploadSnapshotResponse {
+            snapshot: Some(snapshot_to_pb(&meta)),
+            already_present,
+        }))
+    }
+
+    /// Checks what an upload or import declares, and that its caller still
+    /// holds the cluster lock.
+    fn admit_upload(&self, header: &pb::SnapshotUploadHeader, call: &mut Pending) -> Result<UploadDeclared, Status> {
         call.fencing_token(header.fencing_token);
         call.arg("id", header.id.clone());
         call.arg("sha256", header.sha256.clone());
@@ -789,7 +858,7 @@ impl AgentService {
             )
             .into());
         }
-        let declared = UploadDeclared {
+        Ok(UploadDeclared {
             id: header.id.clone(),
             sha256,
             size: header.size,
@@ -799,19 +868,7 @@ impl AgentService {
             created_at_ms: header
                 .created_at
                 .map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)),
-        };
-        let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
-        while let Some(message) = stream.message().await? {
-            match message.part {
-                Some(pb::upload_snapshot_request::Part::Chunk(chunk)) => upload.append(chunk, header.size).await?,
-                _ => return Err(invalid("chunk", "only content chunks may follow the header").into()),
-            }
-        }
-        let (meta, already_present) = self.agent.upload_snapshot(upload, &declared).await?;
-        Ok(Response::new(pb::UploadSnapshotResponse {
-            snapshot: Some(snapshot_to_pb(&meta)),
-            already_present,
-        }))
+        })
     }
 
     async fn download_call(&self, id: &str) -> Result<Response<ServiceStream<pb::DownloadSnapshotResponse>>, Status> {

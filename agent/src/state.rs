@@ -68,6 +68,8 @@ pub enum Operation {
     TakeSnapshot,
     /// UploadSnapshot RPC (changes no state).
     UploadSnapshot,
+    /// ImportSnapshot RPC (changes no state).
+    ImportSnapshot,
     /// RestoreMember RPC.
     Restore,
     /// FinishRestore RPC (changes no state).
@@ -86,6 +88,7 @@ impl fmt::Display for Operation {
             Self::Rollback => "Rollback",
             Self::TakeSnapshot => "TakeSnapshot",
             Self::UploadSnapshot => "UploadSnapshot",
+            Self::ImportSnapshot => "ImportSnapshot",
             Self::Restore => "RestoreMember",
             Self::FinishRestore => "FinishRestore",
             Self::CrashLoop => "crash loop",
@@ -116,7 +119,7 @@ fn table(operation: Operation, state: AgentState) -> Option<Transition> {
         (O::TakeSnapshot, S::Running) => t(S::Running, S::Running),
         // etcd must not run while its data dir is replaced.
         (O::Restore, S::Empty | S::Stopped | S::Failed) => t(S::Restoring, S::Stopped),
-        (O::UploadSnapshot | O::FinishRestore, _) => t(state, state),
+        (O::UploadSnapshot | O::ImportSnapshot | O::FinishRestore, _) => t(state, state),
         (O::CrashLoop, S::Running) => t(S::Failed, S::Failed),
         _ => None,
     }

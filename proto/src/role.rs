@@ -95,6 +95,7 @@ pub fn allowed(path: &str) -> &'static [Role] {
             | "Agent/RestoreMember"
             | "Agent/FinishRestore"
             | "Snapshots/UploadSnapshot"
+            | "Snapshots/ImportSnapshot"
             | "Snapshots/PinSnapshot"
             | "Binaries/ImportBinary"
             | "Binaries/UploadBinary",
@@ -122,7 +123,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(count, 20);
+        assert_eq!(count, 21);
     }
 
     #[test]
@@ -156,6 +157,8 @@ mod tests {
         assert!(!may(Role::Operator, &binaries("UploadBinary")));
         assert!(!may(Role::Operator, &snapshots("UploadSnapshot")));
         assert!(!may(Role::Backup, &snapshots("UploadSnapshot")));
+        assert!(!may(Role::Operator, &snapshots("ImportSnapshot")));
+        assert!(may(Role::Admin, &snapshots("ImportSnapshot")));
         // A pin decides what retention keeps: an admin's call.
         assert!(may(Role::Admin, &snapshots("PinSnapshot")));
         assert!(!may(Role::Backup, &snapshots("PinSnapshot")));

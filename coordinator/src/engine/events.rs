@@ -177,6 +177,9 @@ pub enum Event {
         id: String,
         /// The agent had it already.
         already_present: bool,
+        /// How it got there: read by the agent from an import dir on its
+        /// host, or streamed from the coordinator.
+        method: StageMethod,
     },
     /// etcd was stopped for a restore.
     MemberStopped {
@@ -229,11 +232,11 @@ pub enum Event {
     },
 }
 
-/// How a binary reached an agent.
+/// How a binary or a snapshot reached an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StageMethod {
-    /// The agent's host had the same file in an import dir.
+    /// The agent read the file from an import dir on its own host.
     Imported,
     /// Streamed from the coordinator.
     Uploaded,
@@ -459,12 +462,13 @@ pub fn human(event: &Event) -> String {
             member,
             id,
             already_present,
+            method,
         } => format!(
             "send      {id} to {member}{}",
-            if *already_present {
-                " (already there)"
-            } else {
-                ", verified there"
+            match (already_present, method) {
+                (true, _) => " (already there)",
+                (false, StageMethod::Imported) => ": imported on the agent's host, verified there",
+                (false, StageMethod::Uploaded) => ", verified there",
             }
         ),
         Event::MemberStopped { member } => format!("stop      {member}"),

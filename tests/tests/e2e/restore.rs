@@ -3,7 +3,9 @@
 //! (etcdutl restores it). The keys from before the snapshot come back with
 //! their values, the later ones are gone, the cluster is healthy with new
 //! member ids, every old data dir is kept, and the restored cluster keeps
-//! working with steward (a write, a backup, the lock).
+//! working with steward (a write, a backup, the lock). A file the agents
+//! can read on their own hosts (in an import dir) is read there instead of
+//! being streamed to them.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -263,5 +265,55 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
         .filter(|e| e.file_name().to_string_lossy().contains(".before-restore-"))
         .count();
     assert_eq!(kept, 2, "both replaced member dirs are kept inside the data dir");
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_in_the_agents_import_dir_is_read_there() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
+    let agents = cluster.agents_arg();
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    write(&mut client, "before", 50, "v1").await;
+    let ids_before = member_ids(&cluster).await;
+    // Every agent of the test cluster may import from this dir; the
+    // coordinator names the file by the same path.
+    std::fs::create_dir_all(cluster.import_dir()).expect("the import dir");
+    let file = cluster.import_dir().join("cluster.db");
+    let file_text = file.display().to_string();
+    json(&steward(&[
+        "backup", "--agents", &agents, "--out", &file_text, "-w", "json",
+    ]));
+    write(&mut client, "after", 20, "v2").await;
+    write(&mut client, "before", 50, "v2").await;
+
+    let output = steward(&[
+        "restore",
+        "--agents",
+        &agents,
+        "--snapshot",
+        &file_text,
+        "--yes",
+        "--events",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("NDJSON"))
+        .collect();
+    let sent: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "snapshot_sent").collect();
+    assert_eq!(sent.len(), 3, "{stdout}");
+    for line in &sent {
+        assert_eq!(line["method"], "imported", "{line}");
+        assert_eq!(line["already_present"], false, "{line}");
+    }
+    let report = lines.last().expect("the report");
+    assert_restored(&cluster, report, &ids_before).await;
+    // Each agent recorded the import, with the path it read.
+    for member in &cluster.members {
+        let audit = std::fs::read_to_string(member.state_dir.join("audit.log")).expect("audit log");
+        let imports: Vec<&str> = audit.lines().filter(|l| l.contains("\"ImportSnapshot\"")).collect();
+        assert_eq!(imports.len(), 1, "{audit}");
+        assert!(imports[0].contains(&file_text), "{}", imports[0]);
+    }
     cluster.cleanup();
 }

@@ -25,7 +25,7 @@ use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
 use crate::engine::connect::etcd::{self, EtcdError};
 use crate::engine::error::Error;
-use crate::engine::events::{Event, EventSink};
+use crate::engine::events::{Event, EventSink, StageMethod};
 use crate::engine::report::{RESTORE_SCHEMA, ReportHeader, RunContext};
 use crate::engine::restore::plan::{MemberFacts, Phase, RecordedRestore, Step, ids};
 use crate::engine::roll::rules::{Check, Verdict};
@@ -751,6 +751,13 @@ impl Restore<'_> {
             return self.versions_against(members, decided, snapshot);
         }
         let source = self.source_file(&members, &id).await?;
+        // An operator's file may also lie on the agents' hosts, in a
+        // directory they import from (shared storage, or one machine):
+        // each agent then reads it there instead of receiving a stream.
+        let importable = match &self.options.source {
+            SnapshotSource::File(path) => std::fs::canonicalize(path).ok(),
+            SnapshotSource::Id(_) => None,
+        };
         let header = pb::SnapshotUploadHeader {
             id: id.clone(),
             sha256: snapshot.sha256.clone(),
@@ -769,21 +776,30 @@ impl Restore<'_> {
         // Every agent receives and checks its copy at the same time: on
         // separate hosts the restore waits for the slowest, not the sum.
         let sends = connected.into_iter().map(|(i, mut clients)| {
-            let (source, header) = (source.clone(), header.clone());
+            let (source, header, importable) = (source.clone(), header.clone(), importable.clone());
             async move {
-                let answer = crate::engine::transfer::upload::upload_snapshot(&mut clients, &source, header).await;
-                (i, answer)
+                use crate::engine::transfer::upload::{import_snapshot, upload_snapshot};
+                if let Some(path) = importable {
+                    match import_snapshot(&mut clients, &path, header.clone()).await {
+                        Ok(Some(answer)) => return (i, Ok((answer, StageMethod::Imported))),
+                        Ok(None) => {}
+                        Err(error) => return (i, Err(error)),
+                    }
+                }
+                let answer = upload_snapshot(&mut clients, &source, header).await;
+                (i, answer.map(|answer| (answer, StageMethod::Uploaded)))
             }
         });
         for (i, answer) in futures::future::join_all(sends).await {
             let name = members[i].facts.name.clone();
             match answer {
-                Ok(answer) => {
+                Ok((answer, method)) => {
                     let info = answer.snapshot.unwrap_or_default();
                     self.emit(&Event::SnapshotSent {
                         member: name.clone(),
                         id: id.clone(),
                         already_present: answer.already_present,
+                        method,
                     });
                     learn(&mut snapshot, &info);
                     members[i].snapshots.push(info);

@@ -138,6 +138,43 @@ pub async fn upload_snapshot(
         .map_err(|s| Error::from_status(&clients.address, clients.plaintext, "UploadSnapshot", &s))
 }
 
+/// Asks the agent to read the snapshot from `path` on its own host, which
+/// must lie in one of its import dirs; checked there against `header` as
+/// an upload is. `Ok(None)` when the agent cannot (the path is outside its
+/// import dirs or missing there, or the agent predates the call): upload
+/// instead.
+///
+/// # Errors
+/// Any other refusal or failure, as for [`upload_snapshot`].
+pub async fn import_snapshot(
+    clients: &mut AgentClients,
+    path: &Path,
+    header: pb::SnapshotUploadHeader,
+) -> Result<Option<pb::UploadSnapshotResponse>, Error> {
+    let request = pb::ImportSnapshotRequest {
+        header: Some(header),
+        path: path.display().to_string(),
+    };
+    match clients.snapshots.import_snapshot(request).await {
+        Ok(answer) => Ok(Some(answer.into_inner())),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::Unimplemented
+            ) =>
+        {
+            tracing::debug!(agent = %clients.address, reason = status.message(), "the agent cannot import the snapshot; uploading");
+            Ok(None)
+        }
+        Err(status) => Err(Error::from_status(
+            &clients.address,
+            clients.plaintext,
+            "ImportSnapshot",
+            &status,
+        )),
+    }
+}
+
 /// A read error explains a refusal ("size mismatch") better than the
 /// refusal itself, so it wins.
 async fn read_error_first(path: &Path, reader: tokio::task::JoinHandle<Result<(), Error>>) -> Result<(), Error> {
