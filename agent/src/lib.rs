@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod datadir;
 pub mod error;
+pub mod etcd_channel;
 pub mod flags;
 pub mod fsutil;
 pub mod hashing;

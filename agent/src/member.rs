@@ -8,6 +8,7 @@ use etcd_client::{Client, ConnectOptions};
 use steward_proto::v1::MemberStatus;
 
 use crate::error::AgentError;
+use crate::etcd_channel::WideWindows;
 
 /// Connection timeout towards the local member.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -160,14 +161,14 @@ impl LocalMember {
             let with_user = options
                 .clone()
                 .with_user(credentials.user.clone(), credentials.password.clone());
-            match Client::connect([self.endpoint.as_str()], Some(with_user)).await {
+            match Client::connect_with_balanced_channel([self.endpoint.as_str()], Some(with_user), WideWindows).await {
                 // Until auth is enabled in the cluster, etcd refuses to
                 // authenticate anyone: call without the user then.
                 Err(error) if describe_etcd_error(&error).contains("authentication is not enabled") => {}
                 other => return other.map_err(|error| self.unavailable(&error)),
             }
         }
-        Client::connect([self.endpoint.as_str()], Some(options))
+        Client::connect_with_balanced_channel([self.endpoint.as_str()], Some(options), WideWindows)
             .await
             .map_err(|error| self.unavailable(&error))
     }

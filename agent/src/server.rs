@@ -154,6 +154,8 @@ pub async fn run(
     crate::watchdog::spawn_if_enabled(agent.supervisor_heartbeat(), token.clone());
     let stop = token.clone();
     let router = tonic::transport::Server::builder()
+        .initial_stream_window_size(steward_proto::windows::STREAM_WINDOW)
+        .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW)
         .layer(AccessLayer::new(policy, Arc::clone(&audit)))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -269,8 +269,8 @@ impl SnapshotDir {
         // One pass: the stream is written and its trailer checked as it
         // arrives; the file is not read again.
         let began = std::time::Instant::now();
-        let checked = match self.stream_into(&mut client, member.endpoint(), &part, tee).await {
-            Ok(checked) => checked,
+        let (checked, file) = match self.stream_into(&mut client, member.endpoint(), &part, tee).await {
+            Ok(written) => written,
             Err(error) => {
                 let _ = std::fs::remove_file(&part);
                 return Err(error);
@@ -283,17 +283,28 @@ impl SnapshotDir {
                 return Err(AgentError::SnapshotInvalid { path: part, source });
             }
         };
-        fsutil::rename_durable(&part, &path)?;
         let streamed = began.elapsed();
-
-        let (revision, total_keys) = match status_tool {
-            Some((tool, name)) => match tool_status(&tool, name, &path).await {
-                Ok(s) => (s.revision, s.total_key),
-                Err(error) => {
-                    tracing::warn!(error = %crate::error::error_chain(&error), "cannot read snapshot revision; using the status header");
-                    (header.as_ref().map_or(0, etcd_client::ResponseHeader::revision), 0)
-                }
-            },
+        // The file goes to disk while etcd's tool reads its revision and
+        // keys from the pages just written: neither waits for the other.
+        let syncing = tokio::task::spawn_blocking(move || file.sync_all());
+        let counted = match status_tool {
+            Some((tool, name)) => Some(tool_status(&tool, name, &part).await),
+            None => None,
+        };
+        let synced = match syncing.await {
+            Ok(synced) => synced.map_err(io_err("fsync", &part)),
+            Err(join) => Err(io_err("fsync", &part)(std::io::Error::other(join))),
+        };
+        if let Err(error) = synced.and_then(|()| fsutil::rename_durable(&part, &path)) {
+            let _ = std::fs::remove_file(&part);
+            return Err(error);
+        }
+        let (revision, total_keys) = match counted {
+            Some(Ok(s)) => (s.revision, s.total_key),
+            Some(Err(error)) => {
+                tracing::warn!(error = %crate::error::error_chain(&error), "cannot read snapshot revision; using the status header");
+                (header.as_ref().map_or(0, etcd_client::ResponseHeader::revision), 0)
+            }
             None => (header.as_ref().map_or(0, etcd_client::ResponseHeader::revision), 0),
         };
         let meta = SnapshotMeta {
@@ -502,15 +513,15 @@ impl SnapshotDir {
     }
 
     /// Hands the member's snapshot stream to a thread that writes it into
-    /// `part` and hashes it, so that receiving goes on meanwhile, then
-    /// fsyncs the file once.
+    /// `part` and hashes it, so that receiving goes on meanwhile. The file
+    /// comes back written, not yet synced.
     async fn stream_into(
         &self,
         client: &mut etcd_client::Client,
         endpoint: &str,
         part: &Path,
         mut tee: Option<Tee>,
-    ) -> Result<Hashed, AgentError> {
+    ) -> Result<(Hashed, std::fs::File), AgentError> {
         let stream_err = |reason: String| AgentError::SnapshotStream {
             endpoint: endpoint.to_owned(),
             reason,
@@ -527,8 +538,9 @@ impl SnapshotDir {
             WriterError::Io(source) => io_err("write", part)(source),
             WriterError::Stopped => stream_err(e.to_string()),
         };
-        while let Some(message) = stream.message().await.map_err(|e| stream_err(e.to_string()))? {
-            let blob = bytes::Bytes::copy_from_slice(message.blob());
+        while let Some(mut message) = stream.message().await.map_err(|e| stream_err(e.to_string()))? {
+            // The decoded chunk itself, not a copy of it.
+            let blob = bytes::Bytes::from(std::mem::take(&mut message.0.blob));
             if let Some(receiver) = &tee
                 && receiver.send(blob.clone()).await.is_err()
             {
@@ -543,10 +555,10 @@ impl SnapshotDir {
         // The caller has every byte; the verdict follows.
         drop(tee);
         let done = writer.finish().await.map_err(written)?;
-        if let Some(file) = done.file {
-            file.sync_all().map_err(io_err("fsync", part))?;
-        }
-        Ok(done.hashed)
+        let file = done
+            .file
+            .ok_or_else(|| stream_err("the writing thread kept no file".into()))?;
+        Ok((done.hashed, file))
     }
 
     /// All snapshots, newest first.

@@ -6,6 +6,7 @@ pub mod error_text;
 pub mod role;
 pub mod trailer;
 pub mod version;
+pub mod windows;
 
 pub use role::Role;
 pub use version::{EtcdVersion, VersionError};

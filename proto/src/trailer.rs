@@ -12,6 +12,10 @@ pub const TRAILER_LEN: usize = 32;
 /// How many chunks may wait for the hashing thread: with etcd's 32 KiB
 /// snapshot chunks, at most 4 MiB held while the thread catches up.
 const QUEUE: usize = 128;
+/// Bytes the writing thread gathers before each write to the file.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes written between two nudges of the early writeback.
+const WRITEBACK_EVERY: usize = 64 << 20;
 
 /// Hashes a snapshot as it streams by: everything except the last
 /// [`TRAILER_LEN`] bytes goes into sha256, and the last bytes are held
@@ -129,14 +133,18 @@ impl HashingWriter {
     ///
     /// # Errors
     /// The system refused a new thread.
-    pub fn start(mut file: Option<std::fs::File>) -> std::io::Result<Self> {
+    pub fn start(file: Option<std::fs::File>) -> std::io::Result<Self> {
         use std::io::Write;
         let (feed, mut chunks) = mpsc::channel::<bytes::Bytes>(QUEUE);
         let (report, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
+                let early = file.as_ref().and_then(|f| EarlyWriteback::start(f).ok());
+                // etcd sends 32 KiB at a time: one write per MiB instead.
+                let mut file = file.map(|f| std::io::BufWriter::with_capacity(WRITE_BUFFER, f));
                 let mut hasher = TrailerHasher::default();
+                let mut unsynced = 0;
                 while let Some(chunk) = chunks.blocking_recv() {
                     if let Some(file) = file.as_mut()
                         && let Err(error) = file.write_all(&chunk)
@@ -145,7 +153,22 @@ impl HashingWriter {
                         return;
                     }
                     hasher.update(&chunk);
+                    unsynced += chunk.len();
+                    if unsynced >= WRITEBACK_EVERY
+                        && let Some(early) = &early
+                    {
+                        early.nudge();
+                        unsynced = 0;
+                    }
                 }
+                drop(early);
+                let file = match file.map(std::io::BufWriter::into_inner).transpose() {
+                    Ok(file) => file,
+                    Err(error) => {
+                        let _ = report.send(Err(error.into_error()));
+                        return;
+                    }
+                };
                 let _ = report.send(Ok(Written {
                     hashed: hasher.finish(),
                     file,
@@ -174,6 +197,33 @@ impl HashingWriter {
             Ok(Err(error)) => Err(WriterError::Io(error)),
             Err(_) => Err(WriterError::Stopped),
         }
+    }
+}
+
+/// A thread that syncs a file being written every time it is nudged, so
+/// that the disk writes the file while it streams in and the final sync
+/// has little left to do. Nudges that come while it syncs are merged; a
+/// failed sync is left to the final one to report.
+struct EarlyWriteback {
+    nudges: std::sync::mpsc::SyncSender<()>,
+}
+
+impl EarlyWriteback {
+    fn start(file: &std::fs::File) -> std::io::Result<Self> {
+        let file = file.try_clone()?;
+        let (nudges, wakes) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("snapshot-sync".into())
+            .spawn(move || {
+                while wakes.recv().is_ok() {
+                    let _ = file.sync_data();
+                }
+            })?;
+        Ok(Self { nudges })
+    }
+
+    fn nudge(&self) {
+        let _ = self.nudges.try_send(());
     }
 }
 
@@ -220,18 +270,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_thread_writes_what_it_hashes() {
-        let content: Vec<u8> = (0..100_000_u32).map(|i| (i % 253) as u8).collect();
+        // Long enough for the early writeback to sync it twice meanwhile.
+        let content: Vec<u8> = (0..2 * WRITEBACK_EVERY + 100_000).map(|i| (i % 253) as u8).collect();
         let snapshot = snapshot_of(&content);
         let dir = std::env::temp_dir().join(format!("steward-trailer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a dir");
         let path = dir.join("s.db");
         let file = std::fs::File::create(&path).expect("a file");
         let thread = HashingWriter::start(Some(file)).expect("a thread");
-        for part in snapshot.chunks(3000) {
+        for part in snapshot.chunks(30_000) {
             thread.update(bytes::Bytes::copy_from_slice(part)).await.expect("fed");
         }
         let written = thread.finish().await.expect("written");
-        assert_eq!(written.hashed, hashed_in_chunks(&snapshot, 3000));
+        assert_eq!(written.hashed, hashed_in_chunks(&snapshot, 30_000));
         assert!(written.hashed.trailer_matches());
         drop(written.file);
         assert_eq!(std::fs::read(&path).expect("read back"), snapshot);
@@ -245,8 +296,10 @@ mod tests {
         let file = std::fs::File::open(path).expect("opened");
         let thread = HashingWriter::start(Some(file)).expect("a thread");
         let mut refused = false;
-        for _ in 0..(QUEUE * 2) {
-            if thread.update(bytes::Bytes::from_static(b"chunk")).await.is_err() {
+        // Chunks of etcd's size, more than the write buffer holds.
+        let chunk = bytes::Bytes::from(vec![0_u8; 32 << 10]);
+        for _ in 0..(QUEUE + 2 * WRITE_BUFFER / chunk.len()) {
+            if thread.update(chunk.clone()).await.is_err() {
                 refused = true;
                 break;
             }

@@ -6,7 +6,9 @@
 //!
 //! Both end when every member reports the new cluster version, as the
 //! guides say to check. With `STEWARD_ROLLING_DB_MIB` set, both clusters
-//! first get a database of that many MiB.
+//! first get a database of that many MiB; `STEWARD_ROLLING_FROM` and
+//! `STEWARD_ROLLING_TO` (versions) roll other releases, a patch upgrade
+//! for one.
 //!
 //! `scripts/bench` (release binaries, then `cargo bench -p steward-tests
 //! --bench rolling`) prints total time,
@@ -30,7 +32,7 @@ use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
 use steward_tests::bench::{self, count_from_env, fill, median, millis};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::manual::{ManualCluster, etcdctl, http_version, member_id, wait_healthy};
-use steward_tests::{ClusterBuilder, Release, newest};
+use steward_tests::{ClusterBuilder, Release, exact, newest};
 
 struct Row {
     name: &'static str,
@@ -195,8 +197,8 @@ fn rounds() -> u64 {
 
 fn main() {
     let runtime = bench::runtime();
-    let from = newest(3, 4);
-    let to = newest(3, 5);
+    let from = std::env::var("STEWARD_ROLLING_FROM").map_or_else(|_| newest(3, 4), |v| exact(&v));
+    let to = std::env::var("STEWARD_ROLLING_TO").map_or_else(|_| newest(3, 5), |v| exact(&v));
     println!(
         "{} -> {}, 3 members, a {} MiB database, probe writing through every endpoint, {} rounds",
         from.version,

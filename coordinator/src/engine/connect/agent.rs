@@ -101,7 +101,10 @@ pub async fn connect(connector: &Connector, address: &AgentAddress) -> Result<Ag
 }
 
 async fn open_channel(connector: &Connector, address: &AgentAddress) -> Result<Channel, Error> {
-    let endpoint = endpoint(connector, address)?.connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = endpoint(connector, address)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .initial_stream_window_size(steward_proto::windows::STREAM_WINDOW)
+        .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW);
     tracing::debug!(%address, "connecting to the agent");
     // connect_timeout bounds the TCP connect only; the outer timeout also
     // bounds the HTTP/2 handshake with a peer that accepts and then stalls.
