@@ -804,7 +804,10 @@ impl AgentService {
         let path = request.path.clone();
         let resolved = tokio::task::spawn_blocking(move || BinaryStore::check_import(&import_dirs, &path))
             .await
-            .map_err(|e| Status::internal(format!("the path check failed: {e}")))?
+            .map_err(|error| AgentError::TaskFailed {
+                operation: Operation::ImportSnapshot,
+                reason: error.to_string(),
+            })?
             .map_err(|refused| AgentError::Precondition {
                 operation: Operation::ImportSnapshot,
                 reason: match refused {

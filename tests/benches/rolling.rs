@@ -40,6 +40,8 @@ struct Row {
     excluded_ms: u64,
     staging_ms: u64,
     members_ms: Vec<(String, u64)>,
+    /// Per member, steward's agent switch and gate (steward only).
+    phases_ms: Vec<(String, u64, u64)>,
     stall_ms: u64,
     failed: u64,
     writes: u64,
@@ -80,6 +82,15 @@ fn print(rows: &[&Row]) {
             .join(", ");
         println!("{:<8} {steps}", r.name);
     }
+    for r in rows.iter().filter(|r| !r.phases_ms.is_empty()) {
+        let phases = r
+            .phases_ms
+            .iter()
+            .map(|(n, activate, gate)| format!("{n}: {activate}/{gate} ms"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("{:<8} per member, the agent's switch / the gate: {phases}", r.name);
+    }
 }
 
 /// Room for a database of several GiB (etcd's default quota is 2 GiB).
@@ -115,6 +126,11 @@ async fn steward_roll(from: &Release, to: &Release) -> Row {
         excluded_ms: report.snapshot_ms,
         staging_ms: report.staging_ms,
         members_ms: report.members.iter().map(|m| (m.name.clone(), m.took_ms)).collect(),
+        phases_ms: report
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.activate_ms, m.gate_ms))
+            .collect(),
         stall_ms: probe.longest_stall_ms,
         failed: probe.failed,
         writes: probe.writes,
@@ -181,6 +197,7 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
         excluded_ms: 0,
         staging_ms: 0,
         members_ms,
+        phases_ms: Vec::new(),
         stall_ms: report.longest_stall_ms,
         failed: report.failed,
         writes: report.writes,

@@ -245,6 +245,30 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
         assert!(kept.uploaded);
         assert_eq!(kept.db_cluster_version, "3.5.0");
     }
+    // The file lies outside the agents' import dirs: each refused to read
+    // it there, and got it streamed instead.
+    for member in &cluster.members {
+        let audit = std::fs::read_to_string(member.state_dir.join("audit.log")).expect("audit log");
+        let entries: Vec<serde_json::Value> = audit
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit line"))
+            .collect();
+        let import = entries
+            .iter()
+            .find(|e| e["rpc"] == "ImportSnapshot")
+            .unwrap_or_else(|| panic!("no ImportSnapshot in {audit}"));
+        let outcome = import["outcome"].as_str().unwrap_or_default();
+        assert!(
+            outcome.starts_with("FailedPrecondition") && outcome.contains("outside the import dirs"),
+            "{outcome}"
+        );
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["rpc"] == "UploadSnapshot" && e["outcome"] == "ok"),
+            "{audit}"
+        );
+    }
 
     // A second restore of the same file: a new restore id, and the first
     // restore's data dirs are kept too.
