@@ -191,6 +191,11 @@ pub struct ClusterLock {
     lost: Arc<OnceLock<Loss>>,
     /// When the keepalive task sent its latest renewal that etcd accepted.
     renewals: watch::Receiver<Instant>,
+    /// The member the keepalive stream must not stay on (one about to be
+    /// stopped).
+    avoid: watch::Sender<Option<String>>,
+    /// The member the keepalive stream is open on, if one is.
+    stream_on: watch::Receiver<Option<String>>,
 }
 
 /// Why the holder may not act any more.
@@ -382,12 +387,15 @@ pub async fn acquire(
             let token = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
             let lost = Arc::new(OnceLock::new());
             let (renewed, renewals) = watch::channel(Instant::now());
+            let (avoid, avoided) = watch::channel(None);
+            let (open_on, stream_on) = watch::channel(None);
             let keepalive = tokio::spawn(keep_alive(
                 connector.clone(),
                 endpoints.to_vec(),
                 lease,
                 Arc::clone(&lost),
                 renewed,
+                (avoided, open_on),
             ));
             tracing::info!(%key, token, "took the cluster lock");
             return Ok(ClusterLock {
@@ -401,6 +409,8 @@ pub async fn acquire(
                 keepalive,
                 lost,
                 renewals,
+                avoid,
+                stream_on,
             });
         }
         let _ = client.lease_revoke(lease).await;
@@ -473,16 +483,20 @@ async fn ttl(client: &mut Client, lease: i64) -> Option<i64> {
 /// every member together, and the first answer wins: one member that cannot
 /// answer costs one attempt, not one attempt per member in turn. Only a
 /// lease etcd reports gone, or no renewal for a whole TTL, marks the lock
-/// lost.
+/// lost. The stream leaves a member named in `avoid` before the next
+/// renewal: etcd 3.5 and later wait up to 7 s for open streams to end when
+/// they stop, so a stream left on a member being stopped holds its restart
+/// back.
 async fn keep_alive(
     connector: Connector,
     endpoints: Vec<String>,
     lease: i64,
     lost: Arc<OnceLock<Loss>>,
     renewed_at: watch::Sender<Instant>,
+    (mut avoid, open_on): (watch::Receiver<Option<String>>, watch::Sender<Option<String>>),
 ) {
     let ttl = Duration::from_secs(TTL_SECONDS.unsigned_abs());
-    let mut stream: Option<KeepAlive> = None;
+    let mut stream: Option<(KeepAlive, String)> = None;
     let mut renewed = Instant::now();
     // A renewal that fails once is normal (the member under the stream
     // restarts during a roll); only failures that last are worth a warning.
@@ -490,13 +504,33 @@ async fn keep_alive(
     let mut pause = true;
     loop {
         if pause {
-            tokio::time::sleep(KEEPALIVE).await;
+            // A member to avoid is acted on at once, not after the pause.
+            tokio::select! {
+                () = tokio::time::sleep(KEEPALIVE) => {}
+                changed = avoid.changed() => if changed.is_err() {
+                    // The lock is gone; the task is about to be stopped.
+                    tokio::time::sleep(KEEPALIVE).await;
+                },
+            }
         }
         // etcd counts the TTL from when it got the renewal: count from when
-        // it was sent, never later.
+        // it was sent, never later. Taken before the member to avoid is
+        // read, so that a renewal sent after `move_off` asked went
+        // elsewhere.
         let sent = Instant::now();
+        let avoided = avoid.borrow_and_update().clone();
+        if stream.as_ref().is_some_and(|(_, on)| Some(on) == avoided.as_ref()) {
+            stream = None;
+            open_on.send_replace(None);
+        }
+        let others: Vec<String> = endpoints
+            .iter()
+            .filter(|e| Some(*e) != avoided.as_ref())
+            .cloned()
+            .collect();
+        let candidates = if others.is_empty() { &endpoints } else { &others };
         let answer = match stream.as_mut() {
-            Some(open) => tokio::time::timeout(KEEPALIVE * 2, renew(open, lease))
+            Some((open, _)) => tokio::time::timeout(KEEPALIVE * 2, renew(open, lease))
                 .await
                 .unwrap_or_else(|_| {
                     Err(RenewError::Timeout {
@@ -504,10 +538,11 @@ async fn keep_alive(
                         waited: KEEPALIVE * 2,
                     })
                 }),
-            None => renew_through_any(&connector, &endpoints, lease)
+            None => renew_through_any(&connector, candidates, lease)
                 .await
-                .map(|(remaining, open)| {
-                    stream = Some(open);
+                .map(|(remaining, open, on)| {
+                    open_on.send_replace(Some(on.clone()));
+                    stream = Some((open, on));
                     remaining
                 }),
         };
@@ -538,6 +573,7 @@ async fn keep_alive(
                 // just failed.
                 pause = stream.is_none();
                 stream = None;
+                open_on.send_replace(None);
                 let failing_for = renewed.elapsed();
                 if failing_for >= RENEWAL_WARN_AFTER && !warned {
                     tracing::warn!(%error, ?failing_for, "cannot renew the cluster lock; retrying until its lease would expire");
@@ -560,12 +596,12 @@ type KeepAlive = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
 
 /// Opens a keepalive stream through every member at once and renews through
 /// each; the first to answer (the remaining TTL, 0 for a lease etcd no
-/// longer knows) wins and keeps its stream.
+/// longer knows) wins and keeps its stream, returned with its member.
 async fn renew_through_any(
     connector: &Connector,
     endpoints: &[String],
     lease: i64,
-) -> Result<(i64, KeepAlive), RenewError> {
+) -> Result<(i64, KeepAlive, String), RenewError> {
     let attempts = endpoints.iter().map(|endpoint| {
         Box::pin(async move {
             let attempt = async {
@@ -584,7 +620,7 @@ async fn renew_through_any(
                         reason: e.to_string(),
                     })?;
                 let remaining = renew(&mut open, lease).await?;
-                Ok::<_, RenewError>((remaining, open))
+                Ok::<_, RenewError>((remaining, open, endpoint.clone()))
             };
             Box::pin(tokio::time::timeout(KEEPALIVE * 2, attempt))
                 .await
@@ -741,6 +777,27 @@ impl ClusterLock {
         tokio::time::timeout(ttl, renewals.wait_for(|sent| *sent > asked))
             .await
             .is_ok_and(|renewed| renewed.is_ok())
+    }
+
+    /// Moves the keepalive stream off the member at `endpoint` before it is
+    /// stopped, and waits (a few seconds at most) for a renewal through
+    /// another member. etcd 3.5 and later wait up to 7 s for open streams
+    /// to end when they stop; the renewals must not hold a restart back.
+    /// False when no renewal came through another member in time: the stop
+    /// then only takes longer.
+    pub async fn move_off(&self, endpoint: &str) -> bool {
+        if !self.endpoints.iter().any(|e| e != endpoint) {
+            return false; // no other member to renew through
+        }
+        self.avoid.send_replace(Some(endpoint.to_owned()));
+        let mut stream_on = self.stream_on.clone();
+        // Nothing to wait for unless the stream is on that member now.
+        tokio::time::timeout(
+            KEEPALIVE * 4,
+            stream_on.wait_for(|on| on.as_deref().is_some_and(|on| on != endpoint)),
+        )
+        .await
+        .is_ok_and(|moved| moved.is_ok())
     }
 
     /// Deletes the journals of all but the newest `keep` runs (this one

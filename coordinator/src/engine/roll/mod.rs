@@ -1293,6 +1293,13 @@ impl Roll<'_> {
             .options
             .activate_timeout
             .and_then(|t| prost_types::Duration::try_from(t).ok());
+        // etcd 3.5 and later wait up to 7 s for open streams to end when
+        // they stop: the lock's renewals leave this member first.
+        if let Some(lock) = &self.lock
+            && !lock.move_off(&member.client_url).await
+        {
+            tracing::debug!(member = %member.name, "the lock's renewals stay on the member it stops");
+        }
         let answer = if self.is_rollback() {
             clients
                 .agent
