@@ -781,11 +781,7 @@ impl AgentService {
                 _ => return Err(invalid("chunk", "only content chunks may follow the header").into()),
             }
         }
-        let (meta, already_present) = self.agent.upload_snapshot(upload, &declared).await?;
-        Ok(Response::new(pb::UploadSnapshotResponse {
-            snapshot: Some(snapshot_to_pb(&meta)),
-            already_present,
-        }))
+        self.store_upload(upload, &declared).await
     }
 
     /// An upload from a file on this host: the path is checked like an
@@ -824,7 +820,16 @@ impl AgentService {
             let chunk = chunk.map_err(crate::fsutil::io_err("read", &resolved))?;
             upload.append(chunk, header.size).await?;
         }
-        let (meta, already_present) = self.agent.upload_snapshot(upload, &declared).await?;
+        self.store_upload(upload, &declared).await
+    }
+
+    /// Checks and stores what an upload or import received.
+    async fn store_upload(
+        &self,
+        upload: crate::snapshot::SnapshotUpload,
+        declared: &UploadDeclared,
+    ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
+        let (meta, already_present) = self.agent.upload_snapshot(upload, declared).await?;
         Ok(Response::new(pb::UploadSnapshotResponse {
             snapshot: Some(snapshot_to_pb(&meta)),
             already_present,

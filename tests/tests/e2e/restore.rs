@@ -186,21 +186,31 @@ async fn an_agents_snapshot_is_restored_on_3_4_with_etcdctl() {
     cluster.cleanup();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
+/// A 3.5 cluster with keys `before/*`, backed up with `backup --out` to
+/// `cluster.db` in the dir `place` names, then changed (new `after/*`
+/// keys, new values for `before/*`). Returns the cluster, its agents, the
+/// member ids and the file's path.
+async fn backed_up_to_file(place: impl FnOnce(&Cluster) -> PathBuf) -> (Cluster, String, Vec<u64>, String) {
     let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
     let agents = cluster.agents_arg();
     let mut client = cluster.etcd(&[0, 1, 2]).await;
     write(&mut client, "before", 50, "v1").await;
     let ids_before = member_ids(&cluster).await;
-    let scratch = tempfile::tempdir().expect("scratch");
-    let file = scratch.path().join("cluster.db");
-    let file_text = file.display().to_string();
+    let dir = place(&cluster);
+    std::fs::create_dir_all(&dir).expect("the file's dir");
+    let file_text = dir.join("cluster.db").display().to_string();
     json(&steward(&[
         "backup", "--agents", &agents, "--out", &file_text, "-w", "json",
     ]));
     write(&mut client, "after", 20, "v2").await;
     write(&mut client, "before", 50, "v2").await;
+    (cluster, agents, ids_before, file_text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let (cluster, agents, ids_before, file_text) = backed_up_to_file(|_| scratch.path().to_owned()).await;
 
     let report = json(&steward(&[
         "restore",
@@ -294,21 +304,9 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_file_in_the_agents_import_dir_is_read_there() {
-    let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
-    let agents = cluster.agents_arg();
-    let mut client = cluster.etcd(&[0, 1, 2]).await;
-    write(&mut client, "before", 50, "v1").await;
-    let ids_before = member_ids(&cluster).await;
     // Every agent of the test cluster may import from this dir; the
     // coordinator names the file by the same path.
-    std::fs::create_dir_all(cluster.import_dir()).expect("the import dir");
-    let file = cluster.import_dir().join("cluster.db");
-    let file_text = file.display().to_string();
-    json(&steward(&[
-        "backup", "--agents", &agents, "--out", &file_text, "-w", "json",
-    ]));
-    write(&mut client, "after", 20, "v2").await;
-    write(&mut client, "before", 50, "v2").await;
+    let (cluster, agents, ids_before, file_text) = backed_up_to_file(Cluster::import_dir).await;
 
     let output = steward(&[
         "restore",
