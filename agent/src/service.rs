@@ -34,9 +34,9 @@ const DOWNLOAD_CHUNK: usize = 64 * 1024;
 const DOWNLOAD_QUEUE: usize = 8;
 /// Bytes read from an imported snapshot file at a time.
 const IMPORT_CHUNK: usize = 1 << 20;
-/// How many of etcd's 32 KiB snapshot chunks may wait for the caller of
-/// TakeAndSendSnapshot.
-const SEND_QUEUE: usize = 32;
+/// How many batches of a snapshot (about a MiB each) may wait for the
+/// caller of TakeAndSendSnapshot.
+const SEND_QUEUE: usize = 4;
 
 type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -906,7 +906,7 @@ impl AgentService {
 async fn send_snapshot(
     file: tokio::fs::File,
     meta: SnapshotMeta,
-    hashing: HashingWriter,
+    mut hashing: HashingWriter,
     sender: tokio::sync::mpsc::Sender<Result<pb::DownloadSnapshotResponse, Status>>,
 ) {
     let invalid = |source: crate::snapshot::VerifyError| {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use steward_proto::trailer::{Hashed, HashingWriter, WriterError};
+use steward_proto::trailer::{Batches, Hashed, HashingWriter, WriterError};
 
 use crate::error::AgentError;
 use crate::fsutil::{self, io_err};
@@ -533,21 +533,36 @@ impl SnapshotDir {
             .map_err(io_err("create", part))?;
         set_mode(part, 0o600)?;
         let mut stream = client.snapshot().await.map_err(|e| stream_err(e.to_string()))?;
-        let writer = HashingWriter::start(Some(file)).map_err(io_err("start the writing thread for", part))?;
+        let mut writer = HashingWriter::start(Some(file)).map_err(io_err("start the writing thread for", part))?;
         let written = |e: WriterError| match e {
             WriterError::Io(source) => io_err("write", part)(source),
             WriterError::Stopped => stream_err(e.to_string()),
         };
-        while let Some(mut message) = stream.message().await.map_err(|e| stream_err(e.to_string()))? {
-            // The decoded chunk itself, not a copy of it.
-            let blob = bytes::Bytes::from(std::mem::take(&mut message.0.blob));
+        // One batch goes to the caller and to the writing thread alike.
+        let mut batches = Batches::default();
+        let mut ended = false;
+        while !ended {
+            let batch = match stream.message().await.map_err(|e| stream_err(e.to_string()))? {
+                // The decoded chunk itself, not a copy of it.
+                Some(mut message) => match batches.push(bytes::Bytes::from(std::mem::take(&mut message.0.blob))) {
+                    Some(batch) => batch,
+                    None => continue,
+                },
+                None => {
+                    ended = true;
+                    match batches.rest() {
+                        Some(rest) => rest,
+                        None => break,
+                    }
+                }
+            };
             if let Some(receiver) = &tee
-                && receiver.send(blob.clone()).await.is_err()
+                && receiver.send(batch.clone()).await.is_err()
             {
                 tracing::info!("the caller of the snapshot went away; storing it all the same");
                 tee = None;
             }
-            if writer.update(blob).await.is_err() {
+            if writer.update(batch).await.is_err() {
                 // The thread stopped: finish says why.
                 break;
             }

@@ -9,10 +9,12 @@ use tokio::sync::{mpsc, oneshot};
 /// The length of the trailer: one sha256.
 pub const TRAILER_LEN: usize = 32;
 
-/// How many chunks may wait for the hashing thread: with etcd's 32 KiB
-/// snapshot chunks, at most 4 MiB held while the thread catches up.
-const QUEUE: usize = 128;
-/// Bytes the writing thread gathers before each write to the file.
+/// How many batches may wait for the writing thread: at most 4 MiB held
+/// while it catches up.
+const QUEUE: usize = 4;
+/// Bytes gathered before they go to the writing thread, one write each.
+/// etcd sends 32 KiB at a time: handing each chunk over on its own would
+/// wake the thread, and switch tasks, 32 times as often.
 const WRITE_BUFFER: usize = 1 << 20;
 /// Bytes written between two nudges of the early writeback.
 const WRITEBACK_EVERY: usize = 64 << 20;
@@ -101,10 +103,11 @@ impl Hashed {
 /// A thread that writes a snapshot's chunks to a file (when it has one)
 /// and hashes them, so that writing and hashing overlap with receiving
 /// instead of adding to it: the stream's task hands each chunk over and
-/// goes on, waiting only when the thread is [`QUEUE`] chunks behind.
+/// goes on, waiting only when the thread is [`QUEUE`] batches behind.
 #[derive(Debug)]
 pub struct HashingWriter {
     feed: mpsc::Sender<bytes::Bytes>,
+    gathered: Batches,
     done: oneshot::Receiver<Result<Written, std::io::Error>>,
 }
 
@@ -129,20 +132,35 @@ pub enum WriterError {
 }
 
 impl HashingWriter {
-    /// Starts the thread, writing to `file` when there is one.
+    /// Starts the thread, writing to `file` when there is one. The written
+    /// pages stay in the page cache, for a check that reads the file next.
     ///
     /// # Errors
     /// The system refused a new thread.
     pub fn start(file: Option<std::fs::File>) -> std::io::Result<Self> {
+        Self::spawn(file, AfterWriteback::KeepCached)
+    }
+
+    /// Starts the thread writing to a file that nothing reads soon (a
+    /// download kept for later). Pages leave the page cache as soon as they
+    /// are on disk: a snapshot of several GiB does not push out what the
+    /// host's etcd keeps cached, and the next pages reuse the freed ones.
+    ///
+    /// # Errors
+    /// The system refused a new thread.
+    pub fn start_uncached(file: std::fs::File) -> std::io::Result<Self> {
+        Self::spawn(Some(file), AfterWriteback::DropFromCache)
+    }
+
+    fn spawn(file: Option<std::fs::File>, after: AfterWriteback) -> std::io::Result<Self> {
         use std::io::Write;
         let (feed, mut chunks) = mpsc::channel::<bytes::Bytes>(QUEUE);
         let (report, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
-                let early = file.as_ref().and_then(|f| EarlyWriteback::start(f).ok());
-                // etcd sends 32 KiB at a time: one write per MiB instead.
-                let mut file = file.map(|f| std::io::BufWriter::with_capacity(WRITE_BUFFER, f));
+                let early = file.as_ref().and_then(|f| EarlyWriteback::start(f, after).ok());
+                let mut file = file;
                 let mut hasher = TrailerHasher::default();
                 let mut unsynced = 0;
                 while let Some(chunk) = chunks.blocking_recv() {
@@ -162,19 +180,16 @@ impl HashingWriter {
                     }
                 }
                 drop(early);
-                let file = match file.map(std::io::BufWriter::into_inner).transpose() {
-                    Ok(file) => file,
-                    Err(error) => {
-                        let _ = report.send(Err(error.into_error()));
-                        return;
-                    }
-                };
                 let _ = report.send(Ok(Written {
                     hashed: hasher.finish(),
                     file,
                 }));
             })?;
-        Ok(Self { feed, done })
+        Ok(Self {
+            feed,
+            gathered: Batches::default(),
+            done,
+        })
     }
 
     /// Hands the next bytes over. When this fails, [`Self::finish`] says
@@ -182,21 +197,61 @@ impl HashingWriter {
     ///
     /// # Errors
     /// The thread has stopped.
-    pub async fn update(&self, chunk: bytes::Bytes) -> Result<(), WriterError> {
-        self.feed.send(chunk).await.map_err(|_| WriterError::Stopped)
+    pub async fn update(&mut self, chunk: bytes::Bytes) -> Result<(), WriterError> {
+        match self.gathered.push(chunk) {
+            Some(batch) => self.hand_over(batch).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn hand_over(&self, batch: bytes::Bytes) -> Result<(), WriterError> {
+        self.feed.send(batch).await.map_err(|_| WriterError::Stopped)
     }
 
     /// Waits for the thread to write and hash everything handed over.
     ///
     /// # Errors
     /// [`WriterError`].
-    pub async fn finish(self) -> Result<Written, WriterError> {
+    pub async fn finish(mut self) -> Result<Written, WriterError> {
+        if let Some(rest) = self.gathered.rest() {
+            // A refusal means the thread stopped: its report follows.
+            let _ = self.hand_over(rest).await;
+        }
         drop(self.feed);
         match self.done.await {
             Ok(Ok(written)) => Ok(written),
             Ok(Err(error)) => Err(WriterError::Io(error)),
             Err(_) => Err(WriterError::Stopped),
         }
+    }
+}
+
+/// Gathers small chunks into batches of about [`WRITE_BUFFER`] bytes, so
+/// that what follows (a write, a channel, a gRPC message) runs once per
+/// MiB rather than once per 32 KiB chunk. A chunk of a batch's size or more
+/// passes as it is.
+#[derive(Debug, Default)]
+pub struct Batches {
+    /// Bytes not yet given out, less than [`WRITE_BUFFER`].
+    gathered: bytes::BytesMut,
+}
+
+impl Batches {
+    /// Takes the next chunk; returns a batch once there is one.
+    pub fn push(&mut self, chunk: bytes::Bytes) -> Option<bytes::Bytes> {
+        if self.gathered.is_empty() && chunk.len() >= WRITE_BUFFER {
+            return Some(chunk);
+        }
+        if self.gathered.capacity() == 0 {
+            self.gathered.reserve(WRITE_BUFFER);
+        }
+        self.gathered.extend_from_slice(&chunk);
+        (self.gathered.len() >= WRITE_BUFFER).then(|| self.gathered.split().freeze())
+    }
+
+    /// What is left at the end of the stream, if anything.
+    pub fn rest(&mut self) -> Option<bytes::Bytes> {
+        (!self.gathered.is_empty()).then(|| self.gathered.split().freeze())
     }
 }
 
@@ -208,15 +263,26 @@ struct EarlyWriteback {
     nudges: std::sync::mpsc::SyncSender<()>,
 }
 
+/// What happens to a file's pages once they are written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterWriteback {
+    KeepCached,
+    DropFromCache,
+}
+
 impl EarlyWriteback {
-    fn start(file: &std::fs::File) -> std::io::Result<Self> {
+    fn start(file: &std::fs::File, after: AfterWriteback) -> std::io::Result<Self> {
         let file = file.try_clone()?;
         let (nudges, wakes) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
             .name("snapshot-sync".into())
             .spawn(move || {
                 while wakes.recv().is_ok() {
-                    let _ = file.sync_data();
+                    if file.sync_data().is_ok() && after == AfterWriteback::DropFromCache {
+                        // Only clean pages go; advice is best effort.
+                        let _ =
+                            nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+                    }
                 }
             })?;
         Ok(Self { nudges })
@@ -277,7 +343,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("a dir");
         let path = dir.join("s.db");
         let file = std::fs::File::create(&path).expect("a file");
-        let thread = HashingWriter::start(Some(file)).expect("a thread");
+        let mut thread = HashingWriter::start(Some(file)).expect("a thread");
         for part in snapshot.chunks(30_000) {
             thread.update(bytes::Bytes::copy_from_slice(part)).await.expect("fed");
         }
@@ -289,16 +355,41 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("cleaned up");
     }
 
+    #[test]
+    fn batches_keep_every_byte_in_order() {
+        let mut batches = Batches::default();
+        let mut out = Vec::new();
+        let mut sizes = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..100_u32 {
+            let chunk: Vec<u8> = (0..(i * 977 % 70_000)).map(|j| (i + j) as u8).collect();
+            sent.extend_from_slice(&chunk);
+            if let Some(batch) = batches.push(bytes::Bytes::from(chunk)) {
+                sizes.push(batch.len());
+                out.extend_from_slice(&batch);
+            }
+        }
+        let big = vec![7_u8; WRITE_BUFFER + 1];
+        sent.extend_from_slice(&big);
+        for batch in batches.push(bytes::Bytes::from(big)).into_iter().chain(batches.rest()) {
+            sizes.push(batch.len());
+            out.extend_from_slice(&batch);
+        }
+        assert_eq!(out, sent);
+        assert!(sizes[..sizes.len() - 1].iter().all(|&n| n >= WRITE_BUFFER), "{sizes:?}");
+        assert!(batches.rest().is_none());
+    }
+
     #[tokio::test]
     async fn a_failed_write_is_reported_by_finish() {
         // A file opened read-only refuses every write.
         let path = std::env::current_exe().expect("this test's executable");
         let file = std::fs::File::open(path).expect("opened");
-        let thread = HashingWriter::start(Some(file)).expect("a thread");
+        let mut thread = HashingWriter::start(Some(file)).expect("a thread");
         let mut refused = false;
         // Chunks of etcd's size, more than the write buffer holds.
         let chunk = bytes::Bytes::from(vec![0_u8; 32 << 10]);
-        for _ in 0..(QUEUE + 2 * WRITE_BUFFER / chunk.len()) {
+        for _ in 0..((QUEUE + 2) * WRITE_BUFFER / chunk.len()) {
             if thread.update(chunk.clone()).await.is_err() {
                 refused = true;
                 break;

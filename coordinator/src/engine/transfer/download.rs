@@ -304,7 +304,7 @@ impl Receiving {
                 });
             }
         };
-        match HashingWriter::start(Some(file)) {
+        match HashingWriter::start_uncached(file) {
             Ok(writer) => Ok(Self {
                 out: out.to_owned(),
                 part,
