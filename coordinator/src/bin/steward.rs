@@ -3,13 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use steward_coordinator::Cli;
+use steward_coordinator::cli::invocation::{self, Invocation, Watched};
 use steward_coordinator::cli::{error, exit};
+use steward_coordinator::output::OutputFormat;
 
 fn main() -> ExitCode {
-    // clap prints usage errors itself and exits with code 2 (exit::USAGE).
-    let cli = Cli::parse();
+    // Usage errors end the process here, with code 2 (exit::USAGE).
+    let Invocation { cli, format } = invocation::parse(std::env::args_os().collect());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -30,14 +30,21 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let mut stdout = std::io::stdout();
+    let mut stdout = Watched::new(std::io::stdout());
     match runtime.block_on(Box::pin(steward_coordinator::run(cli, &mut stdout))) {
         Ok(()) => ExitCode::from(exit::SUCCESS),
         // `steward ... | head` closing the pipe is not a failure.
         Err(error) if error.is_broken_pipe() => ExitCode::from(exit::SUCCESS),
         Err(error) => {
             tracing::debug!(?error, "command failed");
-            eprintln!("{}", error::report(&error));
+            let report = error::report(&error);
+            // Under -w json stdout holds one JSON document: the command's
+            // report when it wrote one, this object otherwise.
+            if format == OutputFormat::Json && !stdout.written() {
+                let message = steward_coordinator::engine::error::chain(&error);
+                let _ = invocation::write_json_error(&mut stdout, error.exit_code(), &message);
+            }
+            eprintln!("{report}");
             ExitCode::from(error.exit_code())
         }
     }

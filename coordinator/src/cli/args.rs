@@ -52,6 +52,7 @@ pub struct Cli {
 /// TLS towards etcd's client API, as etcdctl takes it. Without these, a
 /// cluster file's `[etcd]` is used.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "etcd TLS (any position)")]
 pub struct EtcdTlsArgs {
     /// The CA of the etcd members' certificates.
     #[arg(long, global = true, env = "ETCDCTL_CACERT", value_name = "FILE")]
@@ -78,6 +79,7 @@ impl EtcdTlsArgs {
 
 /// An etcd user for clusters with auth enabled, as etcdctl takes it.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "etcd credentials (any position)")]
 pub struct EtcdAuthArgs {
     /// The etcd user, USER or USER:PASSWORD, for clusters with auth enabled.
     #[arg(
@@ -142,6 +144,7 @@ impl EtcdAuthArgs {
 /// or none; without them, a cluster file's `[agent_tls]` is used, and
 /// without that, plaintext (agents in insecure development mode).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Agent TLS (any position)")]
 pub struct AgentTlsArgs {
     /// The CA that signed the agents' certificates.
     #[arg(long, global = true, env = "STEWARD_AGENT_CACERT", value_name = "FILE", requires_all = ["agent_cert", "agent_key"])]
@@ -209,6 +212,19 @@ pub enum Command {
     /// first, waves by label, --parallel clusters at a time, stop at the first failure.
     #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
     Fleet(FleetArgs),
+    /// Print a shell completion script: `source <(steward completion bash)`, or save it where the
+    /// shell loads completions from.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (steward.1 and one per subcommand) into a directory.
+    Man {
+        /// Where the pages go (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `steward fleet`.
@@ -226,12 +242,12 @@ pub enum FleetCommand {
     /// not healthy or cannot be reached).
     #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
     Status {
-        /// The inventory and how to go through it.
-        #[command(flatten)]
-        fleet: FleetSelection,
         /// The etcd key prefix of the cluster lock and the journal.
         #[arg(long, value_name = "PREFIX", default_value = crate::engine::cluster::lock::DEFAULT_PREFIX)]
         lock_prefix: String,
+        /// The inventory and how to go through it.
+        #[command(flatten)]
+        fleet: FleetSelection,
         /// Output format.
         #[command(flatten)]
         output: OutputArgs,
@@ -240,9 +256,6 @@ pub enum FleetCommand {
     /// every check that would refuse it; changes nothing.
     #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
     Plan {
-        /// The inventory and how to go through it.
-        #[command(flatten)]
-        fleet: FleetSelection,
         /// The target version.
         #[arg(long, value_name = "VERSION", value_parser = parse_version)]
         to: EtcdVersion,
@@ -252,6 +265,9 @@ pub enum FleetCommand {
         /// The binaries.
         #[command(flatten)]
         source: BinarySourceArgs,
+        /// The inventory and how to go through it.
+        #[command(flatten)]
+        fleet: FleetSelection,
         /// Output format.
         #[command(flatten)]
         output: OutputArgs,
@@ -267,12 +283,12 @@ pub enum FleetCommand {
     /// DIR/<cluster>-<run>.db.
     #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
     Backup {
-        /// The inventory and how to go through it.
-        #[command(flatten)]
-        fleet: FleetSelection,
         /// Where the copies go (an existing directory).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
+        /// The inventory and how to go through it.
+        #[command(flatten)]
+        fleet: FleetSelection,
         /// Output format.
         #[command(flatten)]
         output: OutputArgs,
@@ -281,6 +297,7 @@ pub enum FleetCommand {
 
 /// The inventory, and in which order and how many at once.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Fleet")]
 pub struct FleetSelection {
     /// The inventory: TOML listing each cluster by name, cluster file and labels [env: STEWARD_INVENTORY].
     #[arg(long, value_name = "FILE", env = "STEWARD_INVENTORY", hide_env_values = true)]
@@ -302,9 +319,6 @@ pub struct FleetSelection {
 /// `steward fleet upgrade|downgrade`.
 #[derive(Debug, Args)]
 pub struct FleetRollArgs {
-    /// The inventory and how to go through it.
-    #[command(flatten)]
-    pub fleet: FleetSelection,
     /// The target version, e.g. 3.5.16.
     #[arg(long, value_name = "VERSION", value_parser = parse_version)]
     pub to: EtcdVersion,
@@ -318,14 +332,14 @@ pub struct FleetRollArgs {
     /// How each change runs and reports.
     #[command(flatten)]
     pub run: RunArgs,
+    /// The inventory and how to go through it.
+    #[command(flatten)]
+    pub fleet: FleetSelection,
 }
 
 /// `steward restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The cluster.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// The snapshot: an id `steward backups` lists, or a snapshot file on this machine (a path: it
     /// contains a '/' or names an existing file).
     #[arg(long, value_name = "ID|FILE")]
@@ -347,6 +361,9 @@ pub struct RestoreArgs {
     /// Stream every step as NDJSON on stdout (the report follows as one JSON line).
     #[arg(long)]
     pub events: bool,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Output format of the final report.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -355,15 +372,15 @@ pub struct RestoreArgs {
 /// `steward backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The cluster.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// Take it through this member's agent instead of the leader's.
     #[arg(long, value_name = "NAME")]
     pub member: Option<String>,
     /// Also copy it to this local file (never overwritten), verified against its sha256 trailer.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -419,7 +436,7 @@ pub enum CertsCommand {
         #[arg(long, value_name = "NAME", value_parser = parse_cert_name)]
         name: String,
         /// A host name or IP address the agent is reached by (repeat for several).
-        #[arg(long = "san", value_name = "NAME_OR_IP")]
+        #[arg(long = "san", value_name = "NAME_OR_IP", required_if_eq("role", "agent"))]
         sans: Vec<String>,
         /// Days the certificate is valid.
         #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
@@ -462,9 +479,6 @@ pub fn parse_cert_name(text: &str) -> Result<String, String> {
 /// `steward rollback`.
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// The cluster.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// After a finished minor upgrade (the cluster version flipped): restore every member from the
     /// upgrade's pre-upgrade snapshot with the version it upgraded from. Everything written since the
     /// snapshot is lost; asks first.
@@ -477,6 +491,9 @@ pub struct RollbackArgs {
     /// cluster may take to be healthy).
     #[command(flatten)]
     pub run: RunArgs,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// What every changing command (upgrade, downgrade, rollback) takes besides
@@ -524,12 +541,12 @@ impl RunArgs {
 /// `steward status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The cluster.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// The etcd key prefix of the cluster lock and the journal (where the last change is recorded).
     #[arg(long, value_name = "PREFIX", default_value = crate::engine::cluster::lock::DEFAULT_PREFIX)]
     pub lock_prefix: String,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -577,9 +594,6 @@ impl BinarySourceArgs {
 /// `steward plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The cluster.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// The target version, e.g. 3.5.16.
     #[arg(long, value_name = "VERSION", value_parser = parse_version)]
     pub to: EtcdVersion,
@@ -589,6 +603,9 @@ pub struct PlanArgs {
     /// The binaries.
     #[command(flatten)]
     pub source: BinarySourceArgs,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -597,9 +614,6 @@ pub struct PlanArgs {
 /// `steward upgrade` and `steward downgrade`.
 #[derive(Debug, Args)]
 pub struct RollArgs {
-    /// The cluster.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// The target version, e.g. 3.5.16.
     #[arg(long, value_name = "VERSION", value_parser = parse_version)]
     pub to: EtcdVersion,
@@ -613,6 +627,9 @@ pub struct RollArgs {
     /// How the change runs and reports.
     #[command(flatten)]
     pub run: RunArgs,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `steward agent`: low-level calls to one agent.
@@ -625,8 +642,9 @@ pub struct AgentArgs {
 
 /// Which agent to talk to. Every agent subcommand takes it.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Agent")]
 pub struct AgentTarget {
-    /// The agent's gRPC address: host:port or http://host:port.
+    /// The agent's gRPC address: host:port, https://host:port (mutual TLS) or http://host:port (plaintext).
     #[arg(long, env = "STEWARD_AGENT", value_name = "ADDR", value_parser = parse_address)]
     pub agent: AgentAddress,
 }
@@ -636,6 +654,7 @@ pub struct AgentTarget {
 /// neither flag, `STEWARD_CLUSTER` or `STEWARD_AGENTS` is used (see
 /// [`crate::engine::cluster::file::ClusterTarget::resolve`]).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
     /// The cluster description file (TOML: the members, their agents and client URLs), such as the
     /// cluster.toml that `steward local up` writes [env: STEWARD_CLUSTER].
@@ -648,6 +667,7 @@ pub struct ClusterArgs {
 
 /// How to print the result.
 #[derive(Debug, Clone, Copy, Args)]
+#[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Output format: a table for people, or stable JSON for scripts.
     #[arg(short = 'w', long = "write-out", value_enum, default_value_t = OutputFormat::Table, value_name = "FORMAT")]
@@ -673,8 +693,6 @@ pub enum AgentCommand {
     },
     /// Stage a binary that is already on the agent's host (inside one of its import directories).
     Import {
-        #[command(flatten)]
-        target: AgentTarget,
         /// Absolute path of the binary on the agent's host (not this machine).
         #[arg(long, value_name = "PATH", value_parser = parse_remote_path)]
         path: PathBuf,
@@ -688,12 +706,12 @@ pub enum AgentCommand {
         #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
         sha256: Option<String>,
         #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
         output: OutputArgs,
     },
     /// Send a local binary to the agent and stage it (sha256 computed here, checked there).
     Upload {
-        #[command(flatten)]
-        target: AgentTarget,
         /// The local file to send; it must be a regular file.
         #[arg(long, value_name = "FILE", value_parser = parse_local_file)]
         file: PathBuf,
@@ -704,23 +722,23 @@ pub enum AgentCommand {
         #[arg(long, value_enum, default_value_t = ToolArg::Etcd)]
         tool: ToolArg,
         #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
         output: OutputArgs,
     },
     /// Show the etcd flags a target version would run with and what changes (changes nothing).
     Flags {
-        #[command(flatten)]
-        target: AgentTarget,
         /// The target etcd version, e.g. 3.5.16.
         #[arg(long, value_name = "VERSION", value_parser = parse_version)]
         to: EtcdVersion,
+        #[command(flatten)]
+        target: AgentTarget,
         #[command(flatten)]
         output: OutputArgs,
     },
     /// Switch the member to a staged version; the agent reverts on failure. Refused (quorum-safety)
     /// when the other members might not carry quorum without it; a leader hands leadership over first.
     Activate {
-        #[command(flatten)]
-        target: AgentTarget,
         /// Take the member down even when the others might not carry quorum without it (the
         /// quorum-safety check is skipped).
         #[arg(long)]
@@ -734,12 +752,12 @@ pub enum AgentCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
         timeout: Option<Duration>,
         #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
         output: OutputArgs,
     },
     /// Switch the member back to the version active before the last activate (checked like activate).
     Rollback {
-        #[command(flatten)]
-        target: AgentTarget,
         /// Take the member down even when the others might not carry quorum without it (the
         /// quorum-safety check is skipped).
         #[arg(long)]
@@ -749,6 +767,8 @@ pub enum AgentCommand {
         /// [default: the agent's activate_timeout].
         #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
         timeout: Option<Duration>,
+        #[command(flatten)]
+        target: AgentTarget,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -762,25 +782,25 @@ pub enum AgentCommand {
     /// Stop etcd gracefully (SIGTERM, grace period, SIGKILL); the agent keeps running (checked like
     /// activate).
     Stop {
-        #[command(flatten)]
-        target: AgentTarget,
         /// Take the member down even when the others might not carry quorum without it (the
         /// quorum-safety check is skipped).
         #[arg(long)]
         force: bool,
 
+        #[command(flatten)]
+        target: AgentTarget,
         #[command(flatten)]
         output: OutputArgs,
     },
     /// Stop then start etcd with the active version (checked like activate).
     Restart {
-        #[command(flatten)]
-        target: AgentTarget,
         /// Take the member down even when the others might not carry quorum without it (the
         /// quorum-safety check is skipped).
         #[arg(long)]
         force: bool,
 
+        #[command(flatten)]
+        target: AgentTarget,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -800,8 +820,6 @@ pub enum AgentCommand {
     },
     /// Download a stored snapshot to a local file and verify its sha256 trailer.
     Download {
-        #[command(flatten)]
-        target: AgentTarget,
         /// The snapshot id (see `steward agent snapshots`).
         #[arg(long, value_name = "ID", value_parser = parse_snapshot_id)]
         id: String,
@@ -809,12 +827,12 @@ pub enum AgentCommand {
         #[arg(long, value_name = "FILE", value_parser = parse_new_file)]
         out: PathBuf,
         #[command(flatten)]
+        target: AgentTarget,
+        #[command(flatten)]
         output: OutputArgs,
     },
     /// Print etcd's last output lines as the agent keeps them, and with --follow new ones.
     Logs {
-        #[command(flatten)]
-        target: AgentTarget,
         /// How many of the last lines to print first (at most the agent's
         /// log_tail_lines; default: the agent's default, 100 or its whole tail if smaller).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -833,6 +851,8 @@ pub enum AgentCommand {
             hide_possible_values = true
         )]
         format: OutputFormat,
+        #[command(flatten)]
+        target: AgentTarget,
     },
 }
 
@@ -937,7 +957,7 @@ impl ToolArg {
     }
 }
 
-/// `--agent`: `host:port` or `http://host:port`.
+/// `--agent`: `host:port`, `https://host:port` or `http://host:port`.
 ///
 /// # Errors
 /// A message for clap when the address is not usable.
@@ -1076,6 +1096,47 @@ pub fn parse_new_file(text: &str) -> Result<PathBuf, String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Subcommand paths named in the first column of the README's command
+    /// tables: `steward backup ...` gives `backup`, `steward agent stop\|restart`
+    /// gives `agent stop` and `agent restart`.
+    fn readme_commands() -> std::collections::BTreeSet<String> {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+        let groups = ["agent", "local", "certs", "fleet"];
+        let mut found = std::collections::BTreeSet::new();
+        for line in readme.lines() {
+            let Some(cell) = line.strip_prefix("| `steward ") else {
+                continue;
+            };
+            let words: Vec<&str> = cell.split(['`', ' ']).collect();
+            for first in words[0].split("\\|") {
+                if groups.contains(&first) {
+                    for second in words[1].split("\\|") {
+                        found.insert(format!("{first} {second}"));
+                    }
+                } else {
+                    found.insert(first.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_readme_names_every_subcommand_and_no_other() {
+        let command = Cli::command();
+        let mut defined = std::collections::BTreeSet::new();
+        for sub in command.get_subcommands() {
+            let subs: Vec<_> = sub.get_subcommands().filter(|s| s.get_name() != "help").collect();
+            if subs.is_empty() {
+                defined.insert(sub.get_name().to_owned());
+            }
+            for inner in subs {
+                defined.insert(format!("{} {}", sub.get_name(), inner.get_name()));
+            }
+        }
+        assert_eq!(readme_commands(), defined);
+    }
     use super::*;
     use clap::CommandFactory;
 

@@ -23,6 +23,9 @@ pub enum CliError {
     /// The cluster could not be observed.
     #[error("cannot observe the cluster")]
     Observe(#[from] ObserveError),
+    /// A file this command makes could not be written.
+    #[error(transparent)]
+    Write(#[from] crate::engine::cluster::file::WriteError),
     /// Writing the results to stdout failed.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),

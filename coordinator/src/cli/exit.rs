@@ -18,6 +18,19 @@ pub const REFUSED: u8 = 3;
 /// with the lock released; the same command finishes the job.
 pub const CANCELLED: u8 = 4;
 
+/// What an exit code means, in a few words (the JSON error object's
+/// `meaning`).
+#[must_use]
+pub const fn meaning(code: u8) -> &'static str {
+    match code {
+        SUCCESS => "success",
+        USAGE => "usage error: a flag is missing or malformed (checked before any call)",
+        REFUSED => "refused by a check; nothing was changed",
+        CANCELLED => "cancelled: stopped at a safe point, the lock released",
+        _ => "failure",
+    }
+}
+
 /// The exit codes as `--help` lists them.
 pub const HELP: &str = "\
 Exit codes:

@@ -1,8 +1,10 @@
-//! The command line: clap's types ([`args`]), the error every command ends
-//! in ([`error`]) and the exit codes ([`exit`]).
+//! The command line: clap's types ([`args`]), how the process's arguments
+//! become them ([`invocation`]), the error every command ends in
+//! ([`error`]) and the exit codes ([`exit`]).
 
 pub mod args;
 pub mod error;
 pub mod exit;
+pub mod invocation;
 
 pub use args::*;

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod certs;
 pub mod cluster;
 pub mod fleet;
+pub mod generate;
 pub mod local;
 pub mod restore;
 pub mod roll;

@@ -7,14 +7,41 @@ use std::sync::Arc;
 
 use tonic::transport::Uri;
 
-/// An agent's address: `host:port`, written by the operator as `host:port`
-/// or `http://host:port`. Displays as `host:port`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An agent's address: `host:port`, written by the operator as `host:port`,
+/// `https://host:port` (mutual TLS) or `http://host:port` (plaintext, for
+/// agents in insecure development mode). Displays as `host:port`; two
+/// addresses are equal when their hosts and ports are.
+#[derive(Clone, Debug)]
 pub struct AgentAddress {
     // Shared: every error names its agent, and a bare Uri would make the
     // error type several times larger.
-    uri: Arc<Uri>,
+    inner: Arc<Parsed>,
 }
+
+#[derive(Debug)]
+struct Parsed {
+    uri: Uri,
+    written: Scheme,
+}
+
+/// The scheme an address was written with, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `host:port`: TLS when the caller has agent TLS, plaintext otherwise.
+    None,
+    /// `http://`: plaintext.
+    Http,
+    /// `https://`: mutual TLS.
+    Https,
+}
+
+impl PartialEq for AgentAddress {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.uri == other.inner.uri
+    }
+}
+
+impl Eq for AgentAddress {}
 
 /// Why a string is not an agent address.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +49,8 @@ pub enum AddressError {
     /// Nothing was given.
     #[error("the agent address is empty")]
     Empty,
-    /// The scheme is not plain http.
-    #[error("{input:?}: scheme {scheme:?} is not supported (use host:port or http://host:port)")]
+    /// The scheme is neither http nor https.
+    #[error("{input:?}: scheme {scheme:?} is not supported (use host:port, https://host:port or http://host:port)")]
     Scheme {
         /// What was given.
         input: String,
@@ -58,7 +85,13 @@ impl AgentAddress {
     /// connects to `https://host:port` of the same authority.
     #[must_use]
     pub fn uri(&self) -> &Uri {
-        &self.uri
+        &self.inner.uri
+    }
+
+    /// The scheme the operator wrote.
+    #[must_use]
+    pub fn written_scheme(&self) -> Scheme {
+        self.inner.written
     }
 }
 
@@ -70,15 +103,16 @@ impl FromStr for AgentAddress {
         if trimmed.is_empty() {
             return Err(AddressError::Empty);
         }
-        let full = match trimmed.split_once("://") {
-            Some(("http", _)) => trimmed.to_owned(),
+        let (full, written) = match trimmed.split_once("://") {
+            Some(("http", _)) => (trimmed.to_owned(), Scheme::Http),
+            Some(("https", rest)) => (format!("http://{rest}"), Scheme::Https),
             Some((scheme, _)) => {
                 return Err(AddressError::Scheme {
                     input: input.to_owned(),
                     scheme: scheme.to_owned(),
                 });
             }
-            None => format!("http://{trimmed}"),
+            None => (format!("http://{trimmed}"), Scheme::None),
         };
         let uri: Uri = full.parse().map_err(|source| AddressError::Malformed {
             input: input.to_owned(),
@@ -99,16 +133,18 @@ impl FromStr for AgentAddress {
                 input: input.to_owned(),
             });
         }
-        Ok(Self { uri: Arc::new(uri) })
+        Ok(Self {
+            inner: Arc::new(Parsed { uri, written }),
+        })
     }
 }
 
 impl fmt::Display for AgentAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Checked in from_str: every AgentAddress has an authority.
-        match self.uri.authority() {
+        match self.inner.uri.authority() {
             Some(authority) => f.write_str(authority.as_str()),
-            None => write!(f, "{}", self.uri),
+            None => write!(f, "{}", self.inner.uri),
         }
     }
 }

@@ -23,6 +23,15 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The address's scheme says plaintext where the caller has agent TLS,
+    /// or TLS where it has none.
+    #[error("agent {address}: {problem}")]
+    SchemeMismatch {
+        /// The agent.
+        address: AgentAddress,
+        /// What does not match, and how to write it instead.
+        problem: &'static str,
+    },
     /// The connection to the agent did not complete in time.
     #[error("cannot reach agent {address}: no connection within {}", humantime::format_duration(*timeout))]
     ConnectTimeout {
@@ -134,7 +143,7 @@ impl Error {
     /// unusable path or setting) rather than about the cluster.
     #[must_use]
     pub const fn is_usage(&self) -> bool {
-        matches!(self, Self::Invalid(_))
+        matches!(self, Self::Invalid(_) | Self::SchemeMismatch { .. })
     }
 
     /// Maps a status from `rpc` on the agent at `address`. ABORTED (and a

@@ -15,6 +15,7 @@ mod backup_pins;
 mod binary_refusals;
 mod cancel;
 mod chaos;
+mod cli_habits;
 mod cli_roll;
 mod crash_restart;
 mod engine_api;

@@ -766,7 +766,7 @@ agent = "http://10.0.0.2:7400"
         let text = error("[[members]]\nname = \"a\"\nagent = \"10.0.0.1\"\n");
         assert!(text.contains("has no port"), "{text}");
         assert!(text.contains("agent"), "{text}");
-        let text = error("[[members]]\nname = \"a\"\nagent = \"https://h:1\"\n");
+        let text = error("[[members]]\nname = \"a\"\nagent = \"unix://h:1\"\n");
         assert!(text.contains("scheme"), "{text}");
     }
 

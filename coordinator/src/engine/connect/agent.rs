@@ -10,6 +10,7 @@ use steward_proto::v1::{
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::engine::address::Scheme;
 pub use crate::engine::address::{AddressError, AgentAddress};
 use crate::engine::connect::Connector;
 use crate::engine::error::Error;
@@ -51,9 +52,26 @@ impl AgentTlsFiles {
 }
 
 fn endpoint(connector: &Connector, address: &AgentAddress) -> Result<Endpoint, Error> {
+    let mismatch = |problem| Error::SchemeMismatch {
+        address: address.clone(),
+        problem,
+    };
     let Some(tls) = connector.agent_tls().cloned() else {
+        if address.written_scheme() == Scheme::Https {
+            return Err(mismatch(
+                "https:// needs this caller's agent TLS: --agent-cacert, --agent-cert and --agent-key, or the \
+                 cluster file's [agent_tls]",
+            ));
+        }
         return Ok(Endpoint::from(Uri::clone(address.uri())));
     };
+    if address.written_scheme() == Scheme::Http {
+        // Quietly using TLS for http:// would hide a wrong address or a
+        // wrong belief about the agent.
+        return Err(mismatch(
+            "http:// means plaintext, but this caller has agent TLS: write https://host:port or host:port",
+        ));
+    }
     let unreachable = |source| Error::Unreachable {
         address: address.clone(),
         source,
@@ -180,10 +198,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_host_port_with_or_without_http() {
+    fn accepts_host_port_with_or_without_a_scheme() {
         let plain: AgentAddress = "127.0.0.1:7400".parse().unwrap();
         let http: AgentAddress = "http://127.0.0.1:7400".parse().unwrap();
+        let https: AgentAddress = "https://127.0.0.1:7400".parse().unwrap();
         assert_eq!(plain, http);
+        assert_eq!(plain, https);
+        assert_eq!(https.to_string(), "127.0.0.1:7400");
+        assert_eq!(plain.written_scheme(), Scheme::None);
+        assert_eq!(http.written_scheme(), Scheme::Http);
+        assert_eq!(https.written_scheme(), Scheme::Https);
         assert_eq!(plain.to_string(), "127.0.0.1:7400");
         assert_eq!(plain.uri().to_string(), "http://127.0.0.1:7400/");
         let named: AgentAddress = "http://etcd-1.example:7400/".parse().unwrap();
@@ -200,7 +224,7 @@ mod tests {
             Err(AddressError::NoPort { .. })
         ));
         assert!(matches!(
-            "https://127.0.0.1:7400".parse::<AgentAddress>(),
+            "grpcs://127.0.0.1:7400".parse::<AgentAddress>(),
             Err(AddressError::Scheme { .. })
         ));
         assert!(matches!(
