@@ -76,6 +76,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         }
         cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(c, args, out)).await,
         cli::Command::Fleet(fleet) => Box::pin(commands::fleet::run(c, fleet.command, out)).await,
+        cli::Command::Version(args) => Box::pin(commands::version::version(c, &args, out)).await,
         cli::Command::Completion { shell } => commands::generate::completion(shell, out),
         cli::Command::Man { dir } => {
             for page in commands::generate::man_pages(&dir)? {

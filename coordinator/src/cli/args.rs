@@ -212,6 +212,8 @@ pub enum Command {
     /// first, waves by label, --parallel clusters at a time, stop at the first failure.
     #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
     Fleet(FleetArgs),
+    /// This CLI's version and, given a cluster, every agent's, with a warning for each that differs.
+    Version(VersionArgs),
     /// Print a shell completion script: `source <(steward completion bash)`, or save it where the
     /// shell loads completions from.
     Completion {
@@ -545,6 +547,17 @@ pub struct StatusArgs {
     #[arg(long, value_name = "PREFIX", default_value = crate::engine::cluster::lock::DEFAULT_PREFIX)]
     pub lock_prefix: String,
     /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `steward version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// The cluster whose agents to ask (none: this CLI's version only).
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Output format.

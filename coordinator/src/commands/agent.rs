@@ -254,7 +254,7 @@ async fn logs(
         .map_err(|s| CliError::from_status(&address, plaintext, RPC, &s))?
     {
         match format {
-            OutputFormat::Table => output::lines(out, &message.lines)?,
+            OutputFormat::Table | OutputFormat::Wide => output::lines(out, &message.lines)?,
             OutputFormat::Json => {
                 let text = log_lines_ndjson(&address, &message.lines).map_err(|e| CliError::Output(e.into()))?;
                 out.write_all(text.as_bytes()).map_err(CliError::Output)?;

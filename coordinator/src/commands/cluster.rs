@@ -18,7 +18,7 @@ use crate::engine::roll::plan::Direction;
 use crate::engine::roll::rules::{self, Check, Verdict};
 use crate::format::{hex_id, human_bytes};
 use crate::output;
-use crate::output::table::{Tabular, with_header as table};
+use crate::output::table::{Tabular, narrow, with_header as table};
 
 /// Observes the cluster the arguments name; returns how it is reached too.
 pub async fn observe_target(connector: &Connector, args: &ClusterArgs) -> Result<(Observation, Connector), CliError> {
@@ -172,8 +172,9 @@ fn yes(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
-impl Tabular for StatusView {
-    fn tables(&self) -> Vec<Table> {
+impl StatusView {
+    /// Every column of every member (`-w wide`).
+    fn wide_members(&self) -> Table {
         let mut members = table(&[
             "NAME",
             "ID",
@@ -193,11 +194,6 @@ impl Tabular for StatusView {
             "STAGED",
         ]);
         for m in &self.members {
-            let mut alarms: Vec<String> = m.alarms.clone();
-            alarms.extend(m.errors.iter().cloned());
-            if let Some(error) = &m.error {
-                alarms.push(error.clone());
-            }
             members.add_row(vec![
                 m.name.clone(),
                 m.id.clone(),
@@ -211,16 +207,45 @@ impl Tabular for StatusView {
                 m.raft_index.to_string(),
                 m.applied_index.to_string(),
                 format!("{} / {}", human_bytes(m.db_size), human_bytes(m.db_size_in_use)),
-                if alarms.is_empty() {
-                    "-".into()
-                } else {
-                    alarms.join("; ")
-                },
+                problems_of(m),
                 m.agent_state.clone().unwrap_or_else(|| "-".into()),
                 m.active_version.clone().unwrap_or_else(|| "-".into()),
                 m.staged_versions.join(", "),
             ]);
         }
+        members
+    }
+
+    /// What fits 120 columns: who, where, which version, leader, progress,
+    /// size, the agent's state and anything wrong (wrapped).
+    fn narrow_members(&self) -> Table {
+        let mut members = table(&[
+            "NAME",
+            "ENDPOINT",
+            "VERSION",
+            "LEADER",
+            "APPLIED",
+            "DB SIZE",
+            "AGENT",
+            "ALARMS / ERRORS",
+        ]);
+        for m in &self.members {
+            members.add_row(vec![
+                m.name.clone(),
+                m.endpoint.clone(),
+                m.version.clone().unwrap_or_else(|| "-".into()),
+                yes(m.leader).into(),
+                m.applied_index.to_string(),
+                human_bytes(m.db_size),
+                m.agent_state.clone().unwrap_or_else(|| "-".into()),
+                problems_of(m),
+            ]);
+        }
+        narrow(members)
+    }
+
+    /// The cluster as a whole: health, versions, leader, lock, last change.
+    fn summary(&self) -> Table {
         let mut summary = table(&["CLUSTER", ""]);
         summary.add_row(vec!["healthy".to_owned(), yes(self.healthy).to_owned()]);
         summary.add_row(vec![
@@ -271,7 +296,31 @@ impl Tabular for StatusView {
         for problem in &self.problems {
             summary.add_row(vec!["problem".to_owned(), problem.clone()]);
         }
-        vec![members, summary]
+        summary
+    }
+}
+
+/// A member's alarms, errors and observation error, or `-`.
+fn problems_of(m: &MemberRow) -> String {
+    let mut alarms: Vec<String> = m.alarms.clone();
+    alarms.extend(m.errors.iter().cloned());
+    if let Some(error) = &m.error {
+        alarms.push(error.clone());
+    }
+    if alarms.is_empty() {
+        "-".into()
+    } else {
+        alarms.join("; ")
+    }
+}
+
+impl Tabular for StatusView {
+    fn tables(&self) -> Vec<Table> {
+        vec![self.narrow_members(), narrow(self.summary())]
+    }
+
+    fn wide_tables(&self) -> Vec<Table> {
+        vec![self.wide_members(), self.summary()]
     }
 }
 

@@ -12,6 +12,7 @@ pub mod restore;
 pub mod roll;
 pub mod signals;
 pub mod take_down;
+pub mod version;
 
 use crate::cli::ClusterArgs;
 use crate::cli::error::CliError;

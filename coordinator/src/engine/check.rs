@@ -13,6 +13,8 @@ pub mod ids {
     pub const AGENTS: &str = "every-member-has-agent";
     /// Every agent is ready to act (not FAILED, not mid-switch).
     pub const AGENTS_READY: &str = "agents-ready";
+    /// Every agent runs the coordinator's own steward version (a warning).
+    pub const AGENT_VERSION_SKEW: &str = "agent-version-skew";
     /// The target lies in the direction asked, within major 3.
     pub const DIRECTION: &str = "direction";
     /// One minor per pass.
@@ -84,6 +86,7 @@ pub mod ids {
         ALARMS,
         AGENTS,
         AGENTS_READY,
+        AGENT_VERSION_SKEW,
         DIRECTION,
         ADJACENT_MINORS,
         DOWNGRADE_ONE_MINOR,

@@ -24,6 +24,8 @@ pub enum OutputFormat {
     Table,
     /// Stable JSON for scripts (ids as hex strings, times RFC 3339, durations in seconds).
     Json,
+    /// Tables with every column (`status`: 120 columns are not enough for them).
+    Wide,
 }
 
 /// Writes `view` to `out` in `format`: its tables separated by blank lines,
@@ -37,8 +39,13 @@ pub fn emit<V: Serialize + Tabular>(out: &mut dyn Write, format: OutputFormat, v
             serde_json::to_writer_pretty(&mut *out, view).map_err(|e| OutputError(e.into()))?;
             writeln!(out).map_err(OutputError)?;
         }
-        OutputFormat::Table => {
-            for (index, table) in view.tables().iter().enumerate() {
+        OutputFormat::Table | OutputFormat::Wide => {
+            let tables = if format == OutputFormat::Wide {
+                view.wide_tables()
+            } else {
+                view.tables()
+            };
+            for (index, table) in tables.iter().enumerate() {
                 if index > 0 {
                     writeln!(out).map_err(OutputError)?;
                 }

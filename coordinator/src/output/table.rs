@@ -14,6 +14,22 @@ use crate::output::view::{
 pub trait Tabular {
     /// The tables, in printing order.
     fn tables(&self) -> Vec<Table>;
+
+    /// The tables with every column, for `-w wide`; the same as
+    /// [`Self::tables`] where those show everything already.
+    fn wide_tables(&self) -> Vec<Table> {
+        self.tables()
+    }
+}
+
+/// The width the default tables of a wide view keep to: long cells wrap.
+pub const NARROW_WIDTH: u16 = 120;
+
+/// `table` made to fit [`NARROW_WIDTH`] columns, wrapping long cells.
+pub fn narrow(mut table: Table) -> Table {
+    table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    table.set_width(NARROW_WIDTH);
+    table
 }
 
 /// An empty table in the house style.

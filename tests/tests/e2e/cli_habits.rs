@@ -1,5 +1,6 @@
 //! The command line's habits, on a real cluster behind mutual TLS: the
-//! connection and output flags before or after the subcommand, one JSON
+//! connection and output flags before or after the subcommand, `status`
+//! within 120 columns unless `-w wide`, one JSON
 //! document on stdout under `-w json` even when the command fails, agent
 //! addresses whose scheme must agree with the caller's TLS, `--san` required
 //! for an agent certificate, and completions and man pages generated.
@@ -54,6 +55,45 @@ async fn flags_go_anywhere_and_json_failures_are_json() {
         seen.sort();
         assert_eq!(seen, names, "{args:?}");
     }
+
+    // The default table fits 120 columns; -w wide has every column.
+    let output = steward(&["status", "--agents", &agents]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let table = String::from_utf8_lossy(&output.stdout).into_owned();
+    for line in table.lines() {
+        assert!(
+            line.chars().count() <= 120,
+            "{} columns:\n{table}",
+            line.chars().count()
+        );
+    }
+    for name in &names {
+        assert!(table.contains(name.as_str()), "{table}");
+    }
+    assert!(!table.contains("STAGED"), "{table}");
+    let output = steward(&["-w", "wide", "status", "--agents", &agents]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let wide = String::from_utf8_lossy(&output.stdout).into_owned();
+    for column in ["ID", "TERM", "AGENT STATE", "STAGED", "DB / IN USE"] {
+        assert!(wide.contains(column), "{column}: {wide}");
+    }
+
+    // Every agent's steward version beside this CLI's, no skew here.
+    let output = steward(&["version", "--agents", &agents, "-w", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let versions = stdout_json(&output);
+    let own = versions["steward"].as_str().expect("the CLI's version").to_owned();
+    let listed = versions["agents"].as_array().expect("agents");
+    assert_eq!(listed.len(), 3, "{versions:#}");
+    assert!(listed.iter().all(|a| a["version"] == own.as_str()), "{versions:#}");
+    assert!(
+        listed
+            .iter()
+            .all(|a| a["etcd_version"] == newest(3, 5).version.to_string().as_str()),
+        "{versions:#}"
+    );
+    assert_eq!(versions["skew"].as_array().map(Vec::len), Some(0), "{versions:#}");
+    assert!(!stderr(&output).contains("skew"), "{}", stderr(&output));
 
     // A failure under -w json: the text on stderr, the object on stdout.
     let output = steward(&["-w", "json", "backup", "--agents", &agents, "--member", "nosuch"]);

@@ -329,6 +329,7 @@ fn attach_agents(observed: &mut Observed, views: &[AgentView]) {
             .trim_start_matches("AGENT_STATE_")
             .to_lowercase();
         member.agent_state_reason = agent.state_reason;
+        member.agent_version = agent.version;
         let versions = status.versions.clone().unwrap_or_default();
         member.agent_active = versions.active.parse().ok();
         member.agent_previous = versions.previous.parse().ok();

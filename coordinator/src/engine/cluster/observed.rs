@@ -64,6 +64,8 @@ pub struct ObservedMember {
     pub agent_previous: Option<EtcdVersion>,
     /// Why the agent is in its state (for FAILED).
     pub agent_state_reason: String,
+    /// The agent's own steward version (empty when no agent answered).
+    pub agent_version: String,
     /// The member's store revision (Status header).
     pub revision: i64,
     /// The storage (schema) version the member reports (etcd 3.6+; empty

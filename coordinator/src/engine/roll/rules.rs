@@ -69,6 +69,7 @@ pub fn preflight(observed: &Observed, request: &Request, plan: &Result<Plan, Pla
         alarms(observed),
         agents(observed),
         agents_ready(observed),
+        agent_version_skew(observed, env!("CARGO_PKG_VERSION")),
         quorum(observed),
         learners(observed),
         v2_without_v3(observed),
@@ -323,6 +324,37 @@ fn agents_ready(observed: &Observed) -> Check {
         )
     } else {
         check(ids::AGENTS_READY, "steward", Verdict::Fail, not_ready.join(", "))
+    }
+}
+
+/// Agents of another steward version than this coordinator's: allowed
+/// (the API is versioned and each side refuses what it does not know),
+/// but worth knowing before a change, and the usual cause of a surprise.
+#[must_use]
+pub fn agent_version_skew(observed: &Observed, coordinator: &str) -> Check {
+    let skewed: Vec<String> = observed
+        .members
+        .iter()
+        .filter(|m| m.agent.is_some() && !m.agent_version.is_empty() && m.agent_version != coordinator)
+        .map(|m| format!("{} runs steward-agent {}", m.name, m.agent_version))
+        .collect();
+    if skewed.is_empty() {
+        check(
+            ids::AGENT_VERSION_SKEW,
+            "steward",
+            Verdict::Pass,
+            format!("every agent runs steward {coordinator}, as this coordinator does"),
+        )
+    } else {
+        check(
+            ids::AGENT_VERSION_SKEW,
+            "steward",
+            Verdict::Warn,
+            format!(
+                "{}, this coordinator is {coordinator}: upgrade the agents (or this CLI) to one version",
+                skewed.join(", ")
+            ),
+        )
     }
 }
 
@@ -746,6 +778,25 @@ mod tests {
         );
         assert!(!refused(&checks), "{checks:#?}");
         assert!(checks.iter().all(|c| c.verdict == Verdict::Pass), "{checks:#?}");
+    }
+
+    #[test]
+    fn agents_of_another_steward_version_are_a_warning_naming_them() {
+        let mut observed = cluster(&["3.4.23"; 3], 0);
+        for m in &mut observed.members {
+            m.agent_version = "0.1.0".into();
+        }
+        assert_eq!(agent_version_skew(&observed, "0.1.0").verdict, Verdict::Pass);
+        observed.members[2].agent_version = "0.0.9".into();
+        let skew = agent_version_skew(&observed, "0.1.0");
+        assert_eq!(skew.verdict, Verdict::Warn);
+        assert!(
+            skew.message
+                .starts_with("m2 runs steward-agent 0.0.9, this coordinator is 0.1.0"),
+            "{skew:?}"
+        );
+        let checks = run(&observed, Direction::Upgrade, "3.5.16", &with_binaries(&["3.5.16"]));
+        assert!(!refused(&checks), "a warning only: {checks:#?}");
     }
 
     #[test]
