@@ -72,6 +72,10 @@ pub fn allowed(path: &str) -> &'static [Role] {
     use Role::{Admin, Backup, Operator, Reader};
     const ALL_CALLERS: &[Role] = &[Admin, Operator, Reader, Backup];
     const STATUS: &[Role] = &[Admin, Operator, Reader];
+    // `steward backup` finds the leader and each agent's member through
+    // GetStatus: the backup role, which may read every key through a
+    // snapshot, may read the agent's status too.
+    const STATUS_AND_BACKUP: &[Role] = &[Admin, Operator, Reader, Backup];
     const PLANNING: &[Role] = &[Admin, Operator];
     const SNAPSHOT_DATA: &[Role] = &[Admin, Operator, Backup];
     const LISTING: &[Role] = &[Admin, Operator, Reader, Backup];
@@ -80,7 +84,8 @@ pub fn allowed(path: &str) -> &'static [Role] {
         return ALL_CALLERS;
     }
     match path.strip_prefix("/steward.agent.v1.") {
-        Some("Agent/GetStatus" | "Binaries/ListBinaries") => STATUS,
+        Some("Agent/GetStatus") => STATUS_AND_BACKUP,
+        Some("Binaries/ListBinaries") => STATUS,
         Some("Agent/CheckFlags" | "Agent/CheckV2Store" | "Agent/TailLogs") => PLANNING,
         Some("Snapshots/TakeSnapshot" | "Snapshots/TakeAndSendSnapshot" | "Snapshots/DownloadSnapshot") => {
             SNAPSHOT_DATA
@@ -164,6 +169,8 @@ mod tests {
         assert!(!may(Role::Backup, &snapshots("PinSnapshot")));
         assert!(!may(Role::Operator, &snapshots("PinSnapshot")));
         assert!(may(Role::Reader, &agent("GetStatus")));
+        assert!(may(Role::Backup, &agent("GetStatus")));
+        assert!(!may(Role::Backup, &binaries("ListBinaries")));
         assert!(may(Role::Reader, &binaries("ListBinaries")));
         assert!(may(Role::Reader, &snapshots("ListSnapshots")));
         assert!(!may(Role::Reader, &snapshots("TakeSnapshot")));
@@ -173,7 +180,6 @@ mod tests {
         assert!(may(Role::Backup, &snapshots("TakeAndSendSnapshot")));
         assert!(!may(Role::Reader, &snapshots("TakeAndSendSnapshot")));
         assert!(may(Role::Backup, &snapshots("DownloadSnapshot")));
-        assert!(!may(Role::Backup, &agent("GetStatus")));
         assert!(may(Role::Operator, &agent("CheckFlags")));
         assert!(may(Role::Operator, &agent("CheckV2Store")));
         assert!(!may(Role::Reader, &agent("CheckV2Store")));

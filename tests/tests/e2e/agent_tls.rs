@@ -200,10 +200,15 @@ async fn roles_limit_what_a_caller_may_do() {
         "{}",
         denied.message()
     );
-    let denied = AgentClient::new(backup)
+    // Status, to find the leader, but not the binaries.
+    AgentClient::new(backup.clone())
         .get_status(pb::GetStatusRequest {})
         .await
-        .expect_err("backup is snapshots only");
+        .expect("a backup caller reads the status");
+    let denied = BinariesClient::new(backup)
+        .list_binaries(pb::ListBinariesRequest {})
+        .await
+        .expect_err("a backup caller may not list binaries");
     assert_eq!(denied.code(), Code::PermissionDenied);
 
     let operator = connect(&cluster, as_role("operator")).await;
@@ -304,6 +309,27 @@ async fn steward_calls_agents_with_its_certificate() {
     status.extend(identity("reader"));
     let read = steward(&status);
     assert_eq!(read.status.code(), Some(0), "{}", String::from_utf8_lossy(&read.stderr));
+
+    // The backup role runs `steward backup`, which reads every agent's
+    // status first, and gets its verified copy.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let out = scratch.path().join("as-backup.db");
+    let mut backup = vec![
+        "backup".to_owned(),
+        "--agents".to_owned(),
+        agents.clone(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    backup.extend(identity("backup"));
+    let taken = steward(&backup);
+    assert_eq!(
+        taken.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    assert!(steward_agent::snapshot::verify_file(&out).is_ok());
 
     // A reader cannot upgrade: the first call that changes something is
     // refused, and nothing changed.
