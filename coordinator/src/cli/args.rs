@@ -353,6 +353,10 @@ pub struct RestoreArgs {
     /// Do not ask: the restore goes ahead once its checks pass (for automation).
     #[arg(long)]
     pub yes: bool,
+    /// Run every check, the agents' own included (the snapshot is sent to those that lack it and kept),
+    /// then stop before any member is stopped; exit 0 when the restore would go ahead, 3 when refused.
+    #[arg(long)]
+    pub dry_run: bool,
     /// How long the restored cluster may take to be healthy, in HashKV agreement, at the snapshot's
     /// revision or later.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]

@@ -33,6 +33,12 @@ impl Tabular for RestoreReport {
             summary.add_row(vec![key.to_owned(), value]);
         };
         row("result", format!("{:?}", self.result).to_lowercase());
+        if let Some(question) = self.would_ask.as_ref().filter(|_| self.dry_run) {
+            row(
+                "dry run",
+                format!("every check ran and nothing was stopped; a real run asks: {question}"),
+            );
+        }
         row("restore id", self.restore_id.clone().unwrap_or_else(|| "-".into()));
         if self.resumed {
             row("resumed", "finished a restore an earlier run began".into());
@@ -137,7 +143,8 @@ fn confirmation(yes: bool, flag: &str) -> Result<Box<dyn Confirm>, CliError> {
 /// # Errors
 /// Refused (exit 3), failed (exit 1), or a usage error (exit 2).
 pub async fn restore(connector: &Connector, args: RestoreArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let mut confirm = confirmation(args.yes, "restore")?;
+    // A dry run asks nothing: it stops where the question would come.
+    let mut confirm = confirmation(args.yes || args.dry_run, "restore")?;
     let (target, connector) = super::cluster_target(&args.cluster, connector)?;
     let agents = target.members.iter().map(|m| m.agent.clone()).collect();
     let options = RestoreOptions {
@@ -149,6 +156,7 @@ pub async fn restore(connector: &Connector, args: RestoreArgs, out: &mut dyn Wri
         purpose: Purpose::Restore,
         member_names: member_names(&target),
         context: RunContext::new(target.name.clone()),
+        dry_run: args.dry_run,
     };
     report(
         &connector,
@@ -190,6 +198,7 @@ pub async fn rollback_to_snapshot(
         purpose: Purpose::RollbackToSnapshot { upgraded_from: from },
         member_names: member_names(&target),
         context: RunContext::new(target.name.clone()),
+        dry_run: false,
     };
     report(
         &connector,

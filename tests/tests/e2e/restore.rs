@@ -212,6 +212,40 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
     let scratch = tempfile::tempdir().expect("scratch");
     let (cluster, agents, ids_before, file_text) = backed_up_to_file(|_| scratch.path().to_owned()).await;
 
+    // A dry run: every check, no question (stdin is no terminal and there
+    // is no --yes), and nothing stopped or lost.
+    let dry = json(&steward(&[
+        "restore",
+        "--agents",
+        &agents,
+        "--snapshot",
+        &file_text,
+        "--dry-run",
+        "-w",
+        "json",
+    ]));
+    assert_eq!(dry["dry_run"], true, "{dry:#}");
+    assert_eq!(dry["result"], "succeeded", "{dry:#}");
+    let question = dry["would_ask"]
+        .as_str()
+        .unwrap_or_else(|| panic!("would_ask: {dry:#}"));
+    assert!(question.contains("revision"), "{question}");
+    let checks = dry["checks"].as_array().expect("checks");
+    assert!(checks.iter().all(|c| c["verdict"] != "fail"), "{dry:#}");
+    for rule in ["snapshot-verified", "agent-restore-checks", "restore-tool-staged"] {
+        assert!(checks.iter().any(|c| c["rule"] == rule), "{rule}: {dry:#}");
+    }
+    assert_eq!(member_ids(&cluster).await, ids_before, "no member was replaced");
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    assert_eq!(
+        values(&mut client, "after").await.len(),
+        20,
+        "the writes after the snapshot are still there"
+    );
+    for i in 0..3 {
+        assert!(cluster.status(i).await.restore.is_none(), "m{i} recorded no restore");
+    }
+
     let report = json(&steward(&[
         "restore",
         "--agents",

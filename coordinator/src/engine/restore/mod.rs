@@ -94,6 +94,10 @@ pub struct RestoreOptions {
     /// The member each agent serves, as far as the cluster file names
     /// them: for messages about an agent that does not answer.
     pub member_names: Vec<(AgentAddress, String)>,
+    /// Run every check (the snapshot sent to the agents that lack it and
+    /// each agent's own dry run included), then stop where the operator
+    /// would be asked: no member is stopped.
+    pub dry_run: bool,
 }
 
 /// The snapshot restored.
@@ -161,6 +165,11 @@ pub struct RestoreReport {
     pub took_ms: u64,
     /// Where the time went.
     pub phases: RestorePhases,
+    /// A dry run: every check ran, nothing was stopped.
+    pub dry_run: bool,
+    /// In a dry run, the question a real run asks: what it would replace
+    /// and lose.
+    pub would_ask: Option<String>,
 }
 
 /// Milliseconds per phase of a restore (0 for a phase it did not reach or
@@ -285,6 +294,8 @@ pub async fn run(
             failure: None,
             took_ms: 0,
             phases: RestorePhases::default(),
+            dry_run: false,
+            would_ask: None,
         },
         lock: None,
         relay: None,
@@ -358,6 +369,11 @@ impl Restore<'_> {
             members
         };
         let question = self.question(&decided, &members);
+        if self.options.dry_run {
+            self.report.dry_run = true;
+            self.report.would_ask = Some(question);
+            return Ok(());
+        }
         let confirmed = self.confirm.confirm(&question);
         lap();
         if !confirmed {
