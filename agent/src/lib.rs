@@ -7,7 +7,6 @@
 pub mod access;
 pub mod agent;
 pub mod audit;
-pub mod bolt;
 pub mod check;
 pub mod config;
 pub mod datadir;

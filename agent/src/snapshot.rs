@@ -771,10 +771,10 @@ pub fn check_id(id: &str) -> Result<(), AgentError> {
 
 /// The cluster version etcd recorded in the database of a snapshot file.
 pub fn db_cluster_version(path: &Path) -> Result<String, VerifyError> {
-    match crate::bolt::cluster_version(path) {
+    match steward_proto::bolt::cluster_version(path) {
         Ok(version) => Ok(version.unwrap_or_default()),
-        Err(crate::bolt::BoltError::Io(e)) => Err(VerifyError::Io(e)),
-        Err(e @ crate::bolt::BoltError::Malformed(_)) => Err(VerifyError::NotADatabase(e.to_string())),
+        Err(steward_proto::bolt::BoltError::Io(e)) => Err(VerifyError::Io(e)),
+        Err(e @ steward_proto::bolt::BoltError::Malformed(_)) => Err(VerifyError::NotADatabase(e.to_string())),
     }
 }
 

@@ -76,6 +76,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         }
         cli::Command::Rollback(args) => Box::pin(commands::roll::rollback(c, args, out)).await,
         cli::Command::Fleet(fleet) => Box::pin(commands::fleet::run(c, fleet.command, out)).await,
+        cli::Command::Snapshot(snapshot) => match snapshot.command {
+            cli::SnapshotCommand::Status { file, output } => commands::snapshot::status(&file, output.format, out),
+        },
         cli::Command::Version(args) => Box::pin(commands::version::version(c, &args, out)).await,
         cli::Command::Completion { shell } => commands::generate::completion(shell, out),
         cli::Command::Man { dir } => {

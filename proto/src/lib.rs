@@ -1,6 +1,8 @@
 //! The gRPC contract between the steward coordinator and its agents
-//! (`steward.agent.v1`), and the few plain types both sides share.
+//! (`steward.agent.v1`), and the few plain types both sides share, with
+//! what both read snapshots with (their trailer, and etcd's bbolt file).
 
+pub mod bolt;
 pub mod details;
 pub mod error_text;
 pub mod role;

@@ -212,6 +212,10 @@ pub enum Command {
     /// first, waves by label, --parallel clusters at a time, stop at the first failure.
     #[command(after_long_help = crate::cli::exit::FLEET_HELP)]
     Fleet(FleetArgs),
+    /// Read a snapshot file on this machine, without etcd or an agent: revision, keys, the etcd that wrote
+    /// it, size, and its sha256 trailer checked.
+    #[command(after_long_help = crate::cli::exit::HELP)]
+    Snapshot(SnapshotArgs),
     /// This CLI's version and, given a cluster, every agent's, with a warning for each that differs.
     Version(VersionArgs),
     /// Print a shell completion script: `source <(steward completion bash)`, or save it where the
@@ -556,6 +560,30 @@ pub struct StatusArgs {
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// `steward snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+/// The `steward snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Revision, total keys (as etcdutl counts them), the cluster version that wrote it, size, sha256
+    /// and whether its trailer matches; exit 1 when the trailer does not match or the database cannot
+    /// be read.
+    Status {
+        /// The snapshot file (`steward backup --out`, `etcdctl snapshot save`, or a copied `member/snap/db`).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 /// `steward version`.
@@ -1119,7 +1147,7 @@ mod tests {
     /// gives `agent stop` and `agent restart`.
     fn readme_commands() -> std::collections::BTreeSet<String> {
         let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-        let groups = ["agent", "local", "certs", "fleet"];
+        let groups = ["agent", "local", "certs", "fleet", "snapshot"];
         let mut found = std::collections::BTreeSet::new();
         for line in readme.lines() {
             let Some(cell) = line.strip_prefix("| `steward ") else {

@@ -60,6 +60,14 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// A snapshot file does not check out.
+    #[error("snapshot file {}: {reason}", path.display())]
+    SnapshotFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A backup was not taken, or not copied here.
     #[error(transparent)]
     Backup(#[from] crate::engine::backup::BackupError),

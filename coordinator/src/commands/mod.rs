@@ -11,6 +11,7 @@ pub mod local;
 pub mod restore;
 pub mod roll;
 pub mod signals;
+pub mod snapshot;
 pub mod take_down;
 pub mod version;
 

@@ -1,6 +1,7 @@
 //! `steward backup` and `steward backups` on a real cluster: a verified
 //! snapshot through the leader's agent (or a named member's), copied here
-//! with `--out` and never over an existing file; every agent's snapshots
+//! with `--out` and never over an existing file, and read offline by
+//! `steward snapshot status`; every agent's snapshots
 //! listed newest first; an unknown member refused with the members named.
 
 use std::process::Output;
@@ -78,6 +79,27 @@ async fn backup_takes_a_verified_snapshot_and_backups_lists_them() {
         std::os::unix::fs::PermissionsExt::mode(&local.permissions()) & 0o777,
         0o600
     );
+
+    // The copy read offline, without etcd or an agent: the same revision,
+    // key count (the agent's come from etcd's own status tool), version
+    // and sha256.
+    let offline = json(&steward(&["snapshot", "status", &file_text, "-w", "json"]));
+    assert_eq!(offline["trailer"], "matches", "{offline:#}");
+    assert_eq!(offline["sha256"], snapshot["sha256"], "{offline:#}");
+    assert_eq!(offline["revision"], snapshot["revision"], "{offline:#}");
+    assert_eq!(offline["total_keys"], snapshot["total_keys"], "{offline:#}");
+    assert_eq!(offline["cluster_version"], "3.5.0", "{offline:#}");
+    assert_eq!(offline["size_bytes"], snapshot["size_bytes"], "{offline:#}");
+    // A damaged copy: exit 1, naming the trailer.
+    let mut bytes = std::fs::read(&file).expect("the copy");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    let damaged = scratch.path().join("damaged.db");
+    std::fs::write(&damaged, &bytes).expect("a damaged copy");
+    let checked = steward(&["snapshot", "status", &damaged.display().to_string()]);
+    assert_eq!(checked.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(stderr.contains("sha256 trailer does not match"), "{stderr}");
 
     // Never over an existing file, and refused before a snapshot is taken.
     let again = steward(&["backup", "--agents", &agents, "--out", &file_text]);

@@ -1,5 +1,5 @@
-//! Reading one value out of a bbolt file, etcd's backend database, without
-//! opening it with etcd.
+//! Reading etcd's backend database, a bbolt file, without etcd: one value,
+//! or a summary of every bucket.
 //!
 //! A restore must know which etcd wrote a snapshot before it stops anything:
 //! a 3.5 database given to a 3.4 binary is refused, not discovered by a
@@ -168,24 +168,96 @@ impl BoltFile {
         if flags & BUCKET_LEAF == 0 {
             return Err(malformed("a top-level key is not a bucket"));
         }
+        let page = self.bucket_page(&value)?;
+        match self.find(&page, key, 0)? {
+            Some((flags, _)) if flags & BUCKET_LEAF != 0 => Ok(None),
+            Some((_, value)) => Ok(Some(value)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every top-level bucket in key order, as bbolt's `ForEach` sees it:
+    /// its name, its number of entries (a nested bucket counts as one) and
+    /// its last key. Reads every page of the trees, one path at a time.
+    ///
+    /// # Errors
+    /// The file cannot be read or is damaged.
+    pub fn buckets(&self) -> Result<Vec<BucketSummary>, BoltError> {
+        let mut tops = Vec::new();
+        let root = self.page(self.root)?;
+        self.walk(&root, 0, &mut |flags, key, value| {
+            if flags & BUCKET_LEAF == 0 {
+                return Err(malformed("a top-level key is not a bucket"));
+            }
+            tops.push((key.to_vec(), value.to_vec()));
+            Ok(())
+        })?;
+        let mut summaries = Vec::with_capacity(tops.len());
+        for (name, value) in tops {
+            let page = self.bucket_page(&value)?;
+            let mut entries = 0_u64;
+            let mut last_key = Vec::new();
+            self.walk(&page, 0, &mut |_, key, _| {
+                entries += 1;
+                key.clone_into(&mut last_key);
+                Ok(())
+            })?;
+            summaries.push(BucketSummary {
+                name,
+                entries,
+                last_key,
+            });
+        }
+        Ok(summaries)
+    }
+
+    /// The root page of the bucket whose value (header and, for an inline
+    /// bucket, its page) is `value`.
+    fn bucket_page(&self, value: &[u8]) -> Result<Page, BoltError> {
         let header = value
             .get(..BUCKET_HEADER)
             .ok_or_else(|| malformed("a bucket value is shorter than its header"))?;
         let bucket_root = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
-        let page = if bucket_root == 0 {
+        if bucket_root == 0 {
             // An inline bucket: its page follows the header in the value.
             let bytes = value[BUCKET_HEADER..].to_vec();
             if bytes.len() < PAGE_HEADER {
                 return Err(malformed("an inline bucket is shorter than a page header"));
             }
-            Page { bytes }
+            Ok(Page { bytes })
         } else {
-            self.page(bucket_root)?
-        };
-        match self.find(&page, key, 0)? {
-            Some((flags, _)) if flags & BUCKET_LEAF != 0 => Ok(None),
-            Some((_, value)) => Ok(Some(value)),
-            None => Ok(None),
+            self.page(bucket_root)
+        }
+    }
+
+    /// Calls `visit` with every leaf element of the tree rooted at `page`,
+    /// in key order.
+    fn walk(
+        &self,
+        page: &Page,
+        depth: usize,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), BoltError> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("the tree is deeper than any real database"));
+        }
+        match page.flags() {
+            BRANCH_PAGE => {
+                for i in 0..page.count() {
+                    let (_, child) = page.branch(i)?;
+                    let next = self.page(child)?;
+                    self.walk(&next, depth + 1, visit)?;
+                }
+                Ok(())
+            }
+            LEAF_PAGE => {
+                for i in 0..page.count() {
+                    let (flags, key, value) = page.leaf(i)?;
+                    visit(flags, key, value)?;
+                }
+                Ok(())
+            }
+            other => Err(malformed(format!("page type {other:#x} where a tree page belongs"))),
         }
     }
 
@@ -248,6 +320,59 @@ impl BoltFile {
     }
 }
 
+/// What a tree walk calls for each leaf element: its flags, key and value.
+type Visit<'a> = dyn FnMut(u32, &[u8], &[u8]) -> Result<(), BoltError> + 'a;
+
+/// One top-level bucket: see [`BoltFile::buckets`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketSummary {
+    /// The bucket's name.
+    pub name: Vec<u8>,
+    /// Its entries, a nested bucket counting as one.
+    pub entries: u64,
+    /// Its last key (empty when it has none).
+    pub last_key: Vec<u8>,
+}
+
+/// What etcd's `snapshot status` reports of a database, read without etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseSummary {
+    /// The store's revision: the newest in the `key` bucket.
+    pub revision: i64,
+    /// Entries in every top-level bucket, as etcdutl counts its total keys.
+    pub total_keys: u64,
+    /// The cluster version etcd recorded, if any.
+    pub cluster_version: Option<String>,
+}
+
+/// Summarises the database at `path` as etcd's `snapshot status` does.
+///
+/// # Errors
+/// The file cannot be read or is damaged.
+pub fn summary(path: &Path) -> Result<DatabaseSummary, BoltError> {
+    let db = BoltFile::open(path)?;
+    let buckets = db.buckets()?;
+    let total_keys = buckets.iter().map(|b| b.entries).sum();
+    // etcd's revision keys: 8 bytes of main revision, big-endian, '_', and
+    // the sub revision.
+    let revision = buckets
+        .iter()
+        .find(|b| b.name == b"key")
+        .and_then(|b| b.last_key.get(..8))
+        .map_or(0, |main| i64::from_be_bytes(main.try_into().unwrap_or_default()));
+    Ok(DatabaseSummary {
+        revision,
+        total_keys,
+        cluster_version: recorded_cluster_version(&db)?,
+    })
+}
+
+fn recorded_cluster_version(db: &BoltFile) -> Result<Option<String>, BoltError> {
+    db.get(b"cluster", b"clusterVersion")?
+        .map(|v| String::from_utf8(v).map_err(|_| malformed("the recorded cluster version is not text")))
+        .transpose()
+}
+
 struct Meta {
     page_size: u64,
     root: u64,
@@ -293,10 +418,7 @@ fn fnv64a(bytes: &[u8]) -> u64 {
 /// # Errors
 /// The file cannot be read or is not a bbolt database.
 pub fn cluster_version(path: &Path) -> Result<Option<String>, BoltError> {
-    let value = BoltFile::open(path)?.get(b"cluster", b"clusterVersion")?;
-    value
-        .map(|v| String::from_utf8(v).map_err(|_| malformed("the recorded cluster version is not text")))
-        .transpose()
+    recorded_cluster_version(&BoltFile::open(path)?)
 }
 
 #[cfg(test)]
@@ -319,6 +441,22 @@ mod tests {
                 Some(version),
                 "{file}"
             );
+        }
+    }
+
+    #[test]
+    fn summarises_real_snapshots_as_etcdutl_does() {
+        // Revision and total keys as `etcdutl snapshot status` printed them
+        // for these files.
+        for (file, revision, total_keys, version) in [
+            ("snapshot-3.3.25.db", 2, 5, "3.3.0"),
+            ("snapshot-3.4.23.db", 2, 5, "3.4.0"),
+            ("snapshot-3.5.30.db", 2, 7, "3.5.0"),
+        ] {
+            let summary = summary(&testdata(file)).unwrap();
+            assert_eq!(summary.revision, revision, "{file}");
+            assert_eq!(summary.total_keys, total_keys, "{file}");
+            assert_eq!(summary.cluster_version.as_deref(), Some(version), "{file}");
         }
     }
 
@@ -356,6 +494,7 @@ mod tests {
             let flipped = dir.path().join("flipped");
             std::fs::write(&flipped, &bytes).unwrap();
             let _ = cluster_version(&flipped);
+            let _ = summary(&flipped);
         }
     }
 
