@@ -232,12 +232,7 @@ impl BoltFile {
 
     /// Calls `visit` with every leaf element of the tree rooted at `page`,
     /// in key order.
-    fn walk(
-        &self,
-        page: &Page,
-        depth: usize,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), BoltError> {
+    fn walk(&self, page: &Page, depth: usize, visit: &mut Visit<'_>) -> Result<(), BoltError> {
         if depth > MAX_DEPTH {
             return Err(malformed("the tree is deeper than any real database"));
         }

@@ -386,8 +386,16 @@ pub struct BackupArgs {
     #[arg(long, value_name = "NAME")]
     pub member: Option<String>,
     /// Also copy it to this local file (never overwritten), verified against its sha256 trailer.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
     pub out: Option<PathBuf>,
+    /// Also copy it into this existing directory as <cluster>-<UTC time>-r<revision>.db (for scheduled
+    /// backups; <cluster> is the cluster file's name, else etcd's cluster id).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// With --out-dir: keep the newest N backups of this cluster there and remove older ones (0: keep
+    /// all). Other files are never touched.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "out_dir")]
+    pub keep: usize,
     /// The cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,

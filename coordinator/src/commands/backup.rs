@@ -9,7 +9,7 @@ use steward_proto::v1 as pb;
 use crate::cli::error::CliError;
 use crate::cli::{BackupArgs, ClusterArgs, OutputArgs};
 use crate::engine;
-use crate::engine::backup::BackupRequest;
+use crate::engine::backup::{BackupRequest, rotation};
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent;
 use crate::output;
@@ -21,25 +21,43 @@ use crate::output::view::{BackupView, SnapshotView, SnapshotsView};
 /// The cluster cannot be observed, the member is unknown or has no agent,
 /// or the agent refuses or fails the snapshot or its download.
 pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if let Some(file) = &args.out {
+    let (target, connector) = super::cluster_target(&args.cluster, connector)?;
+    let observation = crate::engine::cluster::observe::observe_target(&connector, &target).await?;
+    let observed = &observation.observed;
+    // In a directory: named after the cluster and the time now, and after
+    // its revision once it is known.
+    let taken_at = std::time::SystemTime::now();
+    let cluster = rotation::file_safe(
+        &target
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", observed.cluster_id)),
+    );
+    let copy = match (&args.out, &args.out_dir) {
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(dir)) => Some(dir.join(rotation::pending_name(&cluster, taken_at))),
+        (None, None) => None,
+    };
+    if let Some(file) = &copy {
         crate::engine::transfer::download::check_destination(file, 0)?;
     }
-    let (observation, connector) = super::cluster::observe_target(connector, &args.cluster).await?;
     let request = BackupRequest {
         member: args.member.clone(),
-        out: args.out.clone(),
+        out: copy,
     };
-    let taken = engine::backup::backup(&connector, &observation.observed, &request).await?;
-    output::emit(
-        out,
-        args.output.format,
-        &BackupView {
-            agent: taken.agent.to_string(),
-            snapshot: SnapshotView::from(&taken.snapshot),
-            downloaded_to: taken.copied_to.map(|p| p.display().to_string()),
-        },
-    )
-    .map_err(CliError::from)
+    let taken = engine::backup::backup(&connector, observed, &request).await?;
+    let mut view = BackupView {
+        agent: taken.agent.to_string(),
+        snapshot: SnapshotView::from(&taken.snapshot),
+        downloaded_to: taken.copied_to.as_ref().map(|p| p.display().to_string()),
+        removed: Vec::new(),
+    };
+    if let (Some(pending), Some(_)) = (&taken.copied_to, &args.out_dir) {
+        let kept = engine::backup::keep_in_dir(pending, &cluster, taken_at, taken.snapshot.revision, args.keep).await?;
+        view.downloaded_to = Some(kept.path.display().to_string());
+        view.removed = kept.removed.iter().map(|p| p.display().to_string()).collect();
+    }
+    output::emit(out, args.output.format, &view).map_err(CliError::from)
 }
 
 /// `steward backups`: every agent's snapshots, newest first.

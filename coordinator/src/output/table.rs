@@ -299,6 +299,9 @@ impl Tabular for BackupView {
                 |f| format!("{f} (sha256 trailer verified)"),
             ),
         ));
+        if !self.removed.is_empty() {
+            rows.push(("removed (beyond --keep)", self.removed.join("\n")));
+        }
         vec![key_values(rows)]
     }
 }

@@ -526,8 +526,10 @@ pub struct BackupView {
     pub agent: String,
     /// The snapshot.
     pub snapshot: SnapshotView,
-    /// The local copy, when `--out` was given (verified).
+    /// The local copy, when `--out` or `--out-dir` was given (verified).
     pub downloaded_to: Option<String>,
+    /// With `--out-dir --keep`: the older backups removed beyond the count.
+    pub removed: Vec<String>,
 }
 
 /// `steward agent snapshots`.

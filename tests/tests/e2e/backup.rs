@@ -131,3 +131,75 @@ async fn backup_takes_a_verified_snapshot_and_backups_lists_them() {
     assert_eq!(created, sorted);
     cluster.cleanup();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_into_a_directory_are_named_and_rotated() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
+    let agents = cluster.agents_arg();
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    let dir = tempfile::tempdir().expect("a backup dir");
+    let dir_text = dir.path().display().to_string();
+    // Files that are not this cluster's backups stay whatever --keep says.
+    std::fs::write(dir.path().join("notes.txt"), b"keep me").expect("a file");
+    let other = "othercluster-20261201T000000.000Z-r1.db";
+    std::fs::write(dir.path().join(other), b"another cluster's").expect("a file");
+
+    let mut kept = Vec::new();
+    for round in 0..4 {
+        client.put(format!("rotation/{round}"), "v", None).await.expect("put");
+        let taken = json(&steward(&[
+            "backup",
+            "--agents",
+            &agents,
+            "--out-dir",
+            &dir_text,
+            "--keep",
+            "2",
+            "-w",
+            "json",
+        ]));
+        let path = taken["downloaded_to"].as_str().expect("a copy").to_owned();
+        let name = std::path::Path::new(&path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a file name")
+            .to_owned();
+        // <cluster id>-<UTC time>-r<revision>.db
+        let revision = taken["snapshot"]["revision"].as_i64().expect("a revision");
+        assert!(name.ends_with(&format!("-r{revision}.db")), "{name}");
+        assert!(
+            name.starts_with(&format!("{:016x}-", cluster_id(&mut client).await)),
+            "{name}"
+        );
+        assert!(steward_agent::snapshot::verify_file(std::path::Path::new(&path)).is_ok());
+        let removed = taken["removed"].as_array().expect("removed").len();
+        assert_eq!(removed, usize::from(round >= 2), "round {round}: {taken:#}");
+        kept.push(name);
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("the dir")
+        .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        kept[2].clone(),
+        kept[3].clone(),
+        "notes.txt".to_owned(),
+        other.to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected, "the two newest, and the files that are not its backups");
+
+    // --keep without --out-dir is a usage error.
+    let usage = steward(&["backup", "--agents", &agents, "--keep", "2"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+async fn cluster_id(client: &mut etcd_client::Client) -> u64 {
+    client
+        .member_list()
+        .await
+        .expect("member list")
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::cluster_id)
+}

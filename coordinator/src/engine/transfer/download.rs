@@ -379,7 +379,10 @@ fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) ->
 }
 
 /// Gives the verified `part` its final name without replacing anything.
-async fn put_in_place(part: &Path, out: &Path) -> Result<(), Error> {
+///
+/// # Errors
+/// [`Error::OutputExists`] when `out` exists, or the I/O error.
+pub async fn put_in_place(part: &Path, out: &Path) -> Result<(), Error> {
     match tokio::fs::hard_link(part, out).await {
         Ok(()) => remove_part(part).await,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -410,7 +413,10 @@ async fn put_in_place(part: &Path, out: &Path) -> Result<(), Error> {
 }
 
 /// Makes the new name durable: a crash after this keeps the file.
-async fn sync_parent(out: &Path) -> Result<(), Error> {
+///
+/// # Errors
+/// The directory cannot be opened or synced.
+pub async fn sync_parent(out: &Path) -> Result<(), Error> {
     let parent = match out.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),

@@ -2,6 +2,8 @@
 //! leader's unless one is named), optionally copied to a local file that
 //! is verified against its sha256 trailer and never overwritten.
 
+pub mod rotation;
+
 use std::path::PathBuf;
 
 use steward_proto::v1 as pb;
@@ -190,4 +192,56 @@ async fn take(clients: &mut agent::AgentClients) -> Result<pb::SnapshotInfo, Err
             rpc: "TakeSnapshot",
             problem: "no snapshot info",
         })
+}
+
+/// A backup copied into a directory kept on a schedule: where it ended up
+/// and what was removed to keep the count.
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    /// The backup's final name, with its revision.
+    pub path: PathBuf,
+    /// The oldest backups of the same cluster removed beyond the count.
+    pub removed: Vec<PathBuf>,
+}
+
+/// Gives the verified copy at `pending` (named by [`rotation::pending_name`])
+/// its final name with the snapshot's revision, then removes the oldest of
+/// `cluster`'s backups in its directory beyond `keep` (0: none). Files of
+/// other clusters and other files are never touched.
+///
+/// # Errors
+/// The rename, the listing or a removal failed (the new backup is kept
+/// whatever failed after its rename).
+pub async fn keep_in_dir(
+    pending: &std::path::Path,
+    cluster: &str,
+    taken: std::time::SystemTime,
+    revision: i64,
+    keep: usize,
+) -> Result<Kept, Error> {
+    let dir = pending.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let path = dir.join(rotation::final_name(cluster, taken, revision));
+    download::put_in_place(pending, &path).await?;
+    let io = |action: &'static str, path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { action, path, source }
+    };
+    let mut names = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(io("list", dir))?;
+    while let Some(entry) = entries.next_entry().await.map_err(io("list", dir))? {
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    let mut removed = Vec::new();
+    for name in rotation::to_remove(cluster, &names, keep) {
+        let old = dir.join(&name);
+        tokio::fs::remove_file(&old).await.map_err(io("remove", &old))?;
+        tracing::info!(removed = %old.display(), keep, "backup beyond the count removed");
+        removed.push(old);
+    }
+    if !removed.is_empty() {
+        download::sync_parent(&path).await?;
+    }
+    Ok(Kept { path, removed })
 }
