@@ -27,6 +27,7 @@ mod faults_frozen;
 mod faults_matrix;
 mod flags;
 mod fleet;
+mod hosts_backup;
 mod hosts_restore;
 mod hosts_roll;
 mod hosts_unit;
