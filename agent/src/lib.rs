@@ -15,6 +15,7 @@ pub mod etcd_channel;
 pub mod flags;
 pub mod fsutil;
 pub mod hashing;
+pub mod health;
 pub mod host_shutdown;
 pub mod journal;
 pub mod logging;

@@ -145,12 +145,12 @@ pub fn spawn_status(agent: Arc<Agent>, stop: CancellationToken) -> Option<tokio:
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::process::ProcessRecord;
     use crate::state::Switch;
 
-    fn running(version: &str, pid: u32) -> ProcessStatus {
+    pub(crate) fn running(version: &str, pid: u32) -> ProcessStatus {
         ProcessStatus {
             record: Some(ProcessRecord {
                 pid,
@@ -166,7 +166,7 @@ mod tests {
         }
     }
 
-    fn state(state: AgentState, active: Option<&str>) -> PersistedState {
+    pub(crate) fn state(state: AgentState, active: Option<&str>) -> PersistedState {
         PersistedState {
             state,
             active_version: active.map(Into::into),

@@ -103,14 +103,12 @@ pub async fn run(
     let service = AgentService::new(Arc::clone(&agent), streams.clone(), Arc::clone(&audit));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in [
-        "",
-        service_names::AGENT,
-        service_names::BINARIES,
-        service_names::SNAPSHOTS,
-    ] {
+    for name in crate::health::AGENT_SERVICES {
         health.set_service_status(name, ServingStatus::Serving).await;
     }
+    health
+        .set_service_status(service_names::MEMBER, ServingStatus::NotServing)
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(steward_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -151,6 +149,7 @@ pub async fn run(
     // "stopping"); the watchdog pings until the end, though systemd stops
     // watching at STOPPING=1.
     notify::spawn_status(Arc::clone(&agent), streams.clone());
+    crate::health::spawn_member_health(Arc::clone(&agent), health.clone(), streams.clone());
     crate::watchdog::spawn_if_enabled(agent.supervisor_heartbeat(), token.clone());
     let stop = token.clone();
     let router = tonic::transport::Server::builder()
@@ -181,12 +180,7 @@ pub async fn run(
         let _ = host_state_sender.send(state);
         streams.cancel();
         notify::stopping("stopping: finishing calls in flight; etcd keeps running");
-        for name in [
-            "",
-            service_names::AGENT,
-            service_names::BINARIES,
-            service_names::SNAPSHOTS,
-        ] {
+        for name in crate::health::AGENT_SERVICES.into_iter().chain([service_names::MEMBER]) {
             health.set_service_status(name, ServingStatus::NotServing).await;
         }
     };

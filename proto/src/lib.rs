@@ -31,4 +31,7 @@ pub mod service_names {
     pub const BINARIES: &str = "steward.agent.v1.Binaries";
     /// The snapshot service.
     pub const SNAPSHOTS: &str = "steward.agent.v1.Snapshots";
+    /// Not an RPC service: the gRPC health name that is SERVING only while
+    /// the agent's etcd member runs in its steady state.
+    pub const MEMBER: &str = "steward.agent.v1.Member";
 }

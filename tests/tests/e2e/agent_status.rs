@@ -1,6 +1,7 @@
 //! A 3-member etcd 3.4 cluster under three agents: every agent's GetStatus
 //! reports real values for the agent, the process, the versions, the member,
-//! the data dir and the disk; gRPC health and reflection are served.
+//! the data dir and the disk; gRPC health (the member's own too, which
+//! follows its etcd) and reflection are served.
 
 use steward_proto::v1 as pb;
 use steward_tests::{ClusterBuilder, newest};
@@ -103,6 +104,58 @@ async fn three_member_cluster_reports_real_status_everywhere() {
             .into_inner();
         assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
     }
+
+    // The member's own health: SERVING while its etcd runs, NOT_SERVING
+    // once it is stopped (the agent's services keep serving), and back.
+    let member_health = |mut health: HealthClient<tonic::transport::Channel>| async move {
+        health
+            .check(HealthCheckRequest {
+                service: "steward.agent.v1.Member".into(),
+            })
+            .await
+            .expect("the member's health")
+            .into_inner()
+            .status()
+    };
+    let wait_for = |want: ServingStatus| {
+        let health = health.clone();
+        async move {
+            let began = std::time::Instant::now();
+            loop {
+                let now = member_health(health.clone()).await;
+                if now == want {
+                    return;
+                }
+                assert!(
+                    began.elapsed() < std::time::Duration::from_secs(10),
+                    "still {now:?}, not {want:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(ServingStatus::Serving).await;
+    let mut agent = pb::agent_client::AgentClient::new(cluster.channel(0).await);
+    agent
+        .stop(pb::StopRequest { fencing_token: 0 })
+        .await
+        .expect("stop m0's etcd");
+    wait_for(ServingStatus::NotServing).await;
+    let overall = HealthClient::new(cluster.channel(0).await)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("the agent's health")
+        .into_inner();
+    assert_eq!(
+        overall.status(),
+        ServingStatus::Serving,
+        "the agent itself still serves"
+    );
+    agent
+        .start(pb::StartRequest { fencing_token: 0 })
+        .await
+        .expect("start m0's etcd");
+    wait_for(ServingStatus::Serving).await;
 
     // Reflection, v1 and v1alpha, lists the three services.
     let services = reflection_services(&cluster).await;
