@@ -463,6 +463,35 @@ pub enum CertsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// List every certificate in DIR with its expiry, soonest first; exit 1 when one expires within
+    /// --within or has expired, naming them.
+    Check {
+        /// The directory of the certificates (every *.crt in it).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The warning threshold.
+        #[arg(long, value_name = "DURATION", default_value = "30days", value_parser = parse_timeout)]
+        within: Duration,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// A new key and certificate for DIR/NAME.crt, signed by DIR's CA with the same role and names; the
+    /// old pair is kept as NAME.crt.replaced-<UTC time> (and .key). An agent serves it from its next restart.
+    Renew {
+        /// The directory of the CA and the certificate.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The certificate's name: DIR/NAME.crt (made by `steward certs issue`).
+        #[arg(long, value_name = "NAME", value_parser = parse_cert_name)]
+        name: String,
+        /// Days the new certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 /// `--role`.

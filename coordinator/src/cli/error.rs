@@ -60,6 +60,14 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// Certificates expire within the threshold, or have expired.
+    #[error("certificates expire within {within_days} days or have expired: {certificates}")]
+    CertsExpiring {
+        /// The threshold.
+        within_days: u64,
+        /// Each, with its file and days left.
+        certificates: String,
+    },
     /// A snapshot file does not check out.
     #[error("snapshot file {}: {reason}", path.display())]
     SnapshotFile {

@@ -69,6 +69,13 @@ fn write_pair(dir: &Path, stem: &str, issued: &Issued) -> Result<(String, String
 /// A file that exists, or one that cannot be read or written.
 pub fn run(command: CertsCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
+        CertsCommand::Check { dir, within, output } => super::certs_lifecycle::check(&dir, within, output.format, out),
+        CertsCommand::Renew {
+            dir,
+            name,
+            days,
+            output,
+        } => super::certs_lifecycle::renew(&dir, &name, days, output.format, out),
         CertsCommand::Init {
             dir,
             name,

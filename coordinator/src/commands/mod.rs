@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod backup;
 pub mod certs;
+pub mod certs_lifecycle;
 pub mod cluster;
 pub mod fleet;
 pub mod generate;

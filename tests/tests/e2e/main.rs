@@ -14,6 +14,7 @@ mod backup;
 mod backup_pins;
 mod binary_refusals;
 mod cancel;
+mod certs_lifecycle;
 mod chaos;
 mod cli_habits;
 mod cli_roll;

@@ -4,6 +4,8 @@
 //! [`steward_proto::role`]). Keys are ECDSA P-256; every file is written
 //! 0600 and never over an existing one.
 
+pub mod inspect;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

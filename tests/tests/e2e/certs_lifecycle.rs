@@ -1,0 +1,87 @@
+//! Certificates over time: `steward certs check` lists every certificate
+//! of a directory with its expiry and fails naming those inside the
+//! threshold; `steward certs renew` gives one a new key and validity with
+//! the same name, role and names, which its agent serves after a restart.
+
+use std::process::Output;
+
+use steward_tests::cluster::steward_command;
+
+fn steward(args: &[&str]) -> Output {
+    steward_command().args(args).output().expect("run steward")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn check_names_what_expires_and_renew_replaces_it() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let pki = dir.path().display().to_string();
+    let ok = |output: Output| {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        output
+    };
+    ok(steward(&["certs", "init", "--dir", &pki]));
+    ok(steward(&[
+        "certs",
+        "issue",
+        "--dir",
+        &pki,
+        "--role",
+        "agent",
+        "--name",
+        "infra0",
+        "--san",
+        "10.0.0.1",
+        "--san",
+        "infra0.example",
+        "--days",
+        "10",
+    ]));
+    ok(steward(&[
+        "certs", "issue", "--dir", &pki, "--role", "backup", "--name", "nightly",
+    ]));
+
+    // Within 30 days (the default): exit 1, naming the agent's certificate.
+    let checked = steward(&["certs", "check", "--dir", &pki, "-w", "json"]);
+    assert_eq!(checked.status.code(), Some(1), "{}", stderr(&checked));
+    assert!(
+        stderr(&checked).contains("infra0.crt (infra0, "),
+        "{}",
+        stderr(&checked)
+    );
+    assert!(!stderr(&checked).contains("nightly"), "{}", stderr(&checked));
+    let view: serde_json::Value = serde_json::from_slice(&checked.stdout).expect("JSON");
+    let soonest = &view["certificates"][0];
+    assert_eq!(soonest["name"], "infra0", "{view:#}");
+    assert_eq!(soonest["expiry"], "soon", "{view:#}");
+    assert!(
+        soonest["days_left"].as_u64().is_some_and(|d| (9..=10).contains(&d)),
+        "{view:#}"
+    );
+    // A threshold it is outside of: fine.
+    ok(steward(&["certs", "check", "--dir", &pki, "--within", "5days"]));
+
+    // Renewed: same role and names, a new key, a year, the old pair kept.
+    let old_key = std::fs::read(dir.path().join("infra0.key")).expect("the old key");
+    let renewed = ok(steward(&[
+        "certs", "renew", "--dir", &pki, "--name", "infra0", "-w", "json",
+    ]));
+    let renewed: serde_json::Value = serde_json::from_slice(&renewed.stdout).expect("JSON");
+    assert_eq!(renewed["role"], "agent");
+    assert_eq!(renewed["sans"], serde_json::json!(["10.0.0.1", "infra0.example"]));
+    assert_ne!(
+        std::fs::read(dir.path().join("infra0.key")).expect("the new key"),
+        old_key
+    );
+    for kept in renewed["previous"].as_array().expect("previous") {
+        assert!(std::path::Path::new(kept.as_str().expect("a path")).exists(), "{kept}");
+    }
+    ok(steward(&["certs", "check", "--dir", &pki]));
+
+    // The CA is not renewed this way, nor a file that is no certificate.
+    let refused = steward(&["certs", "renew", "--dir", &pki, "--name", "nosuch"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}
