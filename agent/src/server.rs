@@ -100,7 +100,12 @@ pub async fn run(
         source,
     })?;
     let audit = Arc::new(audit);
-    let service = AgentService::new(Arc::clone(&agent), streams.clone(), Arc::clone(&audit));
+    let service = AgentService::new(
+        Arc::clone(&agent),
+        streams.clone(),
+        Arc::clone(&audit),
+        tls.as_ref().map(|t| t.served.clone()),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in crate::health::AGENT_SERVICES {

@@ -49,14 +49,27 @@ pub struct AgentService {
     /// Ends open follow streams, which would otherwise hold the graceful
     /// shutdown of the server open forever.
     shutdown: CancellationToken,
+    /// The certificate the API is served with (none in insecure mode).
+    served: Option<pb::ServedCertificate>,
 }
 
 impl AgentService {
     /// Services for `agent`; streams that follow end at `shutdown`; calls
-    /// that change something are written to `audit`.
+    /// that change something are written to `audit`; `served` is the
+    /// certificate the API is served with, for GetStatus.
     #[must_use]
-    pub const fn new(agent: Arc<Agent>, shutdown: CancellationToken, audit: Arc<AuditLog>) -> Self {
-        Self { agent, audit, shutdown }
+    pub const fn new(
+        agent: Arc<Agent>,
+        shutdown: CancellationToken,
+        audit: Arc<AuditLog>,
+        served: Option<pb::ServedCertificate>,
+    ) -> Self {
+        Self {
+            agent,
+            audit,
+            shutdown,
+            served,
+        }
     }
 
     /// Starts the audit line of `rpc` made by `request`'s caller.
@@ -306,6 +319,7 @@ impl pb::agent_server::Agent for AgentService {
                 started_at: Some(timestamp(agent.started_at())),
                 client_urls: config.member.advertise_client_urls.clone(),
                 peer_urls: config.member.initial_advertise_peer_urls.clone(),
+                tls_certificate: self.served.clone(),
             }),
             process: Some(process_info),
             versions: Some(pb::Versions {

@@ -45,6 +45,41 @@ pub struct ServerTls {
     /// The full check of a client's chain against the configured CA, run
     /// by [`crate::access`] on every call.
     pub verifier: Arc<dyn ClientCertVerifier>,
+    /// What the served certificate says, for GetStatus.
+    pub served: steward_proto::v1::ServedCertificate,
+}
+
+/// The subject, end and names of the leaf certificate `der`; empty fields
+/// where it cannot be parsed (rustls accepted it, so it is one).
+fn describe_served(der: &CertificateDer<'_>) -> steward_proto::v1::ServedCertificate {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return steward_proto::v1::ServedCertificate::default();
+    };
+    let mut sans = Vec::new();
+    if let Ok(Some(extension)) = cert.subject_alternative_name() {
+        for name in &extension.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => sans.push((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => {
+                    if let Ok(octets) = <[u8; 4]>::try_from(*bytes) {
+                        sans.push(std::net::Ipv4Addr::from(octets).to_string());
+                    } else if let Ok(octets) = <[u8; 16]>::try_from(*bytes) {
+                        sans.push(std::net::Ipv6Addr::from(octets).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    steward_proto::v1::ServedCertificate {
+        subject: cert.subject().to_string(),
+        not_after: Some(prost_types::Timestamp {
+            seconds: cert.validity().not_after.timestamp(),
+            nanos: 0,
+        }),
+        sans,
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -78,6 +113,7 @@ pub fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDe
 /// [`TlsError`] naming the file that is missing or unusable.
 pub fn load(tls: &AgentTls) -> Result<ServerTls, TlsError> {
     let chain = certificates("the agent certificate", &tls.cert_file)?;
+    let served = chain.first().map(describe_served).unwrap_or_default();
     let key = private_key("the agent key", &tls.key_file)?;
     let verifier = client_verifier(certificates("the client CA", &tls.client_ca_file)?).map_err(|e| match e {
         TlsError::Rustls(reason) => TlsError::Pem {
@@ -97,6 +133,7 @@ pub fn load(tls: &AgentTls) -> Result<ServerTls, TlsError> {
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
+        served,
         verifier,
     })
 }

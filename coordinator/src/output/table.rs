@@ -110,6 +110,13 @@ impl Tabular for StatusView {
             ("agent state", agent.state.clone()),
             ("state reason", or_dash(agent.state_reason.as_deref())),
             ("agent started", or_dash(agent.started_at.as_deref())),
+            (
+                "served certificate",
+                agent.tls_certificate.as_ref().map_or_else(
+                    || "- (plaintext)".to_owned(),
+                    |c| format!("{}, until {}", c.subject, c.not_after.as_deref().unwrap_or("?")),
+                ),
+            ),
             ("member name", agent.member_name.clone()),
             ("member id", or_dash(member.member_id.as_deref())),
             ("cluster id", or_dash(member.cluster_id.as_deref())),

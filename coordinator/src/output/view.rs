@@ -97,6 +97,19 @@ pub struct AgentInfoView {
     pub client_urls: Vec<String>,
     /// The member's advertised peer URLs.
     pub peer_urls: Vec<String>,
+    /// The certificate the agent serves its API with: subject and end.
+    pub tls_certificate: Option<ServedCertificateView>,
+}
+
+/// The certificate an agent serves its API with, as it read it at start.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedCertificateView {
+    /// The subject.
+    pub subject: String,
+    /// When it ends, RFC 3339.
+    pub not_after: Option<String>,
+    /// Its names.
+    pub sans: Vec<String>,
 }
 
 /// The etcd process the agent supervises.
@@ -221,6 +234,11 @@ impl StatusView {
                 started_at: format::rfc3339(agent.started_at.as_ref()),
                 client_urls: agent.client_urls,
                 peer_urls: agent.peer_urls,
+                tls_certificate: agent.tls_certificate.map(|c| ServedCertificateView {
+                    subject: c.subject,
+                    not_after: format::rfc3339(c.not_after.as_ref()),
+                    sans: c.sans,
+                }),
             },
             process: ProcessView {
                 running: process.running,
@@ -592,6 +610,7 @@ mod tests {
                 client_urls: vec!["http://127.0.0.1:2379".into()],
                 peer_urls: vec!["http://127.0.0.1:2380".into()],
                 state_reason: String::new(),
+                tls_certificate: None,
             }),
             process: Some(pb::ProcessInfo {
                 running: true,

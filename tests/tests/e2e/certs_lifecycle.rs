@@ -6,6 +6,7 @@
 use std::process::Output;
 
 use steward_tests::cluster::steward_command;
+use steward_tests::{ClusterBuilder, newest};
 
 fn steward(args: &[&str]) -> Output {
     steward_command().args(args).output().expect("run steward")
@@ -84,4 +85,63 @@ fn check_names_what_expires_and_renew_replaces_it() {
     // The CA is not renewed this way, nor a file that is no certificate.
     let refused = steward(&["certs", "renew", "--dir", &pki, "--name", "nosuch"]);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}
+
+/// Days from now until `not_after`.
+fn days_until(not_after: Option<&prost_types::Timestamp>) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let end = not_after.expect("an end").seconds;
+    (end - i64::try_from(now).expect("a time")) / 86_400
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_agent_certificate_is_served_after_the_agents_restart() {
+    let mut cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
+    let pki = cluster.pki.clone().expect("mutual TLS").dir;
+    let pki_text = pki.display().to_string();
+
+    // What m0's agent serves: the harness's certificate, 30 days.
+    let served = cluster
+        .status(0)
+        .await
+        .agent
+        .expect("agent")
+        .tls_certificate
+        .expect("served");
+    assert!(
+        served.subject.contains("CN=m0") && served.subject.contains("OU=agent"),
+        "{served:?}"
+    );
+    assert_eq!(served.sans, vec!["127.0.0.1".to_owned()]);
+    assert!((29..=30).contains(&days_until(served.not_after.as_ref())), "{served:?}");
+
+    // Renewed for 90 days: the agent goes on serving the old one until it
+    // restarts, then serves the new one, and steward still reaches it.
+    let renewed = steward(&["certs", "renew", "--dir", &pki_text, "--name", "m0", "--days", "90"]);
+    assert_eq!(renewed.status.code(), Some(0), "{}", stderr(&renewed));
+    let before = cluster
+        .status(0)
+        .await
+        .agent
+        .expect("agent")
+        .tls_certificate
+        .expect("served");
+    assert_eq!(before, served, "read at the agent's start only");
+    cluster.kill_agent(0);
+    cluster.start_agent(0);
+    let after = cluster
+        .status(0)
+        .await
+        .agent
+        .expect("agent")
+        .tls_certificate
+        .expect("served");
+    assert!((89..=90).contains(&days_until(after.not_after.as_ref())), "{after:?}");
+    assert_eq!(after.subject, served.subject);
+    assert_eq!(after.sans, served.sans);
+    let status = steward(&["status", "--agents", &cluster.agents_arg()]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
 }
