@@ -152,7 +152,15 @@ fn agent_logs_takes_json_output() {
     let output = steward(&["agent", "logs", "--agent", "127.0.0.1:1", "-w", "json", "--follow"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(text(&output.stderr).contains("127.0.0.1:1"));
-    assert!(output.stdout.is_empty());
+    // Under -w json a failure is a JSON object on stdout too.
+    let error: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(error["error"]["exit_code"], 1, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("127.0.0.1:1")),
+        "{error}"
+    );
 
     let help = text(&steward(&["agent", "logs", "--help"]).stdout);
     assert!(help.contains("--write-out"), "{help}");

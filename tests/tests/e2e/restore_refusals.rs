@@ -129,7 +129,7 @@ async fn bad_snapshots_are_refused_before_any_member_stops() {
     // A snapshot written by a 3.5 cluster (etcd 3.5.30's own `etcdctl
     // snapshot save`), for members that run 3.4.
     let newer = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../agent/testdata/snapshot-3.5.30.db")
+        .join("../proto/testdata/snapshot-3.5.30.db")
         .display()
         .to_string();
     let args = restore(&newer);
