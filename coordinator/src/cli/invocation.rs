@@ -142,10 +142,9 @@ pub fn requested_format(args: &[OsString]) -> Option<OutputFormat> {
         if word == "--" {
             break;
         }
-        let value = match flag_name(word) {
-            "-w" | "--write-out" if word.len() > flag_name(word).len() => {
-                Some(word[flag_name(word).len()..].trim_start_matches('='))
-            }
+        let name = flag_name(word);
+        let value = match name {
+            "-w" | "--write-out" if word.len() > name.len() => Some(word[name.len()..].trim_start_matches('=')),
             "-w" | "--write-out" => words.next(),
             _ => None,
         };

@@ -76,13 +76,11 @@ pub async fn version(connector: &Connector, args: &VersionArgs, out: &mut dyn Wr
     };
     if names_a_cluster(&args.cluster) {
         let (observation, _) = super::cluster::observe_target(connector, &args.cluster).await?;
+        view.skew = crate::engine::roll::rules::skewed_agents(&observation.observed, OWN)
+            .into_iter()
+            .map(|line| format!("{line}, this CLI is {OWN}"))
+            .collect();
         for member in &observation.observed.members {
-            if member.agent.is_some() && !member.agent_version.is_empty() && member.agent_version != OWN {
-                view.skew.push(format!(
-                    "{} runs steward-agent {}, this CLI is {OWN}",
-                    member.name, member.agent_version
-                ));
-            }
             view.agents.push(AgentVersion {
                 member: member.name.clone(),
                 agent: member.agent.clone(),

@@ -327,17 +327,24 @@ fn agents_ready(observed: &Observed) -> Check {
     }
 }
 
+/// One line per agent that answered with another steward version than
+/// `coordinator`: `m2 runs steward-agent 0.0.9`.
+#[must_use]
+pub fn skewed_agents(observed: &Observed, coordinator: &str) -> Vec<String> {
+    observed
+        .members
+        .iter()
+        .filter(|m| m.agent.is_some() && !m.agent_version.is_empty() && m.agent_version != coordinator)
+        .map(|m| format!("{} runs steward-agent {}", m.name, m.agent_version))
+        .collect()
+}
+
 /// Agents of another steward version than this coordinator's: allowed
 /// (the API is versioned and each side refuses what it does not know),
 /// but worth knowing before a change, and the usual cause of a surprise.
 #[must_use]
 pub fn agent_version_skew(observed: &Observed, coordinator: &str) -> Check {
-    let skewed: Vec<String> = observed
-        .members
-        .iter()
-        .filter(|m| m.agent.is_some() && !m.agent_version.is_empty() && m.agent_version != coordinator)
-        .map(|m| format!("{} runs steward-agent {}", m.name, m.agent_version))
-        .collect();
+    let skewed = skewed_agents(observed, coordinator);
     if skewed.is_empty() {
         check(
             ids::AGENT_VERSION_SKEW,
