@@ -20,6 +20,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::audit::{AuditLog, Pending};
+use crate::metrics::RpcMetrics;
 
 /// Who made a call, as the audit log records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,15 +169,18 @@ fn claimed(certs: Option<&[CertificateDer<'static>]>) -> Caller {
 pub struct AccessLayer {
     policy: Arc<Policy>,
     audit: Arc<AuditLog>,
+    metrics: Arc<RpcMetrics>,
 }
 
 impl AccessLayer {
-    /// Admits calls by `policy`; refusals of audited RPCs go to `audit`.
+    /// Admits calls by `policy`; refusals of audited RPCs go to `audit`,
+    /// and every refusal is counted in `metrics`.
     #[must_use]
-    pub fn new(policy: Policy, audit: Arc<AuditLog>) -> Self {
+    pub fn new(policy: Policy, audit: Arc<AuditLog>, metrics: Arc<RpcMetrics>) -> Self {
         Self {
             policy: Arc::new(policy),
             audit,
+            metrics,
         }
     }
 }
@@ -189,6 +193,7 @@ impl<S> tower::Layer<S> for AccessLayer {
             inner,
             policy: Arc::clone(&self.policy),
             audit: Arc::clone(&self.audit),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -199,6 +204,7 @@ pub struct Access<S> {
     inner: S,
     policy: Arc<Policy>,
     audit: Arc<AuditLog>,
+    metrics: Arc<RpcMetrics>,
 }
 
 type Answer<E> = Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>;
@@ -238,6 +244,7 @@ where
             }
             Err(status) => {
                 tracing::warn!(%path, code = ?status.code(), reason = %status.message(), "call refused");
+                self.metrics.refused(status.code());
                 if let Some(rpc) = audited(&path) {
                     let caller = claimed(certs.as_deref().map(Vec::as_slice));
                     let status = Err::<(), _>(status.clone());

@@ -24,7 +24,9 @@ use crate::state::{AgentState, Operation, PersistedState, StateStore, Switch, tr
 use crate::store::{BinaryStore, Declared, Incoming, Manifest, Tool};
 use crate::supervisor::{ProcessStatus, Supervisor};
 
+mod attempts;
 mod restoring;
+pub use attempts::SnapshotAttempts;
 pub use restoring::RestoreRequest;
 
 /// How often a switch checks whether the member is healthy yet.
@@ -69,6 +71,7 @@ pub struct Agent {
     op_lock: tokio::sync::Mutex<()>,
     running_op: std::sync::Mutex<Option<Operation>>,
     started_at: SystemTime,
+    snapshot_attempts: std::sync::Mutex<SnapshotAttempts>,
     _dir_lock: Flock<File>,
 }
 
@@ -111,6 +114,7 @@ impl Agent {
             op_lock: tokio::sync::Mutex::new(()),
             running_op: std::sync::Mutex::new(None),
             started_at: SystemTime::now(),
+            snapshot_attempts: std::sync::Mutex::default(),
             _dir_lock: dir_lock,
         });
         agent.recover().await;
@@ -862,16 +866,42 @@ impl Agent {
         self: &Arc<Self>,
         tee: Option<crate::snapshot::Tee>,
     ) -> Result<SnapshotMeta, AgentError> {
-        self.exclusive(Operation::TakeSnapshot, |agent| async move {
-            transition(Operation::TakeSnapshot, agent.state.get().state)?;
-            let tool = agent.status_tool();
-            let protected = agent.protected_snapshot();
-            agent
-                .snapshots
-                .take(&agent.member, &agent.config.member.name, tool, &protected, tee)
-                .await
-        })
-        .await
+        let result = self
+            .exclusive(Operation::TakeSnapshot, |agent| async move {
+                transition(Operation::TakeSnapshot, agent.state.get().state)?;
+                let tool = agent.status_tool();
+                let protected = agent.protected_snapshot();
+                agent
+                    .snapshots
+                    .take(&agent.member, &agent.config.member.name, tool, &protected, tee)
+                    .await
+            })
+            .await;
+        // A call refused before it began (another operation runs, the
+        // state forbids it) took no snapshot and is not an attempt.
+        if !matches!(
+            result,
+            Err(AgentError::Busy { .. } | AgentError::TransitionRefused { .. })
+        ) {
+            self.snapshot_attempts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(SystemTime::now(), result.is_ok());
+        }
+        result
+    }
+
+    /// The snapshots asked for since the agent started, and how they ended.
+    pub fn snapshot_attempts(&self) -> SnapshotAttempts {
+        *self
+            .snapshot_attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The staged etcd versions.
+    pub fn staged(&self) -> Result<Vec<Manifest>, AgentError> {
+        self.store.list()
     }
 
     /// Pins a stored snapshot under `label` (or unpins it, with an empty

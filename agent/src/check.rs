@@ -53,6 +53,9 @@ pub fn run(path: &Path, insecure: bool) -> Vec<Check> {
         Ok(format!("{} loads and is valid", path.display())),
     )];
     checks.push(Check::new("listen", listen(&config)));
+    if let Some(metrics) = &config.metrics {
+        checks.push(Check::new("metrics.listen", metrics_listen(metrics)));
+    }
     if let Some(tls) = &config.tls {
         checks.push(Check::new("tls", agent_tls(tls)));
     }
@@ -126,6 +129,16 @@ fn listen(config: &Config) -> Result<String, String> {
         "{} ({mode}); {} is an address of this host",
         config.listen,
         config.listen.ip()
+    ))
+}
+
+fn metrics_listen(metrics: &crate::config::MetricsSettings) -> Result<String, String> {
+    let scheme = if metrics.tls { "https" } else { "http" };
+    local_ip(metrics.listen.ip())?;
+    Ok(format!(
+        "{scheme}://{}/metrics and /healthz; {} is an address of this host",
+        metrics.listen,
+        metrics.listen.ip()
     ))
 }
 

@@ -50,6 +50,30 @@ pub struct Config {
     /// mode, allowed only on a loopback `listen` address.
     #[serde(default)]
     pub insecure: bool,
+    /// A Prometheus `/metrics` and `/healthz` listener. Absent: none.
+    #[serde(default)]
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// `[metrics]`: where the agent serves Prometheus metrics and `/healthz`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Its own listen address, apart from the gRPC API; loopback unless
+    /// set otherwise.
+    pub listen: SocketAddr,
+    /// Serve HTTPS with the agent's `[tls]` certificate and key (no client
+    /// certificate is asked for); plain HTTP otherwise.
+    pub tls: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9479)),
+            tls: false,
+        }
+    }
 }
 
 /// The agent's own certificate, and the CA its callers' certificates must
@@ -359,6 +383,23 @@ impl Config {
         if self.supervision.log_max_bytes < 4096 {
             return Err(invalid("supervision.log_max_bytes", "must be at least 4096".into()));
         }
+        if let Some(metrics) = &self.metrics {
+            if metrics.tls && self.tls.is_none() {
+                return Err(invalid(
+                    "metrics.tls",
+                    "HTTPS on the metrics listener uses the agent's [tls] certificate, and there is none".into(),
+                ));
+            }
+            if metrics.listen == self.listen {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!(
+                        "{} is the gRPC listen address; the metrics need their own",
+                        metrics.listen
+                    ),
+                ));
+            }
+        }
         self.member.validate()
     }
 }
@@ -531,6 +572,24 @@ mod tests {
 
         let relative = tls.replace("\"/etc/steward/m1.key\"", "\"m1.key\"");
         assert!(parse(&relative).unwrap_err().to_string().contains("tls.key_file"));
+    }
+
+    #[test]
+    fn metrics_are_off_unless_asked_for_and_loopback_by_default() {
+        assert!(parse(MINIMAL).unwrap().metrics.is_none());
+        let on = MINIMAL.replace("[member]", "[metrics]\n[member]");
+        let metrics = parse(&on).unwrap().metrics.unwrap();
+        assert_eq!(metrics.listen, SocketAddr::from(([127, 0, 0, 1], 9479)));
+        assert!(!metrics.tls);
+
+        let https = MINIMAL.replace("[member]", "[metrics]\ntls = true\n[member]");
+        let err = parse(&https).unwrap_err().to_string();
+        assert!(err.contains("metrics.tls") && err.contains("[tls]"), "{err}");
+        let same = MINIMAL.replace("[member]", "[metrics]\nlisten = \"127.0.0.1:7400\"\n[member]");
+        let err = parse(&same).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen") && err.contains("their own"), "{err}");
+        let typo = MINIMAL.replace("[member]", "[metrics]\nlisten_on = \"127.0.0.1:9\"\n[member]");
+        assert!(parse(&typo).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! flags for every etcd version, and verified snapshots; it answers the
 //! coordinator over gRPC (`steward.agent.v1`).
 
+pub mod accept;
 pub mod access;
 pub mod agent;
 pub mod audit;
@@ -21,6 +22,7 @@ pub mod journal;
 pub mod logging;
 pub mod logs;
 pub mod member;
+pub mod metrics;
 pub mod notify;
 pub mod process;
 pub mod raft_snapshot;

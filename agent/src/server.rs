@@ -125,6 +125,27 @@ pub async fn run(
         .build_v1alpha()
         .map_err(ServeError::Reflection)?;
 
+    let rpc_metrics = Arc::new(crate::metrics::RpcMetrics::new());
+    if let Some(settings) = &config.metrics {
+        let https = match (settings.tls, &config.tls) {
+            (true, Some(agent_tls)) => Some(crate::tls::metrics_server_config(agent_tls).map_err(ServeError::Tls)?),
+            _ => None,
+        };
+        let listener = crate::metrics::MetricsListener::bind(settings, https.clone())
+            .await
+            .map_err(|source| ServeError::Bind {
+                address: settings.listen,
+                source,
+            })?;
+        tracing::info!(
+            address = %listener.address(),
+            https = https.is_some(),
+            "serving /metrics and /healthz"
+        );
+        let metrics = Arc::new(crate::metrics::Metrics::new(Arc::clone(&agent), &rpc_metrics));
+        listener.spawn(metrics, Arc::clone(&agent), token.clone());
+    }
+
     let address = config.listen;
     // Bind before telling systemd we are ready, so "ready" means reachable.
     let listener = tokio::net::TcpListener::bind(address)
@@ -160,7 +181,8 @@ pub async fn run(
     let router = tonic::transport::Server::builder()
         .initial_stream_window_size(steward_proto::windows::STREAM_WINDOW)
         .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW)
-        .layer(AccessLayer::new(policy, Arc::clone(&audit)))
+        .layer(crate::metrics::RpcMetricsLayer::new(Arc::clone(&rpc_metrics)))
+        .layer(AccessLayer::new(policy, Arc::clone(&audit), rpc_metrics))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -191,7 +213,11 @@ pub async fn run(
     };
     let result = match tls {
         Some(tls) => {
-            let incoming = tls_incoming(listener, tokio_rustls::TlsAcceptor::from(tls.config));
+            let connections = crate::accept::tls_connections(listener, tokio_rustls::TlsAcceptor::from(tls.config));
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::ReceiverStream::new(connections),
+                |(stream, _peer)| Ok::<_, std::io::Error>(stream),
+            );
             router.serve_with_incoming_shutdown(incoming, drain).await
         }
         None => {
@@ -219,47 +245,4 @@ pub async fn run(
     }
     stop.cancel();
     result.map_err(|source| ServeError::Serve { address, source })
-}
-
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The TLS connections of `listener`: each handshake runs in its own task,
-/// so a slow or broken client delays nobody else.
-fn tls_incoming(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-) -> tokio_stream::wrappers::ReceiverStream<
-    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = sender.closed() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off a little.
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = sender.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }

@@ -125,7 +125,8 @@ fn table(operation: Operation, state: AgentState) -> Option<Transition> {
     }
 }
 
-const ALL_STATES: [AgentState; 7] = [
+/// Every state, in the order they are listed to people.
+pub const ALL_STATES: [AgentState; 7] = [
     AgentState::Empty,
     AgentState::Stopped,
     AgentState::Running,

@@ -138,6 +138,24 @@ pub fn load(tls: &AgentTls) -> Result<ServerTls, TlsError> {
     })
 }
 
+/// HTTPS for the metrics listener: the agent's own certificate and key,
+/// no client certificate (Prometheus scrapes with the CA alone).
+///
+/// # Errors
+/// [`TlsError`] naming the file that is missing or unusable.
+pub fn metrics_server_config(tls: &AgentTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = certificates("the agent certificate", &tls.cert_file)?;
+    let key = private_key("the agent key", &tls.key_file)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| key_error(&e, "the agent key", &tls.key_file, &tls.cert_file))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
         what,

@@ -52,6 +52,7 @@ pub struct ClusterBuilder {
     etcd_tls: bool,
     member_auth: Option<(String, String)>,
     state_on_tmpfs: Vec<(usize, String)>,
+    metrics: Option<bool>,
 }
 
 impl ClusterBuilder {
@@ -72,7 +73,17 @@ impl ClusterBuilder {
             etcd_tls: false,
             member_auth: None,
             state_on_tmpfs: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// Gives every agent a `[metrics]` listener on a port of its own
+    /// ([`Member::metrics_addr`]), over HTTPS with the agent's certificate
+    /// when `https`.
+    #[must_use]
+    pub const fn metrics(mut self, https: bool) -> Self {
+        self.metrics = Some(https);
+        self
     }
 
     /// Puts member `i`'s agent state dir on a tmpfs of `size` ("300m") of
@@ -169,12 +180,14 @@ impl ClusterBuilder {
             let client = lease();
             let peer = lease();
             let agent = lease();
+            let metrics = self.metrics.map(|_| lease());
             let name = format!("m{i}");
             let member_dir = dir.path().join(&name);
             members.push(Member {
                 client_url: format!("{scheme}://127.0.0.1:{}", client.port()),
                 peer_url: format!("{scheme}://127.0.0.1:{}", peer.port()),
                 agent_addr: format!("127.0.0.1:{}", agent.port()),
+                metrics_addr: metrics.as_ref().map(|m| format!("127.0.0.1:{}", m.port())),
                 config_path: member_dir.join("agent.toml"),
                 state_dir: member_dir.join("state"),
                 data_dir: member_dir.join("data"),
@@ -184,6 +197,7 @@ impl ClusterBuilder {
                 process: None,
             });
             leases.extend([client, peer, agent]);
+            leases.extend(metrics);
         }
         let initial_cluster = members
             .iter()
@@ -287,6 +301,9 @@ impl ClusterBuilder {
             }
         }
         let mut tls = String::new();
+        if let (Some(https), Some(address)) = (self.metrics, &member.metrics_addr) {
+            let _ = write!(tls, "\n[metrics]\nlisten = {address:?}\ntls = {https}\n");
+        }
         if let Some((user, password)) = &self.member_auth {
             let file = member.dir.join("etcd-password");
             std::fs::write(&file, format!("{password}\n")).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
@@ -369,6 +386,8 @@ pub struct Member {
     pub log_path: PathBuf,
     /// The agent's gRPC address.
     pub agent_addr: String,
+    /// The agent's metrics listener, when the cluster has them.
+    pub metrics_addr: Option<String>,
     /// etcd's client URL.
     pub client_url: String,
     /// etcd's peer URL.

@@ -36,6 +36,7 @@ mod large_db;
 mod lifecycle;
 mod local_cluster;
 mod messages;
+mod metrics;
 mod observe;
 mod plan;
 mod refusals;
