@@ -47,7 +47,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         cli::Command::Agent(agent) => Box::pin(commands::agent::run(c, agent.command, out)).await,
         cli::Command::Local(local) => Box::pin(commands::local::run(local.command, out)).await,
-        cli::Command::Certs(certs) => commands::certs::run(certs.command, out),
+        cli::Command::Certs(certs) => Box::pin(commands::certs::run(c, certs.command, out)).await,
         cli::Command::Status(args) => Box::pin(commands::cluster::status(c, &args, out)).await,
         cli::Command::Plan(args) => Box::pin(commands::cluster::plan(c, &args, out)).await,
         cli::Command::Upgrade(args) => {

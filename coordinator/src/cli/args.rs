@@ -463,12 +463,16 @@ pub enum CertsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// List every certificate in DIR with its expiry, soonest first; exit 1 when one expires within
-    /// --within or has expired, naming them.
+    /// List every certificate in DIR, or every agent's served certificate and this caller's own, with
+    /// its expiry, soonest first; exit 1 when one expires within --within or has expired (or, with a
+    /// cluster, cannot be checked), naming them.
     Check {
         /// The directory of the certificates (every *.crt in it).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["cluster", "agents"])]
+        dir: Option<PathBuf>,
+        /// The cluster whose agents to ask, instead of --dir.
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// The warning threshold.
         #[arg(long, value_name = "DURATION", default_value = "30days", value_parser = parse_timeout)]
         within: Duration,

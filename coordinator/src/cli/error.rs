@@ -68,6 +68,12 @@ pub enum CliError {
         /// Each, with its file and days left.
         certificates: String,
     },
+    /// Some certificates of a cluster could not be checked.
+    #[error("certificates could not be checked: {what}")]
+    CertsUnchecked {
+        /// What, and why.
+        what: String,
+    },
     /// A snapshot file does not check out.
     #[error("snapshot file {}: {reason}", path.display())]
     SnapshotFile {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::certs::{self, CA_CERT, CA_KEY, Issued};
 use crate::cli::CertsCommand;
 use crate::cli::error::CliError;
+use crate::engine::connect::Connector;
 use crate::output;
 use crate::output::table::{Tabular, with_header};
 
@@ -67,9 +68,20 @@ fn write_pair(dir: &Path, stem: &str, issued: &Issued) -> Result<(String, String
 ///
 /// # Errors
 /// A file that exists, or one that cannot be read or written.
-pub fn run(command: CertsCommand, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn run(connector: &Connector, command: CertsCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
-        CertsCommand::Check { dir, within, output } => super::certs_lifecycle::check(&dir, within, output.format, out),
+        CertsCommand::Check {
+            dir: Some(dir),
+            within,
+            output,
+            ..
+        } => super::certs_lifecycle::check(&dir, within, output.format, out),
+        CertsCommand::Check {
+            dir: None,
+            cluster,
+            within,
+            output,
+        } => super::certs_lifecycle::check_cluster(connector, &cluster, within, output.format, out).await,
         CertsCommand::Renew {
             dir,
             name,

@@ -13,15 +13,18 @@ use serde::Serialize;
 
 use crate::certs::inspect::{self, Expiry};
 use crate::certs::{self, CA_CERT};
+use crate::cli::ClusterArgs;
 use crate::cli::error::CliError;
+use crate::engine::connect::Connector;
 use crate::output::table::{Tabular, with_header};
 use crate::output::{self, OutputFormat};
 
 /// One certificate's line in `steward certs check`.
 #[derive(Debug, Serialize)]
 pub struct CheckedCert {
-    /// The file.
-    pub file: String,
+    /// Where it was found: its file, or `agent of NAME (ADDRESS)` for the
+    /// certificate an agent serves.
+    pub source: String,
     /// CN.
     pub name: String,
     /// Its steward role, `ca`, or none (an etcd certificate).
@@ -43,14 +46,16 @@ pub struct CheckView {
     pub certificates: Vec<CheckedCert>,
     /// Files ending in .crt that are not certificates.
     pub unreadable: Vec<String>,
+    /// With a cluster: what could not be checked, and why.
+    pub unchecked: Vec<String>,
 }
 
 impl Tabular for CheckView {
     fn tables(&self) -> Vec<Table> {
-        let mut table = with_header(&["FILE", "NAME", "ROLE", "EXPIRES", "DAYS LEFT", "VERDICT"]);
+        let mut table = with_header(&["CERTIFICATE", "NAME", "ROLE", "EXPIRES", "DAYS LEFT", "VERDICT"]);
         for cert in &self.certificates {
             table.add_row(vec![
-                cert.file.clone(),
+                cert.source.clone(),
                 cert.name.clone(),
                 cert.role.clone().unwrap_or_else(|| "-".into()),
                 cert.not_after.clone(),
@@ -62,21 +67,90 @@ impl Tabular for CheckView {
                 },
             ]);
         }
-        for file in &self.unreadable {
-            table.add_row(vec![
-                file.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "not a certificate".into(),
-            ]);
+        for (what, verdict) in self
+            .unreadable
+            .iter()
+            .map(|f| (f.clone(), "not a certificate".to_owned()))
+            .chain(self.unchecked.iter().map(|u| (u.clone(), "NOT CHECKED".to_owned())))
+        {
+            table.add_row(vec![what, "-".into(), "-".into(), "-".into(), "-".into(), verdict]);
         }
         vec![table]
     }
 }
 
 const DAY: u64 = 86_400;
+
+impl CheckView {
+    fn new(within: Duration) -> Self {
+        Self {
+            within_days: within.as_secs() / DAY,
+            certificates: Vec::new(),
+            unreadable: Vec::new(),
+            unchecked: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, source: String, name: String, role: Option<String>, not_after_unix: i64, within: Duration) {
+        let now = SystemTime::now();
+        self.certificates.push(CheckedCert {
+            source,
+            name,
+            role,
+            not_after: rfc3339(not_after_unix),
+            days_left: inspect::remaining(not_after_unix, now).map_or(0, |d| d.as_secs() / DAY),
+            expiry: inspect::judge(not_after_unix, now, within),
+        });
+    }
+
+    /// Adds the certificate in `file` under `source`; `false` when it is
+    /// not one.
+    fn add_file(&mut self, source: String, file: &Path, within: Duration) -> bool {
+        match inspect::read(file) {
+            Ok(facts) => {
+                self.add(source, facts.name, facts.role, facts.not_after_unix, within);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Prints the view soonest first, then fails naming what expires and
+    /// what could not be checked.
+    fn finish(mut self, format: OutputFormat, out: &mut dyn Write) -> Result<(), CliError> {
+        self.certificates.sort_by_key(|c| (c.days_left, c.source.clone()));
+        output::emit(out, format, &self)?;
+        let due: Vec<String> = self
+            .certificates
+            .iter()
+            .filter(|c| c.expiry != Expiry::Ok)
+            .map(|c| {
+                format!(
+                    "{} ({}{})",
+                    c.source,
+                    c.name,
+                    if c.expiry == Expiry::Expired {
+                        ", expired".to_owned()
+                    } else {
+                        format!(", {} days left", c.days_left)
+                    }
+                )
+            })
+            .collect();
+        if !due.is_empty() {
+            return Err(CliError::CertsExpiring {
+                within_days: self.within_days,
+                certificates: due.join(", "),
+            });
+        }
+        if !self.unchecked.is_empty() {
+            return Err(CliError::CertsUnchecked {
+                what: self.unchecked.join("; "),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// `steward certs check --dir DIR`: exit 1 when one expires within
 /// `within` or has expired.
@@ -99,52 +173,90 @@ pub fn check(dir: &Path, within: Duration, format: OutputFormat, out: &mut dyn W
         .filter(|p| p.extension().is_some_and(|e| e == "crt"))
         .collect();
     files.sort();
-    let now = SystemTime::now();
-    let mut view = CheckView {
-        within_days: within.as_secs() / DAY,
-        certificates: Vec::new(),
-        unreadable: Vec::new(),
-    };
+    let mut view = CheckView::new(within);
     for file in files {
-        match inspect::read(&file) {
-            Ok(facts) => view.certificates.push(CheckedCert {
-                file: file.display().to_string(),
-                name: facts.name,
-                role: facts.role,
-                not_after: rfc3339(facts.not_after_unix),
-                days_left: inspect::remaining(facts.not_after_unix, now).map_or(0, |d| d.as_secs() / DAY),
-                expiry: inspect::judge(facts.not_after_unix, now, within),
-            }),
-            Err(_) => view.unreadable.push(file.display().to_string()),
+        let source = file.display().to_string();
+        if !view.add_file(source.clone(), &file, within) {
+            view.unreadable.push(source);
         }
     }
-    view.certificates.sort_by_key(|c| (c.days_left, c.file.clone()));
-    output::emit(out, format, &view)?;
-    let due: Vec<String> = view
-        .certificates
-        .iter()
-        .filter(|c| c.expiry != Expiry::Ok)
-        .map(|c| {
-            format!(
-                "{} ({}{})",
-                c.file,
-                c.name,
-                if c.expiry == Expiry::Expired {
-                    ", expired".to_owned()
-                } else {
-                    format!(", {} days left", c.days_left)
-                }
-            )
-        })
-        .collect();
-    if due.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::CertsExpiring {
-            within_days: view.within_days,
-            certificates: due.join(", "),
-        })
+    view.finish(format, out)
+}
+
+/// One attribute of a subject as x509-parser writes it
+/// (`CN=m0, O=steward, OU=agent`).
+fn subject_part<'s>(subject: &'s str, key: &str) -> Option<&'s str> {
+    subject
+        .split(", ")
+        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// `steward certs check --cluster F`: the certificate every agent serves
+/// (as it says in GetStatus), and this caller's own certificate and CA;
+/// exit 1 when one expires within `within`, or an agent cannot say.
+///
+/// # Errors
+/// The cluster cannot be observed, the agents serve plaintext, a
+/// certificate is inside the threshold or could not be checked, or stdout
+/// is closed.
+pub async fn check_cluster(
+    connector: &Connector,
+    cluster: &ClusterArgs,
+    within: Duration,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    if !super::version::names_a_cluster(cluster) {
+        return Err(CliError::Usage(
+            "certs check needs --dir DIR, or a cluster (--cluster FILE or --agents ADDR,...) whose agents to ask"
+                .into(),
+        ));
     }
+    let (observation, connector) = super::cluster::observe_target(connector, cluster).await?;
+    let Some(files) = connector.agent_tls_files().cloned() else {
+        return Err(CliError::Usage(
+            "certs check --cluster: steward has no agent identity (--agent-cert, --agent-key, --agent-cacert, or the \
+             cluster file's [agent_tls]), so the agents serve plaintext and there is no certificate to check"
+                .into(),
+        ));
+    };
+    let mut view = CheckView::new(within);
+    for member in &observation.observed.members {
+        let Some(address) = &member.agent else {
+            view.unchecked.push(format!(
+                "member {}: no agent answered{}",
+                member.name,
+                member
+                    .agent_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+            continue;
+        };
+        let source = format!("agent of {} ({address})", member.name);
+        match &member.agent_certificate {
+            Some(served) => view.add(
+                source,
+                subject_part(&served.subject, "CN")
+                    .unwrap_or(&served.subject)
+                    .to_owned(),
+                subject_part(&served.subject, "OU").map(str::to_owned),
+                served.not_after_unix,
+                within,
+            ),
+            None => view.unchecked.push(format!(
+                "{source}: it does not say which certificate it serves (an agent older than this CLI?)"
+            )),
+        }
+    }
+    for (what, file) in [("this caller", &files.cert), ("the agents' CA", &files.cacert)] {
+        if !view.add_file(format!("{what}: {}", file.display()), file, within) {
+            view.unchecked
+                .push(format!("{what}: {} is not a readable certificate", file.display()));
+        }
+    }
+    view.finish(format, out)
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -264,4 +376,18 @@ pub fn renew(dir: &Path, name: &str, days: u32, format: OutputFormat, out: &mut 
         previous: vec![old_cert.display().to_string(), old_key.display().to_string()],
     };
     output::emit(out, format, &view).map_err(CliError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_parts_are_found_by_their_key() {
+        let subject = "CN=m0, O=steward, OU=agent";
+        assert_eq!(subject_part(subject, "CN"), Some("m0"));
+        assert_eq!(subject_part(subject, "OU"), Some("agent"));
+        assert_eq!(subject_part(subject, "C"), None);
+        assert_eq!(subject_part("", "CN"), None);
+    }
 }

@@ -59,7 +59,7 @@ impl Tabular for VersionView {
 }
 
 /// Whether a cluster was named, by a flag or its environment variable.
-fn names_a_cluster(args: &ClusterArgs) -> bool {
+pub fn names_a_cluster(args: &ClusterArgs) -> bool {
     let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
     args.cluster.is_some() || args.agents.is_some() || set("STEWARD_CLUSTER") || set("STEWARD_AGENTS")
 }

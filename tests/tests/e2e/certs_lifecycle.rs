@@ -144,4 +144,40 @@ async fn a_renewed_agent_certificate_is_served_after_the_agents_restart() {
     assert_eq!(after.sans, served.sans);
     let status = steward(&["status", "--agents", &cluster.agents_arg()]);
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+
+    // `certs check --cluster`: m1's and m2's 30-day certificates are inside
+    // the default threshold, m0's renewed one is not.
+    let agents = cluster.agents_arg();
+    let checked = steward(&["certs", "check", "--agents", &agents, "-w", "json"]);
+    assert_eq!(checked.status.code(), Some(1), "{}", stderr(&checked));
+    let named = stderr(&checked);
+    assert!(
+        named.contains("agent of m1 (") && named.contains("agent of m2 (") && !named.contains("agent of m0 ("),
+        "{named}"
+    );
+    let checked = steward(&["certs", "check", "--agents", &agents, "--within", "7days", "-w", "json"]);
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    let view: serde_json::Value = serde_json::from_slice(&checked.stdout).expect("JSON");
+    let rows = view["certificates"].as_array().expect("certificates");
+    let sources: Vec<&str> = rows.iter().filter_map(|r| r["source"].as_str()).collect();
+    assert_eq!(rows.len(), 5, "three agents, the caller, the CA: {sources:?}");
+    assert!(sources.iter().any(|s| s.starts_with("this caller: ")), "{sources:?}");
+    assert!(sources.iter().any(|s| s.starts_with("the agents' CA: ")), "{sources:?}");
+    let m0 = rows
+        .iter()
+        .find(|r| r["source"].as_str().is_some_and(|s| s.starts_with("agent of m0 (")))
+        .expect("m0's row");
+    assert_eq!(m0["name"], "m0");
+    assert_eq!(m0["role"], "agent");
+    assert!(m0["days_left"].as_u64().is_some_and(|d| (89..=90).contains(&d)), "{m0}");
+
+    // An agent that does not answer is not a pass.
+    cluster.kill_agent(2);
+    let checked = steward(&["certs", "check", "--agents", &agents, "--within", "7days"]);
+    assert_eq!(checked.status.code(), Some(1), "{}", stderr(&checked));
+    assert!(
+        stderr(&checked).contains("could not be checked: member m2: no agent answered"),
+        "{}",
+        stderr(&checked)
+    );
 }

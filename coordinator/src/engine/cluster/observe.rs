@@ -8,7 +8,7 @@ use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 
 use crate::engine::cluster::file::ClusterTarget;
-use crate::engine::cluster::observed::{Observed, ObservedMember};
+use crate::engine::cluster::observed::{Observed, ObservedMember, ServedCertificate};
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress, AnswerError};
 use crate::engine::connect::etcd::{self, EtcdError};
@@ -330,6 +330,11 @@ fn attach_agents(observed: &mut Observed, views: &[AgentView]) {
             .to_lowercase();
         member.agent_state_reason = agent.state_reason;
         member.agent_version = agent.version;
+        member.agent_certificate = agent.tls_certificate.map(|served| ServedCertificate {
+            subject: served.subject,
+            not_after_unix: served.not_after.map_or(0, |t| t.seconds),
+            sans: served.sans,
+        });
         let versions = status.versions.clone().unwrap_or_default();
         member.agent_active = versions.active.parse().ok();
         member.agent_previous = versions.previous.parse().ok();

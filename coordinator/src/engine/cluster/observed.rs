@@ -8,6 +8,17 @@
 
 use steward_proto::EtcdVersion;
 
+/// The certificate an agent serves its API with, as it says in GetStatus.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServedCertificate {
+    /// Its subject (`CN=m0, O=steward, OU=agent`).
+    pub subject: String,
+    /// The end of its validity, seconds since the epoch.
+    pub not_after_unix: i64,
+    /// The names it is valid for.
+    pub sans: Vec<String>,
+}
+
 /// One etcd member as the coordinator sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedMember {
@@ -66,6 +77,9 @@ pub struct ObservedMember {
     pub agent_state_reason: String,
     /// The agent's own steward version (empty when no agent answered).
     pub agent_version: String,
+    /// The certificate the agent serves its API with (none in plaintext,
+    /// or from an agent that does not say).
+    pub agent_certificate: Option<ServedCertificate>,
     /// The member's store revision (Status header).
     pub revision: i64,
     /// The storage (schema) version the member reports (etcd 3.6+; empty

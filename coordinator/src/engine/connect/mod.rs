@@ -33,6 +33,8 @@ struct EtcdTls {
 #[derive(Clone, Default)]
 pub struct Connector {
     agent_tls: Option<ClientTlsConfig>,
+    /// The files `agent_tls` was made from, to say which they are.
+    agent_tls_files: Option<AgentTlsFiles>,
     etcd_tls: Option<EtcdTls>,
     credentials: Option<Credentials>,
     /// The agent channels kept for this cluster; new settings, new session.
@@ -57,6 +59,7 @@ impl Connector {
     /// [`Error::Io`] when a file cannot be read.
     pub fn with_agent_tls(mut self, files: Option<&AgentTlsFiles>) -> Result<Self, Error> {
         self.session = Session::default();
+        self.agent_tls_files = files.cloned();
         self.agent_tls = match files {
             None => None,
             Some(files) => {
@@ -123,6 +126,12 @@ impl Connector {
         self.session = Session::default();
         self.credentials = credentials;
         self
+    }
+
+    /// The files of this caller's agent identity, when it has one.
+    #[must_use]
+    pub const fn agent_tls_files(&self) -> Option<&AgentTlsFiles> {
+        self.agent_tls_files.as_ref()
     }
 
     /// The connections kept for this cluster.
