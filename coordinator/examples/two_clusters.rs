@@ -14,6 +14,7 @@ use steward_coordinator::engine::events::Discard;
 use steward_coordinator::engine::report::RunContext;
 use steward_coordinator::engine::roll::plan::Direction;
 use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
+use steward_coordinator::engine::transfer::download::CopyTo;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let observed = observe_target(&to_us, &us).await?.observed;
         let request = BackupRequest {
             member: None,
-            out: Some("us-1.db".into()),
+            out: Some(CopyTo::File("us-1.db".into())),
         };
         Ok::<_, Box<dyn std::error::Error>>(backup::backup(&to_us, &observed, &request).await?)
     };

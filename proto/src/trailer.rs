@@ -152,6 +152,15 @@ impl HashingWriter {
         Self::spawn(Some(file), AfterWriteback::DropFromCache)
     }
 
+    /// Starts the thread writing to a pipe or another stream that cannot
+    /// be synced (standard output piped to another program).
+    ///
+    /// # Errors
+    /// The system refused a new thread.
+    pub fn start_stream(stream: std::fs::File) -> std::io::Result<Self> {
+        Self::spawn(Some(stream), AfterWriteback::NotAFile)
+    }
+
     fn spawn(file: Option<std::fs::File>, after: AfterWriteback) -> std::io::Result<Self> {
         use std::io::Write;
         let (feed, mut chunks) = mpsc::channel::<bytes::Bytes>(QUEUE);
@@ -159,7 +168,10 @@ impl HashingWriter {
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
-                let early = file.as_ref().and_then(|f| EarlyWriteback::start(f, after).ok());
+                let early = file
+                    .as_ref()
+                    .filter(|_| after != AfterWriteback::NotAFile)
+                    .and_then(|f| EarlyWriteback::start(f, after).ok());
                 let mut file = file;
                 let mut hasher = TrailerHasher::default();
                 let mut unsynced = 0;
@@ -268,6 +280,8 @@ struct EarlyWriteback {
 enum AfterWriteback {
     KeepCached,
     DropFromCache,
+    /// A pipe: nothing to write back.
+    NotAFile,
 }
 
 impl EarlyWriteback {

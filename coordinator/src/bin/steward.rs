@@ -30,7 +30,14 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let mut stdout = Watched::new(std::io::stdout());
+    // A command that writes data to stdout (`backup --out -`) reports on
+    // stderr, so that the data reaches its reader alone.
+    let report_to: Box<dyn std::io::Write> = if cli.stdout_carries_data() {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let mut stdout = Watched::new(report_to);
     match runtime.block_on(Box::pin(steward_coordinator::run(cli, &mut stdout))) {
         Ok(()) => ExitCode::from(exit::SUCCESS),
         // `steward ... | head` closing the pipe is not a failure.

@@ -49,6 +49,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The `--out` value that means standard output.
+pub const STDOUT: &str = "-";
+
+impl Cli {
+    /// True when the command writes data (a snapshot) to standard output,
+    /// so that its report, and any error object, go to stderr instead.
+    #[must_use]
+    pub fn stdout_carries_data(&self) -> bool {
+        matches!(&self.command, Command::Backup(args) if args.out.as_deref() == Some(std::path::Path::new(STDOUT)))
+    }
+}
+
 /// TLS towards etcd's client API, as etcdctl takes it. Without these, a
 /// cluster file's `[etcd]` is used.
 #[derive(Debug, Clone, Args)]
@@ -385,7 +397,9 @@ pub struct BackupArgs {
     /// Take it through this member's agent instead of the leader's.
     #[arg(long, value_name = "NAME")]
     pub member: Option<String>,
-    /// Also copy it to this local file (never overwritten), verified against its sha256 trailer.
+    /// Also copy it to this local file (never overwritten), verified against its sha256 trailer; `-` writes
+    /// it to standard output as it arrives (for a pipe; the report then goes to stderr, and a snapshot that
+    /// fails its check at the end makes steward exit 1).
     #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
     pub out: Option<PathBuf>,
     /// Also copy it into this existing directory as <cluster>-<UTC time>-r<revision>.db (for scheduled

@@ -12,8 +12,29 @@ use crate::engine;
 use crate::engine::backup::{BackupRequest, rotation};
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent;
+use crate::engine::transfer::download::CopyTo;
 use crate::output;
 use crate::output::view::{BackupView, SnapshotView, SnapshotsView};
+
+/// Standard output as the copy's destination: refused on a terminal,
+/// where a binary snapshot is of no use and would garble it.
+fn standard_output() -> Result<CopyTo, CliError> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        return Err(CliError::Usage(
+            "--out -: standard output is a terminal; pipe it to a program (steward backup --out - | ...) or give \
+             --out FILE"
+                .into(),
+        ));
+    }
+    let fd = stdout.as_fd().try_clone_to_owned().map_err(CliError::Output)?;
+    Ok(CopyTo::Stream {
+        stream: std::sync::Arc::new(std::fs::File::from(fd)),
+        name: "standard output".into(),
+    })
+}
 
 /// `steward backup`.
 ///
@@ -34,13 +55,15 @@ pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Writ
             .unwrap_or_else(|| format!("{:016x}", observed.cluster_id)),
     );
     let copy = match (&args.out, &args.out_dir) {
-        (Some(file), _) => Some(file.clone()),
-        (None, Some(dir)) => Some(dir.join(rotation::pending_name(&cluster, taken_at))),
+        (Some(file), _) if file.as_os_str() == crate::cli::STDOUT => Some(standard_output()?),
+        (Some(file), _) => Some(CopyTo::File(file.clone())),
+        (None, Some(dir)) => Some(CopyTo::File(dir.join(rotation::pending_name(&cluster, taken_at)))),
         (None, None) => None,
     };
-    if let Some(file) = &copy {
+    if let Some(file) = copy.as_ref().and_then(CopyTo::file) {
         crate::engine::transfer::download::check_destination(file, 0)?;
     }
+    let copied_to = copy.as_ref().map(CopyTo::describe);
     let request = BackupRequest {
         member: args.member.clone(),
         out: copy,
@@ -49,7 +72,7 @@ pub async fn backup(connector: &Connector, args: &BackupArgs, out: &mut dyn Writ
     let mut view = BackupView {
         agent: taken.agent.to_string(),
         snapshot: SnapshotView::from(&taken.snapshot),
-        downloaded_to: taken.copied_to.as_ref().map(|p| p.display().to_string()),
+        downloaded_to: copied_to,
         removed: Vec::new(),
     };
     if let (Some(pending), Some(_)) = (&taken.copied_to, &args.out_dir) {

@@ -195,6 +195,88 @@ async fn backups_into_a_directory_are_named_and_rotated() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// The first JSON document in `text` that starts a line (stderr holds
+/// logs too).
+fn json_in(text: &str) -> serde_json::Value {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('{')
+            && let Some(Ok(value)) = serde_json::Deserializer::from_str(&text[offset..])
+                .into_iter::<serde_json::Value>()
+                .next()
+        {
+            return value;
+        }
+        offset += line.len();
+    }
+    panic!("no JSON document in {text:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_to_standard_output_pipes_a_verified_snapshot() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
+    let agents = cluster.agents_arg();
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    for i in 0..50 {
+        client.put(format!("piped/{i:02}"), "v", None).await.expect("put");
+    }
+
+    // Into a pipe: the snapshot alone on stdout, the report on stderr.
+    let piped = steward(&["backup", "--agents", &agents, "--out", "-", "-w", "json"]);
+    let stderr = String::from_utf8_lossy(&piped.stderr).into_owned();
+    assert_eq!(piped.status.code(), Some(0), "{stderr}");
+    let report = json_in(&stderr);
+    assert_eq!(report["downloaded_to"], "standard output", "{report:#}");
+    let size = report["snapshot"]["size_bytes"].as_u64().expect("a size");
+    assert_eq!(piped.stdout.len() as u64, size, "the whole snapshot, nothing else");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let file = scratch.path().join("piped.db");
+    std::fs::write(&file, &piped.stdout).expect("write the piped snapshot");
+    steward_agent::snapshot::verify_file(&file).expect("the piped bytes are a whole snapshot");
+    let status = json(&steward(&[
+        "snapshot",
+        "status",
+        &file.display().to_string(),
+        "-w",
+        "json",
+    ]));
+    assert!(status["total_keys"].as_u64().unwrap_or(0) >= 50, "{status:#}");
+
+    // A failure before any byte: nothing on stdout, the JSON error object on
+    // stderr with the report's place.
+    let failed = steward(&[
+        "backup", "--agents", &agents, "--out", "-", "--member", "nosuch", "-w", "json",
+    ]);
+    assert_eq!(
+        failed.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(failed.stdout.is_empty(), "no bytes on stdout");
+    let error = json_in(&String::from_utf8_lossy(&failed.stderr));
+    assert_eq!(error["error"]["exit_code"], 2, "{error:#}");
+
+    // On a terminal: refused before anything is taken.
+    let command = format!(
+        "{} backup --agents {agents} --out -",
+        steward_tests::cluster::steward_binary().display()
+    );
+    let mut on_terminal = std::process::Command::new("script");
+    on_terminal.args(["-qec", &command, "/dev/null"]);
+    for (name, value) in steward_command().get_envs() {
+        match value {
+            Some(value) => on_terminal.env(name, value),
+            None => on_terminal.env_remove(name),
+        };
+    }
+    let refused = on_terminal.output().expect("run steward on a terminal");
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(2), "{text}");
+    assert!(text.contains("standard output is a terminal"), "{text}");
+    cluster.cleanup();
+}
+
 async fn cluster_id(client: &mut etcd_client::Client) -> u64 {
     client
         .member_list()

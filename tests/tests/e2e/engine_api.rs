@@ -12,6 +12,7 @@ use steward_coordinator::engine::events::Discard;
 use steward_coordinator::engine::report::RunContext;
 use steward_coordinator::engine::roll::plan::Direction;
 use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
+use steward_coordinator::engine::transfer::download::CopyTo;
 use steward_tests::binaries::binaries_dir;
 use steward_tests::fleet::write_cluster_file;
 use steward_tests::{Cluster, ClusterBuilder, newest};
@@ -73,7 +74,7 @@ async fn two_clusters_with_their_own_cas_one_upgraded_one_backed_up_at_once() {
         let observation = observe_target(&to_b, &target_b).await.expect("observe b");
         let request = BackupRequest {
             member: None,
-            out: Some(copy.clone()),
+            out: Some(CopyTo::File(copy.clone())),
         };
         backup::backup(&to_b, &observation.observed, &request).await
     };

@@ -12,15 +12,15 @@ use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
 use crate::engine::connect::agent::{self, AgentAddress};
 use crate::engine::error::Error;
-use crate::engine::transfer::download::{self, TakeAndDownloadError};
+use crate::engine::transfer::download::{self, CopyTo, TakeAndDownloadError};
 
 /// What to back up and where to.
 #[derive(Clone, Debug, Default)]
 pub struct BackupRequest {
     /// Take it through this member's agent instead of the leader's.
     pub member: Option<String>,
-    /// Also copy it to this local file.
-    pub out: Option<PathBuf>,
+    /// Also copy it here: a new local file, or a stream.
+    pub out: Option<CopyTo>,
 }
 
 /// A backup taken.
@@ -66,8 +66,7 @@ pub enum BackupError {
     /// copy here failed.
     #[error(
         "snapshot {id} was taken and verified, and stays on {member}'s agent {address} \
-         (copy it with `steward agent download --agent {address} --id {id} --out FILE`); copying it to {} failed",
-        out.display()
+         (copy it with `steward agent download --agent {address} --id {id} --out FILE`); copying it to {out} failed"
     )]
     CopyFailed {
         /// The agent that keeps it.
@@ -76,8 +75,8 @@ pub enum BackupError {
         member: String,
         /// Its id there.
         id: String,
-        /// Where the copy was to go.
-        out: PathBuf,
+        /// Where the copy was to go (a file, or a stream's name).
+        out: String,
         /// Why the copy failed.
         #[source]
         source: Box<Error>,
@@ -106,7 +105,7 @@ pub async fn backup(
     observed: &Observed,
     request: &BackupRequest,
 ) -> Result<Backup, BackupError> {
-    if let Some(file) = &request.out {
+    if let Some(file) = request.out.as_ref().and_then(CopyTo::file) {
         download::check_destination(file, 0)?;
     }
     let member = match &request.member {
@@ -137,23 +136,23 @@ pub async fn backup(
         .map_err(|e| no_agent(format!("its address: {e}")))?;
     // A copy that could not be written is refused before the snapshot is
     // taken, not after: a failed backup leaves nothing on the agent.
-    if let Some(file) = &request.out {
+    if let Some(file) = request.out.as_ref().and_then(CopyTo::file) {
         download::check_destination(file, member.db_size)?;
     }
     let mut clients = agent::connect(connector, &agent).await?;
     let snapshot = match &request.out {
         None => take(&mut clients).await?,
-        Some(file) => {
+        Some(to) => {
             let copy_failed = |snapshot: &pb::SnapshotInfo, source: Error| BackupError::CopyFailed {
                 address: agent.clone(),
                 member: member.name.clone(),
                 id: snapshot.id.clone(),
-                out: file.clone(),
+                out: to.describe(),
                 source: Box::new(source),
             };
             // One pass from etcd to the agent's store and to the file; an
             // agent without that call takes, then sends the stored file.
-            match Box::pin(download::take_and_download(&mut clients, 0, file)).await {
+            match Box::pin(download::take_and_download(&mut clients, 0, to)).await {
                 Ok(snapshot) => snapshot,
                 Err(TakeAndDownloadError::NotTaken(error)) => return Err(error.into()),
                 Err(TakeAndDownloadError::NotCopied { snapshot, source }) => {
@@ -161,7 +160,7 @@ pub async fn backup(
                 }
                 Err(TakeAndDownloadError::Unsupported) => {
                     let snapshot = take(&mut clients).await?;
-                    Box::pin(download::download(&mut clients, &snapshot.id, file))
+                    Box::pin(download::download_to(&mut clients, &snapshot.id, to))
                         .await
                         .map_err(|source| copy_failed(&snapshot, source))?;
                     snapshot
@@ -173,7 +172,7 @@ pub async fn backup(
         member: member.name.clone(),
         agent,
         snapshot,
-        copied_to: request.out.clone(),
+        copied_to: request.out.as_ref().and_then(CopyTo::file).map(ToOwned::to_owned),
     })
 }
 

@@ -357,7 +357,7 @@ pub async fn backup(fleet: &Fleet<'_>, out_dir: &Path) -> FleetReport {
         let out: PathBuf = out_dir.join(format!("{}-{}.db", cluster.name, fleet.context.run));
         let request = BackupRequest {
             member: None,
-            out: Some(out),
+            out: Some(crate::engine::transfer::download::CopyTo::File(out)),
         };
         match backup::backup(&connector, &observation.observed, &request).await {
             Ok(taken) => {

@@ -2,9 +2,12 @@
 //! leaving a half-written or unverified file under the final name: the bytes
 //! go to `FILE.part`, the sha256 trailer is checked as they stream, the file
 //! is fsynced, and only then does it get its name (a hard link, which unlike
-//! rename refuses to replace a file that appeared meanwhile).
+//! rename refuses to replace a file that appeared meanwhile). A snapshot
+//! can also go to an open stream (standard output piped to another
+//! program), written as it arrives and checked the same way at the end.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use steward_proto::v1 as pb;
 
@@ -104,6 +107,44 @@ pub fn check_destination(out: &Path, expected: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where a downloaded snapshot goes.
+#[derive(Clone, Debug)]
+pub enum CopyTo {
+    /// A new local file: written as `FILE.part`, verified, synced, and only
+    /// then given its name.
+    File(PathBuf),
+    /// An open stream, such as standard output piped to another program:
+    /// written as the snapshot arrives and checked at its end. What was
+    /// written cannot be taken back, so a failed check is an error the
+    /// reader must act on (discard what it got).
+    Stream {
+        /// The stream.
+        stream: Arc<std::fs::File>,
+        /// What it is, for messages ("standard output").
+        name: String,
+    },
+}
+
+impl CopyTo {
+    /// The file, or the stream's name.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Stream { name, .. } => name.clone(),
+        }
+    }
+
+    /// The file, when the copy goes to one.
+    #[must_use]
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Stream { .. } => None,
+        }
+    }
+}
+
 /// `FILE.part`: where the download streams to before it is verified.
 #[must_use]
 pub fn part_path(out: &Path) -> PathBuf {
@@ -121,6 +162,14 @@ pub fn part_path(out: &Path) -> PathBuf {
 /// `out`, and `FILE.part` is removed unless it holds a verified download
 /// that could not be named.
 pub async fn download(clients: &mut AgentClients, id: &str, out: &Path) -> Result<(pb::SnapshotInfo, u64), Error> {
+    Box::pin(download_to(clients, id, &CopyTo::File(out.to_owned()))).await
+}
+
+/// Downloads snapshot `id` to `to`, verified, as [`download`] does a file.
+///
+/// # Errors
+/// As [`download`]; a stream keeps what was written to it.
+pub async fn download_to(clients: &mut AgentClients, id: &str, to: &CopyTo) -> Result<(pb::SnapshotInfo, u64), Error> {
     const RPC: &str = "DownloadSnapshot";
     let address = clients.address.clone();
     let plaintext = clients.plaintext;
@@ -130,7 +179,7 @@ pub async fn download(clients: &mut AgentClients, id: &str, out: &Path) -> Resul
         .await
         .map_err(|s| Error::from_status(&address, plaintext, RPC, &s))?
         .into_inner();
-    let mut receiving = Receiving::create(out).await?;
+    let mut receiving = Receiving::create(to).await?;
     let received = async {
         let mut info: Option<pb::SnapshotInfo> = None;
         while let Some(message) = stream
@@ -195,7 +244,7 @@ pub enum TakeAndDownloadError {
 pub async fn take_and_download(
     clients: &mut AgentClients,
     fencing_token: i64,
-    out: &Path,
+    out: &CopyTo,
 ) -> Result<pb::SnapshotInfo, TakeAndDownloadError> {
     const RPC: &str = "TakeAndSendSnapshot";
     use pb::take_and_send_snapshot_response::Part;
@@ -269,18 +318,50 @@ pub async fn take_and_download(
     }
 }
 
-/// A download in progress: `FILE.part`, written and hashed by a thread of
-/// its own as the chunks arrive, so that receiving goes on meanwhile.
+/// A download in progress: `FILE.part` (or a stream), written and hashed by
+/// a thread of its own as the chunks arrive, so that receiving goes on
+/// meanwhile.
 struct Receiving {
-    out: PathBuf,
-    part: PathBuf,
+    target: Target,
     writer: HashingWriter,
 }
 
+/// What a [`Receiving`] writes to.
+enum Target {
+    File { out: PathBuf, part: PathBuf },
+    Stream { name: PathBuf },
+}
+
+impl Target {
+    /// What errors name: the part file, or the stream.
+    fn written(&self) -> &Path {
+        match self {
+            Self::File { part, .. } => part,
+            Self::Stream { name } => name,
+        }
+    }
+}
+
 impl Receiving {
+    async fn create(to: &CopyTo) -> Result<Self, Error> {
+        match to {
+            CopyTo::File(out) => Self::create_file(out).await,
+            CopyTo::Stream { stream, name } => {
+                let name = PathBuf::from(name);
+                let io = |action| io_error(&name, action);
+                let stream = stream.try_clone().map_err(io("duplicate the descriptor of"))?;
+                let writer = HashingWriter::start_stream(stream).map_err(io("start the writing thread for"))?;
+                Ok(Self {
+                    target: Target::Stream { name },
+                    writer,
+                })
+            }
+        }
+    }
+
     /// Creates `FILE.part` (private: a snapshot holds every secret stored
     /// in etcd), refusing one that exists.
-    async fn create(out: &Path) -> Result<Self, Error> {
+    async fn create_file(out: &Path) -> Result<Self, Error> {
         let part = part_path(out);
         let file = match tokio::fs::OpenOptions::new()
             .write(true)
@@ -306,8 +387,10 @@ impl Receiving {
         };
         match HashingWriter::start_uncached(file) {
             Ok(writer) => Ok(Self {
-                out: out.to_owned(),
-                part,
+                target: Target::File {
+                    out: out.to_owned(),
+                    part,
+                },
                 writer,
             }),
             Err(source) => {
@@ -324,14 +407,31 @@ impl Receiving {
     /// Hands a chunk to the writing thread. An error means the thread
     /// stopped; [`Self::finish`] or [`Self::abandon`] follows.
     async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), Error> {
-        self.writer.update(chunk).await.map_err(|e| writer_error(&self.part, e))
+        self.writer
+            .update(chunk)
+            .await
+            .map_err(|e| writer_error(self.target.written(), e))
     }
 
     /// Checks what arrived against the agent's record of `info`, makes it
     /// durable and gives it its name. On error the part file is removed,
     /// unless it holds a verified download that could not be named.
     async fn finish(self, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
-        let Self { out, part, writer } = self;
+        let Self { target, writer } = self;
+        let (out, part) = match target {
+            Target::File { out, part } => (out, part),
+            Target::Stream { name } => {
+                // Written already; only the verdict is left.
+                let written = writer.finish().await.map_err(|e| writer_error(&name, e))?;
+                return verify(written.hashed, &info.sha256, info.size)
+                    .map(|_| ())
+                    .map_err(|problem| Error::SnapshotInvalid {
+                        address: address.clone(),
+                        id: info.id.clone(),
+                        problem,
+                    });
+            }
+        };
         let checked = async {
             let written = writer.finish().await.map_err(|e| writer_error(&part, e))?;
             verify(written.hashed, &info.sha256, info.size).map_err(|problem| Error::SnapshotInvalid {
@@ -357,10 +457,12 @@ impl Receiving {
 
     /// Gives up: the part file is removed.
     async fn abandon(self) {
-        let Self { part, writer, .. } = self;
+        let Self { target, writer } = self;
         // The thread closes the file once it has written what it holds.
         let _ = writer.finish().await;
-        remove_part(&part).await;
+        if let Target::File { part, .. } = target {
+            remove_part(&part).await;
+        }
     }
 }
 
