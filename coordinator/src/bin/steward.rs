@@ -10,12 +10,7 @@ use steward_coordinator::output::OutputFormat;
 fn main() -> ExitCode {
     // Usage errors end the process here, with code 2 (exit::USAGE).
     let Invocation { cli, format } = invocation::parse(std::env::args_os().collect());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    steward_coordinator::cli::logging::init();
 
     // Two workers: the cluster lock's keepalive must run on time while the
     // command itself streams binaries or waits on members.

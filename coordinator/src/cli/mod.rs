@@ -6,5 +6,6 @@ pub mod args;
 pub mod error;
 pub mod exit;
 pub mod invocation;
+pub mod logging;
 
 pub use args::*;

@@ -195,6 +195,25 @@ async fn backups_into_a_directory_are_named_and_rotated() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// Runs `steward <args>` on a pseudo-terminal (util-linux `script`), as a
+/// person at a terminal would; its exit code and everything it showed.
+fn on_terminal(args: &str) -> (Option<i32>, String) {
+    let command = format!("{} {args}", steward_tests::cluster::steward_binary().display());
+    let mut terminal = std::process::Command::new("script");
+    terminal.args(["-qec", &command, "/dev/null"]);
+    for (name, value) in steward_command().get_envs() {
+        match value {
+            Some(value) => terminal.env(name, value),
+            None => terminal.env_remove(name),
+        };
+    }
+    let output = terminal.output().expect("run steward on a terminal");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
 /// The first JSON document in `text` that starts a line (stderr holds
 /// logs too).
 fn json_in(text: &str) -> serde_json::Value {
@@ -258,22 +277,32 @@ async fn backup_to_standard_output_pipes_a_verified_snapshot() {
     assert_eq!(error["error"]["exit_code"], 2, "{error:#}");
 
     // On a terminal: refused before anything is taken.
-    let command = format!(
-        "{} backup --agents {agents} --out -",
-        steward_tests::cluster::steward_binary().display()
-    );
-    let mut on_terminal = std::process::Command::new("script");
-    on_terminal.args(["-qec", &command, "/dev/null"]);
-    for (name, value) in steward_command().get_envs() {
-        match value {
-            Some(value) => on_terminal.env(name, value),
-            None => on_terminal.env_remove(name),
-        };
-    }
-    let refused = on_terminal.output().expect("run steward on a terminal");
-    let text = String::from_utf8_lossy(&refused.stdout);
-    assert_eq!(refused.status.code(), Some(2), "{text}");
+    let (code, text) = on_terminal(&format!("backup --agents {agents} --out -"));
+    assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("standard output is a terminal"), "{text}");
+
+    // A copy to a file on a terminal shows its bytes and rate as they go.
+    let copy = scratch.path().join("progress.db");
+    let (code, text) = on_terminal(&format!("backup --agents {agents} --out {}", copy.display()));
+    assert_eq!(code, Some(0), "{text}");
+    let progress = text
+        .split(['\r', '\n'])
+        .find(|line| line.contains("snapshot through ") && line.contains("B/s"))
+        .unwrap_or_else(|| panic!("no progress line in {text:?}"));
+    assert!(
+        progress.contains(" KiB") || progress.contains(" MiB") || progress.contains(" B "),
+        "{progress}"
+    );
+    // And without a terminal, none.
+    let plain = steward(&[
+        "backup",
+        "--agents",
+        &agents,
+        "--out",
+        &scratch.path().join("plain.db").display().to_string(),
+    ]);
+    assert_eq!(plain.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("B/s"));
     cluster.cleanup();
 }
 

@@ -13,6 +13,7 @@ use steward_proto::v1 as pb;
 
 use crate::engine::connect::agent::{AgentAddress, AgentClients};
 use crate::engine::error::Error;
+use crate::engine::transfer::progress::Meter;
 
 pub use steward_proto::trailer::{Hashed, HashingWriter, TRAILER_LEN, TrailerHasher, WriterError};
 
@@ -180,6 +181,7 @@ pub async fn download_to(clients: &mut AgentClients, id: &str, to: &CopyTo) -> R
         .map_err(|s| Error::from_status(&address, plaintext, RPC, &s))?
         .into_inner();
     let mut receiving = Receiving::create(to).await?;
+    let meter = Meter::start(&format!("downloading snapshot {id} from {address}"), None);
     let received = async {
         let mut info: Option<pb::SnapshotInfo> = None;
         while let Some(message) = stream
@@ -189,12 +191,15 @@ pub async fn download_to(clients: &mut AgentClients, id: &str, to: &CopyTo) -> R
         {
             if info.is_none() {
                 // The contract sends the metadata in the first message only.
-                info = Some(message.info.ok_or_else(|| Error::MalformedReply {
+                let first = message.info.ok_or_else(|| Error::MalformedReply {
                     address: address.clone(),
                     rpc: RPC,
                     problem: "the first message carries no snapshot info",
-                })?);
+                })?;
+                meter.set_total(first.size);
+                info = Some(first);
             }
+            meter.advance(message.chunk.len() as u64);
             receiving.write(message.chunk).await?;
         }
         info.ok_or_else(|| Error::MalformedReply {
@@ -270,6 +275,7 @@ pub async fn take_and_download(
     // A local write that fails does not stop the stream: the agent stores
     // the snapshot all the same, and its id is in the last message.
     let mut local: Result<(), Error> = Ok(());
+    let meter = Meter::start(&format!("snapshot through {address}"), None);
     let stored = loop {
         let message = match stream.message().await {
             Ok(Some(message)) => message,
@@ -283,7 +289,10 @@ pub async fn take_and_download(
             Err(status) => break Err(failed(&status)),
         };
         match message.part {
-            Some(Part::Chunk(chunk)) if local.is_ok() => local = receiving.write(chunk).await,
+            Some(Part::Chunk(chunk)) if local.is_ok() => {
+                meter.advance(chunk.len() as u64);
+                local = receiving.write(chunk).await;
+            }
             Some(Part::Chunk(_)) => {}
             Some(Part::Stored(info)) => break Ok(info),
             None => {

@@ -2,4 +2,5 @@
 //! verified snapshots down.
 
 pub mod download;
+pub mod progress;
 pub mod upload;

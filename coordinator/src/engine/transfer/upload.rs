@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::connect::agent::AgentClients;
 use crate::engine::error::Error;
+use crate::engine::transfer::progress::Meter;
 
 /// Bytes per content message.
 pub const CHUNK_SIZE: usize = 64 * 1024;
@@ -96,7 +97,7 @@ pub async fn upload(
     let chunk = |bytes| pb::UploadBinaryRequest {
         part: Some(Part::Chunk(bytes)),
     };
-    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender));
+    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender, None));
     let response = clients
         .binaries
         .upload_binary(tokio_stream::wrappers::ReceiverStream::new(receiver))
@@ -119,6 +120,10 @@ pub async fn upload_snapshot(
 ) -> Result<pb::UploadSnapshotResponse, Error> {
     use steward_proto::v1::upload_snapshot_request::Part as SnapshotPart;
     tracing::info!(path = %path.display(), id = %header.id, "uploading a snapshot");
+    let meter = Meter::start(
+        &format!("uploading snapshot {} to {}", header.id, clients.address),
+        Some(header.size),
+    );
     let (sender, receiver) = mpsc::channel(BUFFERED_CHUNKS);
     let size = header.size;
     let first = pb::UploadSnapshotRequest {
@@ -127,7 +132,7 @@ pub async fn upload_snapshot(
     let chunk = |bytes: Vec<u8>| pb::UploadSnapshotRequest {
         part: Some(SnapshotPart::Chunk(bytes.into())),
     };
-    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender));
+    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender, Some(meter)));
     let response = clients
         .snapshots
         .upload_snapshot(tokio_stream::wrappers::ReceiverStream::new(receiver))
@@ -194,13 +199,15 @@ async fn read_error_first(path: &Path, reader: tokio::task::JoinHandle<Result<()
 
 /// Sends `first` (the header), then exactly `size` bytes of the file, each
 /// chunk wrapped by `chunk`. Stops quietly when the agent has stopped
-/// listening (it refused; the RPC's status says why).
+/// listening (it refused; the RPC's status says why). `meter` counts what
+/// was handed to the stream.
 async fn send_file<M>(
     path: PathBuf,
     size: u64,
     first: M,
     chunk: impl Fn(Vec<u8>) -> M,
     sender: mpsc::Sender<M>,
+    meter: Option<Meter>,
 ) -> Result<(), Error> {
     let io = |source| Error::Io {
         action: "read",
@@ -229,6 +236,9 @@ async fn send_file<M>(
         remaining -= want as u64;
         if sender.send(chunk(bytes)).await.is_err() {
             return Ok(());
+        }
+        if let Some(meter) = &meter {
+            meter.advance(want as u64);
         }
     }
     Ok(())
@@ -270,7 +280,7 @@ mod tests {
         let content: Vec<u8> = (0..CHUNK_SIZE * 2 + 10).map(|i| (i % 256) as u8).collect();
         std::fs::write(&file, &content).unwrap();
         let (sender, mut receiver) = mpsc::channel(16);
-        send_file(file, content.len() as u64, header(), chunk, sender)
+        send_file(file, content.len() as u64, header(), chunk, sender, None)
             .await
             .unwrap();
         let mut messages = Vec::new();
@@ -294,7 +304,7 @@ mod tests {
         let file = dir.path().join("etcd");
         std::fs::write(&file, b"abc").unwrap();
         let (sender, _receiver) = mpsc::channel(16);
-        let error = send_file(file, 10, header(), chunk, sender).await.unwrap_err();
+        let error = send_file(file, 10, header(), chunk, sender, None).await.unwrap_err();
         assert!(error.to_string().starts_with("cannot read"), "{error}");
     }
 }
