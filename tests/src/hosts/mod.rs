@@ -44,6 +44,7 @@ pub struct TestbedBuilder {
     release: Release,
     more_releases: Vec<Release>,
     supervision: Vec<(String, String)>,
+    from_packages: bool,
 }
 
 impl TestbedBuilder {
@@ -55,7 +56,20 @@ impl TestbedBuilder {
             release,
             more_releases: Vec::new(),
             supervision: Vec::new(),
+            from_packages: false,
         }
+    }
+
+    /// Installs the agent, and the CLI, from the Debian packages that
+    /// scripts/package builds into `target/debian/` (the deploy guide's
+    /// package route) instead of with `deploy/install-agent`.
+    ///
+    /// # Panics
+    /// At start, when the packages have not been built.
+    #[must_use]
+    pub const fn from_packages(mut self) -> Self {
+        self.from_packages = true;
+        self
     }
 
     /// Also installs `release` on every host, for a roll to it.
@@ -125,8 +139,12 @@ impl TestbedBuilder {
         let releases: Vec<Release> = std::iter::once(self.release.clone())
             .chain(self.more_releases.iter().cloned())
             .collect();
+        let packages = self.from_packages.then(built_packages);
         for i in 0..testbed.hosts.len() {
-            testbed.deploy(i, &releases, &self.supervision);
+            match &packages {
+                Some(packages) => testbed.deploy_packages(i, packages, &releases, &self.supervision),
+                None => testbed.deploy(i, &releases, &self.supervision),
+            }
         }
         testbed.wait_healthy(HEALTHY_TIMEOUT).await;
         testbed
@@ -426,18 +444,78 @@ initial_cluster_token = "hosts-testbed"
         let _ = host.exec_ok(&arg_refs);
     }
 
+    /// Installs the packages on host `i` with `dpkg -i`, then what the
+    /// package route of the deploy guide asks for: etcd releases, the
+    /// certificates, the config (checked as the agent's user), and the
+    /// unit enabled and started.
+    fn deploy_packages(&self, i: usize, packages: &[PathBuf], releases: &[Release], supervision: &[(String, String)]) {
+        let host = &self.hosts[i];
+        let install = host.root().join("opt/steward-install");
+        std::fs::create_dir_all(&install).unwrap_or_else(|e| panic!("cannot create {}: {e}", install.display()));
+        let mut dpkg = vec!["dpkg".to_owned(), "-i".to_owned()];
+        for package in packages {
+            let name = package
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            std::fs::copy(package, install.join(&name))
+                .unwrap_or_else(|e| panic!("cannot copy {} to host {}: {e}", package.display(), host.name));
+            dpkg.push(format!("/opt/steward-install/{name}"));
+        }
+        let dpkg: Vec<&str> = dpkg.iter().map(String::as_str).collect();
+        let _ = host.exec_ok(&dpkg);
+        for release in releases {
+            Self::install_release_on(host, release);
+        }
+        let pki = self.dir.join("pki");
+        for (file, mode) in [
+            ("ca.crt".to_owned(), 0o644),
+            (format!("{}.crt", host.name), 0o644),
+            (format!("{}.key", host.name), 0o600),
+        ] {
+            let to = host.root().join("etc/steward/pki").join(&file);
+            std::fs::copy(pki.join(&file), &to).unwrap_or_else(|e| panic!("cannot copy {file} to {}: {e}", host.name));
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap_or_else(|e| panic!("mode of {}: {e}", to.display()));
+        }
+        let key = format!("/etc/steward/pki/{}.key", host.name);
+        let _ = host.exec_ok(&["chown", "etcd:etcd", &key]);
+        std::fs::write(
+            host.root().join("etc/steward/agent.toml"),
+            self.agent_config(i, supervision),
+        )
+        .unwrap_or_else(|e| panic!("cannot write the config of {}: {e}", host.name));
+        let _ = host.exec_ok(&["chown", "root:etcd", "/etc/steward/agent.toml"]);
+        let _ = host.exec_ok(&["chmod", "0640", "/etc/steward/agent.toml"]);
+        let _ = host.exec_ok(&[
+            "runuser",
+            "-u",
+            "etcd",
+            "--",
+            "steward-agent",
+            "--check-config",
+            "--config",
+            "/etc/steward/agent.toml",
+        ]);
+        let _ = host.exec_ok(&["systemctl", "enable", "--now", "steward-agent"]);
+    }
+
     /// Installs a further etcd release on every host, as the deploy guide
     /// says (a version dir under /opt/etcd-releases).
     pub fn install_release(&self, release: &Release) {
-        let source = release.etcd().parent().map(Path::to_path_buf).unwrap_or_default();
         for host in &self.hosts {
-            let dir = host.root().join(format!("opt/etcd-releases/{}", release.version));
-            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-            for tool in ["etcd", "etcdctl", "etcdutl"] {
-                if source.join(tool).is_file() {
-                    std::fs::copy(source.join(tool), dir.join(tool))
-                        .unwrap_or_else(|e| panic!("cannot copy {tool} to {}: {e}", host.name));
-                }
+            Self::install_release_on(host, release);
+        }
+    }
+
+    fn install_release_on(host: &Host, release: &Release) {
+        let source = release.etcd().parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = host.root().join(format!("opt/etcd-releases/{}", release.version));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        for tool in ["etcd", "etcdctl", "etcdutl"] {
+            if source.join(tool).is_file() {
+                std::fs::copy(source.join(tool), dir.join(tool))
+                    .unwrap_or_else(|e| panic!("cannot copy {tool} to {}: {e}", host.name));
             }
         }
     }
@@ -486,6 +564,33 @@ impl Drop for Testbed {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The packages scripts/package built: the agent's, then the CLI's.
+///
+/// # Panics
+/// When they are missing: scripts/test builds them before the tests run.
+#[must_use]
+pub fn built_packages() -> Vec<PathBuf> {
+    let dir = repo_root().join("target/debian");
+    let version = env!("CARGO_PKG_VERSION");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    ["steward-agent", "steward"]
+        .iter()
+        .map(|name| {
+            let path = dir.join(format!("{name}_{version}-1_{arch}.deb"));
+            assert!(
+                path.is_file(),
+                "{} is missing: build the packages with scripts/package (scripts/test does, before the tests)",
+                path.display()
+            );
+            path
+        })
+        .collect()
 }
 
 /// The repository's root.

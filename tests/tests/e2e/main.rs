@@ -29,6 +29,7 @@ mod faults_matrix;
 mod flags;
 mod fleet;
 mod hosts_backup;
+mod hosts_packages;
 mod hosts_restore;
 mod hosts_roll;
 mod hosts_unit;
