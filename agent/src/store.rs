@@ -319,6 +319,12 @@ impl BinaryStore {
             }
             .into());
         }
+        // A file of a pinned version must be one of its pinned files before
+        // it ever runs: asking it for its version runs it, as the agent's
+        // user, with whatever it does besides.
+        if let Some(version) = &declared.version {
+            self.check_pinned(declared.tool, version, &incoming.sha256)?;
+        }
         std::fs::set_permissions(&incoming.path, std::fs::Permissions::from_mode(0o755))
             .map_err(io_err("chmod", &incoming.path))?;
         let reported = reported_version(&incoming.path, declared.tool).await?;
@@ -332,16 +338,9 @@ impl BinaryStore {
             .into());
         }
 
-        if let Some(allowed) = self.pinned.get(&reported)
-            && !allowed.iter().any(|sha| sha.eq_ignore_ascii_case(&incoming.sha256))
-        {
-            return Err(BinaryRefusal::NotPinned {
-                tool: declared.tool.file_name(),
-                version: reported.to_string(),
-                sha256: incoming.sha256.clone(),
-            }
-            .into());
-        }
+        // A file staged without a declared version (the config's
+        // initial_binary) is checked once its version is known.
+        self.check_pinned(declared.tool, &reported, &incoming.sha256)?;
 
         let _guard = self.write_lock.lock().await;
         let version_dir = self.root.join(reported.to_string());
@@ -395,6 +394,21 @@ impl BinaryStore {
         }
         tracing::info!(version = %reported, tool = declared.tool.file_name(), "staged binary");
         Ok((manifest, false))
+    }
+
+    /// Refuses a file of a pinned `version` whose sha256 is not pinned.
+    fn check_pinned(&self, tool: Tool, version: &EtcdVersion, sha256: &str) -> Result<(), AgentError> {
+        match self.pinned.get(version) {
+            Some(allowed) if !allowed.iter().any(|sha| sha.eq_ignore_ascii_case(sha256)) => {
+                Err(BinaryRefusal::NotPinned {
+                    tool: tool.file_name(),
+                    version: version.to_string(),
+                    sha256: sha256.to_owned(),
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn check_import_path(&self, path: &str) -> Result<PathBuf, AgentError> {
@@ -540,12 +554,26 @@ pub async fn reported_version(path: &Path, tool: Tool) -> Result<EtcdVersion, Ag
         Tool::Etcd => command.arg("--version"),
         Tool::Etcdctl | Tool::Etcdutl => command.arg("version"),
     };
-    // etcdctl 3.3 speaks the v2 API unless told otherwise.
+    // etcdctl 3.3 speaks the v2 API unless told otherwise. The probe runs
+    // in a process group of its own, which is killed whole once it has
+    // answered or timed out: nothing it started outlives the question.
     command
         .env("ETCDCTL_API", "3")
         .kill_on_drop(true)
-        .stdin(std::process::Stdio::null());
-    let output = match tokio::time::timeout(VERSION_TIMEOUT, command.output()).await {
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command
+        .spawn()
+        .map_err(|error| not_etcd(format!("cannot run it: {error}")))?;
+    let group = child.id().and_then(|pid| i32::try_from(pid).ok());
+    let answered = tokio::time::timeout(VERSION_TIMEOUT, child.wait_with_output()).await;
+    if let Some(group) = group {
+        // ESRCH when nothing of it is left: fine.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+    }
+    let output = match answered {
         Err(_) => {
             return Err(not_etcd(format!(
                 "`{} version` did not answer within {VERSION_TIMEOUT:?}",
@@ -682,6 +710,65 @@ mod tests {
         let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).unwrap();
         let (manifest, _) = store.stage(incoming, &declared).await.unwrap();
         assert_eq!(manifest.version, EtcdVersion::new(3, 5, 16));
+    }
+
+    fn script(import: &Path, name: &str, body: &str) -> PathBuf {
+        let path = import.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn declared(version: EtcdVersion) -> Declared {
+        Declared {
+            tool: Tool::Etcd,
+            version: Some(version),
+            sha256: None,
+            size: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unpinned_file_of_a_pinned_version_never_runs() {
+        let (dir, store, import) = store_with_import_dir();
+        let ran = dir.path().join("it-ran");
+        let claims = script(
+            &import,
+            "etcd",
+            &format!("touch {}\necho 'etcd Version: 3.5.16'", ran.display()),
+        );
+        let store = store.with_pinned(BTreeMap::from([(EtcdVersion::new(3, 5, 16), vec!["0".repeat(64)])]));
+        let incoming = store.receive_import(claims.to_str().unwrap(), 1 << 20).unwrap();
+        let err = crate::error::error_chain(
+            &store
+                .stage(incoming, &declared(EtcdVersion::new(3, 5, 16)))
+                .await
+                .unwrap_err(),
+        );
+        assert!(err.contains("pinned_sha256"), "{err}");
+        assert!(!ran.exists(), "the unpinned file ran before it was refused");
+    }
+
+    #[tokio::test]
+    async fn a_version_probe_leaves_nothing_running() {
+        let (dir, store, import) = store_with_import_dir();
+        let later = dir.path().join("ran-later");
+        let lingers = script(
+            &import,
+            "etcd",
+            &format!(
+                "(sleep 1; touch {}) >/dev/null 2>&1 &\necho 'etcd Version: 3.5.17'",
+                later.display()
+            ),
+        );
+        let incoming = store.receive_import(lingers.to_str().unwrap(), 1 << 20).unwrap();
+        let (manifest, _) = store
+            .stage(incoming, &declared(EtcdVersion::new(3, 5, 17)))
+            .await
+            .unwrap();
+        assert_eq!(manifest.version, EtcdVersion::new(3, 5, 17));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!later.exists(), "what the probe started in the background outlived it");
     }
 
     #[test]
