@@ -21,6 +21,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::audit::{AuditLog, Pending};
 use crate::metrics::RpcMetrics;
+use crate::refusal_log::RefusalLog;
 
 /// Who made a call, as the audit log records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,8 +151,19 @@ pub fn audited(path: &str) -> Option<&'static str> {
     AUDITED.into_iter().find(|m| *m == method)
 }
 
-/// Who a refused caller claimed to be, for the audit log: the subject of
-/// the certificate it showed (not verified), or that it showed none.
+/// The peer's address, when the transport knows it.
+fn peer_ip<B>(request: &http::Request<B>) -> Option<std::net::IpAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.get_ref().remote_addr())
+        .or_else(|| extensions.get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr))
+        .map(|address| address.ip())
+}
+
+/// Who a caller refused PERMISSION_DENIED is, for the audit log: the
+/// subject of its certificate (verified: the check that refused it was the
+/// role's), cut to a bounded length.
 fn claimed(certs: Option<&[CertificateDer<'static>]>) -> Caller {
     let subject = certs
         .and_then(<[_]>::first)
@@ -160,7 +172,10 @@ fn claimed(certs: Option<&[CertificateDer<'static>]>) -> Caller {
                 .ok()
                 .map(|(_, c)| c.subject().to_string())
         })
-        .map_or_else(|| "no client certificate".to_owned(), |s| format!("{s} (refused)"));
+        .map_or_else(
+            || "no client certificate".to_owned(),
+            |s| format!("{} (refused)", crate::bounded::bounded(&s, crate::bounded::LOG_TEXT)),
+        );
     Caller { subject, role: None }
 }
 
@@ -170,6 +185,7 @@ pub struct AccessLayer {
     policy: Arc<Policy>,
     audit: Arc<AuditLog>,
     metrics: Arc<RpcMetrics>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl AccessLayer {
@@ -181,6 +197,7 @@ impl AccessLayer {
             policy: Arc::new(policy),
             audit,
             metrics,
+            refusals: Arc::default(),
         }
     }
 }
@@ -194,6 +211,7 @@ impl<S> tower::Layer<S> for AccessLayer {
             policy: Arc::clone(&self.policy),
             audit: Arc::clone(&self.audit),
             metrics: Arc::clone(&self.metrics),
+            refusals: Arc::clone(&self.refusals),
         }
     }
 }
@@ -205,6 +223,7 @@ pub struct Access<S> {
     policy: Arc<Policy>,
     audit: Arc<AuditLog>,
     metrics: Arc<RpcMetrics>,
+    refusals: Arc<RefusalLog>,
 }
 
 type Answer<E> = Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>;
@@ -243,12 +262,28 @@ where
                 Box::pin(inner.call(request))
             }
             Err(status) => {
-                tracing::warn!(%path, code = ?status.code(), reason = %status.message(), "call refused");
                 self.metrics.refused(status.code());
-                if let Some(rpc) = audited(&path) {
-                    let caller = claimed(certs.as_deref().map(Vec::as_slice));
-                    let status = Err::<(), _>(status.clone());
-                    let _ = Pending::start(&self.audit, Some(&caller), rpc, 0).finish(status);
+                let shown = crate::bounded::bounded(&path, crate::bounded::LOG_TEXT);
+                if status.code() == tonic::Code::Unauthenticated {
+                    // Nobody is identified: one line per peer and minute,
+                    // no audit line (see crate::refusal_log).
+                    let peer = peer_ip(&request);
+                    if let Some(held_back) = peer.and_then(|ip| self.refusals.admit(ip, std::time::Instant::now())) {
+                        tracing::warn!(
+                            peer = %peer.map_or_else(String::new, |ip| ip.to_string()),
+                            path = %shown,
+                            reason = %status.message(),
+                            "call refused{}",
+                            crate::refusal_log::held_back_text(held_back)
+                        );
+                    }
+                } else {
+                    tracing::warn!(path = %shown, code = ?status.code(), reason = %status.message(), "call refused");
+                    if let Some(rpc) = audited(&path) {
+                        let caller = claimed(certs.as_deref().map(Vec::as_slice));
+                        let status = Err::<(), _>(status.clone());
+                        let _ = Pending::start(&self.audit, Some(&caller), rpc, 0).finish(status);
+                    }
                 }
                 Box::pin(async move { Ok(status.into_http()) })
             }
@@ -341,6 +376,81 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    /// A CA whose pathLenConstraint is 0, as `steward certs init` makes.
+    fn leaves_only_ca(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            issuer: Issuer::new(params, key),
+            der: cert.der().clone(),
+        }
+    }
+
+    fn leaf(issuer: &Ca, cn: Option<&str>, usages: Vec<ExtendedKeyUsagePurpose>) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.distinguished_name.push(DnType::OrganizationalUnitName, "admin");
+        params.extended_key_usages = usages;
+        params.signed_by(&key, &issuer.issuer).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_caller_must_be_named_and_for_client_authentication() {
+        let ca = leaves_only_ca("steward CA");
+        let policy = policy(&ca, false);
+        let client_auth = || vec![ExtendedKeyUsagePurpose::ClientAuth];
+        assert!(call(&policy, STATUS, &[leaf(&ca, Some("ops"), client_auth())]).is_ok());
+        for (cert, says) in [
+            (leaf(&ca, None, client_auth()), "names no holder"),
+            (leaf(&ca, Some("  "), client_auth()), "names no holder"),
+            (
+                leaf(&ca, Some("ops"), vec![ExtendedKeyUsagePurpose::ServerAuth]),
+                "client authentication",
+            ),
+            (leaf(&ca, Some("ops"), Vec::new()), "clientAuth"),
+        ] {
+            let status = call(&policy, STATUS, &[cert]).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{}", status.message());
+            assert!(status.message().contains(says), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn a_ca_with_path_length_0_signs_callers_only() {
+        let ca = leaves_only_ca("steward CA");
+        // An intermediate CA the steward CA signed, against its constraint.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "rogue intermediate");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let intermediate_der = params.signed_by(&key, &ca.issuer).unwrap().der().clone();
+        let intermediate = Ca {
+            issuer: Issuer::new(params, key),
+            der: intermediate_der.clone(),
+        };
+        let under = leaf(
+            &intermediate,
+            Some("mallory"),
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        let status = call(&policy(&ca, false), ACTIVATE, &[under, intermediate_der]).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{}", status.message());
+        assert!(status.message().contains("pathLenConstraint"), "{}", status.message());
+
+        // The CA itself sent along in the chain is no intermediate.
+        let direct = leaf(&ca, Some("ops"), vec![ExtendedKeyUsagePurpose::ClientAuth]);
+        assert!(call(&policy(&ca, false), ACTIVATE, &[direct, ca.der.clone()]).is_ok());
     }
 
     #[test]

@@ -104,7 +104,10 @@ impl Pending {
             log: Arc::clone(log),
             entry: Some(Entry {
                 time,
-                caller: caller.map_or_else(|| "unknown".to_owned(), |c| c.subject.clone()),
+                caller: caller.map_or_else(
+                    || "unknown".to_owned(),
+                    |c| crate::bounded::bounded(&c.subject, crate::bounded::LOG_TEXT),
+                ),
                 role: caller.and_then(|c| c.role).map(|r| r.to_string()),
                 rpc,
                 args: Value::Object(serde_json::Map::new()),
@@ -119,7 +122,11 @@ impl Pending {
     /// Adds an argument.
     pub fn arg(&mut self, name: &str, value: impl Into<Value>) {
         if let Some(Value::Object(args)) = self.entry.as_mut().map(|e| &mut e.args) {
-            args.insert(name.to_owned(), value.into());
+            // What a caller sends is cut: it decides no line's length.
+            args.insert(
+                name.to_owned(),
+                crate::bounded::bounded_value(value.into(), crate::bounded::LOG_TEXT),
+            );
         }
     }
 
@@ -134,7 +141,11 @@ impl Pending {
     pub fn finish<T>(mut self, result: Result<T, Status>) -> Result<T, Status> {
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
-            Err(status) => format!("{:?}: {}", status.code(), status.message()),
+            Err(status) => format!(
+                "{:?}: {}",
+                status.code(),
+                crate::bounded::bounded(status.message(), 4 * crate::bounded::LOG_TEXT)
+            ),
         };
         self.write(outcome);
         result

@@ -182,7 +182,7 @@ pub async fn run(
         .initial_stream_window_size(steward_proto::windows::STREAM_WINDOW)
         .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW)
         .layer(crate::metrics::RpcMetricsLayer::new(Arc::clone(&rpc_metrics)))
-        .layer(AccessLayer::new(policy, Arc::clone(&audit), rpc_metrics))
+        .layer(AccessLayer::new(policy, Arc::clone(&audit), Arc::clone(&rpc_metrics)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -211,9 +211,14 @@ pub async fn run(
             health.set_service_status(name, ServingStatus::NotServing).await;
         }
     };
+    let handshake_metrics = rpc_metrics;
     let result = match tls {
         Some(tls) => {
-            let connections = crate::accept::tls_connections(listener, tokio_rustls::TlsAcceptor::from(tls.config));
+            let connections = crate::accept::tls_connections(
+                listener,
+                tokio_rustls::TlsAcceptor::from(tls.config),
+                Some(Arc::clone(&handshake_metrics)),
+            );
             let incoming = tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::ReceiverStream::new(connections),
                 |(stream, _peer)| Ok::<_, std::io::Error>(stream),

@@ -1,21 +1,20 @@
 //! Mutual TLS on the agent API: TLS 1.3 only, the agent's own certificate,
-//! and a client certificate verifier that proves the caller holds the key
-//! of the certificate it shows but leaves the check of the chain to
-//! [`crate::access`]. A caller with no certificate, an expired one or one
-//! from another CA then gets a gRPC UNAUTHENTICATED that says why, rather
-//! than a handshake that breaks off without a word; no RPC runs for it
-//! either way.
+//! and the check of a caller's certificate in the handshake
+//! ([`crate::caller_cert`]): a certificate of another CA, expired, or not
+//! fit for a caller ends the handshake, before the caller can make the
+//! agent do or write anything. A caller with no certificate completes the
+//! handshake, and each of its calls gets a gRPC UNAUTHENTICATED that says
+//! why (see [`crate::access`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::AgentTls;
 
@@ -123,11 +122,10 @@ pub fn load(tls: &AgentTls) -> Result<ServerTls, TlsError> {
         },
         other => other,
     })?;
-    let deferred = Arc::new(DeferredChainCheck(Arc::clone(&verifier)));
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(deferred)
+        .with_client_cert_verifier(Arc::clone(&verifier))
         .with_single_cert(chain, key)
         .map_err(|e| key_error(&e, "the agent key", &tls.key_file, &tls.cert_file))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -209,67 +207,18 @@ pub fn check_ca(what: &'static str, path: &Path) -> Result<(), TlsError> {
 }
 
 /// The full check of a client certificate: a chain to one of `cas`, valid
-/// now, for client authentication.
+/// now, for client authentication, and the caller checks of
+/// [`crate::caller_cert`].
 ///
 /// # Errors
 /// [`TlsError::Rustls`] when a CA certificate is unusable.
 pub fn client_verifier(cas: Vec<CertificateDer<'static>>) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for ca in cas {
-        roots.add(ca).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    for ca in &cas {
+        roots.add(ca.clone()).map_err(|e| TlsError::Rustls(e.to_string()))?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
-        .map_err(|e| TlsError::Rustls(e.to_string()))
-}
-
-/// Asks every client for a certificate and checks its handshake signature
-/// (possession of the key), but accepts its chain as it comes: the chain is
-/// checked per call, where a refusal can be a gRPC status.
-#[derive(Debug)]
-struct DeferredChainCheck(Arc<dyn ClientCertVerifier>);
-
-impl ClientCertVerifier for DeferredChainCheck {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    Ok(Arc::new(crate::caller_cert::CallerVerifier::new(chain, cas)))
 }

@@ -133,6 +133,7 @@ impl MetricsListener {
                         connections: crate::accept::tls_connections(
                             self.listener,
                             tokio_rustls::TlsAcceptor::from(tls),
+                            None,
                         ),
                         local: address,
                     };

@@ -49,6 +49,7 @@ pub struct RpcMetrics {
     calls: Family<CallLabels, Counter>,
     durations: Family<MethodLabels, Histogram, fn() -> Histogram>,
     refused: Family<RefusedLabels, Counter>,
+    handshakes_failed: Counter,
     known: HashSet<String>,
 }
 
@@ -102,6 +103,7 @@ impl RpcMetrics {
             calls: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
             refused: Family::default(),
+            handshakes_failed: Counter::default(),
             known: contract_methods(),
         }
     }
@@ -124,6 +126,17 @@ impl RpcMetrics {
              PERMISSION_DENIED (a role that may not make the call)",
             self.refused.clone(),
         );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the API that failed: a client certificate of another CA, expired or unfit for \
+             a caller, no TLS, or no handshake within 10 s",
+            self.handshakes_failed.clone(),
+        );
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn handshake_failed(&self) {
+        self.handshakes_failed.inc();
     }
 
     /// The label of `path`.

@@ -23,6 +23,14 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The agent ended the TLS handshake over this caller's certificate.
+    #[error("agent {address}: {CERTIFICATE_REFUSED} (the agent answered: {alert})")]
+    CertificateRefused {
+        /// The agent.
+        address: AgentAddress,
+        /// The TLS alert it sent.
+        alert: String,
+    },
     /// The address's scheme says plaintext where the caller has agent TLS,
     /// or TLS where it has none.
     #[error("agent {address}: {problem}")]
@@ -211,10 +219,17 @@ fn with_transport_hint(status: &Status, plaintext: bool) -> String {
             "{message} (the agent probably serves mutual TLS: give --agent-cacert, --agent-cert and --agent-key, or a \
              cluster file with [agent_tls])"
         )
+    } else if message.contains("received fatal alert") {
+        format!("{message} ({CERTIFICATE_REFUSED})")
     } else {
         message.to_owned()
     }
 }
+
+/// What a TLS alert from an agent means for the caller.
+pub const CERTIFICATE_REFUSED: &str = "the agent refused this caller's certificate in the TLS handshake: it must be \
+     signed by the agent's client CA, valid now, a client certificate (clientAuth) with a CN, and not issued by an \
+     intermediate CA the client CA does not allow; `steward certs issue` makes such certificates";
 
 /// The error and all its sources, joined with ": ".
 #[must_use]

@@ -8,6 +8,7 @@
 
 mod activate;
 mod adoption;
+mod agent_flood;
 mod agent_status;
 mod agent_tls;
 mod backup;

@@ -141,7 +141,45 @@ async fn open_channel(connector: &Connector, address: &AgentAddress) -> Result<C
             });
         }
     };
+    if let Some(files) = connector.agent_tls_files() {
+        check_certificate_accepted(&channel, files, address).await?;
+    }
     Ok(channel)
+}
+
+/// An agent refuses a certificate it does not accept in the TLS handshake,
+/// after the client has finished its part, so the connection only fails
+/// at its first call, with words that say nothing ("operation was
+/// canceled"). One health check on a new connection finds out; when the
+/// connection drops, a bare handshake with the same certificate reads the
+/// agent's alert, which says why.
+async fn check_certificate_accepted(
+    channel: &Channel,
+    files: &AgentTlsFiles,
+    address: &AgentAddress,
+) -> Result<(), Error> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let checked = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        health.check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await;
+    let dropped = matches!(
+        &checked,
+        Ok(Err(status)) if matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown)
+    );
+    if !dropped {
+        // Answered (a refusal by status is the agent's word), or slow:
+        // the calls themselves report what they meet.
+        return Ok(());
+    }
+    match super::tls_probe::alert(files, address).await {
+        Some(alert) => Err(Error::CertificateRefused {
+            address: address.clone(),
+            alert,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn clients_on(connector: &Connector, address: &AgentAddress, channel: Channel) -> AgentClients {

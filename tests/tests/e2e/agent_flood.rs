@@ -1,0 +1,165 @@
+//! What an unidentified peer can cost an agent: calls without a client
+//! certificate, and connections with a certificate of another CA, by the
+//! thousand. The agent refuses them (UNAUTHENTICATED, or in the TLS
+//! handshake), logs them in aggregate, writes no audit line for them, and
+//! keeps answering an admin meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use steward_proto::Role;
+use steward_proto::v1 as pb;
+use steward_tests::cluster::ChannelIdentity;
+use steward_tests::{Cluster, ClusterBuilder, newest};
+
+/// Calls of each kind.
+const CALLS: usize = 5000;
+/// Callers at once.
+const PARALLEL: usize = 8;
+/// The most the agent's own files may grow under the flood.
+const GROWTH_LIMIT: u64 = 64 * 1024;
+
+/// Bytes of every file of the agent's own: its log, the audit log, and
+/// its logs dir (etcd's log there too, which the flood does not touch).
+fn agent_bytes(cluster: &Cluster, i: usize) -> u64 {
+    fn tree(path: &Path) -> u64 {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+                .map(|entries| entries.flatten().map(|e| tree(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        }
+    }
+    let member = &cluster.members[i];
+    let files: [PathBuf; 3] = [
+        member.log_path.clone(),
+        member.state_dir.join("audit.log"),
+        member.state_dir.join("logs"),
+    ];
+    files.iter().map(|f| tree(f)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unidentified_callers_costs_the_agent_no_disk_and_no_service() {
+    let cluster = ClusterBuilder::new(1, newest(3, 5)).start().await;
+    let pki = cluster.pki.as_ref().expect("mutual TLS");
+    let foreign = pki.foreign(Role::Admin, "mallory");
+    let before = agent_bytes(&cluster, 0);
+
+    // An admin asks for the status throughout; every answer must come.
+    let admin = cluster.agent(0).await;
+    let watching = tokio::spawn(async move {
+        let mut admin = admin;
+        let mut slowest = Duration::ZERO;
+        let mut answers = 0;
+        let stop = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < stop {
+            let asked = Instant::now();
+            let answer = tokio::time::timeout(Duration::from_secs(5), admin.get_status(pb::GetStatusRequest {})).await;
+            match answer {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => return Err(format!("GetStatus failed: {status}")),
+                Err(_) => return Err("GetStatus took more than 5 s".to_owned()),
+            }
+            slowest = slowest.max(asked.elapsed());
+            answers += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if FLOOD_DONE.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+        }
+        Ok((answers, slowest))
+    });
+
+    // Without a certificate: one connection each, every call refused.
+    let mut tasks = Vec::new();
+    for _ in 0..PARALLEL {
+        let channel = cluster
+            .channel_with(0, Some(ChannelIdentity::NoCertificate(pki.ca_cert())))
+            .await
+            .expect("a TLS channel without a client certificate");
+        tasks.push(tokio::spawn(async move {
+            let mut client = pb::agent_client::AgentClient::new(channel);
+            for _ in 0..CALLS / PARALLEL {
+                let refused = client
+                    .activate(pb::ActivateRequest::default())
+                    .await
+                    .expect_err("no certificate, no call");
+                assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a caller without a certificate");
+    }
+
+    // With a certificate of another CA: refused in the handshake, each time
+    // on a new connection.
+    let read = |path: &Path| std::fs::read(path).expect("a PEM file");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .domain_name("127.0.0.1")
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&foreign.cacert)))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&foreign.cert),
+            read(&foreign.key),
+        ));
+    let mut tasks = Vec::new();
+    for _ in 0..PARALLEL {
+        let url = format!("https://{}", cluster.members[0].agent_addr);
+        let tls = tls.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for _ in 0..CALLS / PARALLEL {
+                let endpoint = tonic::transport::Channel::from_shared(url.clone())
+                    .expect("a URL")
+                    .tls_config(tls.clone())
+                    .expect("a TLS config")
+                    .connect_timeout(Duration::from_secs(5));
+                if let Ok(channel) = endpoint.connect().await {
+                    let call = pb::agent_client::AgentClient::new(channel)
+                        .activate(pb::ActivateRequest::default())
+                        .await;
+                    assert!(call.is_err(), "a certificate of another CA made a call");
+                }
+                refused += 1;
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        refused += task.await.expect("a caller with a foreign certificate");
+    }
+    assert_eq!(refused, CALLS / PARALLEL * PARALLEL);
+    FLOOD_DONE.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let (answers, slowest) = watching
+        .await
+        .expect("the admin's task")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answers > 0, "the admin was answered");
+    let grown = agent_bytes(&cluster, 0).saturating_sub(before);
+    eprintln!(
+        "flood of {} refused calls and {} refused handshakes: the agent's files grew by {grown} bytes; the admin's \
+         {answers} GetStatus calls took at most {slowest:?}",
+        CALLS / PARALLEL * PARALLEL,
+        refused
+    );
+    assert!(
+        grown < GROWTH_LIMIT,
+        "the agent's files grew by {grown} bytes under the flood"
+    );
+    let audit = std::fs::read_to_string(cluster.members[0].state_dir.join("audit.log")).unwrap_or_default();
+    assert!(
+        !audit.contains("mallory"),
+        "no audit line for a caller nobody identified"
+    );
+    assert!(
+        audit.lines().all(|line| !line.contains("no client certificate")),
+        "no audit line for a caller without a certificate"
+    );
+    cluster.cleanup();
+}
+
+static FLOOD_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
