@@ -29,6 +29,19 @@ mod restoring;
 pub use attempts::SnapshotAttempts;
 pub use restoring::RestoreRequest;
 
+/// How long admitting a fencing token waits for the cluster's revision.
+const REVISION_READ: Duration = Duration::from_secs(2);
+
+/// Whether a caller's fencing token may raise the agent's mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenAuthority {
+    /// An admin (or anyone on an insecure agent): a newer token raises it.
+    MayRaise,
+    /// A reader, backup or operator: checked against the mark, never
+    /// raising it, so such a certificate cannot lock coordinators out.
+    CheckOnly,
+}
+
 /// How often a switch checks whether the member is healthy yet.
 const HEALTH_POLL: Duration = Duration::from_millis(300);
 
@@ -369,22 +382,49 @@ impl Agent {
         })?
     }
 
-    /// Admits a mutating call carrying a coordinator's fencing token: a
-    /// token below the highest seen is refused, a higher one becomes the
-    /// highest. 0 is an operator's direct call and always admitted.
-    pub fn admit(&self, token: i64) -> Result<(), AgentError> {
+    /// Admits a mutating call carrying a coordinator's fencing token (the
+    /// revision that created the cluster lock): a token below the highest
+    /// seen (the mark) is refused. Only a caller that may raise the mark
+    /// (an admin) does, and only up to the cluster's current revision, which
+    /// no lock of this cluster can be above. A mark above that revision
+    /// came from no lock of this cluster (an older agent let any caller set
+    /// it): it is lowered to the revision first, which is how a poisoned
+    /// mark heals. 0 is an operator's direct call and always admitted.
+    pub async fn admit(&self, token: i64, authority: TokenAuthority) -> Result<(), AgentError> {
         if token <= 0 {
             return Ok(());
         }
+        // None when the member does not answer (it may be stopped for the
+        // very change the token belongs to): the token is then checked
+        // against the mark alone.
+        let revision = self.member.linearized_revision(REVISION_READ).await;
         // Compare and raise under one lock: of two callers racing with
         // different tokens, the older one can never be admitted after the
         // newer one raised the mark.
         self.state.update(|s| {
+            if let Some(revision) = revision
+                && s.fencing_token > revision
+            {
+                tracing::warn!(
+                    mark = s.fencing_token,
+                    revision,
+                    "the fencing mark is above the cluster's revision, which no lock of this cluster can be: lowering it"
+                );
+                s.fencing_token = revision;
+            }
             if token < s.fencing_token {
                 return Err(AgentError::StaleFencingToken {
                     token,
                     highest: s.fencing_token,
                 });
+            }
+            if authority == TokenAuthority::CheckOnly {
+                return Ok(());
+            }
+            if let Some(revision) = revision
+                && token > revision
+            {
+                return Err(AgentError::FencingTokenAhead { token, revision });
             }
             s.fencing_token = token;
             Ok(())

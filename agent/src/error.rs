@@ -89,6 +89,18 @@ pub enum AgentError {
         /// The highest token seen.
         highest: i64,
     },
+    /// A fencing token above the cluster's current revision, which no
+    /// lock of this cluster can have.
+    #[error(
+        "fencing token {token} refused: it is above the cluster's current revision {revision}, so no lock of this \
+         cluster made it"
+    )]
+    FencingTokenAhead {
+        /// The token sent.
+        token: i64,
+        /// The cluster's revision.
+        revision: i64,
+    },
     /// A version is not in the binary store.
     #[error("version {version} is not staged (staged: {staged})")]
     VersionNotStaged {
@@ -407,7 +419,8 @@ impl From<AgentError> for Status {
             | E::Precondition { .. }
             | E::FlagsRefused { .. }
             | E::BinaryChanged { .. }
-            | E::StaleFencingToken { .. } => Code::FailedPrecondition,
+            | E::StaleFencingToken { .. }
+            | E::FencingTokenAhead { .. } => Code::FailedPrecondition,
             E::VersionNotStaged { .. } | E::SnapshotNotFound { .. } => Code::NotFound,
             E::AlreadyStaged { .. } | E::SnapshotExists { .. } => Code::AlreadyExists,
             E::ActivationFailed { .. } => Code::Aborted,

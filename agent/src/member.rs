@@ -218,6 +218,25 @@ impl LocalMember {
         })
     }
 
+    /// The cluster's current revision, read through a linearizable read (a
+    /// count of a key nobody writes), so it covers every write committed
+    /// before the call, wherever it was made; `None` when the member does
+    /// not answer within `limit`.
+    pub async fn linearized_revision(&self, limit: std::time::Duration) -> Option<i64> {
+        let read = async {
+            let mut client = self.client().await.ok()?;
+            let answer = client
+                .get(
+                    "/steward-agent/revision-probe",
+                    Some(etcd_client::GetOptions::new().with_count_only()),
+                )
+                .await
+                .ok()?;
+            answer.header().map(etcd_client::ResponseHeader::revision)
+        };
+        tokio::time::timeout(limit, read).await.ok().flatten()
+    }
+
     /// `etcdcluster` from `GET /version`; `None` when the endpoint does not
     /// answer or the cluster version is not decided yet ("not_decided").
     pub async fn cluster_version(&self) -> Option<String> {

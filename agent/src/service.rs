@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::access::Caller;
 use crate::audit::{AuditLog, Pending};
 
-use crate::agent::{Agent, RestoreRequest, Switched};
+use crate::agent::{Agent, RestoreRequest, Switched, TokenAuthority};
 use crate::error::{AgentError, BinaryRefusal};
 use crate::flags::{ChangeKind, FlagChange};
 use crate::snapshot::{SnapshotMeta, UploadDeclared};
@@ -75,6 +75,19 @@ impl AgentService {
     /// Starts the audit line of `rpc` made by `request`'s caller.
     fn audit<T>(&self, request: &Request<T>, rpc: &'static str, fencing_token: i64) -> Pending {
         Pending::start(&self.audit, request.extensions().get::<Caller>(), rpc, fencing_token)
+    }
+}
+
+/// Whether the caller of `request` may raise the agent's fencing mark:
+/// an admin, or anyone on an insecure development agent. A reader, backup
+/// or operator certificate never moves it (see `Agent::admit`).
+fn authority<T>(request: &Request<T>) -> TokenAuthority {
+    match request.extensions().get::<Caller>() {
+        Some(Caller {
+            role: Some(steward_proto::Role::Admin) | None,
+            ..
+        }) => TokenAuthority::MayRaise,
+        _ => TokenAuthority::CheckOnly,
     }
 }
 
@@ -369,28 +382,39 @@ impl pb::agent_server::Agent for AgentService {
         let mut call = self.audit(&request, "Activate", request.get_ref().fencing_token);
         call.arg("version", request.get_ref().version.clone());
         call.arg("timeout", timeout_arg(request.get_ref().timeout));
-        call.finish(self.activate_call(request.into_inner()).await)
+        let authority = authority(&request);
+        call.finish(self.activate_call(authority, request.into_inner()).await)
     }
 
     async fn rollback(&self, request: Request<pb::RollbackRequest>) -> Result<Response<pb::ActivateResponse>, Status> {
         let mut call = self.audit(&request, "Rollback", request.get_ref().fencing_token);
         call.arg("timeout", timeout_arg(request.get_ref().timeout));
-        call.finish(self.rollback_call(request.into_inner()).await)
+        let authority = authority(&request);
+        call.finish(self.rollback_call(authority, request.into_inner()).await)
     }
 
     async fn start(&self, request: Request<pb::StartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
         let call = self.audit(&request, "Start", request.get_ref().fencing_token);
-        call.finish(self.start_call(request.get_ref().fencing_token).await)
+        call.finish(
+            self.start_call(authority(&request), request.get_ref().fencing_token)
+                .await,
+        )
     }
 
     async fn stop(&self, request: Request<pb::StopRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
         let call = self.audit(&request, "Stop", request.get_ref().fencing_token);
-        call.finish(self.stop_call(request.get_ref().fencing_token).await)
+        call.finish(
+            self.stop_call(authority(&request), request.get_ref().fencing_token)
+                .await,
+        )
     }
 
     async fn restart(&self, request: Request<pb::RestartRequest>) -> Result<Response<pb::LifecycleResponse>, Status> {
         let call = self.audit(&request, "Restart", request.get_ref().fencing_token);
-        call.finish(self.restart_call(request.get_ref().fencing_token).await)
+        call.finish(
+            self.restart_call(authority(&request), request.get_ref().fencing_token)
+                .await,
+        )
     }
 
     async fn restore_member(
@@ -405,7 +429,8 @@ impl pb::agent_server::Agent for AgentService {
         call.arg("initial_cluster", r.initial_cluster.clone());
         call.arg("initial_cluster_token", r.initial_cluster_token.clone());
         call.arg("dry_run", r.dry_run);
-        call.finish(self.restore_call(request.into_inner()).await)
+        let authority = authority(&request);
+        call.finish(self.restore_call(authority, request.into_inner()).await)
     }
 
     async fn finish_restore(
@@ -461,35 +486,55 @@ impl pb::agent_server::Agent for AgentService {
 }
 
 impl AgentService {
-    async fn activate_call(&self, request: pb::ActivateRequest) -> Result<Response<pb::ActivateResponse>, Status> {
-        self.agent.admit(request.fencing_token)?;
+    async fn activate_call(
+        &self,
+        authority: TokenAuthority,
+        request: pb::ActivateRequest,
+    ) -> Result<Response<pb::ActivateResponse>, Status> {
+        self.agent.admit(request.fencing_token, authority).await?;
         let version = parse_version("version", &request.version)?;
         let timeout = parse_timeout("timeout", request.timeout)?;
         let switched = Box::pin(self.agent.activate(version, timeout)).await?;
         Ok(Response::new(switched_to_pb(switched)))
     }
 
-    async fn rollback_call(&self, request: pb::RollbackRequest) -> Result<Response<pb::ActivateResponse>, Status> {
-        self.agent.admit(request.fencing_token)?;
+    async fn rollback_call(
+        &self,
+        authority: TokenAuthority,
+        request: pb::RollbackRequest,
+    ) -> Result<Response<pb::ActivateResponse>, Status> {
+        self.agent.admit(request.fencing_token, authority).await?;
         let timeout = parse_timeout("timeout", request.timeout)?;
         let switched = Box::pin(self.agent.rollback(timeout)).await?;
         Ok(Response::new(switched_to_pb(switched)))
     }
 
-    async fn start_call(&self, fencing_token: i64) -> Result<Response<pb::LifecycleResponse>, Status> {
-        self.agent.admit(fencing_token)?;
+    async fn start_call(
+        &self,
+        authority: TokenAuthority,
+        fencing_token: i64,
+    ) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(fencing_token, authority).await?;
         let pid = self.agent.start_member().await?;
         Ok(Response::new(self.lifecycle(pid)))
     }
 
-    async fn stop_call(&self, fencing_token: i64) -> Result<Response<pb::LifecycleResponse>, Status> {
-        self.agent.admit(fencing_token)?;
+    async fn stop_call(
+        &self,
+        authority: TokenAuthority,
+        fencing_token: i64,
+    ) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(fencing_token, authority).await?;
         self.agent.stop_member().await?;
         Ok(Response::new(self.lifecycle(0)))
     }
 
-    async fn restart_call(&self, fencing_token: i64) -> Result<Response<pb::LifecycleResponse>, Status> {
-        self.agent.admit(fencing_token)?;
+    async fn restart_call(
+        &self,
+        authority: TokenAuthority,
+        fencing_token: i64,
+    ) -> Result<Response<pb::LifecycleResponse>, Status> {
+        self.agent.admit(fencing_token, authority).await?;
         let pid = self.agent.restart_member().await?;
         Ok(Response::new(self.lifecycle(pid)))
     }
@@ -528,7 +573,8 @@ impl pb::binaries_server::Binaries for AgentService {
         call.arg("tool", args.tool);
         call.arg("version", args.version.clone());
         call.arg("sha256", args.sha256.clone());
-        call.finish(self.import_call(request.into_inner()).await)
+        let authority = authority(&request);
+        call.finish(self.import_call(authority, request.into_inner()).await)
     }
 
     async fn upload_binary(
@@ -536,7 +582,8 @@ impl pb::binaries_server::Binaries for AgentService {
         request: Request<Streaming<pb::UploadBinaryRequest>>,
     ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
         let mut call = self.audit(&request, "UploadBinary", 0);
-        let result = self.upload_call(request.into_inner(), &mut call).await;
+        let authority = authority(&request);
+        let result = self.upload_call(authority, request.into_inner(), &mut call).await;
         call.finish(result)
     }
 }
@@ -544,9 +591,10 @@ impl pb::binaries_server::Binaries for AgentService {
 impl AgentService {
     async fn import_call(
         &self,
+        authority: TokenAuthority,
         request: pb::ImportBinaryRequest,
     ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
-        self.agent.admit(request.fencing_token)?;
+        self.agent.admit(request.fencing_token, authority).await?;
         let tool = parse_tool("tool", request.tool)?;
         let version = parse_version("version", &request.version)?;
         let sha256 = if request.sha256.is_empty() {
@@ -571,6 +619,7 @@ impl AgentService {
 
     async fn upload_call(
         &self,
+        authority: TokenAuthority,
         mut stream: Streaming<pb::UploadBinaryRequest>,
         call: &mut Pending,
     ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
@@ -585,7 +634,7 @@ impl AgentService {
         call.arg("version", header.version.clone());
         call.arg("sha256", header.sha256.clone());
         call.arg("size", header.size);
-        self.agent.admit(header.fencing_token)?;
+        self.agent.admit(header.fencing_token, authority).await?;
         let tool = parse_tool("header.tool", header.tool)?;
         let version = parse_version("header.version", &header.version)?;
         let sha256 = parse_sha256("header.sha256", &header.sha256)?;
@@ -632,7 +681,9 @@ impl pb::snapshots_server::Snapshots for AgentService {
     ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
         let mut call = self.audit(&request, "TakeSnapshot", request.get_ref().fencing_token);
         let result = async {
-            self.agent.admit(request.get_ref().fencing_token)?;
+            self.agent
+                .admit(request.get_ref().fencing_token, authority(&request))
+                .await?;
             let meta = self.agent.take_snapshot(None).await?;
             Ok(meta)
         }
@@ -656,7 +707,11 @@ impl pb::snapshots_server::Snapshots for AgentService {
         // A copy of every secret stored in etcd leaves the host: audited
         // like a change, when it ends.
         let mut call = self.audit(&request, "TakeAndSendSnapshot", request.get_ref().fencing_token);
-        if let Err(refused) = self.agent.admit(request.get_ref().fencing_token) {
+        if let Err(refused) = self
+            .agent
+            .admit(request.get_ref().fencing_token, authority(&request))
+            .await
+        {
             return call.finish(Err(refused.into()));
         }
         let (tee, chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(SEND_QUEUE);
@@ -692,13 +747,14 @@ impl pb::snapshots_server::Snapshots for AgentService {
         request: Request<pb::PinSnapshotRequest>,
     ) -> Result<Response<pb::PinSnapshotResponse>, Status> {
         let mut call = self.audit(&request, "PinSnapshot", request.get_ref().fencing_token);
+        let authority = authority(&request);
         let pb::PinSnapshotRequest { id, pin, fencing_token } = request.into_inner();
         call.arg("id", id.clone());
         call.arg("pin", pin.clone());
-        let result = self
-            .agent
-            .admit(fencing_token)
-            .and_then(|()| self.agent.pin_snapshot(&id, &pin));
+        let result = match self.agent.admit(fencing_token, authority).await {
+            Ok(()) => self.agent.pin_snapshot(&id, &pin),
+            Err(refused) => Err(refused),
+        };
         call.finish(result.map_err(Status::from).map(|(meta, released)| {
             Response::new(pb::PinSnapshotResponse {
                 snapshot: Some(snapshot_to_pb(&meta)),
@@ -720,7 +776,10 @@ impl pb::snapshots_server::Snapshots for AgentService {
         request: Request<Streaming<pb::UploadSnapshotRequest>>,
     ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
         let mut call = self.audit(&request, "UploadSnapshot", 0);
-        let result = self.upload_snapshot_call(request.into_inner(), &mut call).await;
+        let authority = authority(&request);
+        let result = self
+            .upload_snapshot_call(authority, request.into_inner(), &mut call)
+            .await;
         call.finish(result)
     }
 
@@ -729,7 +788,10 @@ impl pb::snapshots_server::Snapshots for AgentService {
         request: Request<pb::ImportSnapshotRequest>,
     ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
         let mut call = self.audit(&request, "ImportSnapshot", 0);
-        let result = self.import_snapshot_call(request.into_inner(), &mut call).await;
+        let authority = authority(&request);
+        let result = self
+            .import_snapshot_call(authority, request.into_inner(), &mut call)
+            .await;
         call.finish(result)
     }
 
@@ -750,6 +812,7 @@ impl pb::snapshots_server::Snapshots for AgentService {
 impl AgentService {
     async fn restore_call(
         &self,
+        authority: TokenAuthority,
         request: pb::RestoreMemberRequest,
     ) -> Result<Response<pb::RestoreMemberResponse>, Status> {
         let parsed = RestoreRequest {
@@ -768,7 +831,7 @@ impl AgentService {
             initial_cluster_token: parse_name("initial_cluster_token", &request.initial_cluster_token)?,
         };
         if !request.dry_run {
-            self.agent.admit(request.fencing_token)?;
+            self.agent.admit(request.fencing_token, authority).await?;
         }
         let record = self.agent.restore_member(parsed, request.dry_run).await?;
         Ok(Response::new(pb::RestoreMemberResponse {
@@ -778,6 +841,7 @@ impl AgentService {
 
     async fn upload_snapshot_call(
         &self,
+        authority: TokenAuthority,
         mut stream: Streaming<pb::UploadSnapshotRequest>,
         call: &mut Pending,
     ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
@@ -787,7 +851,7 @@ impl AgentService {
             }) => header,
             _ => return Err(invalid("header", "the first message must be a SnapshotUploadHeader").into()),
         };
-        let declared = self.admit_upload(&header, call)?;
+        let declared = self.admit_upload(authority, &header, call).await?;
         let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
         while let Some(message) = stream.message().await? {
             match message.part {
@@ -804,12 +868,13 @@ impl AgentService {
     /// check).
     async fn import_snapshot_call(
         &self,
+        authority: TokenAuthority,
         request: pb::ImportSnapshotRequest,
         call: &mut Pending,
     ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
         let header = request.header.ok_or_else(|| invalid("header", "is required"))?;
         call.arg("path", request.path.clone());
-        let declared = self.admit_upload(&header, call)?;
+        let declared = self.admit_upload(authority, &header, call).await?;
         let import_dirs = self.agent.config().import_dirs.clone();
         let path = request.path.clone();
         let resolved = tokio::task::spawn_blocking(move || BinaryStore::check_import(&import_dirs, &path))
@@ -852,12 +917,17 @@ impl AgentService {
 
     /// Checks what an upload or import declares, and that its caller still
     /// holds the cluster lock.
-    fn admit_upload(&self, header: &pb::SnapshotUploadHeader, call: &mut Pending) -> Result<UploadDeclared, Status> {
+    async fn admit_upload(
+        &self,
+        authority: TokenAuthority,
+        header: &pb::SnapshotUploadHeader,
+        call: &mut Pending,
+    ) -> Result<UploadDeclared, Status> {
         call.fencing_token(header.fencing_token);
         call.arg("id", header.id.clone());
         call.arg("sha256", header.sha256.clone());
         call.arg("size", header.size);
-        self.agent.admit(header.fencing_token)?;
+        self.agent.admit(header.fencing_token, authority).await?;
         crate::snapshot::check_id(&header.id).map_err(|_| {
             invalid(
                 "header.id",

@@ -27,6 +27,7 @@ mod exclusion;
 mod faults_coordinator;
 mod faults_frozen;
 mod faults_matrix;
+mod fencing;
 mod flags;
 mod fleet;
 mod hosts_backup;
