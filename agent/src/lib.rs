@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod hashing;
 pub mod health;
 pub mod host_shutdown;
+pub mod input_limits;
 pub mod journal;
 pub mod logging;
 pub mod logs;

@@ -20,6 +20,7 @@ use crate::audit::{AuditLog, Pending};
 use crate::agent::{Agent, RestoreRequest, Switched, TokenAuthority};
 use crate::error::{AgentError, BinaryRefusal};
 use crate::flags::{ChangeKind, FlagChange};
+use crate::input_limits::Limited;
 use crate::snapshot::{SnapshotMeta, UploadDeclared};
 use crate::state::{AgentState, Operation, RestorePhase, RestoreRecord};
 use crate::store::{BinaryStore, Declared, Manifest, Tool};
@@ -351,6 +352,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         request: Request<pb::CheckFlagsRequest>,
     ) -> Result<Response<pb::CheckFlagsResponse>, Status> {
+        request.get_ref().check_lengths()?;
         let target = parse_version("target_version", &request.get_ref().target_version)?;
         let from = match request.get_ref().from_version.as_str() {
             "" => None,
@@ -439,7 +441,10 @@ impl pb::agent_server::Agent for AgentService {
     ) -> Result<Response<pb::RestoreMemberResponse>, Status> {
         let mut call = self.audit(&request, "FinishRestore", 0);
         call.arg("restore_id", request.get_ref().restore_id.clone());
-        let result = parse_name("restore_id", &request.get_ref().restore_id)
+        let result = request
+            .get_ref()
+            .check_lengths()
+            .and_then(|()| parse_name("restore_id", &request.get_ref().restore_id))
             .and_then(|id| self.agent.finish_restore(&id))
             .map(|record| {
                 Response::new(pb::RestoreMemberResponse {
@@ -491,6 +496,7 @@ impl AgentService {
         authority: TokenAuthority,
         request: pb::ActivateRequest,
     ) -> Result<Response<pb::ActivateResponse>, Status> {
+        request.check_lengths()?;
         self.agent.admit(request.fencing_token, authority).await?;
         let version = parse_version("version", &request.version)?;
         let timeout = parse_timeout("timeout", request.timeout)?;
@@ -594,6 +600,7 @@ impl AgentService {
         authority: TokenAuthority,
         request: pb::ImportBinaryRequest,
     ) -> Result<Response<pb::ImportBinaryResponse>, Status> {
+        request.check_lengths()?;
         self.agent.admit(request.fencing_token, authority).await?;
         let tool = parse_tool("tool", request.tool)?;
         let version = parse_version("version", &request.version)?;
@@ -630,6 +637,7 @@ impl AgentService {
             _ => return Err(invalid("header", "the first message must be an UploadHeader").into()),
         };
         call.fencing_token(header.fencing_token);
+        header.check_lengths()?;
         call.arg("tool", header.tool);
         call.arg("version", header.version.clone());
         call.arg("sha256", header.sha256.clone());
@@ -748,9 +756,13 @@ impl pb::snapshots_server::Snapshots for AgentService {
     ) -> Result<Response<pb::PinSnapshotResponse>, Status> {
         let mut call = self.audit(&request, "PinSnapshot", request.get_ref().fencing_token);
         let authority = authority(&request);
+        let lengths = request.get_ref().check_lengths();
         let pb::PinSnapshotRequest { id, pin, fencing_token } = request.into_inner();
         call.arg("id", id.clone());
         call.arg("pin", pin.clone());
+        if let Err(refused) = lengths {
+            return call.finish(Err(refused.into()));
+        }
         let result = match self.agent.admit(fencing_token, authority).await {
             Ok(()) => self.agent.pin_snapshot(&id, &pin),
             Err(refused) => Err(refused),
@@ -805,6 +817,9 @@ impl pb::snapshots_server::Snapshots for AgentService {
         // change.
         let mut call = self.audit(&request, "DownloadSnapshot", 0);
         call.arg("id", request.get_ref().id.clone());
+        if let Err(refused) = request.get_ref().check_lengths() {
+            return call.finish(Err(refused.into()));
+        }
         call.finish(self.download_call(&request.get_ref().id).await)
     }
 }
@@ -815,6 +830,7 @@ impl AgentService {
         authority: TokenAuthority,
         request: pb::RestoreMemberRequest,
     ) -> Result<Response<pb::RestoreMemberResponse>, Status> {
+        request.check_lengths()?;
         let parsed = RestoreRequest {
             id: parse_name("restore_id", &request.restore_id)?,
             snapshot_id: {
@@ -872,8 +888,9 @@ impl AgentService {
         request: pb::ImportSnapshotRequest,
         call: &mut Pending,
     ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
-        let header = request.header.ok_or_else(|| invalid("header", "is required"))?;
         call.arg("path", request.path.clone());
+        request.check_lengths()?;
+        let header = request.header.ok_or_else(|| invalid("header", "is required"))?;
         let declared = self.admit_upload(authority, &header, call).await?;
         let import_dirs = self.agent.config().import_dirs.clone();
         let path = request.path.clone();
@@ -924,6 +941,7 @@ impl AgentService {
         call: &mut Pending,
     ) -> Result<UploadDeclared, Status> {
         call.fencing_token(header.fencing_token);
+        header.check_lengths()?;
         call.arg("id", header.id.clone());
         call.arg("sha256", header.sha256.clone());
         call.arg("size", header.size);

@@ -35,6 +35,7 @@ mod hosts_packages;
 mod hosts_restore;
 mod hosts_roll;
 mod hosts_unit;
+mod input_limits;
 mod large_db;
 mod lifecycle;
 mod local_cluster;
