@@ -564,9 +564,20 @@ pub async fn reported_version(path: &Path, tool: Tool) -> Result<EtcdVersion, Ag
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = command
-        .spawn()
-        .map_err(|error| not_etcd(format!("cannot run it: {error}")))?;
+    // ETXTBSY: another thread forked while this file was still open for
+    // writing, and its child holds the descriptor until it execs. That
+    // passes in moments.
+    let mut attempts = 0;
+    let child = loop {
+        match command.spawn() {
+            Ok(child) => break child,
+            Err(error) if error.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && attempts < 20 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(error) => return Err(not_etcd(format!("cannot run it: {error}"))),
+        }
+    };
     let group = child.id().and_then(|pid| i32::try_from(pid).ok());
     let answered = tokio::time::timeout(VERSION_TIMEOUT, child.wait_with_output()).await;
     if let Some(group) = group {
