@@ -197,9 +197,8 @@ fn import(config: &Config) -> Vec<Check> {
 }
 
 fn initial_binary(config: &Config, binary: &Path) -> Result<String, String> {
-    let resolved = crate::store::BinaryStore::check_import(&config.import_dirs, &binary.display().to_string())
+    let (file, resolved) = crate::store::BinaryStore::open_import(&config.import_dirs, &binary.display().to_string())
         .map_err(|e| error_chain(&e))?;
-    let file = std::fs::File::open(&resolved).map_err(|e| format!("cannot open {}: {e}", resolved.display()))?;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     let max = config.limits.max_binary_bytes;
     if size > max {

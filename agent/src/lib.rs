@@ -8,6 +8,7 @@ pub mod accept;
 pub mod access;
 pub mod agent;
 pub mod audit;
+pub mod beneath;
 pub mod bounded;
 pub mod caller_cert;
 pub mod check;

@@ -894,7 +894,7 @@ impl AgentService {
         let declared = self.admit_upload(authority, &header, call).await?;
         let import_dirs = self.agent.config().import_dirs.clone();
         let path = request.path.clone();
-        let resolved = tokio::task::spawn_blocking(move || BinaryStore::check_import(&import_dirs, &path))
+        let opened = tokio::task::spawn_blocking(move || BinaryStore::open_import(&import_dirs, &path))
             .await
             .map_err(|error| AgentError::TaskFailed {
                 operation: Operation::ImportSnapshot,
@@ -907,9 +907,8 @@ impl AgentService {
                     other => other.to_string(),
                 },
             })?;
-        let file = tokio::fs::File::open(&resolved)
-            .await
-            .map_err(crate::fsutil::io_err("open", &resolved))?;
+        let (file, resolved) = opened;
+        let file = tokio::fs::File::from_std(file);
         let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
         let mut chunks = tokio_util::io::ReaderStream::with_capacity(file, IMPORT_CHUNK);
         while let Some(chunk) = chunks.next().await {

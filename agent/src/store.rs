@@ -235,26 +235,10 @@ impl BinaryStore {
     /// At most `max_bytes` are copied; a larger file is refused.
     pub fn receive_import(&self, path: &str, max_bytes: u64) -> Result<Incoming, AgentError> {
         use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let source = self.check_import_path(path)?;
-        // The checked path has no symlinks left; O_NOFOLLOW refuses one
-        // swapped in since, and the checks below look at what was opened.
-        let reader = std::fs::File::options()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(&source)
-            .map_err(|e| BinaryRefusal::Path {
-                path: path.to_owned(),
-                reason: format!("cannot be opened: {e}"),
-            })?;
+        // One descriptor, opened beneath its import dir, is checked, hashed
+        // and copied: nothing swapped in meanwhile is read.
+        let (reader, source) = Self::open_import(&self.import_dirs, path)?;
         let metadata = reader.metadata().map_err(io_err("stat", &source))?;
-        if !metadata.is_file() {
-            return Err(BinaryRefusal::Path {
-                path: path.to_owned(),
-                reason: "is not a regular file".into(),
-            }
-            .into());
-        }
         if metadata.len() > max_bytes {
             return Err(BinaryRefusal::TooLarge {
                 limit: max_bytes,
@@ -411,56 +395,69 @@ impl BinaryStore {
         }
     }
 
-    fn check_import_path(&self, path: &str) -> Result<PathBuf, AgentError> {
-        Self::check_import(&self.import_dirs, path)
-    }
-
-    /// Checks a path ImportBinary (or `initial_binary`) would read: absolute,
-    /// without `..`, resolving (symlinks followed) to a regular file inside
-    /// one of `import_dirs`. Returns the resolved path.
+    /// Opens `path` for an import: it must be absolute, without `..` or
+    /// NUL, and lie inside one of `import_dirs`. It is opened relative to
+    /// a handle on that import dir, so that nothing swapped in along the way
+    /// can lead outside it: with openat2(RESOLVE_BENEATH) where the kernel
+    /// has it (a symlink that stays inside the dir is followed, one that
+    /// leaves it or is absolute is refused), else one component at a time
+    /// with O_NOFOLLOW (no symlink at all). What was opened must be a
+    /// regular file; everything after reads that one descriptor. Returns it
+    /// with the path it was opened at.
     ///
     /// # Errors
     /// [`BinaryRefusal::Path`] saying why.
-    pub fn check_import(import_dirs: &[PathBuf], path: &str) -> Result<PathBuf, AgentError> {
-        let refuse = |reason: &str| BinaryRefusal::Path {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
+    pub fn open_import(import_dirs: &[PathBuf], path: &str) -> Result<(std::fs::File, PathBuf), AgentError> {
+        let refuse = |reason: &str| -> AgentError {
+            BinaryRefusal::Path {
+                path: crate::bounded::bounded(path, crate::bounded::LOG_TEXT),
+                reason: reason.to_owned(),
+            }
+            .into()
         };
         if path.is_empty() {
-            return Err(refuse("empty").into());
+            return Err(refuse("empty"));
         }
         if path.contains('\0') {
-            return Err(refuse("contains a NUL byte").into());
+            return Err(refuse("contains a NUL byte"));
         }
         let given = Path::new(path);
         if !given.is_absolute() {
-            return Err(refuse("must be absolute").into());
+            return Err(refuse("must be absolute"));
         }
         if given.components().any(|c| c == Component::ParentDir) {
-            return Err(refuse("contains a '..' component").into());
+            return Err(refuse("contains a '..' component"));
         }
         if import_dirs.is_empty() {
-            return Err(refuse("no import_dirs are configured on this agent").into());
+            return Err(refuse("no import_dirs are configured on this agent"));
         }
-        let resolved = std::fs::canonicalize(given).map_err(|e| refuse(&format!("cannot be resolved: {e}")))?;
-        let inside = import_dirs
-            .iter()
-            .filter_map(|dir| std::fs::canonicalize(dir).ok())
-            .any(|dir| resolved.starts_with(dir));
-        if !inside {
-            let dirs: Vec<String> = import_dirs.iter().map(|d| d.display().to_string()).collect();
-            return Err(refuse(&format!(
-                "resolves to {} which is outside the import dirs ({})",
-                resolved.display(),
-                dirs.join(", ")
-            ))
-            .into());
+        for dir in import_dirs {
+            let Ok(canonical) = std::fs::canonicalize(dir) else {
+                continue;
+            };
+            let Ok(inside) = given.strip_prefix(dir).or_else(|_| given.strip_prefix(&canonical)) else {
+                continue;
+            };
+            if inside.as_os_str().is_empty() {
+                return Err(refuse("is an import dir, not a file in it"));
+            }
+            let file = crate::beneath::open_beneath(&canonical, inside).map_err(|error| {
+                refuse(&match error {
+                    crate::beneath::BeneathError::Outside => format!(
+                        "leads outside the import dir {} (a symlink on the way, or one swapped in)",
+                        dir.display()
+                    ),
+                    crate::beneath::BeneathError::Io(error) => format!("cannot be opened: {error}"),
+                })
+            })?;
+            let metadata = file.metadata().map_err(|e| refuse(&format!("cannot be read: {e}")))?;
+            if !metadata.is_file() {
+                return Err(refuse("is not a regular file"));
+            }
+            return Ok((file, canonical.join(inside)));
         }
-        let metadata = std::fs::metadata(&resolved).map_err(|e| refuse(&e.to_string()))?;
-        if !metadata.is_file() {
-            return Err(refuse("is not a regular file").into());
-        }
-        Ok(resolved)
+        let dirs: Vec<String> = import_dirs.iter().map(|d| d.display().to_string()).collect();
+        Err(refuse(&format!("is outside the import dirs ({})", dirs.join(", "))))
     }
 }
 
@@ -657,22 +654,78 @@ mod tests {
         let outside = dir.path().join("etcd");
         std::fs::write(&outside, b"x").unwrap();
         std::os::unix::fs::symlink(&outside, import.join("link")).unwrap();
+        std::fs::create_dir(import.join("3.5.30")).unwrap();
+        std::fs::write(import.join("3.5.30/etcd"), b"y").unwrap();
+        std::os::unix::fs::symlink("3.5.30", import.join("current")).unwrap();
+        let open = |path: &str| BinaryStore::open_import(&store.import_dirs, path);
 
-        assert!(store.check_import_path(inside.to_str().unwrap()).is_ok());
+        assert!(open(inside.to_str().unwrap()).is_ok());
+        let (_, at) = open(import.join("current/etcd").to_str().unwrap()).unwrap();
+        assert!(
+            at.ends_with("current/etcd"),
+            "a symlink that stays inside: {}",
+            at.display()
+        );
         for (path, reason) in [
             (outside.to_str().unwrap().to_owned(), "outside the import dirs"),
             (format!("{}/../etcd", import.display()), "'..'"),
             (
                 import.join("link").to_str().unwrap().to_owned(),
-                "outside the import dirs",
+                "leads outside the import dir",
             ),
             ("relative/etcd".to_owned(), "absolute"),
             (format!("{}\0x", inside.display()), "NUL"),
-            (import.display().to_string(), "not a regular file"),
+            (import.display().to_string(), "is an import dir"),
+            (import.join("3.5.30").display().to_string(), "not a regular file"),
         ] {
-            let err = crate::error::error_chain(&store.check_import_path(&path).unwrap_err());
+            let err = crate::error::error_chain(&open(&path).unwrap_err());
             assert!(err.contains(reason), "{path:?}: {err}");
         }
+    }
+
+    /// The race the check-then-open left: a parent directory swapped for
+    /// a symlink to outside between the check and the open.
+    #[test]
+    fn a_parent_swapped_for_a_symlink_never_leads_outside() {
+        let (dir, store, import) = store_with_import_dir();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("etcd"), b"secret").unwrap();
+        let real = import.join("sub");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("etcd"), b"inside").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (import, outside, stop) = (import.clone(), outside.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let sub = import.join("sub");
+                let parked = import.join("sub.real");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::rename(&sub, &parked);
+                    let _ = std::os::unix::fs::symlink(&outside, &sub);
+                    let _ = std::fs::remove_file(&sub);
+                    let _ = std::fs::rename(&parked, &sub);
+                }
+            })
+        };
+        let path = import.join("sub/etcd").display().to_string();
+        let mut opened = 0;
+        let mut leaked = 0;
+        for _ in 0..3000 {
+            if let Ok(incoming) = store.receive_import(&path, 1 << 20) {
+                opened += 1;
+                if std::fs::read(&incoming.path).unwrap() != b"inside" {
+                    leaked += 1;
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            leaked, 0,
+            "{leaked} of {opened} imports copied the file outside the import dir"
+        );
+        assert!(opened > 0, "the file inside was never opened");
     }
 
     #[tokio::test]

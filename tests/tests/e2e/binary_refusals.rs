@@ -125,7 +125,7 @@ async fn imports_are_refused_and_leave_nothing_behind() {
         )
         .await,
         Code::InvalidArgument,
-        "outside the import dirs",
+        "leads outside the import dir",
     );
     assert_refused(
         import(&cluster, &format!("{copy_str}\0x"), &version, "").await,
