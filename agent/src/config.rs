@@ -159,12 +159,19 @@ impl Default for SnapshotSettings {
 pub struct Limits {
     /// The largest binary UploadBinary or ImportBinary accepts.
     pub max_binary_bytes: u64,
+    /// Connections to the API open at once (TLS handshakes included);
+    /// one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one peer address.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_binary_bytes: 512 * 1024 * 1024,
+            max_connections: 1024,
+            max_connections_per_peer: 64,
         }
     }
 }
@@ -382,6 +389,12 @@ impl Config {
         }
         if self.supervision.log_max_bytes < 4096 {
             return Err(invalid("supervision.log_max_bytes", "must be at least 4096".into()));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1".into()));
+        }
+        if self.limits.max_connections_per_peer == 0 {
+            return Err(invalid("limits.max_connections_per_peer", "must be at least 1".into()));
         }
         if let Some(metrics) = &self.metrics {
             if metrics.tls && self.tls.is_none() {

@@ -59,6 +59,13 @@ pub enum ServeError {
     },
 }
 
+/// How often an HTTP/2 ping checks an idle connection's peer.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Calls at once on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
 /// How the agent fits into the host, beyond its config.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -179,6 +186,10 @@ pub async fn run(
     crate::watchdog::spawn_if_enabled(agent.supervisor_heartbeat(), token.clone());
     let stop = token.clone();
     let router = tonic::transport::Server::builder()
+        // A peer that went away without closing is found and dropped.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .initial_stream_window_size(steward_proto::windows::STREAM_WINDOW)
         .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW)
         .layer(crate::metrics::RpcMetricsLayer::new(Arc::clone(&rpc_metrics)))
@@ -214,9 +225,14 @@ pub async fn run(
     let handshake_metrics = rpc_metrics;
     let result = match tls {
         Some(tls) => {
+            let caps = crate::accept::ConnectionCaps {
+                total: config.limits.max_connections,
+                per_peer: config.limits.max_connections_per_peer,
+            };
             let connections = crate::accept::tls_connections(
                 listener,
                 tokio_rustls::TlsAcceptor::from(tls.config),
+                caps,
                 Some(Arc::clone(&handshake_metrics)),
             );
             let incoming = tokio_stream::StreamExt::map(

@@ -11,8 +11,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
@@ -20,6 +18,12 @@ use crate::agent::Agent;
 use crate::config::MetricsSettings;
 use crate::state::PersistedState;
 use crate::supervisor::ProcessStatus;
+
+/// Scrapers at once: Prometheus servers and probes are few.
+const SCRAPERS: crate::accept::ConnectionCaps = crate::accept::ConnectionCaps {
+    total: 64,
+    per_peer: 16,
+};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -78,7 +82,7 @@ struct TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = crate::accept::Connection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -133,6 +137,7 @@ impl MetricsListener {
                         connections: crate::accept::tls_connections(
                             self.listener,
                             tokio_rustls::TlsAcceptor::from(tls),
+                            SCRAPERS,
                             None,
                         ),
                         local: address,

@@ -50,6 +50,7 @@ pub struct RpcMetrics {
     durations: Family<MethodLabels, Histogram, fn() -> Histogram>,
     refused: Family<RefusedLabels, Counter>,
     handshakes_failed: Counter,
+    connections_refused: Counter,
     known: HashSet<String>,
 }
 
@@ -104,6 +105,7 @@ impl RpcMetrics {
             durations: Family::new_with_constructor(duration_histogram),
             refused: Family::default(),
             handshakes_failed: Counter::default(),
+            connections_refused: Counter::default(),
             known: contract_methods(),
         }
     }
@@ -132,6 +134,17 @@ impl RpcMetrics {
              a caller, no TLS, or no handshake within 10 s",
             self.handshakes_failed.clone(),
         );
+        registry.register(
+            "connections_refused",
+            "Connections to the API closed as soon as they were accepted, over limits.max_connections or \
+             limits.max_connections_per_peer",
+            self.connections_refused.clone(),
+        );
+    }
+
+    /// Counts a connection closed over a cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a failed TLS handshake.

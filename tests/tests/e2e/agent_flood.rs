@@ -2,7 +2,8 @@
 //! certificate, and connections with a certificate of another CA, by the
 //! thousand. The agent refuses them (UNAUTHENTICATED, or in the TLS
 //! handshake), logs them in aggregate, writes no audit line for them, and
-//! keeps answering an admin meanwhile.
+//! keeps answering an admin meanwhile. A flood of connections is capped:
+//! the agent stays small and its admin's connection is served.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -163,3 +164,105 @@ async fn a_flood_of_unidentified_callers_costs_the_agent_no_disk_and_no_service(
 }
 
 static FLOOD_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Resident memory of a process, in bytes.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent's status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Connections the flood opens.
+const CONNECTIONS: usize = 20_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_leaves_the_agent_small_and_serving() {
+    // Room for the flood's descriptors here, and in the agent started next.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let wanted = hard.min(65_536);
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, wanted, hard).expect("setrlimit");
+    assert!(
+        wanted >= 2 * CONNECTIONS as u64 / 2,
+        "the flood needs {CONNECTIONS} descriptors, the limit is {wanted}"
+    );
+    let cluster = ClusterBuilder::new(1, newest(3, 5)).start().await;
+    let agent_pid = cluster.agent_pid(0).expect("the agent's pid");
+    let pki = cluster.pki.as_ref().expect("mutual TLS");
+    let mut admin = cluster.agent(0).await;
+    admin
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("the admin before the flood");
+
+    // TLS connections without a certificate (the handshake completes for
+    // those), held open.
+    let ca = std::fs::read(pki.ca_cert()).expect("the CA");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .domain_name("127.0.0.1")
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    let url = format!("https://{}", cluster.members[0].agent_addr);
+    let mut tasks = Vec::new();
+    for _ in 0..PARALLEL {
+        let (url, tls) = (url.clone(), tls.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            let mut refused = 0;
+            for _ in 0..CONNECTIONS / PARALLEL {
+                let endpoint = tonic::transport::Channel::from_shared(url.clone())
+                    .expect("a URL")
+                    .tls_config(tls.clone())
+                    .expect("TLS")
+                    .connect_timeout(Duration::from_secs(5));
+                match endpoint.connect().await {
+                    Ok(channel) => held.push(channel),
+                    Err(_) => refused += 1,
+                }
+            }
+            (held, refused)
+        }));
+    }
+    // While the flood goes on and after, the admin's connection answers
+    // within a second, and the agent stays small.
+    let mut slowest = Duration::ZERO;
+    let mut peak = 0;
+    while !tasks.iter().all(tokio::task::JoinHandle::is_finished) {
+        let asked = Instant::now();
+        admin
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .expect("the admin during the flood");
+        slowest = slowest.max(asked.elapsed());
+        peak = peak.max(resident(agent_pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let (channels, closed) = task.await.expect("a flooding task");
+        held.extend(channels);
+        refused += closed;
+    }
+    let asked = Instant::now();
+    admin
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("the admin with the flood's connections held");
+    slowest = slowest.max(asked.elapsed());
+    peak = peak.max(resident(agent_pid));
+    eprintln!(
+        "connection flood: {} held, {refused} closed by the agent; agent resident peak {} MiB; slowest admin call {slowest:?}",
+        held.len(),
+        peak / (1024 * 1024)
+    );
+    assert!(
+        peak < 100 * 1024 * 1024,
+        "the agent grew to {} MiB",
+        peak / (1024 * 1024)
+    );
+    assert!(slowest < Duration::from_secs(1), "an admin call took {slowest:?}");
+    drop(held);
+    cluster.cleanup();
+}
