@@ -33,6 +33,10 @@ const LEAF_PAGE: u16 = 0x02;
 const BUCKET_LEAF: u32 = 0x01;
 /// A tree deeper than this is a loop in a damaged file.
 const MAX_DEPTH: usize = 64;
+/// The most the pages of one root-to-leaf path may hold at once: a walk
+/// keeps each level's page while it reads the next, and a damaged file
+/// must not make that a gigabyte (64 levels of 16 MiB pages).
+const MAX_PATH_BYTES: u64 = 64 * 1024 * 1024;
 /// The pages a lookup reads hold bucket headers and small keys; a page
 /// (with its overflow) claiming more is damage, not data, and must not
 /// make the agent allocate it.
@@ -71,6 +75,11 @@ struct Page {
 }
 
 impl Page {
+    /// Bytes it holds.
+    fn held(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
     fn flags(&self) -> u16 {
         u16::from_le_bytes([self.bytes[8], self.bytes[9]])
     }
@@ -161,15 +170,15 @@ impl BoltFile {
     /// # Errors
     /// The file cannot be read or is damaged.
     pub fn get(&self, bucket: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>, BoltError> {
-        let root = self.page(self.root)?;
-        let Some((flags, value)) = self.find(&root, bucket, 0)? else {
+        let root = self.page(self.root, 0)?;
+        let Some((flags, value)) = self.find(&root, bucket, &mut vec![self.root], root.held())? else {
             return Ok(None);
         };
         if flags & BUCKET_LEAF == 0 {
             return Err(malformed("a top-level key is not a bucket"));
         }
-        let page = self.bucket_page(&value)?;
-        match self.find(&page, key, 0)? {
+        let (page, mut path) = self.bucket_page(&value)?;
+        match self.find(&page, key, &mut path, page.held())? {
             Some((flags, _)) if flags & BUCKET_LEAF != 0 => Ok(None),
             Some((_, value)) => Ok(Some(value)),
             None => Ok(None),
@@ -184,8 +193,8 @@ impl BoltFile {
     /// The file cannot be read or is damaged.
     pub fn buckets(&self) -> Result<Vec<BucketSummary>, BoltError> {
         let mut tops = Vec::new();
-        let root = self.page(self.root)?;
-        self.walk(&root, 0, &mut |flags, key, value| {
+        let root = self.page(self.root, 0)?;
+        self.walk(&root, &mut vec![self.root], root.held(), &mut |flags, key, value| {
             if flags & BUCKET_LEAF == 0 {
                 return Err(malformed("a top-level key is not a bucket"));
             }
@@ -194,10 +203,10 @@ impl BoltFile {
         })?;
         let mut summaries = Vec::with_capacity(tops.len());
         for (name, value) in tops {
-            let page = self.bucket_page(&value)?;
+            let (page, mut path) = self.bucket_page(&value)?;
             let mut entries = 0_u64;
             let mut last_key = Vec::new();
-            self.walk(&page, 0, &mut |_, key, _| {
+            self.walk(&page, &mut path, page.held(), &mut |_, key, _| {
                 entries += 1;
                 key.clone_into(&mut last_key);
                 Ok(())
@@ -213,7 +222,7 @@ impl BoltFile {
 
     /// The root page of the bucket whose value (header and, for an inline
     /// bucket, its page) is `value`.
-    fn bucket_page(&self, value: &[u8]) -> Result<Page, BoltError> {
+    fn bucket_page(&self, value: &[u8]) -> Result<(Page, Vec<u64>), BoltError> {
         let header = value
             .get(..BUCKET_HEADER)
             .ok_or_else(|| malformed("a bucket value is shorter than its header"))?;
@@ -224,24 +233,25 @@ impl BoltFile {
             if bytes.len() < PAGE_HEADER {
                 return Err(malformed("an inline bucket is shorter than a page header"));
             }
-            Ok(Page { bytes })
+            Ok((Page { bytes }, Vec::new()))
         } else {
-            self.page(bucket_root)
+            Ok((self.page(bucket_root, 0)?, vec![bucket_root]))
         }
     }
 
     /// Calls `visit` with every leaf element of the tree rooted at `page`,
     /// in key order.
-    fn walk(&self, page: &Page, depth: usize, visit: &mut Visit<'_>) -> Result<(), BoltError> {
-        if depth > MAX_DEPTH {
-            return Err(malformed("the tree is deeper than any real database"));
-        }
+    /// `path` holds the ids of the pages above (and `held` their bytes).
+    fn walk(&self, page: &Page, path: &mut Vec<u64>, held: u64, visit: &mut Visit<'_>) -> Result<(), BoltError> {
         match page.flags() {
             BRANCH_PAGE => {
                 for i in 0..page.count() {
                     let (_, child) = page.branch(i)?;
-                    let next = self.page(child)?;
-                    self.walk(&next, depth + 1, visit)?;
+                    let next = self.child(child, path, held)?;
+                    path.push(child);
+                    let walked = self.walk(&next, path, held + next.held(), visit);
+                    path.pop();
+                    walked?;
                 }
                 Ok(())
             }
@@ -257,10 +267,13 @@ impl BoltFile {
     }
 
     /// Looks `key` up in the tree rooted at `page`: its leaf flags and value.
-    fn find(&self, page: &Page, key: &[u8], depth: usize) -> Result<Option<(u32, Vec<u8>)>, BoltError> {
-        if depth > MAX_DEPTH {
-            return Err(malformed("the tree is deeper than any real database"));
-        }
+    fn find(
+        &self,
+        page: &Page,
+        key: &[u8],
+        path: &mut Vec<u64>,
+        held: u64,
+    ) -> Result<Option<(u32, Vec<u8>)>, BoltError> {
         match page.flags() {
             BRANCH_PAGE => {
                 // The last child whose first key is not after `key`.
@@ -279,8 +292,9 @@ impl BoltFile {
                 }) else {
                     return Ok(None);
                 };
-                let next = self.page(child)?;
-                self.find(&next, key, depth + 1)
+                let next = self.child(child, path, held)?;
+                path.push(child);
+                self.find(&next, key, path, held + next.held())
             }
             LEAF_PAGE => {
                 for i in 0..page.count() {
@@ -295,8 +309,25 @@ impl BoltFile {
         }
     }
 
-    /// Page `id` with its overflow pages.
-    fn page(&self, id: u64) -> Result<Page, BoltError> {
+    /// Page `id`, a child of the pages on `path` (which hold `held`
+    /// bytes): refused when it is one of them (a loop), when the path is
+    /// deeper than any real tree, or when the path would hold more than
+    /// [`MAX_PATH_BYTES`], before it is read.
+    fn child(&self, id: u64, path: &[u64], held: u64) -> Result<Page, BoltError> {
+        if path.contains(&id) {
+            return Err(malformed(format!(
+                "page {id} points back at itself through its children"
+            )));
+        }
+        if path.len() > MAX_DEPTH {
+            return Err(malformed("the tree is deeper than any real database"));
+        }
+        self.page(id, held)
+    }
+
+    /// Page `id` with its overflow pages, when the pages already held
+    /// (`held` bytes) leave room for it.
+    fn page(&self, id: u64, held: u64) -> Result<Page, BoltError> {
         let offset = id
             .checked_mul(self.page_size)
             .filter(|o| o.saturating_add(PAGE_HEADER as u64) <= self.len)
@@ -309,6 +340,12 @@ impl BoltFile {
             .filter(|s| *s <= MAX_PAGE_BYTES)
             .map(|s| s.min(self.len - offset))
             .ok_or_else(|| malformed(format!("page {id} claims {overflow} overflow pages")))?;
+        if held.saturating_add(size) > MAX_PATH_BYTES {
+            return Err(malformed(format!(
+                "the pages down to page {id} hold more than {} MiB, more than any real tree",
+                MAX_PATH_BYTES >> 20
+            )));
+        }
         let mut bytes = vec![0_u8; usize::try_from(size).map_err(|_| malformed("a page larger than memory"))?];
         self.file.read_exact_at(&mut bytes, offset)?;
         Ok(Page { bytes })
@@ -491,6 +528,35 @@ mod tests {
             let _ = cluster_version(&flipped);
             let _ = summary(&flipped);
         }
+    }
+
+    /// A root page that is its own child, 16 MiB with its overflow: each
+    /// level used to keep its copy alive, up to 64 levels (a gigabyte).
+    #[test]
+    fn a_page_that_is_its_own_child_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = testdata("snapshot-3.4.23.db");
+        let db = BoltFile::open(&real).unwrap();
+        let (root, page_size) = (db.root, db.page_size);
+        let mut bytes = std::fs::read(&real).unwrap();
+        let at = usize::try_from(root * page_size).unwrap();
+        let size = 16 * 1024 * 1024;
+        bytes.resize(bytes.len().max(at + size), 0);
+        let overflow = u32::try_from(size as u64 / page_size - 1).unwrap();
+        bytes[at + 8..at + 10].copy_from_slice(&BRANCH_PAGE.to_le_bytes());
+        bytes[at + 10..at + 12].copy_from_slice(&1_u16.to_le_bytes());
+        bytes[at + 12..at + 16].copy_from_slice(&overflow.to_le_bytes());
+        // One element: an empty first key, and the page itself as child.
+        let element = at + PAGE_HEADER;
+        bytes[element..element + 4].copy_from_slice(&16_u32.to_le_bytes());
+        bytes[element + 4..element + 8].copy_from_slice(&0_u32.to_le_bytes());
+        bytes[element + 8..element + 16].copy_from_slice(&root.to_le_bytes());
+        let looped = dir.path().join("looped");
+        std::fs::write(&looped, &bytes).unwrap();
+        let error = cluster_version(&looped).unwrap_err().to_string();
+        assert!(error.contains("points back at itself"), "{error}");
+        let error = summary(&looped).unwrap_err().to_string();
+        assert!(error.contains("points back at itself"), "{error}");
     }
 
     #[test]
