@@ -164,6 +164,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections open at once from one peer address.
     pub max_connections_per_peer: usize,
+    /// An upload stream that sends nothing for this long is cut, and its
+    /// part file removed.
+    #[serde(with = "humantime_serde")]
+    pub upload_stall_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -172,6 +176,7 @@ impl Default for Limits {
             max_binary_bytes: 512 * 1024 * 1024,
             max_connections: 1024,
             max_connections_per_peer: 64,
+            upload_stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -389,6 +394,9 @@ impl Config {
         }
         if self.supervision.log_max_bytes < 4096 {
             return Err(invalid("supervision.log_max_bytes", "must be at least 4096".into()));
+        }
+        if self.limits.upload_stall_timeout.is_zero() {
+            return Err(invalid("limits.upload_stall_timeout", "must be more than 0s".into()));
         }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1".into()));

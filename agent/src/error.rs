@@ -101,6 +101,30 @@ pub enum AgentError {
         /// The cluster's revision.
         revision: i64,
     },
+    /// The disk has no room for an upload.
+    #[error(
+        "no room for this upload on {}: {free} bytes free, and it declares {needed}, uploads running now \
+         reserve {reserved}, and {headroom} stay free",
+        path.display()
+    )]
+    NoSpace {
+        /// The snapshot dir.
+        path: std::path::PathBuf,
+        /// Bytes free there.
+        free: u64,
+        /// What the upload declares.
+        needed: u64,
+        /// What running uploads reserve.
+        reserved: u64,
+        /// What stays free.
+        headroom: u64,
+    },
+    /// An upload's stream sent nothing for too long.
+    #[error("the upload sent nothing for {after:?}: cut, and its part file removed")]
+    UploadStalled {
+        /// How long it was silent.
+        after: std::time::Duration,
+    },
     /// A version is not in the binary store.
     #[error("version {version} is not staged (staged: {staged})")]
     VersionNotStaged {
@@ -421,6 +445,8 @@ impl From<AgentError> for Status {
             | E::BinaryChanged { .. }
             | E::StaleFencingToken { .. }
             | E::FencingTokenAhead { .. } => Code::FailedPrecondition,
+            E::NoSpace { .. } => Code::ResourceExhausted,
+            E::UploadStalled { .. } => Code::DeadlineExceeded,
             E::VersionNotStaged { .. } | E::SnapshotNotFound { .. } => Code::NotFound,
             E::AlreadyStaged { .. } | E::SnapshotExists { .. } => Code::AlreadyExists,
             E::ActivationFailed { .. } => Code::Aborted,

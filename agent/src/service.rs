@@ -651,7 +651,7 @@ impl AgentService {
             return Err(invalid("header.size", format!("must be between 1 and {max} bytes")).into());
         }
         let (mut incoming, mut writer) = self.agent.store().receive_upload()?;
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = self.next_or_stalled(&mut stream).await? {
             match message.part {
                 Some(pb::upload_binary_request::Part::Chunk(chunk)) => {
                     if writer.size() + chunk.len() as u64 > header.size {
@@ -868,8 +868,8 @@ impl AgentService {
             _ => return Err(invalid("header", "the first message must be a SnapshotUploadHeader").into()),
         };
         let declared = self.admit_upload(authority, &header, call).await?;
-        let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
-        while let Some(message) = stream.message().await? {
+        let mut upload = self.agent.snapshots().begin_upload(&declared.id, header.size)?;
+        while let Some(message) = self.next_or_stalled(&mut stream).await? {
             match message.part {
                 Some(pb::upload_snapshot_request::Part::Chunk(chunk)) => upload.append(chunk, header.size).await?,
                 _ => return Err(invalid("chunk", "only content chunks may follow the header").into()),
@@ -909,13 +909,24 @@ impl AgentService {
             })?;
         let (file, resolved) = opened;
         let file = tokio::fs::File::from_std(file);
-        let mut upload = self.agent.snapshots().begin_upload(&declared.id)?;
+        let mut upload = self.agent.snapshots().begin_upload(&declared.id, header.size)?;
         let mut chunks = tokio_util::io::ReaderStream::with_capacity(file, IMPORT_CHUNK);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(crate::fsutil::io_err("read", &resolved))?;
             upload.append(chunk, header.size).await?;
         }
         self.store_upload(upload, &declared).await
+    }
+
+    /// The next message of an upload, or its end; a stream that sends
+    /// nothing for `limits.upload_stall_timeout` is cut (dropping the upload
+    /// removes its part file and gives back its space).
+    async fn next_or_stalled<M>(&self, stream: &mut Streaming<M>) -> Result<Option<M>, Status> {
+        let limit = self.agent.config().limits.upload_stall_timeout;
+        match tokio::time::timeout(limit, stream.message()).await {
+            Ok(message) => message,
+            Err(_) => Err(AgentError::UploadStalled { after: limit }.into()),
+        }
     }
 
     /// Checks and stores what an upload or import received.

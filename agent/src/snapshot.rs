@@ -178,7 +178,14 @@ pub struct SnapshotDir {
     /// Held while metadata changes (a new snapshot described, retention,
     /// a pin): a pin must not land on a snapshot retention is removing.
     metadata: std::sync::Mutex<()>,
+    /// Bytes the uploads running now have declared and not yet written:
+    /// the space they will take.
+    reserved: std::sync::Arc<std::sync::Mutex<u64>>,
 }
+
+/// Free space an upload leaves untouched, beyond what the uploads running
+/// now will take: etcd's own snapshots and the agent's state share the disk.
+pub const UPLOAD_HEADROOM: u64 = 64 * 1024 * 1024;
 
 /// What `etcdctl/etcdutl snapshot status -w json` prints.
 #[derive(Debug, Deserialize)]
@@ -214,6 +221,7 @@ impl SnapshotDir {
             dir,
             retain,
             metadata: std::sync::Mutex::new(()),
+            reserved: std::sync::Arc::default(),
         })
     }
 
@@ -398,11 +406,15 @@ impl SnapshotDir {
         fsutil::write_atomic(&path, &bytes, 0o600)
     }
 
-    /// Starts receiving an uploaded snapshot for `id` into `<id>.db.part`.
-    /// A second upload of the same id at the same time is refused (the part
-    /// file exists).
-    pub fn begin_upload(&self, id: &str) -> Result<SnapshotUpload, AgentError> {
+    /// Starts receiving an uploaded snapshot for `id` into `<id>.db.part`,
+    /// `size` bytes as declared. A second upload of the same id at the same
+    /// time is refused (the part file exists), and so is one the disk has
+    /// no room for: the free space must hold `size`, what the uploads
+    /// running now have declared, and [`UPLOAD_HEADROOM`]. The upload's
+    /// space is reserved until it ends.
+    pub fn begin_upload(&self, id: &str, size: u64) -> Result<SnapshotUpload, AgentError> {
         check_id(id)?;
+        let reservation = self.reserve(size)?;
         let part = self.dir.join(format!("{id}.db.part"));
         let file = std::fs::File::options()
             .write(true)
@@ -425,7 +437,39 @@ impl SnapshotDir {
         let part = PartGuard(part);
         set_mode(&part.0, 0o600)?;
         let writer = HashingWriter::start(Some(file)).map_err(io_err("start the writing thread for", &part.0))?;
-        Ok(SnapshotUpload { part, writer, size: 0 })
+        Ok(SnapshotUpload {
+            part,
+            writer,
+            size: 0,
+            _reservation: reservation,
+        })
+    }
+
+    /// Reserves `size` bytes of the snapshot dir's disk for an upload.
+    fn reserve(&self, size: u64) -> Result<Reservation, AgentError> {
+        let free = nix::sys::statvfs::statvfs(&self.dir)
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+            .map_err(|e| AgentError::Io {
+                action: "statvfs",
+                path: self.dir.clone(),
+                source: std::io::Error::from(e),
+            })?;
+        let mut reserved = self.reserved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let needed = size.saturating_add(*reserved).saturating_add(UPLOAD_HEADROOM);
+        if needed > free {
+            return Err(AgentError::NoSpace {
+                path: self.dir.clone(),
+                free,
+                needed: size,
+                reserved: *reserved,
+                headroom: UPLOAD_HEADROOM,
+            });
+        }
+        *reserved += size;
+        Ok(Reservation {
+            reserved: std::sync::Arc::clone(&self.reserved),
+            size,
+        })
     }
 
     /// Verifies an uploaded snapshot against what was declared and stores
@@ -439,10 +483,12 @@ impl SnapshotDir {
         protected: &[String],
     ) -> Result<(SnapshotMeta, bool), AgentError> {
         // The part file is removed whatever goes wrong below.
+        // Its reservation stays until the file is stored, at the end.
         let SnapshotUpload {
             part: guard,
             writer,
             size,
+            ..
         } = upload;
         let part = guard.0.clone();
         let refused = |source: VerifyError| AgentError::SnapshotRefused {
@@ -683,6 +729,21 @@ pub struct SnapshotUpload {
     /// Writes the part file and hashes it on a thread of its own.
     writer: HashingWriter,
     size: u64,
+    _reservation: Reservation,
+}
+
+/// Space reserved for an upload, given back when it ends.
+#[derive(Debug)]
+struct Reservation {
+    reserved: std::sync::Arc<std::sync::Mutex<u64>>,
+    size: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = self.reserved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *reserved = reserved.saturating_sub(self.size);
+    }
 }
 
 impl SnapshotUpload {

@@ -53,6 +53,7 @@ pub struct ClusterBuilder {
     member_auth: Option<(String, String)>,
     state_on_tmpfs: Vec<(usize, String)>,
     metrics: Option<bool>,
+    limits: Vec<(String, String)>,
 }
 
 impl ClusterBuilder {
@@ -74,7 +75,16 @@ impl ClusterBuilder {
             member_auth: None,
             state_on_tmpfs: Vec::new(),
             metrics: None,
+            limits: Vec::new(),
         }
+    }
+
+    /// Sets a `[limits]` key of every agent (value as TOML).
+    #[must_use]
+    pub fn limit(mut self, key: &str, toml_value: &str) -> Self {
+        self.limits.retain(|(k, _)| k != key);
+        self.limits.push((key.to_owned(), toml_value.to_owned()));
+        self
     }
 
     /// Gives every agent a `[metrics]` listener on a port of its own
@@ -301,6 +311,12 @@ impl ClusterBuilder {
             }
         }
         let mut tls = String::new();
+        if !self.limits.is_empty() {
+            tls.push_str("\n[limits]\n");
+            for (key, value) in &self.limits {
+                let _ = writeln!(tls, "{key} = {value}");
+            }
+        }
         if let (Some(https), Some(address)) = (self.metrics, &member.metrics_addr) {
             let _ = write!(tls, "\n[metrics]\nlisten = {address:?}\ntls = {https}\n");
         }

@@ -53,6 +53,7 @@ mod snapshots;
 mod take_down;
 mod upgrade;
 mod upgrade_paths;
+mod upload_limits;
 mod versions_3_6;
 mod versions_3_6_undo;
 mod versions_3_7;
