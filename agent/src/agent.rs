@@ -902,10 +902,14 @@ impl Agent {
     /// Takes a verified snapshot of the local member, its chunks also sent
     /// to `tee` when there is one. It runs as an operation of its own, so a
     /// version switch never stops etcd under a snapshot stream.
+    /// `owner` is the role of the caller that asked: its snapshots count
+    /// in a retention bucket of their own.
     pub async fn take_snapshot(
         self: &Arc<Self>,
         tee: Option<crate::snapshot::Tee>,
+        owner: &str,
     ) -> Result<SnapshotMeta, AgentError> {
+        let owner = owner.to_owned();
         let result = self
             .exclusive(Operation::TakeSnapshot, |agent| async move {
                 transition(Operation::TakeSnapshot, agent.state.get().state)?;
@@ -913,7 +917,7 @@ impl Agent {
                 let protected = agent.protected_snapshot();
                 agent
                     .snapshots
-                    .take(&agent.member, &agent.config.member.name, tool, &protected, tee)
+                    .take(&agent.member, &agent.config.member.name, tool, &protected, tee, &owner)
                     .await
             })
             .await;

@@ -107,6 +107,7 @@ pub async fn run(
         source,
     })?;
     let audit = Arc::new(audit);
+    agent.snapshots().audit_to(Arc::clone(&audit));
     let service = AgentService::new(
         Arc::clone(&agent),
         streams.clone(),

@@ -79,6 +79,15 @@ impl AgentService {
     }
 }
 
+/// The retention bucket of the snapshots `request`'s caller has taken: its
+/// role (`admin` on an insecure agent).
+fn owner<T>(request: &Request<T>) -> &'static str {
+    match request.extensions().get::<Caller>() {
+        Some(Caller { role: Some(role), .. }) => role.as_str(),
+        _ => "admin",
+    }
+}
+
 /// Whether the caller of `request` may raise the agent's fencing mark:
 /// an admin, or anyone on an insecure development agent. A reader, backup
 /// or operator certificate never moves it (see `Agent::admit`).
@@ -692,7 +701,7 @@ impl pb::snapshots_server::Snapshots for AgentService {
             self.agent
                 .admit(request.get_ref().fencing_token, authority(&request))
                 .await?;
-            let meta = self.agent.take_snapshot(None).await?;
+            let meta = self.agent.take_snapshot(None, owner(&request)).await?;
             Ok(meta)
         }
         .await;
@@ -725,8 +734,9 @@ impl pb::snapshots_server::Snapshots for AgentService {
         let (tee, chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(SEND_QUEUE);
         let (stored, outcome) = tokio::sync::oneshot::channel();
         let agent = Arc::clone(&self.agent);
+        let owner = owner(&request).to_owned();
         tokio::spawn(async move {
-            let result = agent.take_snapshot(Some(tee)).await;
+            let result = agent.take_snapshot(Some(tee), &owner).await;
             if let Ok(meta) = &result {
                 call.arg("id", meta.id.clone());
             }

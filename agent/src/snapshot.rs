@@ -168,6 +168,20 @@ pub struct SnapshotMeta {
     /// neither counts nor removes a pinned snapshot.
     #[serde(default)]
     pub pin: String,
+    /// The role of the caller that had it taken (`admin`, `operator`,
+    /// `backup`); empty for an upload and for snapshots of older agents.
+    /// Retention counts each owner's snapshots apart.
+    #[serde(default)]
+    pub owner: String,
+}
+
+impl SnapshotMeta {
+    /// The retention bucket it counts in: uploads, or its owner's taken
+    /// snapshots.
+    #[must_use]
+    pub fn bucket(&self) -> &str {
+        if self.uploaded { "upload" } else { &self.owner }
+    }
 }
 
 /// The snapshot directory of the agent.
@@ -181,6 +195,8 @@ pub struct SnapshotDir {
     /// Bytes the uploads running now have declared and not yet written:
     /// the space they will take.
     reserved: std::sync::Arc<std::sync::Mutex<u64>>,
+    /// Where retention's removals are recorded, once the API serves.
+    audit: std::sync::OnceLock<std::sync::Arc<crate::audit::AuditLog>>,
 }
 
 /// Free space an upload leaves untouched, beyond what the uploads running
@@ -222,7 +238,13 @@ impl SnapshotDir {
             retain,
             metadata: std::sync::Mutex::new(()),
             reserved: std::sync::Arc::default(),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records every removal retention makes in `log` from now on.
+    pub fn audit_to(&self, log: std::sync::Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(log);
     }
 
     /// Streams a snapshot from the member into `<id>.db`, verifies it, reads
@@ -237,6 +259,7 @@ impl SnapshotDir {
         status_tool: Option<(PathBuf, &'static str)>,
         protected: &[String],
         tee: Option<Tee>,
+        owner: &str,
     ) -> Result<SnapshotMeta, AgentError> {
         let mut client = member.client().await?;
         let status = client.status().await.map_err(|error| AgentError::EtcdUnavailable {
@@ -330,6 +353,7 @@ impl SnapshotDir {
             db_cluster_version: db_cluster_version(&path).unwrap_or_default(),
             uploaded: false,
             pin: String::new(),
+            owner: owner.to_owned(),
         };
         self.describe(&meta, protected)?;
         tracing::info!(
@@ -552,6 +576,7 @@ impl SnapshotDir {
             db_cluster_version,
             uploaded: true,
             pin: String::new(),
+            owner: String::new(),
         };
         self.describe(&meta, protected)?;
         tracing::info!(id = %meta.id, revision, size = meta.size, "uploaded snapshot stored");
@@ -701,24 +726,47 @@ impl SnapshotDir {
         Ok(meta)
     }
 
-    /// Keeps the `retain` newest unpinned snapshots. The ones in `keep`
-    /// (the one just stored, one an unfinished restore needs) are never
-    /// removed, even when a clock that stepped back sorts them oldest, and
-    /// pinned ones are neither removed nor counted.
+    /// Keeps the `retain` newest unpinned snapshots of each bucket (see
+    /// [`SnapshotMeta::bucket`]): a backup job's snapshots never push out an
+    /// operator's, an admin's or an upload, nor the other way round. The
+    /// ones in `keep` (the one just stored, one an unfinished restore needs)
+    /// are never removed, even when a clock that stepped back sorts them
+    /// oldest, and pinned ones are neither removed nor counted. Every
+    /// removal is written to the audit log.
     fn apply_retention(&self, keep: &[&str]) -> Result<(), AgentError> {
         let unpinned: Vec<SnapshotMeta> = self.list()?.into_iter().filter(|m| m.pin.is_empty()).collect();
-        let kept = unpinned.iter().filter(|m| keep.contains(&m.id.as_str())).count();
-        let others = unpinned.into_iter().filter(|m| !keep.contains(&m.id.as_str()));
-        for old in others.skip(self.retain.saturating_sub(kept)) {
-            tracing::info!(id = %old.id, "removing snapshot beyond the retention count");
-            // Metadata first: a crash in between leaves an undescribed file,
-            // which the next start removes, never a listed snapshot without
-            // its file.
-            let meta = self.dir.join(format!("{}.json", old.id));
-            std::fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
-            let _ = std::fs::remove_file(&old.path);
+        let mut buckets: Vec<&str> = unpinned.iter().map(SnapshotMeta::bucket).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        for bucket in buckets {
+            let mine: Vec<&SnapshotMeta> = unpinned.iter().filter(|m| m.bucket() == bucket).collect();
+            let kept = mine.iter().filter(|m| keep.contains(&m.id.as_str())).count();
+            let others = mine.into_iter().filter(|m| !keep.contains(&m.id.as_str()));
+            for old in others.skip(self.retain.saturating_sub(kept)) {
+                tracing::info!(id = %old.id, bucket, "removing snapshot beyond the retention count");
+                // Metadata first: a crash in between leaves an undescribed
+                // file, which the next start removes, never a listed
+                // snapshot without its file.
+                let meta = self.dir.join(format!("{}.json", old.id));
+                std::fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
+                let _ = std::fs::remove_file(&old.path);
+                self.audit_removal(old, bucket);
+            }
         }
         fsutil::fsync_dir(&self.dir)
+    }
+
+    fn audit_removal(&self, old: &SnapshotMeta, bucket: &str) {
+        let Some(log) = self.audit.get() else { return };
+        let agent = crate::access::Caller {
+            subject: "steward-agent (snapshot retention)".into(),
+            role: None,
+        };
+        let mut entry = crate::audit::Pending::start(log, Some(&agent), "RemoveSnapshot", 0);
+        entry.arg("id", old.id.clone());
+        entry.arg("bucket", if bucket.is_empty() { "unowned" } else { bucket }.to_owned());
+        entry.arg("retain", self.retain);
+        let _ = entry.finish(Ok::<(), tonic::Status>(()));
     }
 }
 
@@ -960,6 +1008,10 @@ mod tests {
     }
 
     fn write_meta(dir: &std::path::Path, id: &str, created_at_ms: i64) {
+        write_owned(dir, id, created_at_ms, "", false);
+    }
+
+    fn write_owned(dir: &std::path::Path, id: &str, created_at_ms: i64, owner: &str, uploaded: bool) {
         let meta = SnapshotMeta {
             id: id.into(),
             path: dir.join(format!("{id}.db")),
@@ -973,8 +1025,9 @@ mod tests {
             member_name: "m0".into(),
             member_id: 1,
             db_cluster_version: String::new(),
-            uploaded: false,
+            uploaded,
             pin: String::new(),
+            owner: owner.into(),
         };
         std::fs::write(dir.join(format!("{id}.db")), b"x").unwrap();
         std::fs::write(dir.join(format!("{id}.json")), serde_json::to_vec(&meta).unwrap()).unwrap();
@@ -992,6 +1045,36 @@ mod tests {
         let ids: Vec<String> = snapshots.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["a", "new"]);
         assert!(!dir.path().join("b.db").exists() && !dir.path().join("b.json").exists());
+    }
+
+    #[test]
+    fn each_owner_and_the_uploads_keep_their_own_count_and_removals_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path().join("snapshots"), 2).unwrap();
+        let audit = std::sync::Arc::new(crate::audit::AuditLog::open(dir.path()).unwrap());
+        snapshots.audit_to(std::sync::Arc::clone(&audit));
+        let at = dir.path().join("snapshots");
+        write_owned(&at, "uploaded-1", 1000, "", true);
+        write_owned(&at, "uploaded-2", 1100, "", true);
+        write_owned(&at, "admin-1", 1200, "admin", false);
+        // A backup job takes five in a row: only its own oldest go.
+        for i in 0..5 {
+            let id = format!("backup-{i}");
+            write_owned(&at, &id, 2000 + i, "backup", false);
+            snapshots.apply_retention(&[&id]).unwrap();
+        }
+        let mut left: Vec<String> = snapshots.list().unwrap().into_iter().map(|m| m.id).collect();
+        left.sort();
+        assert_eq!(left, ["admin-1", "backup-3", "backup-4", "uploaded-1", "uploaded-2"]);
+        let lines = std::fs::read_to_string(dir.path().join(crate::audit::FILE_NAME)).unwrap();
+        let removed: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(removed.len(), 3, "{lines}");
+        assert!(
+            removed
+                .iter()
+                .all(|e| e["rpc"] == "RemoveSnapshot" && e["args"]["bucket"] == "backup")
+        );
+        assert_eq!(removed[0]["args"]["id"], "backup-0");
     }
 
     fn ids(snapshots: &SnapshotDir) -> Vec<(String, String)> {

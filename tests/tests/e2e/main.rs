@@ -47,6 +47,7 @@ mod refusals;
 mod restore;
 mod restore_recovery;
 mod restore_refusals;
+mod retention;
 mod roll_versions;
 mod rollback;
 mod snapshots;

@@ -247,14 +247,24 @@ async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_st
     // The caller's fencing token is checked like TakeSnapshot's: one
     // older than the newest the agent has seen is refused, and nothing is
     // taken.
+    // A token is a revision of the cluster (where a lock was created).
+    let token = {
+        let mut client = cluster.etcd(&[0]).await;
+        let put = client.put("snapshots/token", "x", None).await.expect("a write");
+        put.header()
+            .map(etcd_client::ResponseHeader::revision)
+            .expect("a revision")
+    };
     let mut snapshots = cluster.snapshots(0).await;
     snapshots
-        .take_snapshot(pb::TakeSnapshotRequest { fencing_token: 1000 })
+        .take_snapshot(pb::TakeSnapshotRequest { fencing_token: token })
         .await
-        .expect("a snapshot with token 1000");
+        .expect("a snapshot with the newest token");
     let before = list(&cluster).await.len();
     let refused = snapshots
-        .take_and_send_snapshot(pb::TakeSnapshotRequest { fencing_token: 999 })
+        .take_and_send_snapshot(pb::TakeSnapshotRequest {
+            fencing_token: token - 1,
+        })
         .await
         .expect_err("a stale token");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
