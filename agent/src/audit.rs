@@ -41,11 +41,31 @@ pub struct Entry {
     pub took_ms: u64,
 }
 
+/// How large the audit log grows before it is rotated, and how many
+/// rotated files are kept (`audit.log.1` the newest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// Bytes of `audit.log` before it is rotated.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
 /// The open audit log.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
     file: Mutex<File>,
+    rotation: Rotation,
 }
 
 impl AuditLog {
@@ -54,20 +74,42 @@ impl AuditLog {
     /// # Errors
     /// The file cannot be opened.
     pub fn open(state_dir: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
+        Self::open_with(state_dir, Rotation::default())
+    }
+
+    /// Opens it, rotating it by `rotation`.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open_with(state_dir: &Path, rotation: Rotation) -> std::io::Result<Self> {
         let path = state_dir.join(FILE_NAME);
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&path)?;
-        // An existing file keeps its mode on open: make it private again.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let file = open_append(&path)?;
         Ok(Self {
             path,
             file: Mutex::new(file),
+            rotation,
         })
+    }
+
+    /// Moves `audit.log` to `audit.log.1` (and each older one up, the
+    /// oldest beyond `keep` removed) and starts a new one.
+    fn rotate(&self, file: &mut File) -> std::io::Result<()> {
+        let numbered = |n: usize| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        let _ = std::fs::remove_file(numbered(self.rotation.keep));
+        for n in (1..self.rotation.keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        if self.rotation.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            std::fs::rename(&self.path, numbered(1))?;
+        }
+        *file = open_append(&self.path)?;
+        Ok(())
     }
 
     /// Appends one line and syncs it. A write that fails is logged: the
@@ -78,10 +120,30 @@ impl AuditLog {
         };
         line.push('\n');
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let full = file
+            .metadata()
+            .is_ok_and(|m| m.len() + line.len() as u64 > self.rotation.max_bytes);
+        if full && let Err(error) = self.rotate(&mut file) {
+            tracing::error!(path = %self.path.display(), %error, "cannot rotate the audit log");
+        }
         if let Err(error) = file.write_all(line.as_bytes()).and_then(|()| file.sync_data()) {
             tracing::error!(path = %self.path.display(), %error, rpc = entry.rpc, "cannot write the audit log");
         }
     }
+}
+
+/// Opens (creating) `path` for appending, private, refusing a symlink.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    // An existing file keeps its mode on open: make it private again.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// A call being audited: written when [`Pending::finish`] gives its
@@ -178,6 +240,40 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_and_keeps_a_bounded_number_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 4096,
+            keep: 2,
+        };
+        let log = Arc::new(AuditLog::open_with(dir.path(), rotation).unwrap());
+        let caller = Caller {
+            subject: "CN=ops, O=steward, OU=admin".into(),
+            role: Some(Role::Admin),
+        };
+        for _ in 0..1000 {
+            let mut call = Pending::start(&log, Some(&caller), "Activate", 1);
+            call.arg("version", "3.5.30");
+            let _ = call.finish(Ok(()));
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["audit.log", "audit.log.1", "audit.log.2"]);
+        let total: u64 = names
+            .iter()
+            .map(|n| std::fs::metadata(dir.path().join(n)).unwrap().len())
+            .sum();
+        assert!(total <= 3 * 4096, "{total} bytes");
+        for name in names {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
     }
 
     #[test]

@@ -168,6 +168,10 @@ pub struct Limits {
     /// part file removed.
     #[serde(with = "humantime_serde")]
     pub upload_stall_timeout: Duration,
+    /// Bytes of the audit log before it is rotated to `audit.log.1`.
+    pub audit_log_max_bytes: u64,
+    /// Rotated audit logs kept (`audit.log.1` ... `audit.log.N`).
+    pub audit_log_files: usize,
 }
 
 impl Default for Limits {
@@ -177,6 +181,8 @@ impl Default for Limits {
             max_connections: 1024,
             max_connections_per_peer: 64,
             upload_stall_timeout: Duration::from_secs(60),
+            audit_log_max_bytes: 64 * 1024 * 1024,
+            audit_log_files: 5,
         }
     }
 }
@@ -394,6 +400,9 @@ impl Config {
         }
         if self.supervision.log_max_bytes < 4096 {
             return Err(invalid("supervision.log_max_bytes", "must be at least 4096".into()));
+        }
+        if self.limits.audit_log_max_bytes < 4096 {
+            return Err(invalid("limits.audit_log_max_bytes", "must be at least 4096".into()));
         }
         if self.limits.upload_stall_timeout.is_zero() {
             return Err(invalid("limits.upload_stall_timeout", "must be more than 0s".into()));

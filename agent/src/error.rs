@@ -101,10 +101,10 @@ pub enum AgentError {
         /// The cluster's revision.
         revision: i64,
     },
-    /// The disk has no room for an upload.
+    /// The disk has no room for an upload or a snapshot.
     #[error(
-        "no room for this upload on {}: {free} bytes free, and it declares {needed}, uploads running now \
-         reserve {reserved}, and {headroom} stay free",
+        "no room on {}: {free} bytes free; this needs {needed}, the uploads and snapshots running now reserve \
+         {reserved}, and {headroom} stay free",
         path.display()
     )]
     NoSpace {

@@ -59,6 +59,24 @@ pub enum ServeError {
     },
 }
 
+/// Says so, loudly, when the state dir's disk is nearly full at start. The
+/// agent starts all the same: etcd needs its supervisor most when the disk
+/// is full. What needs room (a snapshot, an upload) is refused on its own
+/// with the numbers, and the metrics carry the free space.
+fn warn_if_short_of_space(state_dir: &std::path::Path) {
+    let free = nix::sys::statvfs::statvfs(state_dir)
+        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+        .unwrap_or(u64::MAX);
+    if free < crate::snapshot::UPLOAD_HEADROOM {
+        tracing::error!(
+            state_dir = %state_dir.display(),
+            free,
+            "the state dir's disk is nearly full: snapshots and uploads will be refused until there is room; etcd \
+             is supervised as always"
+        );
+    }
+}
+
 /// How often an HTTP/2 ping checks an idle connection's peer.
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is closed.
@@ -102,11 +120,16 @@ pub async fn run(
     // tasks (supervisor, log follower) stop only after the drain, so an RPC
     // still in flight can finish.
     let streams = CancellationToken::new();
-    let audit = crate::audit::AuditLog::open(&config.state_dir).map_err(|source| ServeError::Audit {
+    let rotation = crate::audit::Rotation {
+        max_bytes: config.limits.audit_log_max_bytes,
+        keep: config.limits.audit_log_files,
+    };
+    let audit = crate::audit::AuditLog::open_with(&config.state_dir, rotation).map_err(|source| ServeError::Audit {
         path: config.state_dir.join(crate::audit::FILE_NAME),
         source,
     })?;
     let audit = Arc::new(audit);
+    warn_if_short_of_space(&config.state_dir);
     agent.snapshots().audit_to(Arc::clone(&audit));
     let service = AgentService::new(
         Arc::clone(&agent),

@@ -266,6 +266,10 @@ impl SnapshotDir {
             endpoint: member.endpoint().to_owned(),
             reason: crate::member::describe_etcd_error(&error),
         })?;
+        // A snapshot is about the size of the member's database: refused
+        // before it starts when the disk cannot take it (and the uploads
+        // running now), rather than failing half-written.
+        let _room = self.reserve(u64::try_from(status.db_size()).unwrap_or(0))?;
         let header = status.header().cloned();
         let cluster_version = member.cluster_version().await.unwrap_or_default();
         let created_at_ms = now_ms();
@@ -469,7 +473,8 @@ impl SnapshotDir {
         })
     }
 
-    /// Reserves `size` bytes of the snapshot dir's disk for an upload.
+    /// Reserves `size` bytes of the snapshot dir's disk for an upload or a
+    /// snapshot being taken.
     fn reserve(&self, size: u64) -> Result<Reservation, AgentError> {
         let free = nix::sys::statvfs::statvfs(&self.dir)
             .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))

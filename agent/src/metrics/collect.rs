@@ -198,6 +198,15 @@ impl Collector for AgentCollector {
                 .iter()
                 .map(|m| (vec![("version", m.version.to_string())], ConstGauge::new(1_i64))),
         )?;
+        let free = nix::sys::statvfs::statvfs(&self.agent.config().state_dir)
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+            .unwrap_or(0);
+        single(
+            e,
+            "state_dir_free_bytes",
+            "Bytes free on the file system of the agent's state dir (snapshots, uploads, staged binaries, logs).",
+            &ConstGauge::new(i64::try_from(free).unwrap_or(i64::MAX)),
+        )?;
         self.encode_snapshots(e)?;
         if let Some(restore) = &state.restore {
             let phases = [

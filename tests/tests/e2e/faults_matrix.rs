@@ -242,14 +242,18 @@ async fn a_full_state_dir_fails_a_snapshot_and_staging_cleanly_and_changes_nothi
     let mount = cluster.state_mount(0).expect("m0's state dir is a tmpfs");
     mount.fill();
 
-    // A snapshot on the full agent: a clear error, nothing half-written.
+    // A snapshot on the full agent: refused before it starts, with the
+    // numbers, nothing half-written.
     let backup = steward_command()
         .args(["backup", "--agents", &agents_arg, "--member", "m0"])
         .output()
         .expect("run steward backup");
     let text = String::from_utf8_lossy(&backup.stderr);
     assert_eq!(backup.status.code(), Some(1), "{text}");
-    assert!(text.contains("No space left on device"), "{text}");
+    assert!(
+        text.contains("RESOURCE_EXHAUSTED") && text.contains("no room on"),
+        "{text}"
+    );
     let snapshots_dir = cluster.members[0].state_dir.join("snapshots");
     assert!(
         leftovers(&snapshots_dir, &[], &[".part", ".db"]).is_empty(),
