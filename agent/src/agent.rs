@@ -30,7 +30,7 @@ pub use attempts::SnapshotAttempts;
 pub use restoring::RestoreRequest;
 
 /// How long admitting a fencing token waits for the cluster's revision.
-const REVISION_READ: Duration = Duration::from_secs(2);
+const REVISION_READ: Duration = Duration::from_secs(1);
 
 /// Whether a caller's fencing token may raise the agent's mark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,10 +394,17 @@ impl Agent {
         if token <= 0 {
             return Ok(());
         }
-        // None when the member does not answer (it may be stopped for the
-        // very change the token belongs to): the token is then checked
-        // against the mark alone.
-        let revision = self.member.linearized_revision(REVISION_READ).await;
+        // Read only when it can matter: the token is not the mark itself
+        // (every call of a run after its first carries the mark), and etcd
+        // runs here. None when the member does not answer in time (stopped
+        // for the very change the token belongs to, or a cluster without
+        // quorum being restored): the token is then checked against the
+        // mark alone.
+        let revision = if token == self.state.get().fencing_token || self.process().record.is_none() {
+            None
+        } else {
+            self.member.linearized_revision(REVISION_READ).await
+        };
         // Compare and raise under one lock: of two callers racing with
         // different tokens, the older one can never be admitted after the
         // newer one raised the mark.
