@@ -44,7 +44,10 @@ pub fn disk(state_dir: &Path, data_dir: &Path) -> DiskSpace {
     }
 }
 
-fn free_bytes(path: &Path) -> u64 {
+/// Bytes free for unprivileged use on the file system of `path`; 0 when
+/// it cannot be read.
+#[must_use]
+pub fn free_bytes(path: &Path) -> u64 {
     nix::sys::statvfs::statvfs(path).map_or(0, |s| s.blocks_available().saturating_mul(s.fragment_size()))
 }
 

@@ -64,9 +64,7 @@ pub enum ServeError {
 /// is full. What needs room (a snapshot, an upload) is refused on its own
 /// with the numbers, and the metrics carry the free space.
 fn warn_if_short_of_space(state_dir: &std::path::Path) {
-    let free = nix::sys::statvfs::statvfs(state_dir)
-        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
-        .unwrap_or(u64::MAX);
+    let free = crate::datadir::free_bytes(state_dir);
     if free < crate::snapshot::UPLOAD_HEADROOM {
         tracing::error!(
             state_dir = %state_dir.display(),

@@ -198,9 +198,7 @@ impl Collector for AgentCollector {
                 .iter()
                 .map(|m| (vec![("version", m.version.to_string())], ConstGauge::new(1_i64))),
         )?;
-        let free = nix::sys::statvfs::statvfs(&self.agent.config().state_dir)
-            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
-            .unwrap_or(0);
+        let free = crate::datadir::free_bytes(&self.agent.config().state_dir);
         single(
             e,
             "state_dir_free_bytes",
