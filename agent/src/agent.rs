@@ -920,11 +920,10 @@ impl Agent {
         let result = self
             .exclusive(Operation::TakeSnapshot, |agent| async move {
                 transition(Operation::TakeSnapshot, agent.state.get().state)?;
-                let tool = agent.status_tool();
                 let protected = agent.protected_snapshot();
                 agent
                     .snapshots
-                    .take(&agent.member, &agent.config.member.name, tool, &protected, tee, &owner)
+                    .take(&agent.member, &agent.config.member.name, &protected, tee, &owner)
                     .await
             })
             .await;

@@ -248,15 +248,13 @@ impl SnapshotDir {
     }
 
     /// Streams a snapshot from the member into `<id>.db`, verifies it, reads
-    /// its revision with `status_tool` (etcdutl, or etcdctl before 3.5) when
-    /// one is staged, writes the metadata and applies the retention count.
-    /// With a `tee`, every chunk also goes there as it arrives (see
-    /// [`Tee`]).
+    /// its revision, key count and cluster version from the file's bbolt
+    /// pages, writes the metadata and applies the retention count. With a
+    /// `tee`, every chunk also goes there as it arrives (see [`Tee`]).
     pub async fn take(
         &self,
         member: &LocalMember,
         member_name: &str,
-        status_tool: Option<(PathBuf, &'static str)>,
         protected: &[String],
         tee: Option<Tee>,
         owner: &str,
@@ -319,13 +317,15 @@ impl SnapshotDir {
             }
         };
         let streamed = began.elapsed();
-        // The file goes to disk while etcd's tool reads its revision and
-        // keys from the pages just written: neither waits for the other.
+        // The file goes to disk while its revision and keys are read from
+        // the pages just written, still in the page cache: neither waits for
+        // the other. The trailer already proved the bytes are etcd's, so
+        // this reads only the bucket trees (a few MiB of a GiB database)
+        // where etcd's `snapshot status` would hash every key and value
+        // again in a second process.
         let syncing = tokio::task::spawn_blocking(move || file.sync_all());
-        let counted = match status_tool {
-            Some((tool, name)) => Some(tool_status(&tool, name, &part).await),
-            None => None,
-        };
+        let reading = part.clone();
+        let counted = tokio::task::spawn_blocking(move || steward_proto::bolt::summary(&reading)).await;
         let synced = match syncing.await {
             Ok(synced) => synced.map_err(io_err("fsync", &part)),
             Err(join) => Err(io_err("fsync", &part)(std::io::Error::other(join))),
@@ -334,27 +334,32 @@ impl SnapshotDir {
             let _ = std::fs::remove_file(&part);
             return Err(error);
         }
-        let (revision, total_keys) = match counted {
-            Some(Ok(s)) => (s.revision, s.total_key),
-            Some(Err(error)) => {
-                tracing::warn!(error = %crate::error::error_chain(&error), "cannot read snapshot revision; using the status header");
-                (header.as_ref().map_or(0, etcd_client::ResponseHeader::revision), 0)
+        let database = match counted {
+            Ok(Ok(database)) => database,
+            Ok(Err(error)) => {
+                // etcd sent a file with a good trailer that is not a bbolt
+                // database: nothing to restore from.
+                let _ = std::fs::remove_file(&path);
+                return Err(AgentError::SnapshotInvalid {
+                    path,
+                    source: VerifyError::NotADatabase(error.to_string()),
+                });
             }
-            None => (header.as_ref().map_or(0, etcd_client::ResponseHeader::revision), 0),
+            Err(join) => return Err(io_err("read", &path)(std::io::Error::other(join))),
         };
         let meta = SnapshotMeta {
             id: id.clone(),
             path: path.clone(),
             size: verified.size,
             sha256: verified.sha256,
-            revision,
-            total_keys,
+            revision: database.revision,
+            total_keys: database.total_keys,
             etcd_version: status.version().to_owned(),
             cluster_version,
             created_at_ms,
             member_name: member_name.to_owned(),
             member_id: header.as_ref().map_or(0, etcd_client::ResponseHeader::member_id),
-            db_cluster_version: db_cluster_version(&path).unwrap_or_default(),
+            db_cluster_version: database.cluster_version.unwrap_or_default(),
             uploaded: false,
             pin: String::new(),
             owner: owner.to_owned(),
@@ -362,7 +367,7 @@ impl SnapshotDir {
         self.describe(&meta, protected)?;
         tracing::info!(
             %id,
-            revision,
+            revision = meta.revision,
             size = meta.size,
             streamed_ms = streamed.as_millis(),
             total_ms = began.elapsed().as_millis(),

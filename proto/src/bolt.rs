@@ -203,14 +203,20 @@ impl BoltFile {
         })?;
         let mut summaries = Vec::with_capacity(tops.len());
         for (name, value) in tops {
-            let (page, mut path) = self.bucket_page(&value)?;
             let mut entries = 0_u64;
             let mut last_key = Vec::new();
-            self.walk(&page, &mut path, page.held(), &mut |_, key, _| {
-                entries += 1;
-                key.clone_into(&mut last_key);
-                Ok(())
-            })?;
+            match bucket_root(&value)? {
+                // An inline bucket's page is in its value, already read.
+                0 => {
+                    let (page, mut path) = self.bucket_page(&value)?;
+                    self.walk(&page, &mut path, page.held(), &mut |_, key, _| {
+                        entries += 1;
+                        key.clone_into(&mut last_key);
+                        Ok(())
+                    })?;
+                }
+                root => self.tally(root, &mut Vec::new(), 0, &mut entries, &mut last_key)?,
+            }
             summaries.push(BucketSummary {
                 name,
                 entries,
@@ -220,13 +226,95 @@ impl BoltFile {
         Ok(summaries)
     }
 
+    /// Counts the entries of the tree under page `id` into `entries` and
+    /// puts its last key in `last_key`, reading of each leaf page only its
+    /// element headers and last key: the values (etcd's, in the `key`
+    /// bucket, are most of the file and may be larger than any page this
+    /// reader holds) are never read. `path` and `held` are as in
+    /// [`Self::walk`].
+    fn tally(
+        &self,
+        id: u64,
+        path: &mut Vec<u64>,
+        held: u64,
+        entries: &mut u64,
+        last_key: &mut Vec<u8>,
+    ) -> Result<(), BoltError> {
+        if path.contains(&id) {
+            return Err(malformed(format!(
+                "page {id} points back at itself through its children"
+            )));
+        }
+        if path.len() > MAX_DEPTH {
+            return Err(malformed("the tree is deeper than any real database"));
+        }
+        let (offset, header) = self.header(id)?;
+        match u16::from_le_bytes([header[8], header[9]]) {
+            BRANCH_PAGE => {
+                let page = self.page(id, held)?;
+                path.push(id);
+                let mut tallied = Ok(());
+                for i in 0..page.count() {
+                    tallied = page
+                        .branch(i)
+                        .and_then(|(_, child)| self.tally(child, path, held + page.held(), entries, last_key));
+                    if tallied.is_err() {
+                        break;
+                    }
+                }
+                path.pop();
+                tallied
+            }
+            LEAF_PAGE => {
+                let count = u64::from(u16::from_le_bytes([header[10], header[11]]));
+                let Some(last) = count.checked_sub(1) else {
+                    return Ok(());
+                };
+                let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+                let extent = (overflow + 1).saturating_mul(self.page_size).min(self.len - offset);
+                // The last element's header: flags, pos, ksize, vsize; its
+                // key lies `pos` bytes after the header.
+                let at = PAGE_HEADER as u64 + last * ELEMENT as u64;
+                if at + ELEMENT as u64 > extent {
+                    return Err(malformed("an element lies outside its page"));
+                }
+                let mut element = [0_u8; ELEMENT];
+                self.file.read_exact_at(&mut element, offset + at)?;
+                let word = |n: usize| {
+                    u64::from(u32::from_le_bytes(
+                        element[n * 4..n * 4 + 4].try_into().unwrap_or_default(),
+                    ))
+                };
+                let (pos, ksize) = (word(1), word(2));
+                let key_at = at + pos;
+                if key_at + ksize > extent || ksize > MAX_PAGE_BYTES {
+                    return Err(malformed("a key or value lies outside its page"));
+                }
+                let mut key = vec![0_u8; usize::try_from(ksize).map_err(|_| malformed("a key larger than memory"))?];
+                self.file.read_exact_at(&mut key, offset + key_at)?;
+                *entries += count;
+                *last_key = key;
+                Ok(())
+            }
+            other => Err(malformed(format!("page type {other:#x} where a tree page belongs"))),
+        }
+    }
+
+    /// The offset and header of page `id`.
+    fn header(&self, id: u64) -> Result<(u64, [u8; PAGE_HEADER]), BoltError> {
+        let offset = id
+            .checked_mul(self.page_size)
+            .filter(|o| o.saturating_add(PAGE_HEADER as u64) <= self.len)
+            .ok_or_else(|| malformed(format!("page {id} lies beyond the end of the file")))?;
+        let mut header = [0_u8; PAGE_HEADER];
+        self.file.read_exact_at(&mut header, offset)?;
+        Ok((offset, header))
+    }
+
     /// The root page of the bucket whose value (header and, for an inline
     /// bucket, its page) is `value`.
     fn bucket_page(&self, value: &[u8]) -> Result<(Page, Vec<u64>), BoltError> {
-        let header = value
-            .get(..BUCKET_HEADER)
-            .ok_or_else(|| malformed("a bucket value is shorter than its header"))?;
-        let bucket_root = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
+        let bucket_root = bucket_root(value)?;
         if bucket_root == 0 {
             // An inline bucket: its page follows the header in the value.
             let bytes = value[BUCKET_HEADER..].to_vec();
@@ -328,12 +416,7 @@ impl BoltFile {
     /// Page `id` with its overflow pages, when the pages already held
     /// (`held` bytes) leave room for it.
     fn page(&self, id: u64, held: u64) -> Result<Page, BoltError> {
-        let offset = id
-            .checked_mul(self.page_size)
-            .filter(|o| o.saturating_add(PAGE_HEADER as u64) <= self.len)
-            .ok_or_else(|| malformed(format!("page {id} lies beyond the end of the file")))?;
-        let mut header = [0_u8; PAGE_HEADER];
-        self.file.read_exact_at(&mut header, offset)?;
+        let (offset, header) = self.header(id)?;
         let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
         let size = (overflow + 1)
             .checked_mul(self.page_size)
@@ -350,6 +433,14 @@ impl BoltFile {
         self.file.read_exact_at(&mut bytes, offset)?;
         Ok(Page { bytes })
     }
+}
+
+/// The root page id in a bucket's value (0 for an inline bucket).
+fn bucket_root(value: &[u8]) -> Result<u64, BoltError> {
+    let header = value
+        .get(..BUCKET_HEADER)
+        .ok_or_else(|| malformed("a bucket value is shorter than its header"))?;
+    Ok(u64::from_le_bytes(header[..8].try_into().unwrap_or_default()))
 }
 
 /// What a tree walk calls for each leaf element: its flags, key and value.

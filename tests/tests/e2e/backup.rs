@@ -81,9 +81,12 @@ async fn backup_takes_a_verified_snapshot_and_backups_lists_them() {
     );
 
     // The copy read offline, without etcd or an agent: the same revision,
-    // key count (the agent's come from etcd's own status tool), version
-    // and sha256.
+    // key count, version and sha256; revision and key count as etcd's own
+    // status tool reads them.
     let offline = json(&steward(&["snapshot", "status", &file_text, "-w", "json"]));
+    let etcds = etcdutl_status(&file);
+    assert_eq!(snapshot["revision"], etcds["revision"], "{etcds:#}");
+    assert_eq!(snapshot["total_keys"], etcds["totalKey"], "{etcds:#}");
     assert_eq!(offline["trailer"], "matches", "{offline:#}");
     assert_eq!(offline["sha256"], snapshot["sha256"], "{offline:#}");
     assert_eq!(offline["revision"], snapshot["revision"], "{offline:#}");
@@ -303,6 +306,59 @@ async fn backup_to_standard_output_pipes_a_verified_snapshot() {
     ]);
     assert_eq!(plain.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("B/s"));
+    cluster.cleanup();
+}
+
+/// `etcdutl snapshot status -w json` of `file`.
+fn etcdutl_status(file: &std::path::Path) -> serde_json::Value {
+    let etcdutl = newest(3, 5).etcdutl().expect("etcdutl");
+    let output = std::process::Command::new(etcdutl)
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(file)
+        .output()
+        .expect("run etcdutl");
+    json(&output)
+}
+
+/// Values larger than any page the agent reads at once (etcd takes them
+/// with a larger --max-request-bytes): the backup and the offline status
+/// count them without reading them, as etcd's own tool does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_of_values_larger_than_a_page_read_are_summarised() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5))
+        .extra_flag("--max-request-bytes=33554432")
+        .start()
+        .await;
+    let agents = cluster.agents_arg();
+    let mut client = cluster.etcd(&[0, 1, 2]).await;
+    // Enough keys that the key bucket has pages of its own, then a value
+    // of 20 MiB.
+    for i in 0..300 {
+        client
+            .put(format!("large/{i:03}"), vec![b'x'; 512], None)
+            .await
+            .expect("put");
+    }
+    let put = client
+        .put("large/value", vec![0x5a_u8; 20 << 20], None)
+        .await
+        .expect("a put of 20 MiB");
+    let revision = put.header().map_or(0, etcd_client::ResponseHeader::revision);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let file = scratch.path().join("large.db");
+    let file_text = file.display().to_string();
+    let taken = json(&steward(&[
+        "backup", "--agents", &agents, "--out", &file_text, "-w", "json",
+    ]));
+    let snapshot = &taken["snapshot"];
+    let etcds = etcdutl_status(&file);
+    assert_eq!(snapshot["revision"].as_i64(), Some(revision), "{taken:#}");
+    assert_eq!(snapshot["revision"], etcds["revision"], "{etcds:#}");
+    assert_eq!(snapshot["total_keys"], etcds["totalKey"], "{etcds:#}");
+    let offline = json(&steward(&["snapshot", "status", &file_text, "-w", "json"]));
+    assert_eq!(offline["revision"], etcds["revision"], "{offline:#}");
+    assert_eq!(offline["total_keys"], etcds["totalKey"], "{offline:#}");
+    assert_eq!(offline["cluster_version"], "3.5.0", "{offline:#}");
     cluster.cleanup();
 }
 
