@@ -144,4 +144,12 @@ fn main() {
     #[allow(clippy::cast_precision_loss)]
     let ratio = eight as f64 / one.max(1) as f64;
     println!("ratio: {ratio:.2}x (goal: within 2x)");
+    bench::verdict(&bench::Verdict {
+        what: format!("fleet {} -> {}: 8 clusters, --parallel 8", from.version, to.version),
+        steward: bench::seconds(eight),
+        baseline: bench::seconds(one),
+        ratio: format!("{ratio:.2}x time"),
+        goal: "within 2x",
+        met: ratio <= 2.0,
+    });
 }

@@ -35,7 +35,12 @@ use steward_tests::{Cluster, ClusterBuilder, Release, newest};
 /// Room for a database of several GiB (etcd's default quota is 2 GiB).
 const QUOTA: &str = "--quota-backend-bytes=8589934592";
 
-fn steward_restore(agents: &str, file: &Path) -> u64 {
+/// The phases of steward's restore report, in the order they run.
+const PHASES: [&str; 6] = ["decide", "send", "dry_run", "replace", "start", "wait"];
+
+/// `steward restore` of `file`: its time, and where the time went as its
+/// report says (milliseconds per phase, in the order of [`PHASES`]).
+fn steward_restore(agents: &str, file: &Path) -> (u64, Vec<u64>) {
     let began = Instant::now();
     let output = steward_command()
         .args(["restore", "--agents", agents, "--snapshot"])
@@ -48,7 +53,17 @@ fn steward_restore(agents: &str, file: &Path) -> u64 {
         "steward restore: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    millis(began.elapsed())
+    let took = millis(began.elapsed());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the restore report");
+    let phases = PHASES
+        .iter()
+        .map(|phase| {
+            report["phases"][format!("{phase}_ms")]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {phase}_ms in the report: {report:#}"))
+        })
+        .collect();
+    (took, phases)
 }
 
 async fn manual_restore(cluster: &mut ManualCluster, release: &Release, file: &Path, round: u64) -> u64 {
@@ -161,16 +176,24 @@ fn main() {
         // Rotate which goes first, so that none always runs on the
         // warmest page cache.
         let mut times = [0_u64; 3];
+        let mut phases = [Vec::new(), Vec::new()];
         for turn in 0..3 {
             let way = (usize::try_from(round).unwrap_or(0) + turn) % 3;
             times[way] = match way {
-                0 => steward_restore(&agents, &streamed_file),
-                1 => steward_restore(&agents, &imported_file),
+                0 | 1 => {
+                    let file = if way == 0 { &streamed_file } else { &imported_file };
+                    let (took, spent) = steward_restore(&agents, file);
+                    phases[way] = spent;
+                    took
+                }
                 _ => runtime.block_on(manual_restore(&mut manual, &release, &streamed_file, round)),
             };
         }
         let _ = std::fs::remove_file(&imported_file);
         println!("{:<7} {:>19} {:>19} {:>10}", round + 1, times[0], times[1], times[2]);
+        for (phase, (streamed, imported)) in PHASES.iter().zip(phases[0].iter().zip(&phases[1])) {
+            println!("  {phase:<8} {streamed:>16} {imported:>19}");
+        }
         streamed.push(times[0]);
         imported.push(times[1]);
         manuals.push(times[2]);
@@ -214,6 +237,16 @@ fn main() {
         },
         ratio(&streamed)
     );
+    for (name, values) in [("file imported", &imported), ("file streamed", &streamed)] {
+        bench::verdict(&bench::Verdict {
+            what: format!("restore {} MiB: steward restore, {name}", size >> 20),
+            steward: bench::seconds(spread(values).0),
+            baseline: bench::seconds(manual_ms),
+            ratio: format!("{:.2}x time", ratio(values)),
+            goal: "within 1.5x",
+            met: ratio(values) <= 1.5,
+        });
+    }
     manual.stop();
     cluster.cleanup();
 }

@@ -270,4 +270,24 @@ fn main() {
             "goal missed: over 1.2x"
         }
     );
+    let roll = match database_mib() {
+        0 => format!("rolling {} -> {}", from.version, to.version),
+        mib => format!("rolling {} -> {}, {mib} MiB", from.version, to.version),
+    };
+    bench::verdict(&bench::Verdict {
+        what: format!("{roll}: time without backup"),
+        steward: bench::seconds(s_time),
+        baseline: bench::seconds(m_time),
+        ratio: format!("{ratio:.2}x time"),
+        goal: "within 1.2x",
+        met: ratio <= 1.2,
+    });
+    bench::verdict(&bench::Verdict {
+        what: format!("{roll}: longest write stall"),
+        steward: format!("{s_stall} ms"),
+        baseline: format!("{m_stall} ms"),
+        ratio: format!("{:+} ms", i128::from(s_stall) - i128::from(m_stall)),
+        goal: "no worse",
+        met: s_stall <= m_stall,
+    });
 }

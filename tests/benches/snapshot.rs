@@ -180,6 +180,7 @@ fn main() {
         throughput(etcdctl),
         "1.00x"
     );
+    let mut verdicts = Vec::new();
     for (name, values) in [
         ("steward backup", results.iter().map(|r| r.kept_ms).collect::<Vec<_>>()),
         ("steward backup --out", results.iter().map(|r| r.copied_ms).collect()),
@@ -195,11 +196,41 @@ fn main() {
             throughput(ms),
             ratio
         );
+        verdicts.push(bench::Verdict {
+            what: format!("snapshot {mib} MiB: {name}"),
+            steward: bench::seconds(ms),
+            baseline: bench::seconds(etcdctl),
+            ratio: format!("{ratio:.2}x throughput"),
+            goal: "at least 0.9x",
+            met: ratio >= 0.9,
+        });
     }
     println!(
         "\nagent resident memory: idle {:.1} MiB, peak during the snapshots {:.1} MiB",
         idle_kib as f64 / 1024.0,
         peak_kib as f64 / 1024.0
     );
+    // The goals are in MB (10^6 bytes); /proc counts KiB.
+    #[allow(clippy::cast_precision_loss)]
+    let mb = |kib: u64| format!("{:.1} MB", (kib * 1024) as f64 / 1e6);
+    verdicts.push(bench::Verdict {
+        what: "agent memory, idle".to_owned(),
+        steward: mb(idle_kib),
+        baseline: "-".to_owned(),
+        ratio: "-".to_owned(),
+        goal: "at most 15 MB",
+        met: idle_kib > 0 && idle_kib * 1024 <= 15_000_000,
+    });
+    verdicts.push(bench::Verdict {
+        what: format!("agent memory, peak of {mib} MiB snapshots"),
+        steward: mb(peak_kib),
+        baseline: "-".to_owned(),
+        ratio: "-".to_owned(),
+        goal: "at most 64 MB",
+        met: peak_kib > 0 && peak_kib * 1024 <= 64_000_000,
+    });
+    for verdict in &verdicts {
+        bench::verdict(verdict);
+    }
     drop(cluster);
 }

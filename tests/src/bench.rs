@@ -76,3 +76,58 @@ mod tests {
         assert_eq!(median(Vec::new()), 0);
     }
 }
+
+/// One line of the table `scripts/bench` prints after every benchmark ran.
+#[derive(Debug)]
+pub struct Verdict<'a> {
+    /// The benchmark and what of it is compared ("snapshot, backup --out").
+    pub what: String,
+    /// steward's figure, with its unit ("7.62 s").
+    pub steward: String,
+    /// The baseline's figure, with its unit.
+    pub baseline: String,
+    /// How the two compare ("0.86x throughput").
+    pub ratio: String,
+    /// The goal ("at least 0.9x").
+    pub goal: &'a str,
+    /// Whether the goal is met.
+    pub met: bool,
+}
+
+/// Prints `verdict` and, when `STEWARD_BENCH_SUMMARY` names a file,
+/// appends it there as a tab-separated line, so that one run of every
+/// benchmark ends with one table of them all.
+///
+/// # Panics
+/// The summary file cannot be written: the table would silently miss a line.
+// A benchmark's result is what it prints.
+#[allow(clippy::print_stdout)]
+pub fn verdict(verdict: &Verdict<'_>) {
+    let Verdict {
+        what,
+        steward,
+        baseline,
+        ratio,
+        goal,
+        met,
+    } = verdict;
+    let met = if *met { "met" } else { "missed" };
+    println!("{what}: steward {steward}, baseline {baseline}, {ratio} (goal {goal}: {met})");
+    let line = format!("{what}\t{steward}\t{baseline}\t{ratio}\t{goal}\t{met}");
+    if let Some(path) = std::env::var_os("STEWARD_BENCH_SUMMARY") {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open the benchmark summary");
+        writeln!(file, "{line}").expect("append to the benchmark summary");
+    }
+}
+
+/// Seconds of `ms`, with two decimals and the unit.
+#[must_use]
+#[allow(clippy::cast_precision_loss)]
+pub fn seconds(ms: u64) -> String {
+    format!("{:.2} s", ms as f64 / 1000.0)
+}
