@@ -197,6 +197,9 @@ pub struct SnapshotDir {
     reserved: std::sync::Arc<std::sync::Mutex<u64>>,
     /// Where retention's removals are recorded, once the API serves.
     audit: std::sync::OnceLock<std::sync::Arc<crate::audit::AuditLog>>,
+    /// The databases a status tool has read whole and passed, by content
+    /// sha256 and tool: see [`Self::check_database_of`].
+    checked: std::sync::Mutex<std::collections::HashSet<(String, PathBuf)>>,
 }
 
 /// Free space an upload leaves untouched, beyond what the uploads running
@@ -239,6 +242,7 @@ impl SnapshotDir {
             metadata: std::sync::Mutex::new(()),
             reserved: std::sync::Arc::default(),
             audit: std::sync::OnceLock::new(),
+            checked: std::sync::Mutex::default(),
         })
     }
 
@@ -564,6 +568,7 @@ impl SnapshotDir {
         let (revision, total_keys) = match status_tool {
             Some((tool, name)) => {
                 let status = check_database(&tool, name, &part).await.map_err(refused)?;
+                self.passed(&verified.sha256, &tool);
                 (status.revision, status.total_key)
             }
             None => (0, 0),
@@ -734,6 +739,44 @@ impl SnapshotDir {
             });
         }
         Ok(meta)
+    }
+
+    /// The integrity check of `snapshot status` by `tool` on the stored
+    /// snapshot `meta`, whose content the caller has just verified against
+    /// its recorded sha256 ([`Self::get_verified`]). The check's verdict
+    /// depends only on the bytes and the tool, so a content this tool has
+    /// passed before is not read whole again: a restore checks in its dry
+    /// run and again before it replaces anything, after the upload checked
+    /// the same file, and each such read of a GiB database takes seconds.
+    ///
+    /// # Errors
+    /// The tool fails on the database.
+    pub async fn check_database_of(
+        &self,
+        tool: &Path,
+        name: &'static str,
+        meta: &SnapshotMeta,
+    ) -> Result<(), VerifyError> {
+        let key = (meta.sha256.clone(), tool.to_owned());
+        if self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        check_database(tool, name, &meta.path).await?;
+        self.passed(&meta.sha256, tool);
+        Ok(())
+    }
+
+    /// Records that `tool` passed the database whose content is `sha256`.
+    fn passed(&self, sha256: &str, tool: &Path) {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((sha256.to_owned(), tool.to_owned()));
     }
 
     /// Keeps the `retain` newest unpinned snapshots of each bucket (see
@@ -1041,6 +1084,52 @@ mod tests {
         };
         std::fs::write(dir.join(format!("{id}.db")), b"x").unwrap();
         std::fs::write(dir.join(format!("{id}.json")), serde_json::to_vec(&meta).unwrap()).unwrap();
+    }
+
+    /// A status tool that counts its runs in `runs` and passes every file.
+    fn counting_tool(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let runs = dir.join("runs");
+        let tool = dir.join("etcdutl");
+        std::fs::write(
+            &tool,
+            format!(
+                "#!/bin/sh\necho run >> {}\necho '{{\"hash\":1,\"revision\":7,\"totalKey\":3,\"totalSize\":4096}}'\n",
+                runs.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (tool, runs)
+    }
+
+    #[tokio::test]
+    async fn a_content_the_tool_passed_is_not_read_again_and_another_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path().join("snapshots"), 2).unwrap();
+        let (tool, runs) = counting_tool(dir.path());
+        let mut meta: SnapshotMeta = serde_json::from_value(serde_json::json!({
+            "id": "a", "path": dir.path().join("a.db"), "size": 1, "sha256": "aa", "revision": 1,
+            "total_keys": 1, "etcd_version": "3.5.0", "cluster_version": "3.5.0", "created_at_ms": 1,
+            "member_name": "m0", "member_id": 1
+        }))
+        .unwrap();
+        let count = || std::fs::read_to_string(&runs).unwrap_or_default().lines().count();
+        snapshots.check_database_of(&tool, "etcdutl", &meta).await.unwrap();
+        snapshots.check_database_of(&tool, "etcdutl", &meta).await.unwrap();
+        assert_eq!(count(), 1, "the same content and tool: read once");
+        meta.sha256 = "bb".into();
+        snapshots.check_database_of(&tool, "etcdutl", &meta).await.unwrap();
+        assert_eq!(count(), 2, "another content is read");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let (other, other_runs) = counting_tool(&elsewhere);
+        snapshots.check_database_of(&other, "etcdutl", &meta).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(other_runs).unwrap().lines().count(),
+            1,
+            "another tool reads it again"
+        );
     }
 
     #[test]

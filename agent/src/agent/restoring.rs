@@ -210,7 +210,8 @@ impl Agent {
                 source,
             })?;
         check_not_newer(&snapshot.id, &db_version, &request.version)?;
-        crate::snapshot::check_database(&program, tool.file_name(), &snapshot.path)
+        self.snapshots
+            .check_database_of(&program, tool.file_name(), &snapshot)
             .await
             .map_err(|source| AgentError::SnapshotInvalid {
                 path: snapshot.path.clone(),
