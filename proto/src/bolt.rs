@@ -240,14 +240,7 @@ impl BoltFile {
         entries: &mut u64,
         last_key: &mut Vec<u8>,
     ) -> Result<(), BoltError> {
-        if path.contains(&id) {
-            return Err(malformed(format!(
-                "page {id} points back at itself through its children"
-            )));
-        }
-        if path.len() > MAX_DEPTH {
-            return Err(malformed("the tree is deeper than any real database"));
-        }
+        check_descent(id, path)?;
         let (offset, header) = self.header(id)?;
         match u16::from_le_bytes([header[8], header[9]]) {
             BRANCH_PAGE => {
@@ -402,14 +395,7 @@ impl BoltFile {
     /// deeper than any real tree, or when the path would hold more than
     /// [`MAX_PATH_BYTES`], before it is read.
     fn child(&self, id: u64, path: &[u64], held: u64) -> Result<Page, BoltError> {
-        if path.contains(&id) {
-            return Err(malformed(format!(
-                "page {id} points back at itself through its children"
-            )));
-        }
-        if path.len() > MAX_DEPTH {
-            return Err(malformed("the tree is deeper than any real database"));
-        }
+        check_descent(id, path)?;
         self.page(id, held)
     }
 
@@ -433,6 +419,21 @@ impl BoltFile {
         self.file.read_exact_at(&mut bytes, offset)?;
         Ok(Page { bytes })
     }
+}
+
+/// Refuses to go down to page `id` from the pages on `path` when it is one
+/// of them (a loop in a damaged file) or the path is already deeper than
+/// any real tree.
+fn check_descent(id: u64, path: &[u64]) -> Result<(), BoltError> {
+    if path.contains(&id) {
+        return Err(malformed(format!(
+            "page {id} points back at itself through its children"
+        )));
+    }
+    if path.len() > MAX_DEPTH {
+        return Err(malformed("the tree is deeper than any real database"));
+    }
+    Ok(())
 }
 
 /// The root page id in a bucket's value (0 for an inline bucket).
