@@ -42,8 +42,16 @@ pub enum TokenAuthority {
     CheckOnly,
 }
 
-/// How often a switch checks whether the member is healthy yet.
-const HEALTH_POLL: Duration = Duration::from_millis(300);
+/// How long a switch waits before it checks again whether the member is
+/// healthy yet: soon at first, since a small member answers within a few
+/// hundred milliseconds of its start and the member's step (and the
+/// roll's) waits on that answer; then every 300 ms for one that loads a
+/// large database or catches up.
+fn health_poll(attempt: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(25);
+    const LONGEST: Duration = Duration::from_millis(300);
+    FIRST.saturating_mul(1 << attempt.min(8)).min(LONGEST)
+}
 
 /// The outcome of a successful Activate or Rollback.
 #[derive(Clone, Debug)]
@@ -287,7 +295,7 @@ impl Agent {
     /// and starts it, on the very first start of an agent.
     async fn install_initial(&self, path: &std::path::Path) -> Result<(), AgentError> {
         let max = self.config.limits.max_binary_bytes;
-        let incoming = self.store.receive_import(&path.display().to_string(), max)?;
+        let incoming = self.store.receive_import(&path.display().to_string(), max).await?;
         let declared = Declared {
             tool: Tool::Etcd,
             version: None,
@@ -298,7 +306,7 @@ impl Agent {
         for tool in [Tool::Etcdctl, Tool::Etcdutl] {
             let sibling = path.with_file_name(tool.file_name());
             if sibling.is_file() {
-                let incoming = self.store.receive_import(&sibling.display().to_string(), max)?;
+                let incoming = self.store.receive_import(&sibling.display().to_string(), max).await?;
                 let declared = Declared {
                     tool,
                     version: Some(manifest.version.clone()),
@@ -773,6 +781,7 @@ impl Agent {
         let why = |reason: String| format!("no fresh raft snapshot on {active} before the switch: {reason}");
         self.start_and_wait(launch, &active, timeout).await.map_err(why)?;
         let deadline = Instant::now() + timeout;
+        let mut attempt = 0;
         loop {
             let now = crate::raft_snapshot::newest_index(data_dir);
             if now > had {
@@ -786,7 +795,8 @@ impl Agent {
                     had.map_or_else(|| "0".to_owned(), |i| i.to_string())
                 )));
             }
-            tokio::time::sleep(HEALTH_POLL).await;
+            tokio::time::sleep(health_poll(attempt)).await;
+            attempt += 1;
         }
         // A graceful stop lets etcd finish the snapshot (the file, then its
         // record in the log) before it exits.
@@ -805,6 +815,7 @@ impl Agent {
         // The stop inside start() counts as an exit; only later ones matter.
         let exits_started = self.supervisor.status().exits.max(exits_before);
         let deadline = Instant::now() + timeout;
+        let mut attempt = 0;
         loop {
             let status = self.supervisor.status();
             if status.exits > exits_started || status.record.as_ref().is_none_or(|r| r.pid != record.pid) {
@@ -832,7 +843,8 @@ impl Agent {
                 self.supervisor.stop().await.map_err(|e| error_chain(&e))?;
                 return Err(format!("not healthy within {timeout:?}: {last_problem}"));
             }
-            tokio::time::sleep(HEALTH_POLL).await;
+            tokio::time::sleep(health_poll(attempt)).await;
+            attempt += 1;
         }
     }
 
@@ -1051,4 +1063,25 @@ fn lock_state_dir(dir: &std::path::Path) -> Result<Flock<File>, AgentError> {
             dir.display()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_polls_start_soon_and_settle_at_300_ms() {
+        let waits: Vec<u128> = (0..7).map(|attempt| health_poll(attempt).as_millis()).collect();
+        assert_eq!(waits, [25, 50, 100, 200, 300, 300, 300]);
+        assert_eq!(health_poll(u32::MAX), Duration::from_millis(300));
+        // What a member that answers after 2 s is waited for, in all: the
+        // checks add no more than one last wait to its start.
+        let mut waited = Duration::ZERO;
+        let mut attempt = 0;
+        while waited < Duration::from_secs(2) {
+            waited += health_poll(attempt);
+            attempt += 1;
+        }
+        assert!(waited < Duration::from_millis(2300), "{waited:?}");
+    }
 }
