@@ -619,7 +619,7 @@ impl AgentService {
             Some(parse_sha256("sha256", &request.sha256)?)
         };
         let max = self.agent.config().limits.max_binary_bytes;
-        let incoming = self.agent.store().receive_import(&request.path, max)?;
+        let incoming = self.agent.store().receive_import(&request.path, max).await?;
         let declared = Declared {
             tool,
             version: Some(version),

@@ -231,13 +231,25 @@ impl BinaryStore {
         }
     }
 
-    /// Checks an import path and copies the file into a private temp dir.
-    /// At most `max_bytes` are copied; a larger file is refused.
-    pub fn receive_import(&self, path: &str, max_bytes: u64) -> Result<Incoming, AgentError> {
+    /// Checks an import path and copies the file into a private temp dir,
+    /// on a blocking thread: the copy, its hash and its fsync hold the disk
+    /// for a while, and would hold up every other call of the runtime
+    /// thread they ran on. At most `max_bytes` are copied; a larger file is
+    /// refused.
+    pub async fn receive_import(&self, path: &str, max_bytes: u64) -> Result<Incoming, AgentError> {
+        let root = self.root.clone();
+        let import_dirs = self.import_dirs.clone();
+        let owned = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::import_into(&root, &import_dirs, &owned, max_bytes))
+            .await
+            .map_err(|join| io_err("copy", Path::new(path))(std::io::Error::other(join)))?
+    }
+
+    fn import_into(root: &Path, import_dirs: &[PathBuf], path: &str, max_bytes: u64) -> Result<Incoming, AgentError> {
         use std::io::Read;
         // One descriptor, opened beneath its import dir, is checked, hashed
         // and copied: nothing swapped in meanwhile is read.
-        let (reader, source) = Self::open_import(&self.import_dirs, path)?;
+        let (reader, source) = Self::open_import(import_dirs, path)?;
         let metadata = reader.metadata().map_err(io_err("stat", &source))?;
         if metadata.len() > max_bytes {
             return Err(BinaryRefusal::TooLarge {
@@ -246,7 +258,7 @@ impl BinaryStore {
             }
             .into());
         }
-        let mut incoming = self.incoming()?;
+        let mut incoming = Self::incoming_in(root)?;
         let mut writer = IncomingWriter::create(&incoming.path)?;
         let copied = std::io::copy(&mut reader.take(max_bytes + 1), &mut writer).map_err(io_err("copy", &source))?;
         if copied > max_bytes {
@@ -268,10 +280,14 @@ impl BinaryStore {
     }
 
     fn incoming(&self) -> Result<Incoming, AgentError> {
+        Self::incoming_in(&self.root)
+    }
+
+    fn incoming_in(root: &Path) -> Result<Incoming, AgentError> {
         let dir = tempfile::Builder::new()
             .prefix(".incoming-")
-            .tempdir_in(&self.root)
-            .map_err(io_err("create temp dir in", &self.root))?;
+            .tempdir_in(root)
+            .map_err(io_err("create temp dir in", root))?;
         let path = dir.path().join("binary");
         Ok(Incoming {
             dir,
@@ -685,8 +701,8 @@ mod tests {
 
     /// The race the check-then-open left: a parent directory swapped for
     /// a symlink to outside between the check and the open.
-    #[test]
-    fn a_parent_swapped_for_a_symlink_never_leads_outside() {
+    #[tokio::test]
+    async fn a_parent_swapped_for_a_symlink_never_leads_outside() {
         let (dir, store, import) = store_with_import_dir();
         let outside = dir.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
@@ -712,7 +728,7 @@ mod tests {
         let mut opened = 0;
         let mut leaked = 0;
         for _ in 0..3000 {
-            if let Ok(incoming) = store.receive_import(&path, 1 << 20) {
+            if let Ok(incoming) = store.receive_import(&path, 1 << 20).await {
                 opened += 1;
                 if std::fs::read(&incoming.path).unwrap() != b"inside" {
                     leaked += 1;
@@ -734,7 +750,7 @@ mod tests {
         let script = import.join("not-etcd");
         std::fs::write(&script, b"#!/bin/sh\necho hello\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).unwrap();
+        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).await.unwrap();
         let declared = Declared {
             tool: Tool::Etcd,
             version: Some(EtcdVersion::new(3, 5, 16)),
@@ -761,7 +777,7 @@ mod tests {
         };
         let pinned = |sha: &str| BTreeMap::from([(EtcdVersion::new(3, 5, 16), vec![sha.to_owned()])]);
         let store = store.with_pinned(pinned(&"0".repeat(64)));
-        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).unwrap();
+        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).await.unwrap();
         let actual = incoming.sha256.clone();
         let err = crate::error::error_chain(&store.stage(incoming, &declared).await.unwrap_err());
         assert!(err.contains("pinned_sha256") && err.contains(&actual), "{err}");
@@ -771,7 +787,7 @@ mod tests {
         );
 
         let store = store.with_pinned(pinned(&actual.to_uppercase()));
-        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).unwrap();
+        let incoming = store.receive_import(script.to_str().unwrap(), 1 << 20).await.unwrap();
         let (manifest, _) = store.stage(incoming, &declared).await.unwrap();
         assert_eq!(manifest.version, EtcdVersion::new(3, 5, 16));
     }
@@ -802,7 +818,7 @@ mod tests {
             &format!("touch {}\necho 'etcd Version: 3.5.16'", ran.display()),
         );
         let store = store.with_pinned(BTreeMap::from([(EtcdVersion::new(3, 5, 16), vec!["0".repeat(64)])]));
-        let incoming = store.receive_import(claims.to_str().unwrap(), 1 << 20).unwrap();
+        let incoming = store.receive_import(claims.to_str().unwrap(), 1 << 20).await.unwrap();
         let err = crate::error::error_chain(
             &store
                 .stage(incoming, &declared(EtcdVersion::new(3, 5, 16)))
@@ -825,7 +841,7 @@ mod tests {
                 later.display()
             ),
         );
-        let incoming = store.receive_import(lingers.to_str().unwrap(), 1 << 20).unwrap();
+        let incoming = store.receive_import(lingers.to_str().unwrap(), 1 << 20).await.unwrap();
         let (manifest, _) = store
             .stage(incoming, &declared(EtcdVersion::new(3, 5, 17)))
             .await
@@ -835,13 +851,13 @@ mod tests {
         assert!(!later.exists(), "what the probe started in the background outlived it");
     }
 
-    #[test]
-    fn imports_above_the_size_limit_are_refused() {
+    #[tokio::test]
+    async fn imports_above_the_size_limit_are_refused() {
         let (_dir, store, import) = store_with_import_dir();
         let big = import.join("big");
         std::fs::write(&big, vec![0_u8; 4096]).unwrap();
-        let err = crate::error::error_chain(&store.receive_import(big.to_str().unwrap(), 1024).unwrap_err());
+        let err = crate::error::error_chain(&store.receive_import(big.to_str().unwrap(), 1024).await.unwrap_err());
         assert!(err.contains("max_binary_bytes"), "{err}");
-        assert!(store.receive_import(big.to_str().unwrap(), 4096).is_ok());
+        assert!(store.receive_import(big.to_str().unwrap(), 4096).await.is_ok());
     }
 }
