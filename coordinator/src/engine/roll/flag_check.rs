@@ -52,28 +52,30 @@ pub async fn ask(
 
 /// Asks every agent of every member a step of `plan` still has to change.
 pub async fn ask_all(connector: &Connector, observed: &Observed, plan: &Plan) -> Vec<MemberFlags> {
-    let mut answers = Vec::new();
-    for pass in &plan.passes {
-        for step in pass.order.iter().filter(|s| !s.done) {
+    // Every agent is asked at once; the answers keep the plan's order.
+    let questions = plan.passes.iter().flat_map(|pass| {
+        pass.order.iter().filter(|s| !s.done).map(move |step| {
             let agent = observed
                 .members
                 .iter()
                 .find(|m| m.id == step.id)
                 .and_then(|m| m.agent.clone());
-            let answer = match agent {
-                Some(agent) => ask(connector, &agent, &pass.target, step.from.as_ref())
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Err("no agent".to_owned()),
-            };
-            answers.push(MemberFlags {
-                member: step.member.clone(),
-                target: pass.target.clone(),
-                answer,
-            });
-        }
-    }
-    answers
+            async move {
+                let answer = match agent {
+                    Some(agent) => ask(connector, &agent, &pass.target, step.from.as_ref())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("no agent".to_owned()),
+                };
+                MemberFlags {
+                    member: step.member.clone(),
+                    target: pass.target.clone(),
+                    answer,
+                }
+            }
+        })
+    });
+    futures::future::join_all(questions).await
 }
 
 /// The check over every answer: refused when an agent refuses the target's

@@ -46,6 +46,10 @@ use safety::{Clearance, Unsafe};
 
 /// How often gates and waits observe the cluster again.
 const POLL: Duration = Duration::from_millis(250);
+/// How often the last wait, for the cluster version, observes: the flip
+/// comes at a moment of etcd's choosing (its leader checks the members'
+/// versions every few seconds), and the run is done within this of it.
+const CLUSTER_VERSION_POLL: Duration = Duration::from_millis(100);
 /// How long a new leader may take to confirm after MoveLeader.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// The label the pre-change snapshot of the last change is pinned under on
@@ -855,11 +859,20 @@ impl Roll<'_> {
                     format!("no local binary for {}", pass.target),
                 ));
             };
+            // Every file is hashed at once, each on a blocking thread.
+            let tools: Vec<_> = std::iter::once((pb::Tool::Etcd, release.etcd.clone()))
+                .chain(release.tools)
+                .collect();
+            let fingerprints = futures::future::join_all(
+                tools
+                    .iter()
+                    .map(|(_, path)| crate::engine::transfer::upload::fingerprint(path)),
+            )
+            .await;
             let mut files = Vec::new();
-            for (tool, path) in std::iter::once((pb::Tool::Etcd, release.etcd.clone())).chain(release.tools) {
-                let fingerprint = crate::engine::transfer::upload::fingerprint(&path)
-                    .await
-                    .map_err(|e| failure(None, Gate::Stage, crate::engine::error::chain(&e)))?;
+            for ((tool, path), fingerprint) in tools.into_iter().zip(fingerprints) {
+                let fingerprint =
+                    fingerprint.map_err(|e| failure(None, Gate::Stage, crate::engine::error::chain(&e)))?;
                 files.push((tool, path, fingerprint));
             }
             let token = self.token();
@@ -882,10 +895,11 @@ impl Roll<'_> {
         Ok(())
     }
 
-    /// Stages `files` of `version` on one member's agent, one after the
-    /// other: imported when the agent's host has the same file at the same
-    /// path inside its import dirs (checked by sha256 there), uploaded
-    /// otherwise. The events to emit once every agent is done.
+    /// Stages `files` of `version` on one member's agent, all at once: each
+    /// imported when the agent's host has the same file at the same path
+    /// inside its import dirs (checked by sha256 there), uploaded
+    /// otherwise. The events to emit once every agent is done, in the
+    /// order of `files`.
     async fn stage_on(
         &self,
         member: &ObservedMember,
@@ -893,42 +907,14 @@ impl Roll<'_> {
         files: &[(pb::Tool, PathBuf, crate::engine::transfer::upload::Fingerprint)],
         token: i64,
     ) -> Result<Vec<Event>, Failure> {
-        let mut clients = self.clients(member).await?;
+        let clients = self.clients(member).await?;
+        let staged = futures::future::join_all(files.iter().map(|(tool, path, fingerprint)| {
+            stage_file(clients.clone(), &member.name, version, *tool, path, fingerprint, token)
+        }))
+        .await;
         let mut events = Vec::new();
-        for (tool, path, fingerprint) in files {
-            let import = pb::ImportBinaryRequest {
-                path: path.display().to_string(),
-                tool: (*tool).into(),
-                version: version.to_string(),
-                sha256: fingerprint.sha256.clone(),
-                fencing_token: token,
-            };
-            let (answer, method) = match clients.binaries.import_binary(import).await {
-                Ok(answer) => (answer.into_inner(), StageMethod::Imported),
-                // Anything but "not importable from that path" (a stale
-                // token, a busy agent, a role that may not) would refuse the
-                // upload just the same.
-                Err(refused)
-                    if !matches!(
-                        refused.code(),
-                        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::AlreadyExists
-                    ) =>
-                {
-                    return Err(failure(
-                        Some(&member.name),
-                        Gate::Stage,
-                        format!("ImportBinary: {:?}: {}", refused.code(), refused.message()),
-                    ));
-                }
-                Err(refused) => {
-                    tracing::debug!(member = %member.name, path = %path.display(), reason = %refused.message(), "not importable there; uploading");
-                    let answer =
-                        crate::engine::transfer::upload::upload(&mut clients, path, fingerprint, version, *tool, token)
-                            .await
-                            .map_err(|e| failure(Some(&member.name), Gate::Stage, crate::engine::error::chain(&e)))?;
-                    (answer, StageMethod::Uploaded)
-                }
-            };
+        for ((tool, _, _), result) in files.iter().zip(staged) {
+            let (answer, method) = result?;
             events.push(Event::Staged {
                 member: member.name.clone(),
                 version: version.to_string(),
@@ -1490,7 +1476,7 @@ impl Roll<'_> {
                     ),
                 ));
             }
-            self.pause(POLL).await?;
+            self.pause(CLUSTER_VERSION_POLL).await?;
         }
     }
 }
@@ -1518,6 +1504,51 @@ impl Preflight {
     #[must_use]
     pub fn refused(&self) -> bool {
         self.planned.is_err() || rules::refused(&self.checks)
+    }
+}
+
+/// Stages one file on one agent: imported from the same path when the
+/// agent's host has it inside its import dirs, uploaded otherwise.
+async fn stage_file(
+    mut clients: AgentClients,
+    member: &str,
+    version: &EtcdVersion,
+    tool: pb::Tool,
+    path: &Path,
+    fingerprint: &crate::engine::transfer::upload::Fingerprint,
+    token: i64,
+) -> Result<(pb::ImportBinaryResponse, StageMethod), Failure> {
+    let import = pb::ImportBinaryRequest {
+        path: path.display().to_string(),
+        tool: tool.into(),
+        version: version.to_string(),
+        sha256: fingerprint.sha256.clone(),
+        fencing_token: token,
+    };
+    match clients.binaries.import_binary(import).await {
+        Ok(answer) => Ok((answer.into_inner(), StageMethod::Imported)),
+        // Anything but "not importable from that path" (a stale token, a
+        // busy agent, a role that may not) would refuse the upload just the
+        // same.
+        Err(refused)
+            if !matches!(
+                refused.code(),
+                tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::AlreadyExists
+            ) =>
+        {
+            Err(failure(
+                Some(member),
+                Gate::Stage,
+                format!("ImportBinary: {:?}: {}", refused.code(), refused.message()),
+            ))
+        }
+        Err(refused) => {
+            tracing::debug!(member, path = %path.display(), reason = %refused.message(), "not importable there; uploading");
+            let answer = crate::engine::transfer::upload::upload(&mut clients, path, fingerprint, version, tool, token)
+                .await
+                .map_err(|e| failure(Some(member), Gate::Stage, crate::engine::error::chain(&e)))?;
+            Ok((answer, StageMethod::Uploaded))
+        }
     }
 }
 
