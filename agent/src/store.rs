@@ -274,13 +274,9 @@ impl BinaryStore {
 
     /// A temp file that an upload writes into chunk by chunk.
     pub fn receive_upload(&self) -> Result<(Incoming, IncomingWriter), AgentError> {
-        let incoming = self.incoming()?;
+        let incoming = Self::incoming_in(&self.root)?;
         let writer = IncomingWriter::create(&incoming.path)?;
         Ok((incoming, writer))
-    }
-
-    fn incoming(&self) -> Result<Incoming, AgentError> {
-        Self::incoming_in(&self.root)
     }
 
     fn incoming_in(root: &Path) -> Result<Incoming, AgentError> {

@@ -863,18 +863,18 @@ impl Roll<'_> {
             let tools: Vec<_> = std::iter::once((pb::Tool::Etcd, release.etcd.clone()))
                 .chain(release.tools)
                 .collect();
-            let fingerprints = futures::future::join_all(
+            let fingerprints = futures::future::try_join_all(
                 tools
                     .iter()
                     .map(|(_, path)| crate::engine::transfer::upload::fingerprint(path)),
             )
-            .await;
-            let mut files = Vec::new();
-            for ((tool, path), fingerprint) in tools.into_iter().zip(fingerprints) {
-                let fingerprint =
-                    fingerprint.map_err(|e| failure(None, Gate::Stage, crate::engine::error::chain(&e)))?;
-                files.push((tool, path, fingerprint));
-            }
+            .await
+            .map_err(|e| failure(None, Gate::Stage, crate::engine::error::chain(&e)))?;
+            let files: Vec<_> = tools
+                .into_iter()
+                .zip(fingerprints)
+                .map(|((tool, path), fingerprint)| (tool, path, fingerprint))
+                .collect();
             let token = self.token();
             let uploads = lacking
                 .iter()
