@@ -1,7 +1,7 @@
 //! Benchmark: a snapshot of a large database, side by side with its
 //! baseline. A fresh 3-member etcd cluster is filled to
 //! `STEWARD_BENCH_DB_MIB` (1024 by default), then, in interleaved rounds
-//! (`STEWARD_SNAPSHOT_ROUNDS`, 3 by default):
+//! (`STEWARD_SNAPSHOT_ROUNDS`, 5 by default):
 //! - `etcdctl snapshot save FILE` through the leader's client URL (the
 //!   baseline);
 //! - `steward backup` (the snapshot is taken, verified and kept on the
@@ -106,7 +106,7 @@ fn main() {
     let runtime = bench::runtime();
     let release = newest(3, 5);
     let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
-    let rounds = count_from_env("STEWARD_SNAPSHOT_ROUNDS", 3);
+    let rounds = count_from_env("STEWARD_SNAPSHOT_ROUNDS", 5);
     let (cluster, leader) = runtime.block_on(async {
         let cluster = ClusterBuilder::new(3, release.clone())
             .extra_flag("--quota-backend-bytes=8589934592")
