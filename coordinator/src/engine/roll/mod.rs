@@ -46,10 +46,13 @@ use safety::{Clearance, Unsafe};
 
 /// How often gates and waits observe the cluster again.
 const POLL: Duration = Duration::from_millis(250);
-/// How often the last wait, for the cluster version, observes: the flip
+/// How often the last wait, for the cluster version, asks: the flip
 /// comes at a moment of etcd's choosing (its leader checks the members'
 /// versions every few seconds), and the run is done within this of it.
 const CLUSTER_VERSION_POLL: Duration = Duration::from_millis(100);
+/// How long one member's `/version` may take to answer in that wait; a
+/// member that does not answer has not reported the new version yet.
+const VERSION_ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// How long a new leader may take to confirm after MoveLeader.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// The label the pre-change snapshot of the last change is pinned under on
@@ -1450,16 +1453,33 @@ impl Roll<'_> {
     }
 
     /// Waits until every member reports the target's minor as the cluster
-    /// version.
+    /// version. One full observation names the members; the wait then asks
+    /// only each member's `/version`, as the guide's own check does: polling
+    /// every 100 ms with whole observations (a quorum read and fresh
+    /// connections per member, each agent's status) would load the cluster
+    /// while it takes writes, for an answer `/version` gives alone.
     async fn wait_cluster_version(&mut self, target: &EtcdVersion) -> Result<(), Failure> {
         let deadline = Instant::now() + CLUSTER_VERSION_TIMEOUT;
+        let urls: Vec<String> = self
+            .observe(Gate::ClusterVersion)
+            .await?
+            .observed
+            .members
+            .iter()
+            .map(|m| m.client_url.clone())
+            .collect();
+        let http = etcd::http_client(&self.connector)
+            .map_err(|e| failure(None, Gate::ClusterVersion, crate::engine::error::chain(&e)))?;
         loop {
-            let observed = self.observe(Gate::ClusterVersion).await?.observed;
-            let versions: Vec<Option<&EtcdVersion>> =
-                observed.members.iter().map(|m| m.cluster_version.as_ref()).collect();
-            let reached = versions.iter().all(|v| v.is_some_and(|v| v.same_minor(target)));
-            if reached {
-                let version = observed.cluster_version.map(|v| v.to_string()).unwrap_or_default();
+            let versions: Vec<Option<EtcdVersion>> = futures::future::join_all(urls.iter().map(|url| async {
+                tokio::time::timeout(VERSION_ANSWER_WITHIN, etcd::cluster_version(&http, url))
+                    .await
+                    .ok()
+                    .flatten()
+            }))
+            .await;
+            if let Some(reached) = cluster_version_reached(&versions, target) {
+                let version = reached.to_string();
                 self.report.cluster_version = Some(version.clone());
                 self.emit(&Event::ClusterVersion { version });
                 return Ok(());
@@ -1470,7 +1490,10 @@ impl Roll<'_> {
                     Gate::ClusterVersion,
                     format!(
                         "members report {:?} after {CLUSTER_VERSION_TIMEOUT:?}, expected {}.{}",
-                        versions.iter().map(|v| v.map(ToString::to_string)).collect::<Vec<_>>(),
+                        versions
+                            .iter()
+                            .map(|v| v.as_ref().map(ToString::to_string))
+                            .collect::<Vec<_>>(),
                         target.major(),
                         target.minor()
                     ),
@@ -1479,6 +1502,16 @@ impl Roll<'_> {
             self.pause(CLUSTER_VERSION_POLL).await?;
         }
     }
+}
+
+/// The cluster version every member reports, once all of them report
+/// `target`'s minor; `None` while any member reports another or none.
+fn cluster_version_reached<'a>(versions: &'a [Option<EtcdVersion>], target: &EtcdVersion) -> Option<&'a EtcdVersion> {
+    let first = versions.first()?.as_ref()?;
+    versions
+        .iter()
+        .all(|v| v.as_ref().is_some_and(|v| v.same_minor(target)))
+        .then_some(first)
 }
 
 /// The plan of a change and every check on it, decided from one
@@ -1856,6 +1889,20 @@ enum NoUndo {
 mod tests {
     use super::*;
     use crate::engine::roll::plan::tests::{cluster, v};
+
+    #[test]
+    fn the_cluster_version_is_reached_only_when_every_member_reports_it() {
+        let target = v("3.5.36");
+        let flipped = [Some(v("3.5.0")), Some(v("3.5.0")), Some(v("3.5.0"))];
+        assert_eq!(cluster_version_reached(&flipped, &target), Some(&v("3.5.0")));
+        let one_behind = [Some(v("3.5.0")), Some(v("3.4.0")), Some(v("3.5.0"))];
+        assert_eq!(cluster_version_reached(&one_behind, &target), None);
+        let one_silent = [Some(v("3.5.0")), None, Some(v("3.5.0"))];
+        assert_eq!(cluster_version_reached(&one_silent, &target), None);
+        assert_eq!(cluster_version_reached(&[], &target), None);
+        let downgraded = [Some(v("3.4.0")), Some(v("3.4.0"))];
+        assert_eq!(cluster_version_reached(&downgraded, &v("3.4.23")), Some(&v("3.4.0")));
+    }
 
     #[test]
     fn a_gate_passes_once_the_member_is_healthy_on_the_target_and_caught_up() {
