@@ -43,6 +43,53 @@ pub fn median(mut values: Vec<u64>) -> u64 {
     values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
+/// How likely a `steward` sample this much longer than `baseline` is by
+/// chance alone, when both come from the same distribution: a one-sided
+/// rank test (Mann-Whitney's U, ties counted half) whose null distribution
+/// comes from 20 000 reshufflings of the pooled values. Small means
+/// steward's values are longer than chance explains.
+///
+/// A longest write stall is decided by whether one of the probe's writes
+/// reaches a member in the few dozen milliseconds its new etcd takes to
+/// serve after opening its port: a lottery on both sides, so comparing
+/// two medians of a few rounds says "worse" half the time even when
+/// nothing differs.
+#[must_use]
+#[allow(clippy::cast_precision_loss)]
+pub fn chance_of_longer(steward: &[u64], baseline: &[u64]) -> f64 {
+    const SHUFFLES: u32 = 20_000;
+    // Twice U, to stay in integers.
+    let doubled_u = |ours: &[u64], theirs: &[u64]| -> u64 {
+        ours.iter()
+            .flat_map(|a| theirs.iter().map(move |b| u64::from(a > b) * 2 + u64::from(a == b)))
+            .sum()
+    };
+    if steward.is_empty() || baseline.is_empty() {
+        return 1.0;
+    }
+    let observed = doubled_u(steward, baseline);
+    let mut pooled: Vec<u64> = steward.iter().chain(baseline).copied().collect();
+    // A fixed seed: the same figures always get the same verdict.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % bound as u64).unwrap_or(0)
+    };
+    let mut as_extreme = 0_u32;
+    for _ in 0..SHUFFLES {
+        for i in (1..pooled.len()).rev() {
+            pooled.swap(i, next(i + 1));
+        }
+        let (ours, theirs) = pooled.split_at(steward.len());
+        if doubled_u(ours, theirs) >= observed {
+            as_extreme += 1;
+        }
+    }
+    f64::from(as_extreme + 1) / f64::from(SHUFFLES + 1)
+}
+
 /// Puts `mib` values of 1 MiB through `client`, so that the database
 /// holds about `mib` MiB.
 pub async fn fill(client: &mut etcd_client::Client, mib: u64) {
@@ -62,18 +109,6 @@ pub async fn fill(client: &mut etcd_client::Client, mib: u64) {
             .put(format!("bench/{i:06}"), value.clone(), None)
             .await
             .expect("fill the database");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_median_is_the_middle_value_or_the_upper_of_two() {
-        assert_eq!(median(vec![5, 1, 3]), 3);
-        assert_eq!(median(vec![4, 1]), 4);
-        assert_eq!(median(Vec::new()), 0);
     }
 }
 
@@ -130,4 +165,34 @@ pub fn verdict(verdict: &Verdict<'_>) {
 #[allow(clippy::cast_precision_loss)]
 pub fn seconds(ms: u64) -> String {
     format!("{:.2} s", ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_upper_of_two() {
+        assert_eq!(median(vec![5, 1, 3]), 3);
+        assert_eq!(median(vec![4, 1]), 4);
+        assert_eq!(median(Vec::new()), 0);
+    }
+
+    #[test]
+    fn only_a_consistently_longer_sample_is_called_longer_than_chance() {
+        let baseline = [53, 69, 60, 73, 115, 48, 95, 62, 71, 131, 52];
+        // The same values: nothing to explain.
+        assert!(chance_of_longer(&baseline, &baseline) > 0.3);
+        // Shorter everywhere: as unlike "longer" as can be.
+        let shorter: Vec<u64> = baseline.iter().map(|v| v - 40).collect();
+        assert!(chance_of_longer(&shorter, &baseline) > 0.9);
+        // Longer by more than the baseline's own spread: not chance.
+        let longer: Vec<u64> = baseline.iter().map(|v| v + 80).collect();
+        assert!(chance_of_longer(&longer, &baseline) < 0.01);
+        // One long round among ordinary ones is chance.
+        let mut one_long = baseline.to_vec();
+        one_long[0] = 400;
+        assert!(chance_of_longer(&one_long, &baseline) > 0.05);
+        assert!((chance_of_longer(&[], &baseline) - 1.0).abs() < f64::EPSILON);
+    }
 }
