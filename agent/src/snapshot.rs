@@ -322,16 +322,23 @@ impl SnapshotDir {
         };
         let streamed = began.elapsed();
         // The file goes to disk while its revision and keys are read from
-        // the pages just written, still in the page cache: neither waits for
-        // the other. The trailer already proved the bytes are etcd's, so
-        // this reads only the bucket trees (a few MiB of a GiB database)
-        // where etcd's `snapshot status` would hash every key and value
-        // again in a second process.
-        let syncing = tokio::task::spawn_blocking(move || file.sync_all());
+        // it: neither waits for the other. The trailer already proved the
+        // bytes are etcd's, so this reads only the bucket trees (a few MiB
+        // of a GiB database) where etcd's `snapshot status` would hash
+        // every key and value again in a second process.
+        let syncing = tokio::task::spawn_blocking(move || file.sync_all().map(|()| file));
         let reading = part.clone();
         let counted = tokio::task::spawn_blocking(move || steward_proto::bolt::summary(&reading)).await;
         let synced = match syncing.await {
-            Ok(synced) => synced.map_err(io_err("fsync", &part)),
+            Ok(synced) => synced.map_err(io_err("fsync", &part)).map(|file| {
+                // Nothing reads the file soon (a restore verifies it from
+                // disk anyway): its pages leave the page cache now, instead
+                // of pushing out the WAL and database pages the member's
+                // etcd reads when it restarts, which on a large database is
+                // the next thing an upgrade does. Only clean pages go, and
+                // the advice is best effort.
+                let _ = nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+            }),
             Err(join) => Err(io_err("fsync", &part)(std::io::Error::other(join))),
         };
         if let Err(error) = synced.and_then(|()| fsutil::rename_durable(&part, &path)) {
@@ -619,7 +626,11 @@ impl SnapshotDir {
             .map_err(io_err("create", part))?;
         set_mode(part, 0o600)?;
         let mut stream = client.snapshot().await.map_err(|e| stream_err(e.to_string()))?;
-        let mut writer = HashingWriter::start(Some(file)).map_err(io_err("start the writing thread for", part))?;
+        // Written past the page cache as it streams: a snapshot of several
+        // GiB would otherwise push out the pages the member's etcd reads
+        // (its WAL and database), and the only read that follows, the
+        // bucket trees' summary, takes a few MiB.
+        let mut writer = HashingWriter::start_uncached(file).map_err(io_err("start the writing thread for", part))?;
         let written = |e: WriterError| match e {
             WriterError::Io(source) => io_err("write", part)(source),
             WriterError::Stopped => stream_err(e.to_string()),

@@ -142,9 +142,10 @@ impl HashingWriter {
     }
 
     /// Starts the thread writing to a file that nothing reads soon (a
-    /// download kept for later). Pages leave the page cache as soon as they
-    /// are on disk: a snapshot of several GiB does not push out what the
-    /// host's etcd keeps cached, and the next pages reuse the freed ones.
+    /// download, or a snapshot the agent keeps). Pages leave the page
+    /// cache as soon as they are on disk: a snapshot of several GiB does
+    /// not push out what the host's etcd keeps cached, and the next pages
+    /// reuse the freed ones.
     ///
     /// # Errors
     /// The system refused a new thread.
