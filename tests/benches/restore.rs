@@ -1,7 +1,7 @@
 //! Benchmark: restoring a 3-member cluster from a snapshot file of a large
 //! database (`STEWARD_BENCH_DB_MIB`, 1024 by default), side by side with the
 //! guides' manual procedure, in interleaved rounds
-//! (`STEWARD_RESTORE_ROUNDS`, 2 by default), each from the command to a
+//! (`STEWARD_RESTORE_ROUNDS`, 3 by default), each from the command to a
 //! healthy cluster:
 //! - `steward restore --snapshot FILE --yes` on a cluster with agents, twice:
 //!   with the file in the agents' import dir (each agent reads it on its own
@@ -135,7 +135,7 @@ fn main() {
     let runtime = bench::runtime();
     let release = newest(3, 5);
     let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
-    let rounds = count_from_env("STEWARD_RESTORE_ROUNDS", 2);
+    let rounds = count_from_env("STEWARD_RESTORE_ROUNDS", 3);
     let work = tempfile::tempdir().expect("a work dir");
     let (cluster, mut manual) = runtime.block_on(async {
         let cluster = ClusterBuilder::new(3, release.clone())
