@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 use crate::engine::connect::Connector;
 use crate::engine::connect::etcd;
 
-/// Pause between probe writes.
-const INTERVAL: Duration = Duration::from_millis(20);
+/// Pause between probe writes: stalls that differ by less than this are
+/// not told apart.
+pub const INTERVAL: Duration = Duration::from_millis(20);
 
 /// What the probe saw during one step (or before the first, "start").
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
