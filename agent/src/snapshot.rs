@@ -332,12 +332,11 @@ impl SnapshotDir {
         let synced = match syncing.await {
             Ok(synced) => synced.map_err(io_err("fsync", &part)).map(|file| {
                 // Nothing reads the file soon (a restore verifies it from
-                // disk anyway): its pages leave the page cache now, instead
-                // of pushing out the WAL and database pages the member's
-                // etcd reads when it restarts, which on a large database is
-                // the next thing an upgrade does. Only clean pages go, and
-                // the advice is best effort.
-                let _ = nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+                // disk anyway): its last pages leave the page cache too,
+                // instead of pushing out the WAL and database pages the
+                // member's etcd reads when it restarts, which on a large
+                // database is the next thing an upgrade does.
+                steward_proto::trailer::leave_page_cache(&file);
             }),
             Err(join) => Err(io_err("fsync", &part)(std::io::Error::other(join))),
         };

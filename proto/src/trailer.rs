@@ -268,6 +268,12 @@ impl Batches {
     }
 }
 
+/// Asks the kernel to drop `file`'s pages from the page cache. Only pages
+/// already written back go (sync first); the advice is best effort.
+pub fn leave_page_cache(file: &std::fs::File) {
+    let _ = nix::fcntl::posix_fadvise(file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+}
+
 /// A thread that syncs a file being written every time it is nudged, so
 /// that the disk writes the file while it streams in and the final sync
 /// has little left to do. Nudges that come while it syncs are merged; a
@@ -294,9 +300,7 @@ impl EarlyWriteback {
             .spawn(move || {
                 while wakes.recv().is_ok() {
                     if file.sync_data().is_ok() && after == AfterWriteback::DropFromCache {
-                        // Only clean pages go; advice is best effort.
-                        let _ =
-                            nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+                        leave_page_cache(&file);
                     }
                 }
             })?;

@@ -71,12 +71,7 @@ pub fn chance_of_longer(steward: &[u64], baseline: &[u64]) -> f64 {
     let mut pooled: Vec<u64> = steward.iter().chain(baseline).copied().collect();
     // A fixed seed: the same figures always get the same verdict.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move |bound: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        usize::try_from(state % bound as u64).unwrap_or(0)
-    };
+    let mut next = move |bound: usize| usize::try_from(xorshift(&mut state) % bound as u64).unwrap_or(0);
     let mut as_extreme = 0_u32;
     for _ in 0..SHUFFLES {
         for i in (1..pooled.len()).rev() {
@@ -90,20 +85,22 @@ pub fn chance_of_longer(steward: &[u64], baseline: &[u64]) -> f64 {
     f64::from(as_extreme + 1) / f64::from(SHUFFLES + 1)
 }
 
+/// The next value of a xorshift generator: cheap, repeatable numbers for
+/// benchmark content and reshuffles, not for anything secret.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// Puts `mib` values of 1 MiB through `client`, so that the database
 /// holds about `mib` MiB.
 pub async fn fill(client: &mut etcd_client::Client, mib: u64) {
     // Incompressible content: a simple generator is enough, bbolt does not
     // compress, but the copies steward makes must not get it for free.
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let value: Vec<u8> = (0..1 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect();
+    let value: Vec<u8> = (0..1 << 20).map(|_| xorshift(&mut state).to_le_bytes()[0]).collect();
     for i in 0..mib {
         client
             .put(format!("bench/{i:06}"), value.clone(), None)
