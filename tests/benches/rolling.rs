@@ -8,9 +8,9 @@
 //!
 //! Both end when every member reports the new cluster version, as the
 //! guides say to check. With `STEWARD_ROLLING_DB_MIB` set, both clusters
-//! first get a database of that many MiB; `STEWARD_ROLLING_FROM` and
-//! `STEWARD_ROLLING_TO` (versions) roll other releases, a patch upgrade
-//! for one.
+//! first get a database of that many MiB, in values of 8 KiB;
+//! `STEWARD_ROLLING_FROM` and `STEWARD_ROLLING_TO` (versions) roll other
+//! releases, a patch upgrade for one.
 //!
 //! `scripts/bench` (release binaries, then `cargo bench -p steward-tests
 //! --bench rolling`) prints total time,
@@ -38,7 +38,7 @@ use steward_coordinator::engine::connect::agent::AgentAddress;
 use steward_coordinator::engine::events::Discard;
 use steward_coordinator::engine::roll::plan::Direction;
 use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
-use steward_tests::bench::{self, count_from_env, fill, median, millis};
+use steward_tests::bench::{self, count_from_env, fill_with, median, millis};
 use steward_tests::binaries::binaries_dir;
 use steward_tests::manual::{ManualCluster, etcdctl, http_version, member_id, wait_healthy};
 use steward_tests::{ClusterBuilder, Release, exact, newest};
@@ -136,9 +136,21 @@ fn database_mib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The size of each value of that database: 8 KiB, of the order of the
+/// objects a Kubernetes cluster keeps. Each put is a raft entry, so with
+/// values this size etcd takes its raft snapshots and compacts its log
+/// while the database fills, as in a cluster that grew over time; values
+/// of 1 MiB would instead keep the whole database in every member's raft
+/// log, in memory and in the WAL it replays at each restart.
+const VALUE_BYTES: usize = 8 << 10;
+
+async fn fill_database(client: &mut etcd_client::Client) {
+    fill_with(client, database_mib(), VALUE_BYTES).await;
+}
+
 async fn steward_roll(from: &Release, to: &Release) -> Row {
     let cluster = ClusterBuilder::new(3, from.clone()).extra_flag(QUOTA).start().await;
-    fill(&mut cluster.etcd(&[0, 1, 2]).await, database_mib()).await;
+    fill_database(&mut cluster.etcd(&[0, 1, 2]).await).await;
     let agents: Vec<AgentAddress> = cluster
         .members
         .iter()
@@ -179,7 +191,7 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
     let mut cluster = ManualCluster::start(from, &[QUOTA]).await;
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client_url.clone()).collect();
     let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("connect");
-    fill(&mut client, database_mib()).await;
+    fill_database(&mut client).await;
     let probe = Probe::start(
         &Connector::default(),
         cluster.members.iter().map(|m| m.client_url.clone()).collect(),

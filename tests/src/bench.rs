@@ -97,15 +97,42 @@ fn xorshift(state: &mut u64) -> u64 {
 /// Puts `mib` values of 1 MiB through `client`, so that the database
 /// holds about `mib` MiB.
 pub async fn fill(client: &mut etcd_client::Client, mib: u64) {
+    fill_with(client, mib, 1 << 20).await;
+}
+
+/// Puts about `mib` MiB through `client` as values of `value_bytes`
+/// each, many at a time (a raft entry per put: small values fill as a
+/// long-lived cluster does, with etcd's snapshots and log compaction).
+///
+/// # Panics
+/// `value_bytes` is 0 or above 1 MiB, or a put fails.
+pub async fn fill_with(client: &mut etcd_client::Client, mib: u64, value_bytes: usize) {
+    const BLOCK: usize = 1 << 20;
+    const IN_FLIGHT: u64 = 64;
+    assert!((1..=BLOCK).contains(&value_bytes), "a value of 1 byte to 1 MiB");
     // Incompressible content: a simple generator is enough, bbolt does not
     // compress, but the copies steward makes must not get it for free.
+    // Values are windows of one random block, at different offsets.
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let value: Vec<u8> = (0..1 << 20).map(|_| xorshift(&mut state).to_le_bytes()[0]).collect();
-    for i in 0..mib {
-        client
-            .put(format!("bench/{i:06}"), value.clone(), None)
-            .await
-            .expect("fill the database");
+    let block: std::sync::Arc<Vec<u8>> =
+        std::sync::Arc::new((0..2 * BLOCK).map(|_| xorshift(&mut state).to_le_bytes()[0]).collect());
+    let puts = (mib << 20).div_ceil(value_bytes as u64);
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..IN_FLIGHT.min(puts) {
+        let mut client = client.clone();
+        let block = block.clone();
+        workers.spawn(async move {
+            for i in (worker..puts).step_by(usize::try_from(IN_FLIGHT).unwrap_or(1)) {
+                let offset = usize::try_from(i).unwrap_or(0) * 4099 % BLOCK;
+                client
+                    .put(format!("bench/{i:08}"), &block[offset..offset + value_bytes], None)
+                    .await
+                    .expect("fill the database");
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.expect("a fill worker");
     }
 }
 
