@@ -145,7 +145,7 @@ fn database_mib() -> u64 {
 const VALUE_BYTES: usize = 8 << 10;
 
 async fn fill_database(client: &mut etcd_client::Client) {
-    fill_with(client, database_mib(), VALUE_BYTES).await;
+    fill_with(client, "bench", database_mib(), VALUE_BYTES).await;
 }
 
 async fn steward_roll(from: &Release, to: &Release) -> Row {

@@ -97,16 +97,18 @@ fn xorshift(state: &mut u64) -> u64 {
 /// Puts `mib` values of 1 MiB through `client`, so that the database
 /// holds about `mib` MiB.
 pub async fn fill(client: &mut etcd_client::Client, mib: u64) {
-    fill_with(client, mib, 1 << 20).await;
+    fill_with(client, "bench", mib, 1 << 20).await;
 }
 
 /// Puts about `mib` MiB through `client` as values of `value_bytes`
-/// each, many at a time (a raft entry per put: small values fill as a
-/// long-lived cluster does, with etcd's snapshots and log compaction).
+/// each, under keys `{prefix}/00000000` on (a new prefix adds to a
+/// database, the same one overwrites), many at a time. Each put is a raft
+/// entry: small values fill as a long-lived cluster grows, with etcd's
+/// raft snapshots and log compaction along the way.
 ///
 /// # Panics
 /// `value_bytes` is 0 or above 1 MiB, or a put fails.
-pub async fn fill_with(client: &mut etcd_client::Client, mib: u64, value_bytes: usize) {
+pub async fn fill_with(client: &mut etcd_client::Client, prefix: &str, mib: u64, value_bytes: usize) {
     const BLOCK: usize = 1 << 20;
     const IN_FLIGHT: u64 = 64;
     assert!((1..=BLOCK).contains(&value_bytes), "a value of 1 byte to 1 MiB");
@@ -121,11 +123,12 @@ pub async fn fill_with(client: &mut etcd_client::Client, mib: u64, value_bytes: 
     for worker in 0..IN_FLIGHT.min(puts) {
         let mut client = client.clone();
         let block = block.clone();
+        let prefix = prefix.to_owned();
         workers.spawn(async move {
             for i in (worker..puts).step_by(usize::try_from(IN_FLIGHT).unwrap_or(1)) {
                 let offset = usize::try_from(i).unwrap_or(0) * 4099 % BLOCK;
                 client
-                    .put(format!("bench/{i:08}"), &block[offset..offset + value_bytes], None)
+                    .put(format!("{prefix}/{i:08}"), &block[offset..offset + value_bytes], None)
                     .await
                     .expect("fill the database");
             }
