@@ -110,7 +110,7 @@ pub async fn fill(client: &mut etcd_client::Client, mib: u64) {
 /// `value_bytes` is 0 or above 1 MiB, or a put fails.
 pub async fn fill_with(client: &mut etcd_client::Client, prefix: &str, mib: u64, value_bytes: usize) {
     const BLOCK: usize = 1 << 20;
-    const IN_FLIGHT: u64 = 64;
+    const IN_FLIGHT: usize = 64;
     assert!((1..=BLOCK).contains(&value_bytes), "a value of 1 byte to 1 MiB");
     // Incompressible content: a simple generator is enough, bbolt does not
     // compress, but the copies steward makes must not get it for free.
@@ -118,15 +118,17 @@ pub async fn fill_with(client: &mut etcd_client::Client, prefix: &str, mib: u64,
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let block: std::sync::Arc<Vec<u8>> =
         std::sync::Arc::new((0..2 * BLOCK).map(|_| xorshift(&mut state).to_le_bytes()[0]).collect());
-    let puts = (mib << 20).div_ceil(value_bytes as u64);
+    let puts = usize::try_from(mib << 20)
+        .expect("a database this machine can address")
+        .div_ceil(value_bytes);
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..IN_FLIGHT.min(puts) {
         let mut client = client.clone();
         let block = block.clone();
         let prefix = prefix.to_owned();
         workers.spawn(async move {
-            for i in (worker..puts).step_by(usize::try_from(IN_FLIGHT).unwrap_or(1)) {
-                let offset = usize::try_from(i).unwrap_or(0) * 4099 % BLOCK;
+            for i in (worker..puts).step_by(IN_FLIGHT) {
+                let offset = i * 4099 % BLOCK;
                 client
                     .put(format!("{prefix}/{i:08}"), &block[offset..offset + value_bytes], None)
                     .await
