@@ -47,6 +47,15 @@ pub struct ProcessStatus {
     pub gave_up: Option<String>,
 }
 
+/// Why the supervisor starts etcd.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spawn {
+    /// A Start command.
+    Requested,
+    /// After an exit of its own.
+    Restart,
+}
+
 enum Command {
     Start {
         launch: Launch,
@@ -258,7 +267,7 @@ impl Task {
                     s.gave_up = None;
                     s.supervised = supervised;
                 });
-                let result = self.spawn(&launch);
+                let result = self.spawn(&launch, Spawn::Requested);
                 self.launch = Some(launch);
                 let _ = reply.send(result);
             }
@@ -301,7 +310,7 @@ impl Task {
         }
     }
 
-    fn spawn(&mut self, launch: &Launch) -> Result<ProcessRecord, AgentError> {
+    fn spawn(&mut self, launch: &Launch, why: Spawn) -> Result<ProcessRecord, AgentError> {
         let (child, record) = process::spawn(launch).map_err(|source| AgentError::Spawn {
             version: launch.version.clone(),
             source,
@@ -313,9 +322,14 @@ impl Task {
             handle: Handle::Child(child),
             started: Instant::now(),
         });
+        // One change: a reader that sees the new process also sees its
+        // restart counted.
         self.status.send_modify(|s| {
             s.record = Some(record.clone());
             s.adopted = false;
+            if why == Spawn::Restart {
+                s.restart_count += 1;
+            }
         });
         Ok(record)
     }
@@ -368,9 +382,8 @@ impl Task {
     fn restart(&mut self) {
         self.restart_at = None;
         let Some(launch) = self.launch.clone() else { return };
-        match self.spawn(&launch) {
+        match self.spawn(&launch, Spawn::Restart) {
             Ok(_) => {
-                self.status.send_modify(|s| s.restart_count += 1);
                 let count = self.status.borrow().restart_count;
                 if let Err(error) = self.state.update(|s| s.restart_count = count) {
                     tracing::error!(error = %crate::error::error_chain(&error), "cannot persist restart count");
@@ -491,6 +504,60 @@ mod tests {
         }
         let (silent, _) = heartbeat.last(tokio::time::Instant::now());
         assert!(silent <= watchdog::BEAT_INTERVAL, "{silent:?}");
+        stop.cancel();
+    }
+
+    /// A reader must never see the restarted process without its restart
+    /// counted: status pollers take "running with a new pid" as "restarted".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_is_published_with_its_count_in_one_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateStore::open(dir.path()).unwrap());
+        let stop = CancellationToken::new();
+        let settings = Supervision {
+            restart_backoff_initial: Duration::from_millis(1),
+            restart_backoff_max: Duration::from_millis(1),
+            max_consecutive_crashes: 300,
+            ..Supervision::default()
+        };
+        let supervisor = Supervisor::spawn(settings, state, stop.clone());
+        let watch = supervisor.watch();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let observer = std::thread::spawn({
+            let done = Arc::clone(&done);
+            move || {
+                let mut seen = 0_u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = watch.borrow().clone();
+                    // Every exit of this crash loop is followed by a restart.
+                    if status.record.is_some() && u64::from(status.restart_count) != status.exits {
+                        return Err(format!(
+                            "running after {} exits but {} restarts",
+                            status.exits, status.restart_count
+                        ));
+                    }
+                    seen += 1;
+                }
+                Ok(seen)
+            }
+        });
+        let launch = Launch {
+            executable: "/bin/false".into(),
+            args: Vec::new(),
+            version: "0.0.0".to_owned(),
+            log_file: dir.path().join("false.log"),
+        };
+        supervisor.start(launch, true).await.unwrap();
+        let mut changes = supervisor.watch();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while changes.borrow().gave_up.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the crash loop never ended");
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = observer.join().unwrap().unwrap();
+        assert!(seen > 0);
+        assert_eq!(supervisor.status().restart_count, 299);
         stop.cancel();
     }
 }
