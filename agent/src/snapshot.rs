@@ -200,6 +200,51 @@ pub struct SnapshotDir {
     /// The databases a status tool has read whole and passed, by content
     /// sha256 and tool: see [`Self::check_database_of`].
     checked: std::sync::Mutex<std::collections::HashSet<(String, PathBuf)>>,
+    /// Files whose bytes this agent hashed (as it wrote them, or read them
+    /// back), with their stamp then and the sha256 found: see
+    /// [`Self::get_verified`].
+    hashed: std::sync::Mutex<std::collections::HashMap<PathBuf, (FileStamp, String)>>,
+}
+
+/// What tells a file's bytes apart without reading them. A write through
+/// the file system sets the change time, which no caller can set back; a
+/// file put in its place has another inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+/// How long after a file's last change its stamp tells a further change
+/// apart: a change within the same tick of the kernel's coarse clock (a
+/// few ms) leaves the change time as it was.
+const STAMP_SETTLED: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl FileStamp {
+    /// Whether a stamp read at `read_at` would show any later change.
+    fn settled(&self, read_at: std::time::SystemTime) -> bool {
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(self.changed.0).unwrap_or(0),
+                u32::try_from(self.changed.1).unwrap_or(0),
+            );
+        read_at.duration_since(changed).is_ok_and(|d| d >= STAMP_SETTLED)
+    }
+
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            device: m.dev(),
+            inode: m.ino(),
+            size: m.len(),
+            modified: (m.mtime(), m.mtime_nsec()),
+            changed: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 /// Free space an upload leaves untouched, beyond what the uploads running
@@ -243,6 +288,7 @@ impl SnapshotDir {
             reserved: std::sync::Arc::default(),
             audit: std::sync::OnceLock::new(),
             checked: std::sync::Mutex::default(),
+            hashed: std::sync::Mutex::default(),
         })
     }
 
@@ -344,6 +390,7 @@ impl SnapshotDir {
             let _ = std::fs::remove_file(&part);
             return Err(error);
         }
+        self.remember_hashed(&path, FileStamp::of(&path), &verified.sha256);
         let database = match counted {
             Ok(Ok(database)) => database,
             Ok(Err(error)) => {
@@ -544,9 +591,12 @@ impl SnapshotDir {
             WriterError::Io(source) => io_err("write", &part)(source),
             WriterError::Stopped => io_err("write", &part)(std::io::Error::other(e)),
         })?;
-        if let Some(file) = written.file {
-            file.sync_all().map_err(io_err("fsync", &part))?;
-        }
+        // The file goes to disk while the checks below read it (from the
+        // page cache): the status tool's read of a GiB takes about as long
+        // as the disk's writing of it.
+        let syncing = written
+            .file
+            .map(|file| tokio::task::spawn_blocking(move || file.sync_all()));
         if size != declared.size {
             return Err(refused(VerifyError::SizeNotDeclared {
                 declared: declared.size,
@@ -579,9 +629,16 @@ impl SnapshotDir {
             }
             None => (0, 0),
         };
+        if let Some(syncing) = syncing {
+            syncing
+                .await
+                .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+                .map_err(io_err("fsync", &part))?;
+        }
         let path = self.dir.join(format!("{}.db", declared.id));
         fsutil::rename_durable(&part, &path)?;
         guard.disarm();
+        self.remember_hashed(&path, FileStamp::of(&path), &verified.sha256);
         let meta = SnapshotMeta {
             id: declared.id.clone(),
             path,
@@ -732,9 +789,30 @@ impl SnapshotDir {
         Ok(meta)
     }
 
-    /// One snapshot by id, verified again.
+    /// One snapshot by id, its file's content checked against its trailer
+    /// and its record. Bytes this agent hashed before (as it stored them,
+    /// or in an earlier check) are not read again while the file is
+    /// unchanged since: the same inode, size, modification and change
+    /// time. A restore asks in its dry run and again before it replaces
+    /// anything, right after the upload hashed the file, and each read of
+    /// a GiB takes a second of the restore (the second one while the
+    /// members are down). Reading it again would prove nothing the stamp
+    /// does not: it comes from the page cache, not the disk, and the
+    /// restore tool checks the trailer once more as it reads the file.
     pub fn get_verified(&self, id: &str) -> Result<SnapshotMeta, AgentError> {
         let meta = self.find(id)?;
+        let read_at = std::time::SystemTime::now();
+        let before = FileStamp::of(&meta.path);
+        let hashed_before = before.is_some_and(|stamp| {
+            self.hashed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&meta.path)
+                .is_some_and(|(was, sha256)| *was == stamp && *sha256 == meta.sha256)
+        });
+        if hashed_before {
+            return Ok(meta);
+        }
         let verified = verify_file(&meta.path).map_err(|source| AgentError::SnapshotInvalid {
             path: meta.path.clone(),
             source,
@@ -748,7 +826,31 @@ impl SnapshotDir {
                 },
             });
         }
+        // Only when nothing changed the file while it was read, and any
+        // change after it would show.
+        if let Some(stamp) = before
+            && stamp.settled(read_at)
+            && FileStamp::of(&meta.path) == before
+        {
+            self.remember_hashed(&meta.path, before, &verified.sha256);
+        }
         Ok(meta)
+    }
+
+    /// Records the sha256 of `path`'s bytes as of `stamp` (forgets it
+    /// without one). The agent's own snapshots are recorded as it renames
+    /// them into place, in its private dir: nothing else writes there in
+    /// the instant before the stamp.
+    fn remember_hashed(&self, path: &Path, stamp: Option<FileStamp>, sha256: &str) {
+        let mut hashed = self.hashed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match stamp {
+            Some(stamp) => {
+                hashed.insert(path.to_owned(), (stamp, sha256.to_owned()));
+            }
+            None => {
+                hashed.remove(path);
+            }
+        }
     }
 
     /// The integrity check of `snapshot status` by `tool` on the stored
@@ -813,6 +915,7 @@ impl SnapshotDir {
                 let meta = self.dir.join(format!("{}.json", old.id));
                 std::fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
                 let _ = std::fs::remove_file(&old.path);
+                self.remember_hashed(&old.path, None, "");
                 self.audit_removal(old, bucket);
             }
         }
@@ -1140,6 +1243,77 @@ mod tests {
             1,
             "another tool reads it again"
         );
+    }
+
+    /// Stores etcd's snapshot of `proto/testdata` as an upload; its bytes.
+    async fn store_an_upload(snapshots: &SnapshotDir, id: &str) -> Vec<u8> {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../proto/testdata/snapshot-3.5.30.db"
+        ))
+        .unwrap();
+        let declared = UploadDeclared {
+            id: id.into(),
+            sha256: verify_file(Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../proto/testdata/snapshot-3.5.30.db"
+            )))
+            .unwrap()
+            .sha256,
+            size: bytes.len() as u64,
+            ..UploadDeclared::default()
+        };
+        let mut upload = snapshots.begin_upload(id, declared.size).unwrap();
+        upload
+            .append(bytes::Bytes::from(bytes.clone()), declared.size)
+            .await
+            .unwrap();
+        snapshots.finish_upload(upload, &declared, None, &[]).await.unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn bytes_hashed_before_are_not_read_again_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path().join("snapshots"), 2).unwrap();
+        let bytes = store_an_upload(&snapshots, "up").await;
+        let path = dir.path().join("snapshots/up.db");
+        let recorded =
+            |snapshots: &SnapshotDir| snapshots.hashed.lock().unwrap().get(&path).map(|(_, sha)| sha.clone());
+        let sha256 = snapshots.get("up").unwrap().sha256;
+        assert_eq!(recorded(&snapshots), Some(sha256.clone()), "hashed as it was stored");
+        assert_eq!(snapshots.get_verified("up").unwrap().sha256, sha256);
+
+        // One byte changed in place, the size kept: read again, and refused.
+        tokio::time::sleep(STAMP_SETTLED).await;
+        let mut flipped = bytes.clone();
+        flipped[600] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(matches!(
+            snapshots.get_verified("up"),
+            Err(AgentError::SnapshotInvalid {
+                source: VerifyError::Mismatch { .. },
+                ..
+            })
+        ));
+        // Put back: read again and passed, then remembered once settled.
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(snapshots.get_verified("up").unwrap().sha256, sha256);
+        tokio::time::sleep(STAMP_SETTLED).await;
+        snapshots.hashed.lock().unwrap().clear();
+        assert_eq!(snapshots.get_verified("up").unwrap().sha256, sha256);
+        assert_eq!(
+            recorded(&snapshots),
+            Some(sha256.clone()),
+            "remembered after a settled read"
+        );
+
+        // Another file put in its place, bad, with the same size.
+        tokio::time::sleep(STAMP_SETTLED).await;
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, &flipped).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(snapshots.get_verified("up").is_err());
     }
 
     #[test]

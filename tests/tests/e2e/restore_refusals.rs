@@ -4,7 +4,8 @@
 //! snapshot from a newer etcd than the binary that would restore it, a
 //! restore while another coordinator holds the lock, no confirmation, and
 //! a member the agent itself cannot restore (its WAL kept apart), which the
-//! coordinator learns from every agent's dry run.
+//! coordinator learns from every agent's dry run, and a copy the agents
+//! verified as it arrived and that was damaged on its host since.
 //! After each, every etcd process is the one from before and no data dir
 //! was touched.
 
@@ -218,5 +219,39 @@ async fn what_only_an_agent_can_check_is_asked_before_any_member_stops() {
     )
     .await;
     assert!(stderr.contains("no-separate-wal-dir"), "{stderr}");
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_copy_damaged_after_it_was_verified_is_refused_before_any_member_stops() {
+    let cluster = ClusterBuilder::new(3, newest(3, 5)).start().await;
+    let agents = cluster.agents_arg();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let file = backup_to(&agents, &scratch.path().join("good.db"));
+    // A dry run sends the file to every agent, which verifies and keeps it.
+    let dry = steward(&["restore", "--agents", &agents, "--snapshot", &file, "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
+    let kept: Vec<_> = std::fs::read_dir(cluster.members[1].state_dir.join("snapshots"))
+        .expect("the snapshot dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("file-")))
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // One byte of member 1's copy changes in place; its size stays.
+    let mut bytes = std::fs::read(&kept[0]).expect("the kept copy");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&kept[0], &bytes).expect("damage the kept copy");
+    let stderr = refused(
+        &cluster,
+        &["restore", "--agents", &agents, "--snapshot", &file, "--yes"],
+        3,
+        "agent-restore-checks",
+    )
+    .await;
+    assert!(stderr.contains(&cluster.members[1].name), "{stderr}");
+    assert!(stderr.contains("does not match the trailer"), "{stderr}");
     cluster.cleanup();
 }
