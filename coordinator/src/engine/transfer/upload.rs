@@ -1,7 +1,7 @@
 //! Sending a local file to an agent (a binary to stage, a snapshot to
 //! restore): hash it here first (the contract wants the sha256 and size up
 //! front, so the agent can refuse a mismatch), then stream a header
-//! followed by 64 KiB chunks.
+//! followed by chunks of a MiB.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,15 +10,17 @@ use sha2::{Digest, Sha256};
 use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
 use steward_proto::v1::upload_binary_request::Part;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::engine::connect::agent::AgentClients;
 use crate::engine::error::Error;
 use crate::engine::transfer::progress::Meter;
 
-/// Bytes per content message.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+/// Bytes per content message: a GiB snapshot goes out in a thousand
+/// messages, each read with one system call, and the agent's writing
+/// thread takes each as it comes instead of gathering small ones into a
+/// copy (gRPC's limit per message is 4 MiB).
+pub const CHUNK_SIZE: usize = 1 << 20;
 
 /// Messages buffered between the file reader and the gRPC stream: enough to
 /// keep the connection busy, little enough to bound memory.
@@ -201,47 +203,59 @@ async fn read_error_first(path: &Path, reader: tokio::task::JoinHandle<Result<()
 /// chunk wrapped by `chunk`. Stops quietly when the agent has stopped
 /// listening (it refused; the RPC's status says why). `meter` counts what
 /// was handed to the stream.
-async fn send_file<M>(
+async fn send_file<M: Send + 'static>(
     path: PathBuf,
     size: u64,
     first: M,
-    chunk: impl Fn(Vec<u8>) -> M,
+    chunk: impl Fn(Vec<u8>) -> M + Send + 'static,
     sender: mpsc::Sender<M>,
     meter: Option<Meter>,
 ) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        action: "read",
-        path: path.clone(),
-        source,
-    };
-    let mut remaining = size;
     if sender.send(first).await.is_err() {
         return Ok(());
     }
-    let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
-    while remaining > 0 {
-        let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
-        let mut bytes = vec![0; want];
-        let mut filled = 0;
-        while filled < want {
-            let read = file.read(&mut bytes[filled..]).await.map_err(io)?;
-            if read == 0 {
-                return Err(io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file shrank after it was hashed",
-                )));
+    // One thread reads the file from start to end: reads on the runtime
+    // would each hop to the blocking pool and back.
+    let reading = path.clone();
+    tokio::task::spawn_blocking(move || {
+        let io = |source| Error::Io {
+            action: "read",
+            path: reading.clone(),
+            source,
+        };
+        let mut file = std::fs::File::open(&reading).map_err(io)?;
+        let mut remaining = size;
+        while remaining > 0 {
+            let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
+            let mut bytes = vec![0; want];
+            file.read_exact(&mut bytes).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                    io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank after it was hashed",
+                    ))
+                } else {
+                    io(error)
+                }
+            })?;
+            remaining -= want as u64;
+            if sender.blocking_send(chunk(bytes)).is_err() {
+                return Ok(());
             }
-            filled += read;
+            if let Some(meter) = &meter {
+                meter.advance(want as u64);
+            }
         }
-        remaining -= want as u64;
-        if sender.send(chunk(bytes)).await.is_err() {
-            return Ok(());
-        }
-        if let Some(meter) = &meter {
-            meter.advance(want as u64);
-        }
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|join| {
+        Err(Error::Io {
+            action: "read",
+            path,
+            source: std::io::Error::other(join),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -274,7 +288,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_file_goes_out_as_header_then_64k_chunks() {
+    async fn the_file_goes_out_as_header_then_whole_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("etcd");
         let content: Vec<u8> = (0..CHUNK_SIZE * 2 + 10).map(|i| (i % 256) as u8).collect();
