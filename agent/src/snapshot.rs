@@ -390,7 +390,6 @@ impl SnapshotDir {
             let _ = std::fs::remove_file(&part);
             return Err(error);
         }
-        self.remember_hashed(&path, FileStamp::of(&path), &verified.sha256);
         let database = match counted {
             Ok(Ok(database)) => database,
             Ok(Err(error)) => {
@@ -404,6 +403,7 @@ impl SnapshotDir {
             }
             Err(join) => return Err(io_err("read", &path)(std::io::Error::other(join))),
         };
+        self.remember_hashed(&path, FileStamp::of(&path), &verified.sha256);
         let meta = SnapshotMeta {
             id: id.clone(),
             path: path.clone(),
@@ -838,19 +838,26 @@ impl SnapshotDir {
     }
 
     /// Records the sha256 of `path`'s bytes as of `stamp` (forgets it
-    /// without one). The agent's own snapshots are recorded as it renames
-    /// them into place, in its private dir: nothing else writes there in
-    /// the instant before the stamp.
+    /// when the file could not be stamped). The agent's own snapshots are
+    /// recorded as it renames them into place, in its private dir: nothing
+    /// else writes there in the instant before the stamp.
     fn remember_hashed(&self, path: &Path, stamp: Option<FileStamp>, sha256: &str) {
-        let mut hashed = self.hashed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match stamp {
             Some(stamp) => {
-                hashed.insert(path.to_owned(), (stamp, sha256.to_owned()));
+                self.hashed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(path.to_owned(), (stamp, sha256.to_owned()));
             }
-            None => {
-                hashed.remove(path);
-            }
+            None => self.forget_hashed(path),
         }
+    }
+
+    fn forget_hashed(&self, path: &Path) {
+        self.hashed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(path);
     }
 
     /// The integrity check of `snapshot status` by `tool` on the stored
@@ -915,7 +922,7 @@ impl SnapshotDir {
                 let meta = self.dir.join(format!("{}.json", old.id));
                 std::fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
                 let _ = std::fs::remove_file(&old.path);
-                self.remember_hashed(&old.path, None, "");
+                self.forget_hashed(&old.path);
                 self.audit_removal(old, bucket);
             }
         }
@@ -1247,19 +1254,14 @@ mod tests {
 
     /// Stores etcd's snapshot of `proto/testdata` as an upload; its bytes.
     async fn store_an_upload(snapshots: &SnapshotDir, id: &str) -> Vec<u8> {
-        let bytes = std::fs::read(concat!(
+        let source = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../proto/testdata/snapshot-3.5.30.db"
-        ))
-        .unwrap();
+        ));
+        let bytes = std::fs::read(source).unwrap();
         let declared = UploadDeclared {
             id: id.into(),
-            sha256: verify_file(Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../proto/testdata/snapshot-3.5.30.db"
-            )))
-            .unwrap()
-            .sha256,
+            sha256: verify_file(source).unwrap().sha256,
             size: bytes.len() as u64,
             ..UploadDeclared::default()
         };
