@@ -744,18 +744,36 @@ impl pb::snapshots_server::Snapshots for AgentService {
                 .finish(result.map_err(Status::from))
                 .map(|meta| pb::TakeAndSendSnapshotResponse {
                     part: Some(pb::take_and_send_snapshot_response::Part::Stored(snapshot_to_pb(&meta))),
+                    chunks_crc32: None,
                 });
             let _ = stored.send(last);
         });
-        let sent = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| {
+        // The CRC of exactly the bytes that went into the response, taken
+        // where they go: the caller's copy is checked against it, not
+        // hashed a second time (the trailer was checked over these bytes).
+        let carried = Arc::new(std::sync::Mutex::new(crc32fast::Hasher::new()));
+        let sending = Arc::clone(&carried);
+        let sent = tokio_stream::wrappers::ReceiverStream::new(chunks).map(move |chunk| {
+            sending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .update(&chunk);
             Ok(pb::TakeAndSendSnapshotResponse {
                 part: Some(pb::take_and_send_snapshot_response::Part::Chunk(chunk)),
+                chunks_crc32: None,
             })
         });
+        // Chained after every chunk: the CRC is complete when this runs.
         let last = futures::stream::once(async move {
-            outcome
+            let mut last = outcome
                 .await
-                .unwrap_or_else(|_| Err(Status::internal("the snapshot task ended abnormally")))
+                .unwrap_or_else(|_| Err(Status::internal("the snapshot task ended abnormally")))?;
+            let crc = carried
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            last.chunks_crc32 = Some(crc.finalize());
+            Ok(last)
         });
         Ok(Response::new(Box::pin(sent.chain(last))))
     }

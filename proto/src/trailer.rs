@@ -64,6 +64,29 @@ impl TrailerHasher {
     }
 }
 
+/// What a writing thread computes over the bytes it writes: fed every
+/// chunk in order, then asked for its summary once.
+pub trait Summing: Send + 'static {
+    /// What it makes of the bytes.
+    type Summary: Send + 'static;
+    /// Feeds the next bytes.
+    fn update(&mut self, bytes: &[u8]);
+    /// The summary of everything fed.
+    fn finish(self) -> Self::Summary;
+}
+
+impl Summing for TrailerHasher {
+    type Summary = Hashed;
+
+    fn update(&mut self, bytes: &[u8]) {
+        Self::update(self, bytes);
+    }
+
+    fn finish(self) -> Hashed {
+        Self::finish(self)
+    }
+}
+
 /// Hashes everything `reader` yields (a snapshot file), as
 /// [`TrailerHasher`] does a stream.
 ///
@@ -101,21 +124,22 @@ impl Hashed {
 }
 
 /// A thread that writes a snapshot's chunks to a file (when it has one)
-/// and hashes them, so that writing and hashing overlap with receiving
-/// instead of adding to it: the stream's task hands each chunk over and
-/// goes on, waiting only when the thread is [`QUEUE`] batches behind.
+/// and hashes them (etcd's trailer check unless another [`Summing`] is
+/// given), so that writing and hashing overlap with receiving instead of
+/// adding to it: the stream's task hands each chunk over and goes on,
+/// waiting only when the thread is [`QUEUE`] batches behind.
 #[derive(Debug)]
-pub struct HashingWriter {
+pub struct HashingWriter<S: Summing = TrailerHasher> {
     feed: mpsc::Sender<bytes::Bytes>,
     gathered: Batches,
-    done: oneshot::Receiver<Result<Written, std::io::Error>>,
+    done: oneshot::Receiver<Result<Written<S::Summary>, std::io::Error>>,
 }
 
 /// What a [`HashingWriter`] did.
 #[derive(Debug)]
-pub struct Written {
-    /// Everything handed over, hashed.
-    pub hashed: Hashed,
+pub struct Written<T = Hashed> {
+    /// Everything handed over, hashed (summed).
+    pub hashed: T,
     /// The file, every chunk written to it (not yet synced).
     pub file: Option<std::fs::File>,
 }
@@ -138,7 +162,7 @@ impl HashingWriter {
     /// # Errors
     /// The system refused a new thread.
     pub fn start(file: Option<std::fs::File>) -> std::io::Result<Self> {
-        Self::spawn(file, AfterWriteback::KeepCached)
+        Self::spawn(file, AfterWriteback::KeepCached, TrailerHasher::default())
     }
 
     /// Starts the thread writing to a file that nothing reads soon (a
@@ -150,7 +174,7 @@ impl HashingWriter {
     /// # Errors
     /// The system refused a new thread.
     pub fn start_uncached(file: std::fs::File) -> std::io::Result<Self> {
-        Self::spawn(Some(file), AfterWriteback::DropFromCache)
+        Self::start_uncached_with(file, TrailerHasher::default())
     }
 
     /// Starts the thread writing to a pipe or another stream that cannot
@@ -159,10 +183,28 @@ impl HashingWriter {
     /// # Errors
     /// The system refused a new thread.
     pub fn start_stream(stream: std::fs::File) -> std::io::Result<Self> {
-        Self::spawn(Some(stream), AfterWriteback::NotAFile)
+        Self::start_stream_with(stream, TrailerHasher::default())
+    }
+}
+
+impl<S: Summing> HashingWriter<S> {
+    /// [`HashingWriter::start_uncached`] with `summing` over the bytes.
+    ///
+    /// # Errors
+    /// The system refused a new thread.
+    pub fn start_uncached_with(file: std::fs::File, summing: S) -> std::io::Result<Self> {
+        Self::spawn(Some(file), AfterWriteback::DropFromCache, summing)
     }
 
-    fn spawn(file: Option<std::fs::File>, after: AfterWriteback) -> std::io::Result<Self> {
+    /// [`HashingWriter::start_stream`] with `summing` over the bytes.
+    ///
+    /// # Errors
+    /// The system refused a new thread.
+    pub fn start_stream_with(stream: std::fs::File, summing: S) -> std::io::Result<Self> {
+        Self::spawn(Some(stream), AfterWriteback::NotAFile, summing)
+    }
+
+    fn spawn(file: Option<std::fs::File>, after: AfterWriteback, mut hasher: S) -> std::io::Result<Self> {
         use std::io::Write;
         let (feed, mut chunks) = mpsc::channel::<bytes::Bytes>(QUEUE);
         let (report, done) = oneshot::channel();
@@ -174,7 +216,6 @@ impl HashingWriter {
                     .filter(|_| after != AfterWriteback::NotAFile)
                     .and_then(|f| EarlyWriteback::start(f, after).ok());
                 let mut file = file;
-                let mut hasher = TrailerHasher::default();
                 let mut unsynced = 0;
                 while let Some(chunk) = chunks.blocking_recv() {
                     if let Some(file) = file.as_mut()
@@ -225,7 +266,7 @@ impl HashingWriter {
     ///
     /// # Errors
     /// [`WriterError`].
-    pub async fn finish(mut self) -> Result<Written, WriterError> {
+    pub async fn finish(mut self) -> Result<Written<S::Summary>, WriterError> {
         if let Some(rest) = self.gathered.rest() {
             // A refusal means the thread stopped: its report follows.
             let _ = self.hand_over(rest).await;

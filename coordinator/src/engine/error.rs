@@ -337,6 +337,13 @@ pub enum VerifyProblem {
         /// Bytes received.
         received: u64,
     },
+    /// The copy's CRC-32 is not the one of the bytes the agent sent.
+    CrcMismatch {
+        /// What the agent sent, by its count.
+        sent: u32,
+        /// What arrived here.
+        received: u32,
+    },
 }
 
 impl fmt::Display for VerifyProblem {
@@ -355,6 +362,10 @@ impl fmt::Display for VerifyProblem {
             Self::SizeMismatch { recorded, received } => {
                 write!(f, "the agent recorded {recorded} bytes but {received} arrived")
             }
+            Self::CrcMismatch { sent, received } => write!(
+                f,
+                "the bytes that arrived have CRC-32 {received:08x} but the agent sent bytes with CRC-32 {sent:08x}"
+            ),
         }
     }
 }

@@ -156,9 +156,9 @@ async fn snapshots_of_a_3_4_member_are_verified_and_streamed() {
     snapshot_with_keys(newest(3, 4)).await;
 }
 
-/// Everything TakeAndSendSnapshot sent: the chunks, in order, and the
-/// stored snapshot's info, which must come last.
-async fn take_and_send(cluster: &Cluster) -> (Vec<u8>, pb::SnapshotInfo) {
+/// Everything TakeAndSendSnapshot sent: the chunks, in order, the stored
+/// snapshot's info, which must come last, and the CRC-32 sent with it.
+async fn take_and_send(cluster: &Cluster) -> (Vec<u8>, pb::SnapshotInfo, Option<u32>) {
     use pb::take_and_send_snapshot_response::Part;
     let mut stream = cluster
         .snapshots(0)
@@ -169,17 +169,23 @@ async fn take_and_send(cluster: &Cluster) -> (Vec<u8>, pb::SnapshotInfo) {
         .into_inner();
     let mut bytes = Vec::new();
     let mut stored = None;
+    let mut crc = None;
     while let Some(message) = stream.next().await {
-        match message.expect("a message").part {
+        let message = message.expect("a message");
+        match message.part {
             Some(Part::Chunk(chunk)) => {
                 assert!(stored.is_none(), "no chunk after the stored snapshot's info");
+                assert_eq!(message.chunks_crc32, None, "the CRC comes with the info only");
                 bytes.extend_from_slice(&chunk);
             }
-            Some(Part::Stored(info)) => stored = Some(info),
+            Some(Part::Stored(info)) => {
+                stored = Some(info);
+                crc = message.chunks_crc32;
+            }
             None => panic!("a message with no part"),
         }
     }
-    (bytes, stored.expect("the stored snapshot's info comes last"))
+    (bytes, stored.expect("the stored snapshot's info comes last"), crc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +198,7 @@ async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_st
         client.put(format!("big/{i}"), value.clone(), None).await.expect("put");
     }
 
-    let (sent, stored) = take_and_send(&cluster).await;
+    let (sent, stored, crc) = take_and_send(&cluster).await;
     let path = Path::new(&stored.path);
     assert_eq!(
         sent,
@@ -200,6 +206,11 @@ async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_st
         "the caller got the stored bytes"
     );
     assert_eq!(sent.len() as u64, stored.size);
+    assert_eq!(
+        crc,
+        Some(crc32fast::hash(&sent)),
+        "the CRC-32 of exactly the chunks sent"
+    );
     assert_eq!(verify_file(path).expect("verified").sha256, stored.sha256);
     assert!(stored.total_keys >= 8, "{stored:?}");
     assert_eq!(list(&cluster).await, std::slice::from_ref(&stored));

@@ -1,8 +1,10 @@
 //! Downloading a snapshot from an agent to a local file without ever
 //! leaving a half-written or unverified file under the final name: the bytes
-//! go to `FILE.part`, the sha256 trailer is checked as they stream, the file
-//! is fsynced, and only then does it get its name (a hard link, which unlike
-//! rename refuses to replace a file that appeared meanwhile). A snapshot
+//! go to `FILE.part`, the sha256 trailer is checked as they stream (or, for
+//! a snapshot the agent sends as it takes it, the CRC-32 of what it sent:
+//! see [`super::copy_check`]), the file is fsynced, and only then does it
+//! get its name (a hard link, which unlike rename refuses to replace a file
+//! that appeared meanwhile). A snapshot
 //! can also go to an open stream (standard output piped to another
 //! program), written as it arrives and checked the same way at the end.
 
@@ -15,7 +17,10 @@ use crate::engine::connect::agent::{AgentAddress, AgentClients};
 use crate::engine::error::Error;
 use crate::engine::transfer::progress::Meter;
 
+use steward_proto::trailer::Summing;
 pub use steward_proto::trailer::{Hashed, HashingWriter, TRAILER_LEN, TrailerHasher, WriterError};
+
+use super::copy_check::{CopyCheck, CopyVerdict, verify_copy};
 
 pub use crate::engine::error::VerifyProblem;
 
@@ -256,7 +261,13 @@ pub async fn take_and_download(
     let address = clients.address.clone();
     let plaintext = clients.plaintext;
     let failed = |s: &tonic::Status| Error::from_status(&address, plaintext, RPC, s);
-    let mut receiving = Receiving::create(out).await.map_err(TakeAndDownloadError::NotTaken)?;
+    let check = match out {
+        CopyTo::File(_) => CopyCheck::crc_only(),
+        CopyTo::Stream { .. } => CopyCheck::with_trailer(),
+    };
+    let mut receiving = Receiving::create_with(out, check)
+        .await
+        .map_err(TakeAndDownloadError::NotTaken)?;
     let stream = clients
         .snapshots
         .take_and_send_snapshot(pb::TakeSnapshotRequest { fencing_token })
@@ -294,7 +305,7 @@ pub async fn take_and_download(
                 local = receiving.write(chunk).await;
             }
             Some(Part::Chunk(_)) => {}
-            Some(Part::Stored(info)) => break Ok(info),
+            Some(Part::Stored(info)) => break Ok((info, message.chunks_crc32)),
             None => {
                 break Err(Error::MalformedReply {
                     address: address.clone(),
@@ -304,15 +315,15 @@ pub async fn take_and_download(
             }
         }
     };
-    let snapshot = match stored {
-        Ok(snapshot) => snapshot,
+    let (snapshot, sent_crc32) = match stored {
+        Ok(stored) => stored,
         Err(error) => {
             receiving.abandon().await;
             return Err(TakeAndDownloadError::NotTaken(error));
         }
     };
     let copied = match local {
-        Ok(()) => receiving.finish(&address, &snapshot).await,
+        Ok(()) => receiving.finish_copy(&address, &snapshot, sent_crc32).await,
         Err(error) => {
             receiving.abandon().await;
             Err(error)
@@ -330,9 +341,9 @@ pub async fn take_and_download(
 /// A download in progress: `FILE.part` (or a stream), written and hashed by
 /// a thread of its own as the chunks arrive, so that receiving goes on
 /// meanwhile.
-struct Receiving {
+struct Receiving<S: Summing = TrailerHasher> {
     target: Target,
-    writer: HashingWriter,
+    writer: HashingWriter<S>,
 }
 
 /// What a [`Receiving`] writes to.
@@ -353,13 +364,79 @@ impl Target {
 
 impl Receiving {
     async fn create(to: &CopyTo) -> Result<Self, Error> {
+        Self::create_with(to, TrailerHasher::default()).await
+    }
+
+    /// Checks what arrived against the agent's record of `info`, makes it
+    /// durable and gives it its name. On error the part file is removed,
+    /// unless it holds a verified download that could not be named.
+    async fn finish(self, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
+        self.finish_with(|hashed, _| async move {
+            verify(hashed, &info.sha256, info.size)
+                .map(|_| ())
+                .map_err(|problem| invalid(address, info, problem))
+        })
+        .await
+    }
+}
+
+impl Receiving<CopyCheck> {
+    /// [`Receiving::finish`] for a copy the agent sent as it took the
+    /// snapshot, with the CRC-32 it sent (see [`super::copy_check`]).
+    async fn finish_copy(
+        self,
+        address: &AgentAddress,
+        info: &pb::SnapshotInfo,
+        sent_crc32: Option<u32>,
+    ) -> Result<(), Error> {
+        self.finish_with(|copied, part| async move {
+            match verify_copy(copied, &info.sha256, info.size, sent_crc32) {
+                Ok(CopyVerdict::Good) => Ok(()),
+                Ok(CopyVerdict::ReadBack) => {
+                    let Some(part) = part else {
+                        return Err(Error::MalformedReply {
+                            address: address.clone(),
+                            rpc: "TakeAndSendSnapshot",
+                            problem: "no CRC-32 of the chunks sent, and a stream cannot be read again",
+                        });
+                    };
+                    let reading = part.clone();
+                    let hashed = tokio::task::spawn_blocking(move || {
+                        steward_proto::trailer::hash_reader(&mut std::fs::File::open(reading)?)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(io_error(&part, "read"))?;
+                    verify(hashed, &info.sha256, info.size)
+                        .map(|_| ())
+                        .map_err(|problem| invalid(address, info, problem))
+                }
+                Err(problem) => Err(invalid(address, info, problem)),
+            }
+        })
+        .await
+    }
+}
+
+/// A copy that is not the snapshot the agent recorded.
+fn invalid(address: &AgentAddress, info: &pb::SnapshotInfo, problem: VerifyProblem) -> Error {
+    Error::SnapshotInvalid {
+        address: address.clone(),
+        id: info.id.clone(),
+        problem,
+    }
+}
+
+impl<S: Summing> Receiving<S> {
+    async fn create_with(to: &CopyTo, summing: S) -> Result<Self, Error> {
         match to {
-            CopyTo::File(out) => Self::create_file(out).await,
+            CopyTo::File(out) => Self::create_file(out, summing).await,
             CopyTo::Stream { stream, name } => {
                 let name = PathBuf::from(name);
                 let io = |action| io_error(&name, action);
                 let stream = stream.try_clone().map_err(io("duplicate the descriptor of"))?;
-                let writer = HashingWriter::start_stream(stream).map_err(io("start the writing thread for"))?;
+                let writer =
+                    HashingWriter::start_stream_with(stream, summing).map_err(io("start the writing thread for"))?;
                 Ok(Self {
                     target: Target::Stream { name },
                     writer,
@@ -370,7 +447,7 @@ impl Receiving {
 
     /// Creates `FILE.part` (private: a snapshot holds every secret stored
     /// in etcd), refusing one that exists.
-    async fn create_file(out: &Path) -> Result<Self, Error> {
+    async fn create_file(out: &Path, summing: S) -> Result<Self, Error> {
         let part = part_path(out);
         let file = match tokio::fs::OpenOptions::new()
             .write(true)
@@ -394,7 +471,7 @@ impl Receiving {
                 });
             }
         };
-        match HashingWriter::start_uncached(file) {
+        match HashingWriter::start_uncached_with(file, summing) {
             Ok(writer) => Ok(Self {
                 target: Target::File {
                     out: out.to_owned(),
@@ -422,32 +499,27 @@ impl Receiving {
             .map_err(|e| writer_error(self.target.written(), e))
     }
 
-    /// Checks what arrived against the agent's record of `info`, makes it
+    /// Waits for the writing thread, has `check` judge what it summed (given
+    /// the part file, which a file's check may read again), makes the file
     /// durable and gives it its name. On error the part file is removed,
     /// unless it holds a verified download that could not be named.
-    async fn finish(self, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
+    async fn finish_with<C, F>(self, check: C) -> Result<(), Error>
+    where
+        C: FnOnce(S::Summary, Option<PathBuf>) -> F,
+        F: Future<Output = Result<(), Error>>,
+    {
         let Self { target, writer } = self;
         let (out, part) = match target {
             Target::File { out, part } => (out, part),
             Target::Stream { name } => {
                 // Written already; only the verdict is left.
                 let written = writer.finish().await.map_err(|e| writer_error(&name, e))?;
-                return verify(written.hashed, &info.sha256, info.size)
-                    .map(|_| ())
-                    .map_err(|problem| Error::SnapshotInvalid {
-                        address: address.clone(),
-                        id: info.id.clone(),
-                        problem,
-                    });
+                return check(written.hashed, None).await;
             }
         };
         let checked = async {
             let written = writer.finish().await.map_err(|e| writer_error(&part, e))?;
-            verify(written.hashed, &info.sha256, info.size).map_err(|problem| Error::SnapshotInvalid {
-                address: address.clone(),
-                id: info.id.clone(),
-                problem,
-            })?;
+            check(written.hashed, Some(part.clone())).await?;
             if let Some(file) = written.file {
                 tokio::task::spawn_blocking(move || file.sync_all())
                     .await
@@ -610,6 +682,54 @@ mod tests {
             part_path(Path::new("/backups/snap.db")),
             PathBuf::from("/backups/snap.db.part")
         );
+    }
+
+    /// Writes `bytes` as a copy sent by an agent whose record is `info`,
+    /// then finishes it with the CRC the agent sent.
+    async fn copy_to_file(out: &Path, bytes: &[u8], info: &pb::SnapshotInfo, sent: Option<u32>) -> Result<(), Error> {
+        let address: AgentAddress = "127.0.0.1:7400".parse().unwrap();
+        let mut receiving = Receiving::create_with(&CopyTo::File(out.to_owned()), CopyCheck::crc_only())
+            .await
+            .unwrap();
+        for piece in bytes.chunks(1000) {
+            receiving.write(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        receiving.finish_copy(&address, info, sent).await
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_named_once_it_matches_the_agents_crc_or_its_trailer_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let bytes = snapshot(&content);
+        let info = pb::SnapshotInfo {
+            id: "m0-1".into(),
+            sha256: hex::encode(Sha256::digest(&content)),
+            size: bytes.len() as u64,
+            ..Default::default()
+        };
+        let crc = crc32fast::hash(&bytes);
+        let mut flipped = bytes.clone();
+        flipped[5000] ^= 4;
+
+        let out = dir.path().join("good.db");
+        copy_to_file(&out, &bytes, &info, Some(crc)).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), bytes);
+
+        let out = dir.path().join("flipped.db");
+        let error = copy_to_file(&out, &flipped, &info, Some(crc)).await.unwrap_err();
+        assert!(error.to_string().contains("CRC-32"), "{error}");
+        assert!(!out.exists() && !part_path(&out).exists(), "nothing is left");
+
+        // An agent that sends no CRC: the file is read back and its trailer
+        // checked against the record.
+        let out = dir.path().join("read-back.db");
+        copy_to_file(&out, &bytes, &info, None).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), bytes);
+        let out = dir.path().join("read-back-flipped.db");
+        let error = copy_to_file(&out, &flipped, &info, None).await.unwrap_err();
+        assert!(error.to_string().contains("trailer"), "{error}");
+        assert!(!out.exists() && !part_path(&out).exists(), "nothing is left");
     }
 
     #[tokio::test]
