@@ -8,6 +8,9 @@
 //!   leader's host);
 //! - `steward backup --out FILE` (also copied here and verified).
 //!
+//! A round's files are removed, and the removals synced, untimed, before
+//! the next round.
+//!
 //! It prints each round, then the medians with their spread and each
 //! method's throughput against etcdctl's. Then the database grows to
 //! `STEWARD_MEMORY_DB_MIB` (2048 by default) for one `steward backup` and
@@ -151,6 +154,10 @@ fn main() {
         peak_kib = peak_kib.max(watch.peak_kib());
         let _ = std::fs::remove_file(&ours);
         let _ = std::fs::remove_file(&copy);
+        // The removals go to disk now, untimed: freeing 2 GiB on a disk
+        // mounted with online discard holds up the next fsync for about
+        // a second, and that would be the next round's etcdctl.
+        nix::unistd::sync();
         println!(
             "{:<7} {:>12} {:>16} {:>21} {:>10}",
             round + 1,
