@@ -4,9 +4,9 @@
 //! a snapshot the agent sends as it takes it, the CRC-32 of what it sent:
 //! see [`super::copy_check`]), the file is fsynced, and only then does it
 //! get its name (a hard link, which unlike rename refuses to replace a file
-//! that appeared meanwhile). A snapshot
-//! can also go to an open stream (standard output piped to another
-//! program), written as it arrives and checked the same way at the end.
+//! that appeared meanwhile). A snapshot can also go to an open stream
+//! (standard output piped to another program), written as it arrives and
+//! checked the same way at the end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
