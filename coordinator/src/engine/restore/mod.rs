@@ -1381,10 +1381,8 @@ pub async fn verify_local(path: &Path) -> Result<(String, u64), SnapshotFileErro
             ),
         });
     }
-    let mut file = file.into_std().await;
-    let hashed = tokio::task::spawn_blocking(move || steward_proto::trailer::hash_reader(&mut file))
+    let hashed = crate::engine::transfer::download::hash_file(file.into_std().await)
         .await
-        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
         .map_err(unreadable)?;
     crate::engine::transfer::download::verify_trailer(hashed).map_err(|problem| SnapshotFileError::NotIntact {
         path: path.to_owned(),

@@ -371,12 +371,8 @@ impl Receiving {
     /// durable and gives it its name. On error the part file is removed,
     /// unless it holds a verified download that could not be named.
     async fn finish(self, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
-        self.finish_with(|hashed, _| async move {
-            verify(hashed, &info.sha256, info.size)
-                .map(|_| ())
-                .map_err(|problem| invalid(address, info, problem))
-        })
-        .await
+        self.finish_with(|hashed, _| async move { matches_record(hashed, address, info) })
+            .await
     }
 }
 
@@ -390,41 +386,50 @@ impl Receiving<CopyCheck> {
         sent_crc32: Option<u32>,
     ) -> Result<(), Error> {
         self.finish_with(|copied, part| async move {
-            match verify_copy(copied, &info.sha256, info.size, sent_crc32) {
-                Ok(CopyVerdict::Good) => Ok(()),
-                Ok(CopyVerdict::ReadBack) => {
-                    let Some(part) = part else {
-                        return Err(Error::MalformedReply {
-                            address: address.clone(),
-                            rpc: "TakeAndSendSnapshot",
-                            problem: "no CRC-32 of the chunks sent, and a stream cannot be read again",
-                        });
-                    };
-                    let reading = part.clone();
-                    let hashed = tokio::task::spawn_blocking(move || {
-                        steward_proto::trailer::hash_reader(&mut std::fs::File::open(reading)?)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-                    .map_err(io_error(&part, "read"))?;
-                    verify(hashed, &info.sha256, info.size)
-                        .map(|_| ())
-                        .map_err(|problem| invalid(address, info, problem))
-                }
-                Err(problem) => Err(invalid(address, info, problem)),
+            let verdict =
+                verify_copy(copied, &info.sha256, info.size, sent_crc32).map_err(|problem| Error::SnapshotInvalid {
+                    address: address.clone(),
+                    id: info.id.clone(),
+                    problem,
+                })?;
+            if verdict == CopyVerdict::Good {
+                return Ok(());
             }
+            let Some(part) = part else {
+                return Err(Error::MalformedReply {
+                    address: address.clone(),
+                    rpc: "TakeAndSendSnapshot",
+                    problem: "no CRC-32 of the chunks sent, and a stream cannot be read again",
+                });
+            };
+            let file = std::fs::File::open(&part).map_err(io_error(&part, "open"))?;
+            let hashed = hash_file(file).await.map_err(io_error(&part, "read"))?;
+            matches_record(hashed, address, info)
         })
         .await
     }
 }
 
-/// A copy that is not the snapshot the agent recorded.
-fn invalid(address: &AgentAddress, info: &pb::SnapshotInfo, problem: VerifyProblem) -> Error {
-    Error::SnapshotInvalid {
-        address: address.clone(),
-        id: info.id.clone(),
-        problem,
-    }
+/// Checks `hashed` against the agent's record of `info` (see [`verify`]).
+fn matches_record(hashed: Hashed, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
+    verify(hashed, &info.sha256, info.size)
+        .map(|_| ())
+        .map_err(|problem| Error::SnapshotInvalid {
+            address: address.clone(),
+            id: info.id.clone(),
+            problem,
+        })
+}
+
+/// Reads `file` from where it stands to its end, hashed as a snapshot
+/// ([`Hashed`]), off the runtime's threads.
+///
+/// # Errors
+/// A read error.
+pub async fn hash_file(mut file: std::fs::File) -> std::io::Result<Hashed> {
+    tokio::task::spawn_blocking(move || steward_proto::trailer::hash_reader(&mut file))
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
 }
 
 impl<S: Summing> Receiving<S> {
