@@ -20,6 +20,9 @@ use crate::member::LocalMember;
 const TRAILER: u64 = steward_proto::trailer::TRAILER_LEN as u64;
 /// bbolt files are whole sectors of this size.
 const SECTOR: u64 = 512;
+/// The reads of [`read_in_order`]: few enough system calls per GiB, and
+/// small next to the agent's memory.
+const READ_IN_ORDER_BUFFER: usize = 1 << 20;
 
 /// Why a snapshot file is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -1062,10 +1065,34 @@ pub fn db_cluster_version(path: &Path) -> Result<String, VerifyError> {
 
 /// The integrity check of `snapshot status` by `tool` (etcdutl, or etcdctl
 /// before 3.5): it walks every bucket of the database.
+///
+/// The file is read once from start to end first. The tool maps the
+/// database and walks its trees, and bbolt asks the kernel for random
+/// access, so each page it touches is a fault and a read of its own: on a
+/// file that is not in the page cache, a 4 KiB read for every page
+/// (measured on a 1.2 GB snapshot: 10 s, and 20 s for three at once on one
+/// disk). Read in order first, the same checks took 1.5 s and 3.3 s. A
+/// file still in the page cache, as one written just now usually is, costs
+/// a copy in memory (about 0.1 s per GiB).
 pub async fn check_database(tool: &Path, name: &'static str, file: &Path) -> Result<ToolStatus, VerifyError> {
+    let path = file.to_owned();
+    tokio::task::spawn_blocking(move || read_in_order(&path))
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+        .map_err(VerifyError::Io)?;
     tool_status(tool, name, file)
         .await
         .map_err(|e| VerifyError::NotADatabase(crate::error::error_chain(&e)))
+}
+
+/// Reads `path` from start to end, in large reads, and drops what it
+/// read: its pages end up in the page cache. Returns the bytes read.
+fn read_in_order(path: &Path) -> std::io::Result<u64> {
+    let file = std::fs::File::open(path)?;
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(READ_IN_ORDER_BUFFER, file),
+        &mut std::io::sink(),
+    )
 }
 
 async fn tool_status(tool: &Path, name: &'static str, file: &Path) -> Result<ToolStatus, AgentError> {
@@ -1126,6 +1153,18 @@ mod tests {
         let mut bytes = db.to_vec();
         bytes.extend_from_slice(&Sha256::digest(db));
         bytes
+    }
+
+    #[test]
+    fn a_file_is_read_in_order_to_its_end_before_the_tool_walks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        // More than two of its reads, and not a whole number of them.
+        let size = 2 * READ_IN_ORDER_BUFFER + 4096 + 32;
+        std::fs::write(&path, vec![7_u8; size]).unwrap();
+        assert_eq!(read_in_order(&path).unwrap(), size as u64);
+        let missing = read_in_order(&dir.path().join("gone.db")).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
