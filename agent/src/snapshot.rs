@@ -1267,6 +1267,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let snapshots = SnapshotDir::open(dir.path().join("snapshots"), 2).unwrap();
         let (tool, runs) = counting_tool(dir.path());
+        // The file is read in order before the tool runs: it must exist.
+        std::fs::write(dir.path().join("a.db"), b"x").unwrap();
         let mut meta: SnapshotMeta = serde_json::from_value(serde_json::json!({
             "id": "a", "path": dir.path().join("a.db"), "size": 1, "sha256": "aa", "revision": 1,
             "total_keys": 1, "etcd_version": "3.5.0", "cluster_version": "3.5.0", "created_at_ms": 1,
