@@ -386,12 +386,8 @@ impl Receiving<CopyCheck> {
         sent_crc32: Option<u32>,
     ) -> Result<(), Error> {
         self.finish_with(|copied, part| async move {
-            let verdict =
-                verify_copy(copied, &info.sha256, info.size, sent_crc32).map_err(|problem| Error::SnapshotInvalid {
-                    address: address.clone(),
-                    id: info.id.clone(),
-                    problem,
-                })?;
+            let verdict = verify_copy(copied, &info.sha256, info.size, sent_crc32)
+                .map_err(|problem| invalid(address, info, problem))?;
             if verdict == CopyVerdict::Good {
                 return Ok(());
             }
@@ -414,11 +410,16 @@ impl Receiving<CopyCheck> {
 fn matches_record(hashed: Hashed, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
     verify(hashed, &info.sha256, info.size)
         .map(|_| ())
-        .map_err(|problem| Error::SnapshotInvalid {
-            address: address.clone(),
-            id: info.id.clone(),
-            problem,
-        })
+        .map_err(|problem| invalid(address, info, problem))
+}
+
+/// A copy that is not the snapshot the agent recorded.
+fn invalid(address: &AgentAddress, info: &pb::SnapshotInfo, problem: VerifyProblem) -> Error {
+    Error::SnapshotInvalid {
+        address: address.clone(),
+        id: info.id.clone(),
+        problem,
+    }
 }
 
 /// Reads `file` from where it stands to its end, hashed as a snapshot
