@@ -162,10 +162,14 @@ impl Agent {
 
     async fn try_recover(&self) -> Result<(), AgentError> {
         let persisted = self.state.get();
-        let live = persisted
+        let recorded = persisted
             .process
             .clone()
             .filter(|record| process::liveness(record) == Liveness::Alive);
+        let live = match recorded {
+            Some(record) => Some(record),
+            None => self.find_unrecorded_start(&persisted)?,
+        };
 
         if let Some(switch) = persisted.switch.clone() {
             return self.recover_switch(&persisted, switch, live).await;
@@ -225,6 +229,52 @@ impl Agent {
                 None,
             ) => Ok(()),
         }
+    }
+
+    /// The etcd an earlier agent started but died before recording, found
+    /// by the start it recorded first. It is recorded now, so that it is
+    /// adopted like any recorded process; a second etcd started beside it
+    /// would only fail on the member's ports while it served unowned.
+    fn find_unrecorded_start(&self, persisted: &PersistedState) -> Result<Option<ProcessRecord>, AgentError> {
+        let Some(pending) = persisted.starting.as_ref() else {
+            return Ok(None);
+        };
+        let found = match process::find_started(pending).as_slice() {
+            [] => None,
+            [record] => Some(record.clone()),
+            many => {
+                let pids: Vec<String> = many.iter().map(|r| r.pid.to_string()).collect();
+                return Err(AgentError::Precondition {
+                    operation: Operation::Start,
+                    reason: format!(
+                        "{} processes (pids {}) run {} with the arguments of the start an earlier agent made; \
+                         only one may run: stop the others",
+                        many.len(),
+                        pids.join(", "),
+                        pending.executable.display()
+                    ),
+                });
+            }
+        };
+        if let Some(record) = &found {
+            tracing::warn!(
+                pid = record.pid,
+                version = %record.version,
+                "found the etcd an earlier agent started but had not recorded"
+            );
+        }
+        // Memory holds the record even when the write fails; the process
+        // is adopted either way.
+        let recorded = self.state.update(|s| {
+            s.starting = None;
+            if found.is_some() {
+                s.process.clone_from(&found);
+            }
+        });
+        if let Err(error) = recorded {
+            tracing::error!(error = %error_chain(&error), "cannot persist the found etcd process");
+        }
+        Ok(found)
     }
 
     /// Finishes a switch the agent died in the middle of, by going back to

@@ -62,6 +62,93 @@ impl ProcessRecord {
     }
 }
 
+/// An etcd about to be started, persisted before the spawn. An agent that
+/// dies between the spawn and recording the process leaves this behind; the
+/// next agent finds the process by it ([`find_started`]) instead of starting
+/// a second etcd that the running one would keep off the member's ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingStart {
+    /// The executable that is started.
+    pub executable: PathBuf,
+    /// That file's identity (see [`ProcessRecord::executable_file`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_file: Option<FileId>,
+    /// The exact arguments (without argv[0]).
+    pub args: Vec<String>,
+    /// The version the executable reported when it was staged.
+    pub version: String,
+    /// Wall-clock time of the request, in milliseconds since the Unix epoch:
+    /// the start time of a process found by it.
+    pub requested_at_ms: i64,
+}
+
+impl PendingStart {
+    /// The start [`spawn`] is about to make for `launch`.
+    #[must_use]
+    pub fn of(launch: &Launch) -> Self {
+        let executable = canonical_or_same(&launch.executable);
+        Self {
+            executable_file: FileId::of(&executable),
+            executable,
+            args: launch.args.clone(),
+            version: launch.version.clone(),
+            requested_at_ms: now_ms(),
+        }
+    }
+
+    /// True when process `pid` runs this start's executable with exactly
+    /// its arguments.
+    fn started_as(&self, pid: u32) -> bool {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let same_file = match self.executable_file {
+            Some(id) => FileId::of(&exe) == Some(id),
+            None => std::fs::read_link(&exe).is_ok_and(|path| path == self.executable),
+        };
+        if !same_file {
+            return false;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        // NUL-terminated arguments, argv[0] first.
+        let mut args = cmdline
+            .strip_suffix(&[0])
+            .unwrap_or(&cmdline)
+            .split(|b| *b == 0)
+            .skip(1);
+        self.args.iter().all(|want| args.next() == Some(want.as_bytes())) && args.next().is_none()
+    }
+}
+
+/// The running processes that `pending` started: its executable file with
+/// exactly its arguments (the arguments name the member's data dir, so
+/// another member's etcd on the same host does not match).
+#[must_use]
+pub fn find_started(pending: &PendingStart) -> Vec<ProcessRecord> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<ProcessRecord> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| pending.started_as(*pid))
+        .filter_map(|pid| {
+            let stat = read_stat(pid).filter(|stat| stat.state != 'Z' && stat.state != 'X')?;
+            Some(ProcessRecord {
+                pid,
+                start_ticks: stat.start_ticks,
+                executable: pending.executable.clone(),
+                executable_file: pending.executable_file,
+                args: pending.args.clone(),
+                version: pending.version.clone(),
+                started_at_ms: pending.requested_at_ms,
+            })
+        })
+        .collect();
+    found.sort_by_key(|record| record.pid);
+    found
+}
+
 /// A file's identity on this host: its device and inode numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {
@@ -183,9 +270,7 @@ pub fn spawn(launch: &Launch) -> std::io::Result<(tokio::process::Child, Process
     let start_ticks = read_stat(pid)
         .map(|s| s.start_ticks)
         .ok_or_else(|| std::io::Error::other(format!("cannot read /proc/{pid}/stat of the new process")))?;
-    let started_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let started_at_ms = now_ms();
     let record = ProcessRecord {
         pid,
         start_ticks,
@@ -214,6 +299,12 @@ fn command(launch: &Launch) -> std::io::Result<tokio::process::Command> {
         command.env_remove(var);
     }
     Ok(command)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn canonical_or_same(path: &Path) -> PathBuf {
@@ -269,6 +360,67 @@ mod tests {
         ] {
             assert!(removed.iter().any(|r| r == var), "{var} is not removed: {removed:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_started_process_is_found_by_its_pending_start_and_only_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // An argument no other process on the machine has.
+        let unique = format!("3{}.5", std::process::id());
+        let launch = Launch {
+            executable: "/bin/sleep".into(),
+            args: vec![unique.clone()],
+            version: "test".into(),
+            log_file: dir.path().join("out.log"),
+        };
+        let pending = PendingStart::of(&launch);
+        assert!(find_started(&pending).is_empty(), "nothing started yet");
+        let (mut child, record) = spawn(&launch).unwrap();
+
+        // The spawn returns once the new program is mapped; its arguments
+        // show in /proc a moment later.
+        let mut found = find_started(&pending);
+        for _ in 0..100 {
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            found = find_started(&pending);
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        let found = &found[0];
+        assert_eq!(found.pid, record.pid);
+        assert_eq!(found.start_ticks, record.start_ticks);
+        assert_eq!(found.executable_file, record.executable_file);
+        assert_eq!(found.args, record.args);
+        assert_eq!(found.version, "test");
+        assert_eq!(
+            liveness(found),
+            Liveness::Alive,
+            "a found process passes the adoption check"
+        );
+
+        // Other arguments (another member's data dir), a prefix of them, or
+        // another executable: not this start.
+        let other_args = PendingStart {
+            args: vec![format!("{unique}0")],
+            ..pending.clone()
+        };
+        assert!(find_started(&other_args).is_empty());
+        let more_args = PendingStart {
+            args: vec![unique.clone(), "x".into()],
+            ..pending.clone()
+        };
+        assert!(find_started(&more_args).is_empty());
+        let other_file = PendingStart {
+            executable_file: FileId::of(Path::new("/bin/sh")),
+            ..pending.clone()
+        };
+        assert!(find_started(&other_file).is_empty());
+
+        signal_adopted_group(&record, Signal::SIGKILL).unwrap();
+        child.wait().await.unwrap();
+        assert!(find_started(&pending).is_empty(), "an exited process is not found");
     }
 
     #[tokio::test]

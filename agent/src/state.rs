@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
 use crate::fsutil;
-use crate::process::ProcessRecord;
+use crate::process::{PendingStart, ProcessRecord};
 
 /// The agent's lifecycle state (mirrors `steward.agent.v1.AgentState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +187,10 @@ pub struct PersistedState {
     /// The etcd process the agent owns.
     #[serde(default)]
     pub process: Option<ProcessRecord>,
+    /// The start of etcd under way: written before the spawn, replaced by
+    /// `process` once the process is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting: Option<PendingStart>,
     /// Automatic restarts since the last requested start.
     #[serde(default)]
     pub restart_count: u32,
@@ -294,6 +298,7 @@ impl Default for PersistedState {
             previous_from: None,
             switch: None,
             process: None,
+            starting: None,
             restart_count: 0,
             fencing_token: 0,
             restore: None,

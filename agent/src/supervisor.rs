@@ -311,9 +311,24 @@ impl Task {
     }
 
     fn spawn(&mut self, launch: &Launch, why: Spawn) -> Result<ProcessRecord, AgentError> {
-        let (child, record) = process::spawn(launch).map_err(|source| AgentError::Spawn {
-            version: launch.version.clone(),
-            source,
+        // Recorded first: an agent that dies after the spawn but before the
+        // process is recorded leaves enough behind for the next one to find
+        // the process. A write that fails (a full disk) does not stop the
+        // start: refusing would leave the member down over the agent's own
+        // bookkeeping; memory holds the start, and the next write that
+        // succeeds persists it, as for every other state change.
+        let pending = process::PendingStart::of(launch);
+        if let Err(error) = self.state.update(|s| s.starting = Some(pending)) {
+            tracing::error!(error = %crate::error::error_chain(&error), "cannot persist the pending start");
+        }
+        let (child, record) = process::spawn(launch).map_err(|source| {
+            if let Err(error) = self.state.update(|s| s.starting = None) {
+                tracing::error!(error = %crate::error::error_chain(&error), "cannot clear the pending start");
+            }
+            AgentError::Spawn {
+                version: launch.version.clone(),
+                source,
+            }
         })?;
         tracing::info!(pid = record.pid, version = %record.version, "started etcd");
         self.persist(Some(record.clone()));
@@ -441,7 +456,11 @@ impl Task {
     }
 
     fn persist(&self, record: Option<ProcessRecord>) {
-        if let Err(error) = self.state.update(|s| s.process = record) {
+        let result = self.state.update(|s| {
+            s.process = record;
+            s.starting = None;
+        });
+        if let Err(error) = result {
             tracing::error!(error = %crate::error::error_chain(&error), "cannot persist etcd process record");
         }
     }

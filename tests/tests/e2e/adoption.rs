@@ -53,8 +53,72 @@ async fn a_restarted_agent_adopts_the_running_etcd() {
     assert!(after.member.unwrap_or_default().reachable);
 
     // The new agent owns the adopted etcd: it can stop it and start another.
+    let restarted = restart_adopted(&cluster, 1, pid).await;
+    let status = cluster.status(1).await.process.unwrap_or_default();
+    assert_eq!(status.pid, restarted);
+    assert!(!status.adopted);
+    cluster.cleanup();
+}
+
+/// An agent killed after it started etcd but before it recorded the process
+/// leaves `state.json` naming the start it was making (`starting`) and no
+/// process. The etcd it started keeps running and holds the member's ports,
+/// so a new agent that started another etcd would only crash-loop it: it
+/// finds the running one by its executable and arguments and adopts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_started_but_not_yet_recorded_is_found_and_adopted() {
+    let mut cluster = ClusterBuilder::new(1, newest(3, 4)).start().await;
+    let pid = cluster.status(0).await.process.unwrap_or_default().pid;
+    cluster.kill_agent(0);
+
+    // The state an agent leaves when it dies between the spawn and the
+    // record: the start it was making, no process.
+    let path = cluster.members[0].state_dir.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("state.json")).expect("parse state.json");
+    let process = state["process"].take();
+    assert_eq!(process["pid"].as_u64(), Some(u64::from(pid)), "{state}");
+    state["starting"] = serde_json::json!({
+        "executable": process["executable"],
+        "executable_file": process["executable_file"],
+        "args": process["args"],
+        "version": process["version"],
+        "requested_at_ms": process["started_at_ms"],
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).expect("json")).expect("write state.json");
+
+    cluster.start_agent(0);
+    let status = cluster.status(0).await;
+    let found = status.process.clone().unwrap_or_default();
+    assert_eq!(
+        found.pid, pid,
+        "the running etcd is adopted, no second one started: {status:?}"
+    );
+    assert!(found.adopted && found.running, "{status:?}");
+    let agent = status.agent.clone().unwrap_or_default();
+    assert_eq!(agent.state(), pb::AgentState::Running, "{}", agent.state_reason);
+    assert!(status.member.unwrap_or_default().reachable);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("state.json")).expect("parse state.json");
+    assert_eq!(
+        state["process"]["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "recorded now: {state}"
+    );
+    assert!(state.get("starting").is_none_or(serde_json::Value::is_null), "{state}");
+
+    // Owned: the agent can restart it, and no etcd of an earlier start
+    // is left behind.
+    restart_adopted(&cluster, 0, pid).await;
+    cluster.cleanup();
+}
+
+/// Restarts member `i`'s adopted etcd (`pid`) through its agent, checks the
+/// adopted process is gone and the member serves again; returns the new
+/// pid.
+async fn restart_adopted(cluster: &steward_tests::Cluster, i: usize, pid: u32) -> u32 {
     let restarted = cluster
-        .agent(1)
+        .agent(i)
         .await
         .restart(pb::RestartRequest::default())
         .await
@@ -66,10 +130,7 @@ async fn a_restarted_agent_adopts_the_running_etcd() {
         "the adopted process is gone"
     );
     cluster.wait_ready(std::time::Duration::from_secs(30)).await;
-    let status = cluster.status(1).await.process.unwrap_or_default();
-    assert_eq!(status.pid, restarted.pid);
-    assert!(!status.adopted);
-    cluster.cleanup();
+    restarted.pid
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
