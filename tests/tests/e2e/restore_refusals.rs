@@ -125,6 +125,14 @@ async fn bad_snapshots_are_refused_before_any_member_stops() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let stderr = refused(&cluster, &args, 3, "snapshot-verified").await;
         assert!(stderr.contains(what), "{file}: {stderr}");
+        // A file that is no intact snapshot is refused for its own reason,
+        // though its content is hashed while the agents receive (and
+        // refuse) their copies; a database check is the agents' refusal.
+        assert_eq!(
+            stderr.contains("agent refused the snapshot"),
+            file == &no_database,
+            "{file}: {stderr}"
+        );
     }
 
     // A snapshot written by a 3.5 cluster (etcd 3.5.30's own `etcdctl

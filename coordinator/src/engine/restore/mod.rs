@@ -11,6 +11,7 @@
 //! restore and finishes it with the same id, snapshot, token and versions.
 
 pub mod plan;
+mod source_file;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ use crate::engine::report::{RESTORE_SCHEMA, ReportHeader, RunContext};
 use crate::engine::restore::plan::{MemberFacts, Phase, RecordedRestore, Step, ids};
 use crate::engine::roll::rules::{Check, Verdict};
 use crate::engine::roll::{Failure, Gate, Outcome};
+
+use source_file::{LocalCheck, read_claim};
+pub use source_file::{SnapshotFileError, verify_local};
 
 /// How often the wait for the restored cluster looks again.
 const POLL: Duration = Duration::from_millis(500);
@@ -259,6 +263,8 @@ struct Restore<'a> {
     lock: Option<ClusterLock>,
     /// A temp dir for a snapshot passed from one agent to others.
     relay: Option<tempfile::TempDir>,
+    /// The operator's snapshot file, being hashed against its trailer.
+    local_check: Option<LocalCheck>,
     /// A member was stopped: the old cluster is being replaced.
     stopped_any: bool,
     began: Instant,
@@ -299,6 +305,7 @@ pub async fn run(
         },
         lock: None,
         relay: None,
+        local_check: None,
         stopped_any: false,
         began: Instant::now(),
     };
@@ -368,6 +375,8 @@ impl Restore<'_> {
         } else {
             members
         };
+        // Judged during the sends, when there are any; never left behind.
+        self.local_file_verified().await?;
         let question = self.question(&decided, &members);
         if self.options.dry_run {
             self.report.dry_run = true;
@@ -719,24 +728,45 @@ impl Restore<'_> {
                 }
             }
             SnapshotSource::File(path) => {
-                let (sha256, size) = verify_local(&path)
+                // Only the trailer is read now. The content is hashed
+                // while the agents receive their copies (each checks its
+                // own against the same trailer), and the verdict comes
+                // before anything relies on the snapshot: see
+                // `local_file_verified`.
+                let claim = read_claim(&path)
                     .await
                     .map_err(|e| self.refuse(ids::SNAPSHOT_VERIFIED, e.to_string()))?;
                 let snapshot = RestoredSnapshot {
-                    id: format!("file-{}", &sha256[..16]),
-                    sha256: sha256.clone(),
-                    size,
+                    id: format!("file-{}", &claim.sha256[..16]),
+                    sha256: claim.sha256.clone(),
+                    size: claim.size,
                     taken_from: path.display().to_string(),
                     ..RestoredSnapshot::default()
                 };
-                self.check(Check {
-                    rule: ids::SNAPSHOT_VERIFIED,
-                    verdict: Verdict::Pass,
-                    message: format!("{}: {size} bytes, sha256 trailer {sha256} matches", path.display()),
-                    source: "steward",
-                })?;
+                self.local_check = Some(LocalCheck::start(path, claim));
                 Ok(snapshot)
             }
+        }
+    }
+
+    /// The verdict on the operator's snapshot file, once its hash is done;
+    /// nothing when the snapshot is no local file or was judged already.
+    /// It comes before any agent's verdict on its copy of the same bytes,
+    /// so a damaged file is refused for what it is, in the same words
+    /// every time.
+    async fn local_file_verified(&mut self) -> Result<(), Stop> {
+        let Some(check) = self.local_check.take() else {
+            return Ok(());
+        };
+        let path = check.path().display().to_string();
+        match check.finish().await {
+            Ok((sha256, size)) => self.check(Check {
+                rule: ids::SNAPSHOT_VERIFIED,
+                verdict: Verdict::Pass,
+                message: format!("{path}: {size} bytes, sha256 trailer {sha256} matches"),
+                source: "steward",
+            }),
+            Err(error) => Err(self.refuse(ids::SNAPSHOT_VERIFIED, error.to_string())),
         }
     }
 
@@ -764,6 +794,7 @@ impl Restore<'_> {
             learn(&mut snapshot, info);
         }
         if lacking.is_empty() {
+            self.local_file_verified().await?;
             return self.versions_against(members, decided, snapshot);
         }
         let source = self.source_file(&members, &id).await?;
@@ -806,7 +837,9 @@ impl Restore<'_> {
                 (i, answer.map(|answer| (answer, StageMethod::Uploaded)))
             }
         });
-        for (i, answer) in futures::future::join_all(sends).await {
+        let answers = futures::future::join_all(sends).await;
+        self.local_file_verified().await?;
+        for (i, answer) in answers {
             let name = members[i].facts.name.clone();
             match answer {
                 Ok((answer, method)) => {
@@ -1359,58 +1392,6 @@ fn facts_of(
     }
 }
 
-/// Checks a local snapshot file's sha256 trailer: its content sha256 and
-/// size.
-///
-/// # Errors
-/// The file cannot be read, or is not a snapshot (no trailer, a trailer
-/// that does not match).
-pub async fn verify_local(path: &Path) -> Result<(String, u64), SnapshotFileError> {
-    let unreadable = |source| SnapshotFileError::Unreadable {
-        path: path.to_owned(),
-        source,
-    };
-    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
-    let size = file.metadata().await.map_err(unreadable)?.len();
-    // A database is whole 512-byte sectors; the trailer adds 32 bytes.
-    if size < 512 + 32 || size % 512 != 32 {
-        return Err(SnapshotFileError::NotIntact {
-            path: path.to_owned(),
-            problem: format!(
-                "{size} bytes is not a database plus a 32-byte sha256 trailer (truncated, or not a snapshot)"
-            ),
-        });
-    }
-    let hashed = crate::engine::transfer::download::hash_file(file.into_std().await)
-        .await
-        .map_err(unreadable)?;
-    crate::engine::transfer::download::verify_trailer(hashed).map_err(|problem| SnapshotFileError::NotIntact {
-        path: path.to_owned(),
-        problem: problem.to_string(),
-    })
-}
-
-/// Why a local snapshot file cannot be restored from.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotFileError {
-    /// It cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// It is not a whole snapshot with a matching trailer.
-    #[error("{} is not an intact snapshot: {problem}", path.display())]
-    NotIntact {
-        /// The file.
-        path: PathBuf,
-        /// What does not match.
-        problem: String,
-    },
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1425,31 +1406,5 @@ mod tests {
             SnapshotSource::parse("m0-20261121T100000.123Z"),
             SnapshotSource::Id("m0-20261121T100000.123Z".into())
         );
-    }
-
-    #[tokio::test]
-    async fn a_local_file_is_checked_against_its_trailer() {
-        use sha2::{Digest, Sha256};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let content = vec![7_u8; 4096];
-        let mut bytes = content.clone();
-        bytes.extend_from_slice(&Sha256::digest(&content));
-        std::fs::write(&path, &bytes).unwrap();
-        let (sha, size) = verify_local(&path).await.unwrap();
-        assert_eq!(sha, hex::encode(Sha256::digest(&content)));
-        assert_eq!(size, 4096 + 32);
-
-        bytes[10] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(
-            verify_local(&path)
-                .await
-                .unwrap_err()
-                .to_string()
-                .contains("not an intact snapshot")
-        );
-        std::fs::write(&path, &bytes[..100]).unwrap();
-        assert!(verify_local(&path).await.is_err());
     }
 }
