@@ -198,6 +198,9 @@ pub struct SnapshotDir {
     /// Bytes the uploads running now have declared and not yet written:
     /// the space they will take.
     reserved: std::sync::Arc<std::sync::Mutex<u64>>,
+    /// Removes the files retention drops, in the background; the bytes
+    /// it holds are space the file system gives back in a moment.
+    remover: Remover,
     /// Where retention's removals are recorded, once the API serves.
     audit: std::sync::OnceLock<std::sync::Arc<crate::audit::AuditLog>>,
     /// The databases a status tool has read whole and passed, by content
@@ -284,11 +287,13 @@ impl SnapshotDir {
                 let _ = std::fs::remove_file(&path);
             }
         }
+        let remover = Remover::start().map_err(io_err("start the removing thread for", &dir))?;
         Ok(Self {
             dir,
             retain,
             metadata: std::sync::Mutex::new(()),
             reserved: std::sync::Arc::default(),
+            remover,
             audit: std::sync::OnceLock::new(),
             checked: std::sync::Mutex::default(),
             hashed: std::sync::Mutex::default(),
@@ -547,7 +552,8 @@ impl SnapshotDir {
                 action: "statvfs",
                 path: self.dir.clone(),
                 source: std::io::Error::from(e),
-            })?;
+            })?
+            .saturating_add(self.remover.bytes());
         let mut reserved = self.reserved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let needed = size.saturating_add(*reserved).saturating_add(UPLOAD_HEADROOM);
         if needed > free {
@@ -913,6 +919,7 @@ impl SnapshotDir {
         let mut buckets: Vec<&str> = unpinned.iter().map(SnapshotMeta::bucket).collect();
         buckets.sort_unstable();
         buckets.dedup();
+        let mut doomed = Vec::new();
         for bucket in buckets {
             let mine: Vec<&SnapshotMeta> = unpinned.iter().filter(|m| m.bucket() == bucket).collect();
             let kept = mine.iter().filter(|m| keep.contains(&m.id.as_str())).count();
@@ -924,12 +931,24 @@ impl SnapshotDir {
                 // snapshot without its file.
                 let meta = self.dir.join(format!("{}.json", old.id));
                 std::fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
-                let _ = std::fs::remove_file(&old.path);
                 self.forget_hashed(&old.path);
                 self.audit_removal(old, bucket);
+                doomed.push((old.path.clone(), old.size));
             }
         }
-        fsutil::fsync_dir(&self.dir)
+        fsutil::fsync_dir(&self.dir)?;
+        // Undescribed now, so no longer snapshots. Giving a GiB file's
+        // blocks back takes the file system about half a second (more on
+        // one mounted with discard): the call that took a new snapshot
+        // does not wait for it.
+        self.remover.remove(doomed);
+        Ok(())
+    }
+
+    /// Waits until the files retention removes in the background are gone.
+    #[cfg(test)]
+    fn removals_done(&self) {
+        self.remover.wait();
     }
 
     fn audit_removal(&self, old: &SnapshotMeta, bucket: &str) {
@@ -943,6 +962,94 @@ impl SnapshotDir {
         entry.arg("bucket", if bucket.is_empty() { "unowned" } else { bucket }.to_owned());
         entry.arg("retain", self.retain);
         let _ = entry.finish(Ok::<(), tonic::Status>(()));
+    }
+}
+
+/// Removes snapshot files on a thread of its own, and counts the bytes
+/// they hold until they are gone. A removal that fails leaves an
+/// undescribed file, which the next start removes.
+#[derive(Debug)]
+struct Remover {
+    queue: std::sync::mpsc::Sender<(PathBuf, u64)>,
+    freeing: std::sync::Arc<Freeing>,
+}
+
+/// The files queued for removal, and their bytes.
+#[derive(Debug, Default)]
+struct Freeing {
+    queued: std::sync::Mutex<Queued>,
+    gone: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    files: usize,
+    bytes: u64,
+}
+
+impl Freeing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn removed(&self, path: &Path, size: u64) {
+        if let Err(error) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), %error, "cannot remove a snapshot file beyond the retention count");
+        }
+        let mut queued = self.lock();
+        queued.files = queued.files.saturating_sub(1);
+        queued.bytes = queued.bytes.saturating_sub(size);
+        self.gone.notify_all();
+    }
+}
+
+impl Remover {
+    /// Starts the thread; it ends when the remover is dropped.
+    fn start() -> std::io::Result<Self> {
+        let (queue, files) = std::sync::mpsc::channel::<(PathBuf, u64)>();
+        let freeing = std::sync::Arc::new(Freeing::default());
+        let removing = std::sync::Arc::clone(&freeing);
+        std::thread::Builder::new()
+            .name("snapshot-remove".into())
+            .spawn(move || {
+                for (path, size) in files {
+                    removing.removed(&path, size);
+                }
+            })?;
+        Ok(Self { queue, freeing })
+    }
+
+    /// Bytes queued or being removed now.
+    fn bytes(&self) -> u64 {
+        self.freeing.lock().bytes
+    }
+
+    /// Queues `files` (path and size); removed here when the thread is
+    /// gone.
+    fn remove(&self, files: Vec<(PathBuf, u64)>) {
+        for (path, size) in files {
+            {
+                let mut queued = self.freeing.lock();
+                queued.files += 1;
+                queued.bytes += size;
+            }
+            if let Err(unsent) = self.queue.send((path, size)) {
+                let (path, size) = unsent.0;
+                self.freeing.removed(&path, size);
+            }
+        }
+    }
+
+    /// Blocks until nothing is queued or being removed.
+    #[cfg(test)]
+    fn wait(&self) {
+        let queued = self.freeing.lock();
+        drop(
+            self.freeing
+                .gone
+                .wait_while(queued, |queued| queued.files > 0)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 }
 
@@ -1370,7 +1477,57 @@ mod tests {
         snapshots.apply_retention(&["new"]).unwrap();
         let ids: Vec<String> = snapshots.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["a", "new"]);
-        assert!(!dir.path().join("b.db").exists() && !dir.path().join("b.json").exists());
+        assert!(!dir.path().join("b.json").exists());
+        snapshots.removals_done();
+        assert!(!dir.path().join("b.db").exists());
+    }
+
+    #[test]
+    fn files_beyond_retention_are_removed_in_the_background_and_count_as_free_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<(PathBuf, u64)> = (0..3)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.db"));
+                std::fs::write(&path, vec![0_u8; 4096]).unwrap();
+                (path, 4096)
+            })
+            .collect();
+
+        // Queued and not yet taken: their bytes count as soon to be free.
+        let (queue, taken) = std::sync::mpsc::channel();
+        let held = Remover {
+            queue,
+            freeing: std::sync::Arc::default(),
+        };
+        held.remove(files.clone());
+        assert_eq!(held.bytes(), 3 * 4096);
+        assert!(files.iter().all(|(path, _)| path.exists()));
+        for (path, size) in taken.try_iter() {
+            held.freeing.removed(&path, size);
+        }
+        assert_eq!(held.bytes(), 0);
+        assert!(files.iter().all(|(path, _)| !path.exists()));
+
+        // The thread removes them; a file already gone counts as removed.
+        let remover = Remover::start().unwrap();
+        let path = dir.path().join("late.db");
+        std::fs::write(&path, b"x").unwrap();
+        remover.remove(vec![(dir.path().join("missing.db"), 10), (path.clone(), 1)]);
+        remover.wait();
+        assert_eq!(remover.bytes(), 0);
+        assert!(!path.exists());
+
+        // With the thread gone (nothing takes from the queue), a removal
+        // is made on the spot.
+        let (queue, _) = std::sync::mpsc::channel();
+        let stopped = Remover {
+            queue,
+            freeing: std::sync::Arc::default(),
+        };
+        std::fs::write(&path, b"x").unwrap();
+        stopped.remove(vec![(path.clone(), 1)]);
+        assert!(!path.exists());
+        assert_eq!(stopped.bytes(), 0);
     }
 
     #[test]
