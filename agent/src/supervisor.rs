@@ -47,6 +47,16 @@ pub struct ProcessStatus {
     pub gave_up: Option<String>,
 }
 
+/// When a stop is written to the state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    /// At once.
+    Now,
+    /// With the start that follows it, one write fewer while the member
+    /// is down.
+    WithTheStart,
+}
+
 /// Why the supervisor starts etcd.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Spawn {
@@ -259,7 +269,11 @@ impl Task {
                 supervised,
                 reply,
             } => {
-                self.terminate().await;
+                // The start that follows records the stop in the same
+                // write as itself (see `spawn`); until then the old record
+                // names a process that is gone, which every reader of it
+                // checks.
+                self.terminate(Record::WithTheStart).await;
                 self.consecutive_crashes = 0;
                 self.restart_at = None;
                 self.status.send_modify(|s| {
@@ -304,7 +318,7 @@ impl Task {
             Command::Stop { reply } => {
                 self.restart_at = None;
                 self.status.send_modify(|s| s.supervised = false);
-                self.terminate().await;
+                self.terminate(Record::Now).await;
                 let _ = reply.send(());
             }
         }
@@ -318,7 +332,11 @@ impl Task {
         // bookkeeping; memory holds the start, and the next write that
         // succeeds persists it, as for every other state change.
         let pending = process::PendingStart::of(launch);
-        if let Err(error) = self.state.update(|s| s.starting = Some(pending)) {
+        let recorded = self.state.update(|s| {
+            s.process = None;
+            s.starting = Some(pending);
+        });
+        if let Err(error) = recorded {
             tracing::error!(error = %crate::error::error_chain(&error), "cannot persist the pending start");
         }
         let (child, record) = process::spawn(launch).map_err(|source| {
@@ -428,7 +446,7 @@ impl Task {
     }
 
     /// Stops the current process, if any: SIGTERM, grace, SIGKILL.
-    async fn terminate(&mut self) {
+    async fn terminate(&mut self, record: Record) {
         let Some(mut running) = self.current.take() else { return };
         let pid = running.record.pid;
         tracing::info!(pid, "stopping etcd");
@@ -446,7 +464,9 @@ impl Task {
             }
         };
         tracing::info!(pid, %exit, "etcd stopped");
-        self.persist(None);
+        if record == Record::Now {
+            self.persist(None);
+        }
         self.status.send_modify(|s| {
             s.record = None;
             s.adopted = false;
