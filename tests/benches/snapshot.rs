@@ -9,7 +9,9 @@
 //! - `steward backup --out FILE` (also copied here and verified).
 //!
 //! A round's files are removed, and the removals synced, untimed, before
-//! the next round.
+//! the next round. So are the files an agent's retention removes: it
+//! removes them after the call that took a snapshot returns, and they
+//! are gone and synced, untimed, before the next method runs.
 //!
 //! It prints each round, then the medians with their spread and each
 //! method's throughput against etcdctl's. Then the database grows to
@@ -108,6 +110,34 @@ fn steward_backup(agents: &str, member: &str, out: Option<&std::path::Path>) -> 
     timed(command)
 }
 
+/// Waits (untimed) until the agent's retention has removed the files of
+/// the snapshots it no longer lists (every `.db` has its `.json` again),
+/// then syncs: the next method does not pay for the one before.
+fn settle_retention(runtime: &tokio::runtime::Runtime, snapshots: &std::path::Path) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let names: Vec<std::path::PathBuf> = std::fs::read_dir(snapshots)
+            .expect("the agent's snapshot dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let undescribed = names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "db"))
+            .any(|p| !p.with_extension("json").exists());
+        if !undescribed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention left files in {}",
+            snapshots.display()
+        );
+        runtime.block_on(tokio::time::sleep(std::time::Duration::from_millis(20)));
+    }
+    nix::unistd::sync();
+}
+
 fn main() {
     let runtime = bench::runtime();
     let release = newest(3, 5);
@@ -130,6 +160,7 @@ fn main() {
     let member = cluster.members[leader].name.clone();
     let agents = cluster.agents_arg();
     let agent_pid = cluster.agent_pid(leader).expect("the leader's agent pid");
+    let snapshots = cluster.members[leader].state_dir.join("snapshots");
     let idle_kib = rss_kib(agent_pid);
     let work = tempfile::tempdir().expect("a work dir");
     println!(
@@ -150,7 +181,9 @@ fn main() {
         let size = std::fs::metadata(&ours).map(|m| m.len()).unwrap_or(0);
         let watch = PeakRss::watch(&runtime, agent_pid);
         let kept_ms = steward_backup(&agents, &member, None);
+        settle_retention(&runtime, &snapshots);
         let copied_ms = steward_backup(&agents, &member, Some(&copy));
+        settle_retention(&runtime, &snapshots);
         peak_kib = peak_kib.max(watch.peak_kib());
         let _ = std::fs::remove_file(&ours);
         let _ = std::fs::remove_file(&copy);
