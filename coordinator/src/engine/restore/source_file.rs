@@ -26,9 +26,7 @@ pub struct Claim {
 /// The file cannot be read, or is not shaped like a snapshot.
 pub async fn read_claim(path: &Path) -> Result<Claim, SnapshotFileError> {
     let unreadable = unreadable(path);
-    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
-    let size = file.metadata().await.map_err(unreadable)?.len();
-    check_shape(path, size)?;
+    let (mut file, size) = open_shaped(path).await?;
     let mut trailer = [0_u8; TRAILER_LEN];
     file.seek(SeekFrom::Start(size - TRAILER_LEN as u64))
         .await
@@ -48,9 +46,7 @@ pub async fn read_claim(path: &Path) -> Result<Claim, SnapshotFileError> {
 /// that does not match).
 pub async fn verify_local(path: &Path) -> Result<(String, u64), SnapshotFileError> {
     let unreadable = unreadable(path);
-    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
-    let size = file.metadata().await.map_err(unreadable)?.len();
-    check_shape(path, size)?;
+    let (file, _) = open_shaped(path).await?;
     let hashed = crate::engine::transfer::download::hash_file(file.into_std().await)
         .await
         .map_err(unreadable)?;
@@ -116,6 +112,16 @@ fn unreadable(path: &Path) -> impl Fn(std::io::Error) -> SnapshotFileError + Cop
         path: path.to_owned(),
         source,
     }
+}
+
+/// Opens a snapshot file and returns it with its size, once its size is
+/// a snapshot's (see [`check_shape`]).
+async fn open_shaped(path: &Path) -> Result<(tokio::fs::File, u64), SnapshotFileError> {
+    let unreadable = unreadable(path);
+    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    let size = file.metadata().await.map_err(unreadable)?.len();
+    check_shape(path, size)?;
+    Ok((file, size))
 }
 
 /// A database is whole 512-byte sectors; the trailer adds 32 bytes.
