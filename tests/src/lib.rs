@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod pki;
 pub mod ports;
 pub mod rolling;
+pub mod tls_probe;
 pub mod writer;
 
 pub use binaries::{Release, exact, newest, oldest};
