@@ -7,35 +7,73 @@
 //! under the lock's prefix; a coordinator whose lock lease is gone stops
 //! before its next member.
 
+use std::process::Output;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use steward_coordinator::engine::events::Event;
+use steward_coordinator::engine::roll::plan::Direction;
+use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
 use steward_proto::v1 as pb;
+use steward_tests::binaries::binaries_dir;
 use steward_tests::cluster::steward_command;
+use steward_tests::faults::Timeline;
 use steward_tests::{ClusterBuilder, coordinator, newest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_coordinator_is_refused_naming_the_holder() {
     let cluster = ClusterBuilder::new(5, newest(3, 4)).start().await;
     let agents = cluster.agents_arg();
-    let to = newest(3, 5).version.to_string();
-    let mut first = coordinator::start(&["upgrade", "--agents", &agents, "--to", &to]);
-    // The lock is taken right before staging.
-    first.wait_for("staged");
-    let second = steward_command()
-        .args(["upgrade", "--agents", &agents, "--to", &to])
-        .output()
-        .expect("run a second coordinator");
+    let to = newest(3, 5).version.clone();
+    // The first coordinator is this process. Once its first member is done
+    // it runs the second one and waits for it, holding the lock (renewed
+    // by its own task meanwhile): the second meets a live holder however
+    // quickly or slowly the members go.
+    let second: Arc<Mutex<Option<Output>>> = Arc::default();
+    let slot = Arc::clone(&second);
+    let args = [
+        "upgrade".to_owned(),
+        "--agents".into(),
+        agents,
+        "--to".into(),
+        to.to_string(),
+    ];
+    let mut timeline = Timeline::with_hook(move |event| {
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(event, Event::MemberDone { .. }) && slot.is_none() {
+            let output = tokio::task::block_in_place(|| steward_command().args(&args).output());
+            *slot = Some(output.expect("run a second coordinator"));
+        }
+    });
+    let report = Box::pin(roll::run(
+        cluster.connector(),
+        cluster.agent_addresses(),
+        RollOptions::new(Direction::Upgrade, to.clone(), Some(binaries_dir())),
+        &mut timeline,
+    ))
+    .await;
+    assert_eq!(
+        report.result,
+        Outcome::Succeeded,
+        "the first coordinator finished its roll: {report:#?}"
+    );
+    let second = second
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .expect("the second coordinator ran during the roll");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("one-coordinator"), "{stderr}");
     assert!(
-        stderr.contains(&format!("pid {}", first.child.id())),
+        stderr.contains(&format!("pid {}", std::process::id())),
         "the holder is named: {stderr}"
     );
-    let status = first.child.wait().expect("the first coordinator ends");
-    assert!(status.success(), "the first coordinator finished its roll");
     for i in 0..5 {
-        assert_eq!(cluster.status(i).await.member.unwrap_or_default().version, to);
+        assert_eq!(
+            cluster.status(i).await.member.unwrap_or_default().version,
+            to.to_string()
+        );
     }
     cluster.cleanup();
 }
