@@ -45,9 +45,9 @@ impl Status {
             Event::Check(_) => None,
             Event::Planned { order, .. } => {
                 self.total = order.len();
-                Some("staging binaries".to_owned())
+                Some("staging binaries and taking the snapshot".to_owned())
             }
-            Event::Staged { .. } => Some("staging binaries, then the snapshot".to_owned()),
+            Event::Staged { .. } => Some("staging binaries and taking the snapshot".to_owned()),
             Event::Snapshot { .. } => Some("choosing the next member".to_owned()),
             Event::MemberStarted { member, to, .. } => Some(format!("{member}: switching to {to}")),
             Event::LeaderMoved { to, .. } => Some(format!("leadership moved to {to}")),

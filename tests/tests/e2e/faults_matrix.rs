@@ -295,6 +295,17 @@ async fn a_full_state_dir_fails_a_snapshot_and_staging_cleanly_and_changes_nothi
     );
     let pids_after: Vec<Option<u32>> = (0..3).map(|i| faults::etcd_pid_now(&cluster, i)).collect();
     assert_eq!(pids_before, pids_after, "no member was touched");
+    // The snapshot taken on the leader while staging failed is not the
+    // backup of any change: nothing pins it.
+    let on_leader = cluster
+        .snapshots(2)
+        .await
+        .list_snapshots(pb::ListSnapshotsRequest {})
+        .await
+        .expect("list the leader's snapshots")
+        .into_inner()
+        .snapshots;
+    assert!(on_leader.iter().all(|s| s.pin.is_empty()), "{on_leader:?}");
     for i in 0..3 {
         assert_eq!(
             cluster.status(i).await.member.unwrap_or_default().version,

@@ -252,9 +252,11 @@ pub struct RollReport {
     pub probe: Option<ProbeReport>,
     /// Milliseconds in all.
     pub took_ms: u64,
-    /// Milliseconds spent staging binaries on the agents.
+    /// Milliseconds spent staging binaries on the agents (at the same time
+    /// as the snapshot).
     pub staging_ms: u64,
-    /// Milliseconds spent taking the snapshot.
+    /// Milliseconds spent taking, recording and pinning the snapshot
+    /// (staging ran meanwhile).
     pub snapshot_ms: u64,
 }
 
@@ -508,27 +510,66 @@ impl Roll<'_> {
         };
         self.stop_if_cancelled()?;
         self.record(&endpoints, &record).await?;
-        let staging = Instant::now();
-        self.stage(&plan, &observed).await?;
-        self.report.staging_ms = millis(staging.elapsed());
-        let snapshot = Instant::now();
-        if let Some(earlier) = earlier {
-            self.emit(&Event::Snapshot {
-                member: earlier.member.clone(),
-                id: earlier.id.clone(),
-                path: earlier.path.clone(),
-                revision: earlier.revision,
-                sha256: earlier.sha256.clone(),
-                size: earlier.size,
-                earlier_run: true,
-            });
-            self.report.snapshot = Some(earlier);
-        } else {
-            self.stop_if_cancelled()?;
+        if earlier.is_none() {
             self.ensure_lock().await?;
-            self.snapshot(&observed).await?;
-            record.snapshot.clone_from(&self.report.snapshot);
-            self.record(&endpoints, &record).await?;
+        }
+        // Staging and the backup run at the same time: neither touches a
+        // member, and both are done before the first member is changed.
+        let (staged, taken) = futures::join!(
+            async {
+                let began = Instant::now();
+                let staged = self.stage(&plan, &observed).await;
+                (staged, millis(began.elapsed()))
+            },
+            async {
+                let began = Instant::now();
+                let taken = match &earlier {
+                    Some(_) => None,
+                    None => Some(self.snapshot(&observed).await),
+                };
+                (taken, millis(began.elapsed()))
+            }
+        );
+        let ((staged_events, staged), staging_ms) = staged;
+        let (taken, snapshot_ms) = taken;
+        let after_both = Instant::now();
+        self.report.staging_ms = staging_ms;
+        staged_events.iter().for_each(|event| self.emit(event));
+        let taken = match taken {
+            Some(Ok((snapshot, event))) => {
+                self.emit(&event);
+                self.report.snapshot = Some(snapshot);
+                Ok(true)
+            }
+            Some(Err(failure)) => Err(failure),
+            None => Ok(false),
+        };
+        match (staged, taken) {
+            (Err(mut staging), Err(backup)) => {
+                staging
+                    .reason
+                    .push_str(&format!("; the backup failed too: {}", backup.reason));
+                return Err(staging.into());
+            }
+            (Err(staging), Ok(_)) | (Ok(()), Err(staging)) => return Err(staging.into()),
+            (Ok(()), Ok(true)) => {
+                record.snapshot.clone_from(&self.report.snapshot);
+                self.record(&endpoints, &record).await?;
+            }
+            (Ok(()), Ok(false)) => {
+                if let Some(earlier) = earlier {
+                    self.emit(&Event::Snapshot {
+                        member: earlier.member.clone(),
+                        id: earlier.id.clone(),
+                        path: earlier.path.clone(),
+                        revision: earlier.revision,
+                        sha256: earlier.sha256.clone(),
+                        size: earlier.size,
+                        earlier_run: true,
+                    });
+                    self.report.snapshot = Some(earlier);
+                }
+            }
         }
         // The backup of this change stays until a later change replaces
         // it: pinned on its agent, and the previous change's released.
@@ -541,7 +582,8 @@ impl Roll<'_> {
                 tracing::warn!(id = %old.id, agent = %old.agent, reason = %failure.reason, "cannot release the previous change's snapshot; it stays pinned");
             }
         }
-        self.report.snapshot_ms = millis(snapshot.elapsed());
+        // The backup's own time: what staging took beyond it is the roll's.
+        self.report.snapshot_ms = snapshot_ms + millis(after_both.elapsed());
         self.start_probe(&observed).await;
         let v2_wait = rules::v2_wait(&observed);
         for pass in &plan.passes {
@@ -850,52 +892,64 @@ impl Roll<'_> {
     /// Stages every pass target on every agent that lacks it, before any
     /// member changes. Each file is hashed once; the agents receive their
     /// copies at the same time.
-    async fn stage(&mut self, plan: &Plan, observed: &Observed) -> Result<(), Failure> {
+    async fn stage(&self, plan: &Plan, observed: &Observed) -> (Vec<Event>, Result<(), Failure>) {
+        let mut events = Vec::new();
         for (pass, lacking) in staging_targets(plan, observed) {
-            let Some(first) = lacking.first() else {
-                continue;
-            };
-            let Some(release) = self.local.get(&pass.target).cloned() else {
-                return Err(failure(
-                    Some(&first.name),
-                    Gate::Stage,
-                    format!("no local binary for {}", pass.target),
-                ));
-            };
-            // Every file is hashed at once, each on a blocking thread.
-            let tools: Vec<_> = std::iter::once((pb::Tool::Etcd, release.etcd.clone()))
-                .chain(release.tools)
-                .collect();
-            let fingerprints = futures::future::try_join_all(
-                tools
-                    .iter()
-                    .map(|(_, path)| crate::engine::transfer::upload::fingerprint(path)),
-            )
-            .await
-            .map_err(|e| failure(None, Gate::Stage, crate::engine::error::chain(&e)))?;
-            let files: Vec<_> = tools
-                .into_iter()
-                .zip(fingerprints)
-                .map(|((tool, path), fingerprint)| (tool, path, fingerprint))
-                .collect();
-            let token = self.token();
-            let uploads = lacking
-                .iter()
-                .map(|member| self.stage_on(member, &pass.target, &files, token));
-            let mut first_failure = None;
-            for result in futures::future::join_all(uploads).await {
-                match result {
-                    Ok(events) => events.iter().for_each(|event| self.emit(event)),
-                    Err(failure) => {
-                        first_failure.get_or_insert(failure);
-                    }
-                }
-            }
-            if let Some(failure) = first_failure {
-                return Err(failure);
+            if let Err(failure) = self.stage_pass(pass, &lacking, &mut events).await {
+                return (events, Err(failure));
             }
         }
-        Ok(())
+        (events, Ok(()))
+    }
+
+    /// Stages one pass's target on the agents in `lacking`, adding the
+    /// events of every agent that staged it to `events`.
+    async fn stage_pass(
+        &self,
+        pass: &Pass,
+        lacking: &[&ObservedMember],
+        events: &mut Vec<Event>,
+    ) -> Result<(), Failure> {
+        let Some(first) = lacking.first() else {
+            return Ok(());
+        };
+        let Some(release) = self.local.get(&pass.target).cloned() else {
+            return Err(failure(
+                Some(&first.name),
+                Gate::Stage,
+                format!("no local binary for {}", pass.target),
+            ));
+        };
+        // Every file is hashed at once, each on a blocking thread.
+        let tools: Vec<_> = std::iter::once((pb::Tool::Etcd, release.etcd.clone()))
+            .chain(release.tools)
+            .collect();
+        let fingerprints = futures::future::try_join_all(
+            tools
+                .iter()
+                .map(|(_, path)| crate::engine::transfer::upload::fingerprint(path)),
+        )
+        .await
+        .map_err(|e| failure(None, Gate::Stage, crate::engine::error::chain(&e)))?;
+        let files: Vec<_> = tools
+            .into_iter()
+            .zip(fingerprints)
+            .map(|((tool, path), fingerprint)| (tool, path, fingerprint))
+            .collect();
+        let token = self.token();
+        let uploads = lacking
+            .iter()
+            .map(|member| self.stage_on(member, &pass.target, &files, token));
+        let mut first_failure = None;
+        for result in futures::future::join_all(uploads).await {
+            match result {
+                Ok(staged) => events.extend(staged),
+                Err(failure) => {
+                    first_failure.get_or_insert(failure);
+                }
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
     }
 
     /// Stages `files` of `version` on one member's agent, all at once: each
@@ -929,8 +983,9 @@ impl Roll<'_> {
         Ok(events)
     }
 
-    /// A verified snapshot through the leader's agent, before any change.
-    async fn snapshot(&mut self, observed: &Observed) -> Result<(), Failure> {
+    /// A verified snapshot through the leader's agent, before any change:
+    /// its record, and the event that tells of it.
+    async fn snapshot(&self, observed: &Observed) -> Result<(SnapshotRecord, Event), Failure> {
         let leader = observed
             .leader()
             .ok_or_else(|| failure(None, Gate::Snapshot, "no single leader to take the snapshot from"))?;
@@ -962,7 +1017,7 @@ impl Roll<'_> {
             etcd_version: info.etcd_version.clone(),
             cluster_version: info.cluster_version.clone(),
         };
-        self.emit(&Event::Snapshot {
+        let event = Event::Snapshot {
             member: leader.name.clone(),
             id: info.id,
             path: info.path,
@@ -970,9 +1025,8 @@ impl Roll<'_> {
             sha256: info.sha256,
             size: info.size,
             earlier_run: false,
-        });
-        self.report.snapshot = Some(record);
-        Ok(())
+        };
+        Ok((record, event))
     }
 
     /// Pins `snapshot` on its agent under `label` (an empty label unpins).
@@ -1026,10 +1080,16 @@ impl Roll<'_> {
         // The step in progress: its member, when it began, the raft term
         // then, and how often leadership moved away from it.
         let mut step_began: Option<(String, Instant, u64, u32)> = None;
+        // The observation taken right after a member's change, when nothing
+        // but bookkeeping came after it: the next step is decided on it.
+        let mut fresh: Option<Observed> = None;
         loop {
             // Between members: the safe point of a cancelled run.
             self.stop_if_cancelled()?;
-            let observed = self.observe(Gate::Observe).await?.observed;
+            let observed = match fresh.take() {
+                Some(observed) => observed,
+                None => self.observe(Gate::Observe).await?.observed,
+            };
             let step = next_step(&observed, direction, target);
             let name = match &step {
                 NextStep::PassDone => return Ok(()),
@@ -1115,6 +1175,8 @@ impl Roll<'_> {
                     reason: "v2 data above 50 MB: members need time to catch up".into(),
                 });
                 self.pause(v2_wait).await?;
+            } else {
+                fresh = Some(after);
             }
         }
     }
