@@ -891,7 +891,9 @@ impl Roll<'_> {
 
     /// Stages every pass target on every agent that lacks it, before any
     /// member changes. Each file is hashed once; the agents receive their
-    /// copies at the same time.
+    /// copies at the same time. Returns the events to emit, in order (those
+    /// of every agent that staged a version, a failure or not), and the
+    /// first failure.
     async fn stage(&self, plan: &Plan, observed: &Observed) -> (Vec<Event>, Result<(), Failure>) {
         let mut events = Vec::new();
         for (pass, lacking) in staging_targets(plan, observed) {
@@ -1080,16 +1082,13 @@ impl Roll<'_> {
         // The step in progress: its member, when it began, the raft term
         // then, and how often leadership moved away from it.
         let mut step_began: Option<(String, Instant, u64, u32)> = None;
-        // The observation taken right after a member's change, when nothing
-        // but bookkeeping came after it: the next step is decided on it.
-        let mut fresh: Option<Observed> = None;
         loop {
             // Between members: the safe point of a cancelled run.
             self.stop_if_cancelled()?;
-            let observed = match fresh.take() {
-                Some(observed) => observed,
-                None => self.observe(Gate::Observe).await?.observed,
-            };
+            // Always afresh, even right after the previous member's own
+            // observation: a member may freeze or fail in between, and the
+            // next one must not go down on a view older than that.
+            let observed = self.observe(Gate::Observe).await?.observed;
             let step = next_step(&observed, direction, target);
             let name = match &step {
                 NextStep::PassDone => return Ok(()),
@@ -1175,8 +1174,6 @@ impl Roll<'_> {
                     reason: "v2 data above 50 MB: members need time to catch up".into(),
                 });
                 self.pause(v2_wait).await?;
-            } else {
-                fresh = Some(after);
             }
         }
     }
