@@ -696,6 +696,17 @@ impl Cluster {
         SnapshotsClient::new(self.channel(i).await)
     }
 
+    /// The snapshots member `i`'s agent lists.
+    pub async fn snapshot_list(&self, i: usize) -> Vec<pb::SnapshotInfo> {
+        self.snapshots(i)
+            .await
+            .list_snapshots(pb::ListSnapshotsRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("list m{i}'s snapshots: {e}"))
+            .into_inner()
+            .snapshots
+    }
+
     /// One attempt at a channel to member `i`'s agent with `identity`
     /// (`None`: plaintext; over TLS the CA alone, or a client certificate).
     ///

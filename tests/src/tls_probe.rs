@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use steward_coordinator::engine::connect::agent::AgentTlsFiles;
+use steward_coordinator::engine::connect::tls_probe::client_config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the agent may take to refuse or serve a caller: past its own
@@ -20,23 +20,7 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// A TLS client that shows the certificate in `files`.
 #[must_use]
 pub fn tls_connector(files: &AgentTlsFiles) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&files.cacert).expect("the CA file") {
-        roots
-            .add(cert.expect("a CA certificate"))
-            .expect("a usable CA certificate");
-    }
-    let chain = CertificateDer::pem_file_iter(&files.cert)
-        .expect("the certificate file")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("a certificate");
-    let key = PrivateKeyDer::from_pem_file(&files.key).expect("the key");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("a client certificate");
+    let config = client_config(files).unwrap_or_else(|| panic!("a usable client certificate in {files:?}"));
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use steward_coordinator::engine::events::Event;
 use steward_coordinator::engine::roll::plan::Direction;
 use steward_coordinator::engine::roll::{self, Outcome, RollOptions};
-use steward_proto::v1 as pb;
 use steward_tests::binaries::binaries_dir;
 use steward_tests::cluster::steward_command;
 use steward_tests::faults::{self, Timeline};
@@ -259,14 +258,7 @@ async fn a_full_state_dir_fails_a_snapshot_and_staging_cleanly_and_changes_nothi
         leftovers(&snapshots_dir, &[], &[".part", ".db"]).is_empty(),
         "{snapshots_dir:?}"
     );
-    let listed = cluster
-        .snapshots(0)
-        .await
-        .list_snapshots(pb::ListSnapshotsRequest {})
-        .await
-        .expect("list")
-        .into_inner()
-        .snapshots;
+    let listed = cluster.snapshot_list(0).await;
     assert!(listed.is_empty(), "{listed:?}");
 
     // Staging the upgrade on the full agent: the roll stops before any
@@ -297,14 +289,7 @@ async fn a_full_state_dir_fails_a_snapshot_and_staging_cleanly_and_changes_nothi
     assert_eq!(pids_before, pids_after, "no member was touched");
     // The snapshot taken on the leader while staging failed is not the
     // backup of any change: nothing pins it.
-    let on_leader = cluster
-        .snapshots(2)
-        .await
-        .list_snapshots(pb::ListSnapshotsRequest {})
-        .await
-        .expect("list the leader's snapshots")
-        .into_inner()
-        .snapshots;
+    let on_leader = cluster.snapshot_list(2).await;
     assert!(on_leader.iter().all(|s| s.pin.is_empty()), "{on_leader:?}");
     for i in 0..3 {
         assert_eq!(

@@ -18,15 +18,7 @@ async fn fingerprint(cluster: &Cluster, members: &[usize]) -> Vec<(String, Vec<S
     let mut out = Vec::new();
     for &i in members {
         let status = cluster.status(i).await;
-        let snapshots = cluster
-            .snapshots(i)
-            .await
-            .list_snapshots(pb::ListSnapshotsRequest {})
-            .await
-            .expect("list snapshots")
-            .into_inner()
-            .snapshots
-            .len();
+        let snapshots = cluster.snapshot_list(i).await.len();
         out.push((
             status.versions.clone().unwrap_or_default().active,
             status.versions.unwrap_or_default().staged,

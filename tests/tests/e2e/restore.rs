@@ -278,14 +278,8 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
     // The file went to every agent, which verified and kept it.
     let id = report["snapshot"]["id"].as_str().expect("id");
     for i in 0..3 {
-        let listed = cluster
-            .snapshots(i)
-            .await
-            .list_snapshots(pb::ListSnapshotsRequest {})
-            .await
-            .expect("list")
-            .into_inner();
-        let kept = listed.snapshots.iter().find(|s| s.id == id).expect("uploaded");
+        let listed = cluster.snapshot_list(i).await;
+        let kept = listed.iter().find(|s| s.id == id).expect("uploaded");
         assert!(kept.uploaded);
         assert_eq!(kept.db_cluster_version, "3.5.0");
     }

@@ -23,14 +23,7 @@ async fn take(cluster: &Cluster) -> pb::SnapshotInfo {
 }
 
 async fn list(cluster: &Cluster) -> Vec<pb::SnapshotInfo> {
-    cluster
-        .snapshots(0)
-        .await
-        .list_snapshots(pb::ListSnapshotsRequest {})
-        .await
-        .expect("list snapshots")
-        .into_inner()
-        .snapshots
+    cluster.snapshot_list(0).await
 }
 
 async fn download(cluster: &Cluster, id: &str) -> Result<(Option<pb::SnapshotInfo>, Vec<u8>), tonic::Status> {

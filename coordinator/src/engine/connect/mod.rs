@@ -7,7 +7,7 @@
 pub mod agent;
 pub mod etcd;
 pub mod session;
-mod tls_probe;
+pub mod tls_probe;
 
 use std::fmt;
 use std::path::Path;

@@ -53,7 +53,10 @@ fn alert_in(error: &std::io::Error) -> Option<String> {
     text.contains("alert").then_some(text)
 }
 
-fn client_config(files: &AgentTlsFiles) -> Option<rustls::ClientConfig> {
+/// A TLS client configuration that trusts `files.cacert` and shows the
+/// certificate in `files`; `None` when a file cannot be read or used.
+#[must_use]
+pub fn client_config(files: &AgentTlsFiles) -> Option<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter(&files.cacert).ok()? {
         roots.add(ca.ok()?).ok()?;
