@@ -1150,9 +1150,10 @@ impl Roll<'_> {
                 probe.enter(&name);
             }
             let member = find(&observed, &name)?.clone();
-            Box::pin(self.change(&member, target)).await?;
+            // What the member's gate passed on: the step's account (its
+            // elections) only. The next step is decided on a fresh one.
+            let after = Box::pin(self.change(&member, target)).await?;
             let (_, began, term_before, moves) = step_began.take().unwrap_or((name.clone(), Instant::now(), 0, 0));
-            let after = self.observe(Gate::Observe).await?.observed;
             let elections = max_term(&after)
                 .saturating_sub(term_before)
                 .saturating_sub(u64::from(moves));
@@ -1329,7 +1330,8 @@ impl Roll<'_> {
     }
 
     /// Activates `target` on `member` through its agent and gates it.
-    async fn change(&mut self, member: &ObservedMember, target: &EtcdVersion) -> Result<(), Failure> {
+    /// Returns the observation the gate passed on.
+    async fn change(&mut self, member: &ObservedMember, target: &EtcdVersion) -> Result<Observed, Failure> {
         self.emit(&Event::MemberStarted {
             member: member.name.clone(),
             from: member.version.as_ref().map(ToString::to_string).unwrap_or_default(),
@@ -1402,41 +1404,42 @@ impl Roll<'_> {
             entry.activate_ms += activate_ms;
             entry.gate_ms += millis(gate_began.elapsed());
         }
-        if let Err(mut gate_failure) = gated {
-            if self.is_rollback() {
-                // This member was already going back; another Rollback
-                // would swap it forward again.
-                return Err(gate_failure);
-            }
-            // The agent saw the member healthy, but the cluster does not
-            // agree: put the old version back before stopping, if taking
-            // the member down again is safe.
-            gate_failure.reason = match self.undo_clearance(&member.name).await {
-                Ok(()) => {
-                    let rollback = clients
-                        .agent
-                        .rollback(pb::RollbackRequest {
-                            timeout: None,
-                            fencing_token: token,
-                        })
-                        .await;
-                    match rollback {
-                        Ok(_) => format!("{}; the member was rolled back", gate_failure.reason),
-                        Err(s) => format!(
-                            "{}; rolling the member back failed too: {}",
-                            gate_failure.reason,
-                            s.message()
-                        ),
-                    }
-                }
-                Err(why) => format!(
-                    "{}; {} was left on {target}, not rolled back: {why}",
-                    gate_failure.reason, member.name
-                ),
-            };
+        let mut gate_failure = match gated {
+            Ok(passed) => return Ok(passed),
+            Err(failure) => failure,
+        };
+        if self.is_rollback() {
+            // This member was already going back; another Rollback
+            // would swap it forward again.
             return Err(gate_failure);
         }
-        Ok(())
+        // The agent saw the member healthy, but the cluster does not
+        // agree: put the old version back before stopping, if taking
+        // the member down again is safe.
+        gate_failure.reason = match self.undo_clearance(&member.name).await {
+            Ok(()) => {
+                let rollback = clients
+                    .agent
+                    .rollback(pb::RollbackRequest {
+                        timeout: None,
+                        fencing_token: token,
+                    })
+                    .await;
+                match rollback {
+                    Ok(_) => format!("{}; the member was rolled back", gate_failure.reason),
+                    Err(s) => format!(
+                        "{}; rolling the member back failed too: {}",
+                        gate_failure.reason,
+                        s.message()
+                    ),
+                }
+            }
+            Err(why) => format!(
+                "{}; {} was left on {target}, not rolled back: {why}",
+                gate_failure.reason, member.name
+            ),
+        };
+        Err(gate_failure)
     }
 
     /// Whether `name` may be taken down again to undo its change, from a
@@ -1465,17 +1468,21 @@ impl Roll<'_> {
     /// The member is healthy, runs the target, has applied what the leader
     /// had applied when the gate began, agrees with every member on HashKV
     /// at a common revision (while the databases are small enough, see
-    /// [`large_db`]), and no new alarm went off.
-    async fn gate(&mut self, name: &str, target: &EtcdVersion) -> Result<(), Failure> {
-        let start = self.observe(Gate::Gate).await?.observed;
-        let leader_applied = start.leader().map_or(0, |l| l.applied_index);
-        let alarms_before = start.alarms.clone();
+    /// [`large_db`]), and no new alarm went off. Returns the observation
+    /// it passed on.
+    ///
+    /// The first observation is also the first one judged: a member that
+    /// had, in it, applied what the leader had applied in it has applied
+    /// what the leader had when the gate began (applied indexes only grow).
+    async fn gate(&mut self, name: &str, target: &EtcdVersion) -> Result<Observed, Failure> {
+        let mut observed = self.observe(Gate::Gate).await?.observed;
+        let leader_applied = observed.leader().map_or(0, |l| l.applied_index);
+        let alarms_before = observed.alarms.clone();
         let timeout = large_db::gate_timeout(self.options.gate_timeout, self.largest_db);
         let deadline = Instant::now() + timeout;
         let hash_kv = large_db::hash_kv_at_gates(self.largest_db, self.options.hash_kv_max_db_mib);
         let mut waiting_for: Option<String> = None;
         loop {
-            let observed = self.observe(Gate::Gate).await?.observed;
             let problem = match gate_verdict(&observed, name, target, leader_applied, &alarms_before) {
                 GateVerdict::Fail(gate, reason) => return Err(failure(Some(name), gate, reason)),
                 GateVerdict::Wait(gate, reason) => {
@@ -1498,7 +1505,7 @@ impl Roll<'_> {
                     .map(|p| (Gate::HashKv, p)),
             };
             let Some((gate, reason)) = problem else {
-                return Ok(());
+                return Ok(observed);
             };
             if Instant::now() > deadline {
                 return Err(Failure::timed_out(
@@ -1508,6 +1515,7 @@ impl Roll<'_> {
                 ));
             }
             tokio::time::sleep(POLL).await;
+            observed = self.observe(Gate::Gate).await?.observed;
         }
     }
 
