@@ -22,10 +22,6 @@ async fn take(cluster: &Cluster) -> pb::SnapshotInfo {
         .expect("snapshot info")
 }
 
-async fn list(cluster: &Cluster) -> Vec<pb::SnapshotInfo> {
-    cluster.snapshot_list(0).await
-}
-
 async fn download(cluster: &Cluster, id: &str) -> Result<(Option<pb::SnapshotInfo>, Vec<u8>), tonic::Status> {
     let mut stream = cluster
         .snapshots(0)
@@ -89,7 +85,7 @@ async fn snapshot_with_keys(release: steward_tests::Release) {
     let meta = path.with_extension("json");
     assert!(meta.is_file(), "metadata next to the snapshot");
 
-    assert_eq!(list(&cluster).await, std::slice::from_ref(&info));
+    assert_eq!(cluster.snapshot_list(0).await, std::slice::from_ref(&info));
 
     // Download streams the stored bytes exactly.
     let (first, bytes) = download(&cluster, &info.id).await.expect("download");
@@ -131,7 +127,7 @@ async fn snapshot_with_keys(release: steward_tests::Release) {
     // Retention keeps the two newest.
     let second = take(&cluster).await;
     let third = take(&cluster).await;
-    let listed = list(&cluster).await;
+    let listed = cluster.snapshot_list(0).await;
     let ids: Vec<&str> = listed.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, [third.id.as_str(), second.id.as_str()]);
     assert!(!meta.exists(), "the oldest snapshot is no longer described");
@@ -211,7 +207,7 @@ async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_st
     );
     assert_eq!(verify_file(path).expect("verified").sha256, stored.sha256);
     assert!(stored.total_keys >= 8, "{stored:?}");
-    assert_eq!(list(&cluster).await, std::slice::from_ref(&stored));
+    assert_eq!(cluster.snapshot_list(0).await, std::slice::from_ref(&stored));
     let audit = std::fs::read_to_string(cluster.members[0].state_dir.join("audit.log")).expect("the audit log");
     assert!(
         audit
@@ -237,7 +233,7 @@ async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_st
     drop(stream);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let second = loop {
-        let listed = list(&cluster).await;
+        let listed = cluster.snapshot_list(0).await;
         if let Some(newer) = listed.iter().find(|s| s.id != stored.id) {
             break newer.clone();
         }
@@ -269,7 +265,7 @@ async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_st
         .take_snapshot(pb::TakeSnapshotRequest { fencing_token: token })
         .await
         .expect("a snapshot with the newest token");
-    let before = list(&cluster).await.len();
+    let before = cluster.snapshot_list(0).await.len();
     let refused = snapshots
         .take_and_send_snapshot(pb::TakeSnapshotRequest {
             fencing_token: token - 1,
@@ -277,6 +273,6 @@ async fn take_and_send_streams_the_stored_bytes_and_a_caller_leaving_does_not_st
         .await
         .expect_err("a stale token");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
-    assert_eq!(list(&cluster).await.len(), before, "nothing taken");
+    assert_eq!(cluster.snapshot_list(0).await.len(), before, "nothing taken");
     cluster.cleanup();
 }
