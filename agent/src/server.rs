@@ -265,7 +265,7 @@ pub async fn run(
         }
         None => {
             router
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), drain)
+                .serve_with_incoming_shutdown(crate::accept::plaintext_connections(listener), drain)
                 .await
         }
     };

@@ -147,7 +147,11 @@ impl MetricsListener {
                         .await
                 }
                 None => {
-                    axum::serve(self.listener, router)
+                    let listener =
+                        axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut tokio::net::TcpStream| {
+                            crate::accept::send_at_once(tcp);
+                        });
+                    axum::serve(listener, router)
                         .with_graceful_shutdown(stop.cancelled_owned())
                         .await
                 }
