@@ -43,6 +43,7 @@ mod messages;
 mod metrics;
 mod observe;
 mod plan;
+mod probe;
 mod refusals;
 mod restore;
 mod restore_recovery;

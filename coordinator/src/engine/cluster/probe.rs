@@ -1,22 +1,30 @@
 //! The availability probe: while a rolling change runs, write a probe key
-//! continuously, through every member's endpoint in turn, read each write
-//! back, and count, for each step of the change, the writes, the failed
-//! attempts and the longest stall (the longest time without an
-//! acknowledged, read-back write). The probe keys are removed at the end.
+//! continuously through every member's endpoint, one writer per endpoint
+//! side by side, read each write back, and count, for each step of the
+//! change, the writes, the failed attempts and the longest stall: the
+//! longest time without an acknowledged, read-back write through any
+//! endpoint. The writers run side by side so that an attempt hanging on
+//! the member being restarted (up to the 2 s timeout) does not hold back
+//! the writes through the others: the stall is the cluster's, not the
+//! probe's. The probe keys are removed at the end.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::connect::Connector;
 use crate::engine::connect::etcd;
 
-/// Pause between probe writes: stalls that differ by less than this are
-/// not told apart.
+/// Pause between one writer's writes: stalls that differ by less than
+/// this are not told apart.
 pub const INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long one write and its read-back may take before the attempt
+/// counts as failed.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the probe saw during one step (or before the first, "start").
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -54,9 +62,10 @@ struct Shared {
 #[derive(Debug)]
 pub struct Probe {
     shared: Arc<Mutex<Shared>>,
-    stop: Option<oneshot::Sender<()>>,
-    /// The writing task; aborted when the probe is dropped without
-    /// [`Probe::stop`], so a dropped run leaves nothing writing.
+    stop: CancellationToken,
+    /// The task that owns the writers; aborted when the probe is dropped
+    /// without [`Probe::stop`], which aborts the writers with it, so a
+    /// dropped run leaves nothing writing.
     task: Option<JoinHandle<()>>,
     prefix: String,
     endpoints: Vec<String>,
@@ -79,29 +88,22 @@ impl Probe {
             }],
             last_good: Instant::now(),
         }));
-        let (stop, mut stopped) = oneshot::channel();
-        let task_shared = Arc::clone(&shared);
-        let task_prefix = prefix.clone();
-        let task_endpoints = endpoints.clone();
-        let task_connector = connector.clone();
-        let task = tokio::spawn(async move {
-            let mut clients = Vec::new();
-            for endpoint in &task_endpoints {
-                clients.push((endpoint.clone(), None::<etcd_client::Client>));
-            }
-            for n in 0_u64.. {
-                if stopped.try_recv().is_ok() || clients.is_empty() {
-                    break;
-                }
-                let slot = usize::try_from(n).unwrap_or(0) % clients.len();
-                let good = probe_once(&task_connector, &mut clients[slot], &task_prefix, n).await;
-                record(&task_shared, good);
-                tokio::time::sleep(INTERVAL).await;
-            }
-        });
+        let stop = CancellationToken::new();
+        let mut writers = JoinSet::new();
+        for endpoint in &endpoints {
+            writers.spawn(write_through(
+                connector.clone(),
+                endpoint.clone(),
+                prefix.clone(),
+                Arc::clone(&shared),
+                stop.clone(),
+            ));
+        }
+        // Dropping the join set aborts the writers still running.
+        let task = tokio::spawn(async move { while writers.join_next().await.is_some() {} });
         Self {
             shared,
-            stop: Some(stop),
+            stop,
             task: Some(task),
             prefix,
             endpoints,
@@ -119,12 +121,11 @@ impl Probe {
 
     /// Stops probing, removes the probe keys, and reports.
     pub async fn stop(mut self) -> ProbeReport {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        close(&self.shared);
         if let Ok(mut client) = etcd::connect(&self.connector, &self.endpoints, "probe cleanup").await
             && let Err(error) = client
                 .delete(
@@ -173,27 +174,62 @@ fn record(shared: &Mutex<Shared>, good: bool) {
     }
 }
 
+/// Counts the stall still going on when the probe stops: a cluster that
+/// took no write since some time before the end stalled until the end.
+fn close(shared: &Mutex<Shared>) {
+    let mut shared = lock(shared);
+    let stall_ms = u64::try_from(shared.last_good.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if let Some(window) = shared.windows.last_mut() {
+        window.longest_stall_ms = window.longest_stall_ms.max(stall_ms);
+    }
+}
+
+/// One writer: writes through `endpoint` until `stop`, an attempt every
+/// [`INTERVAL`], counting each in the shared windows. An attempt cut
+/// short by `stop` is not counted.
+async fn write_through(
+    connector: Connector,
+    endpoint: String,
+    prefix: String,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+) {
+    // One key per endpoint, rewritten: the probe leaves no history behind
+    // but the revisions it creates.
+    let key = format!("{prefix}{}", endpoint.replace(['/', ':'], "_"));
+    let mut client = None;
+    for n in 0_u64.. {
+        let good = tokio::select! {
+            () = stop.cancelled() => return,
+            good = probe_once(&connector, &endpoint, &mut client, &key, n) => good,
+        };
+        record(&shared, good);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(INTERVAL) => {}
+        }
+    }
+}
+
 /// One write through one member and its read-back; true when both worked
 /// and the value matches. The client is (re)connected as needed.
 async fn probe_once(
     connector: &Connector,
-    slot: &mut (String, Option<etcd_client::Client>),
-    prefix: &str,
+    endpoint: &str,
+    client: &mut Option<etcd_client::Client>,
+    key: &str,
     n: u64,
 ) -> bool {
-    if slot.1.is_none() {
-        slot.1 = etcd::connect_member(connector, &slot.0, "the probe").await.ok();
+    if client.is_none() {
+        *client = etcd::connect_member(connector, endpoint, "the probe").await.ok();
     }
-    let Some(client) = slot.1.as_mut() else {
+    let Some(client) = client.as_mut() else {
         return false;
     };
-    // One key per endpoint, rewritten: the probe leaves no history behind
-    // but the revisions it creates.
-    let key = format!("{prefix}{}", slot.0.replace(['/', ':'], "_"));
     let value = n.to_string();
-    let result = tokio::time::timeout(Duration::from_secs(2), async {
-        client.put(key.as_str(), value.as_str(), None).await?;
-        client.get(key.as_str(), None).await
+    let result = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+        client.put(key, value.as_str(), None).await?;
+        client.get(key, None).await
     })
     .await;
     match result {
