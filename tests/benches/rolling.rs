@@ -4,7 +4,7 @@
 //! per member: move-leader away from the leader with etcdctl, SIGTERM,
 //! start the new binary with the same flags, poll `etcdctl endpoint
 //! health`; followers first, the leader last). Both backups are left out
-//! of the time compared.
+//! of the time compared, and both probes start after them.
 //!
 //! Both end when every member reports the new cluster version, as the
 //! guides say to check. With `STEWARD_ROLLING_DB_MIB` set, both clusters
@@ -17,8 +17,9 @@
 //! per-member time, the longest write stall and failed writes for both.
 //! Goal: steward's longest stall no worse than the manual procedure's, and
 //! its total time, backup excluded, within 1.2x (medians). A round's
-//! longest stall is mostly chance on both sides (whether a write met a
-//! member whose new etcd had opened its port but did not serve yet), so a
+//! longest stall is mostly chance on both sides (when the leader changes,
+//! and how slow writes are while a restarted member loads its database
+//! on the same machine), so a
 //! higher median counts as worse only when it is longer by more than the
 //! probe's 20 ms between writes (what the probe cannot tell apart) and a
 //! rank test over all rounds says it is longer beyond chance; with fewer
@@ -192,12 +193,6 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client_url.clone()).collect();
     let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("connect");
     fill_database(&mut client).await;
-    let probe = Probe::start(
-        &Connector::default(),
-        cluster.members.iter().map(|m| m.client_url.clone()).collect(),
-        "/manual",
-    )
-    .await;
     let began = Instant::now();
     // Followers first, the leader last (found with endpoint status).
     let leader = cluster.leader_index(from);
@@ -220,6 +215,14 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
         String::from_utf8_lossy(&saved.stderr)
     );
     let backup_ms = millis(backup.elapsed());
+    // The probe starts after the backup, as steward's starts after its
+    // snapshot: both measure the roll itself.
+    let probe = Probe::start(
+        &Connector::default(),
+        cluster.members.iter().map(|m| m.client_url.clone()).collect(),
+        "/manual",
+    )
+    .await;
     let mut order: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     order.push(leader);
     let mut members_ms = Vec::new();
