@@ -217,12 +217,7 @@ async fn manual_roll(from: &Release, to: &Release) -> Row {
     let backup_ms = millis(backup.elapsed());
     // The probe starts after the backup, as steward's starts after its
     // snapshot: both measure the roll itself.
-    let probe = Probe::start(
-        &Connector::default(),
-        cluster.members.iter().map(|m| m.client_url.clone()).collect(),
-        "/manual",
-    )
-    .await;
+    let probe = Probe::start(&Connector::default(), endpoints.clone(), "/manual").await;
     let mut order: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     order.push(leader);
     let mut members_ms = Vec::new();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::connect::Connector;
@@ -63,10 +63,10 @@ struct Shared {
 pub struct Probe {
     shared: Arc<Mutex<Shared>>,
     stop: CancellationToken,
-    /// The task that owns the writers; aborted when the probe is dropped
-    /// without [`Probe::stop`], which aborts the writers with it, so a
-    /// dropped run leaves nothing writing.
-    task: Option<JoinHandle<()>>,
+    /// The writers, one per endpoint; a join set aborts its tasks when
+    /// dropped, so a probe dropped without [`Probe::stop`] leaves nothing
+    /// writing.
+    writers: JoinSet<()>,
     prefix: String,
     endpoints: Vec<String>,
     connector: Connector,
@@ -99,12 +99,10 @@ impl Probe {
                 stop.clone(),
             ));
         }
-        // Dropping the join set aborts the writers still running.
-        let task = tokio::spawn(async move { while writers.join_next().await.is_some() {} });
         Self {
             shared,
             stop,
-            task: Some(task),
+            writers,
             prefix,
             endpoints,
             connector: connector.clone(),
@@ -122,10 +120,9 @@ impl Probe {
     /// Stops probing, removes the probe keys, and reports.
     pub async fn stop(mut self) -> ProbeReport {
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        close(&self.shared);
+        while self.writers.join_next().await.is_some() {}
+        // A stall still going on at the end counts too.
+        lock(&self.shared).note_stall(Instant::now());
         if let Ok(mut client) = etcd::connect(&self.connector, &self.endpoints, "probe cleanup").await
             && let Err(error) = client
                 .delete(
@@ -146,41 +143,32 @@ impl Probe {
     }
 }
 
-impl Drop for Probe {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 /// Counts one attempt in the current window (in a plain function: the
 /// guard must never live across an await).
 fn record(shared: &Mutex<Shared>, good: bool) {
     let mut shared = lock(shared);
     let now = Instant::now();
-    let stall = now.duration_since(shared.last_good);
+    shared.note_stall(now);
     if let Some(window) = shared.windows.last_mut() {
         if good {
             window.writes += 1;
         } else {
             window.failed += 1;
         }
-        let stall_ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
-        window.longest_stall_ms = window.longest_stall_ms.max(stall_ms);
     }
     if good {
         shared.last_good = now;
     }
 }
 
-/// Counts the stall still going on when the probe stops: a cluster that
-/// took no write since some time before the end stalled until the end.
-fn close(shared: &Mutex<Shared>) {
-    let mut shared = lock(shared);
-    let stall_ms = u64::try_from(shared.last_good.elapsed().as_millis()).unwrap_or(u64::MAX);
-    if let Some(window) = shared.windows.last_mut() {
-        window.longest_stall_ms = window.longest_stall_ms.max(stall_ms);
+impl Shared {
+    /// Counts the time since the last good write, up to `now`, as a stall
+    /// of the current window.
+    fn note_stall(&mut self, now: Instant) {
+        let stall_ms = u64::try_from(now.duration_since(self.last_good).as_millis()).unwrap_or(u64::MAX);
+        if let Some(window) = self.windows.last_mut() {
+            window.longest_stall_ms = window.longest_stall_ms.max(stall_ms);
+        }
     }
 }
 
@@ -247,11 +235,14 @@ mod tests {
         // Nothing listens on port 1: every attempt fails, the task loops.
         let probe = Probe::start(&Connector::default(), vec!["http://127.0.0.1:1".into()], "/test").await;
         let shared = Arc::clone(&probe.shared);
-        assert_eq!(Arc::strong_count(&shared), 3, "the probe, its task and this test");
+        assert_eq!(Arc::strong_count(&shared), 3, "the probe, its writer and this test");
         drop(probe);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&shared) > 1 {
-            assert!(Instant::now() < deadline, "the probe's task still runs after the drop");
+            assert!(
+                Instant::now() < deadline,
+                "the probe's writer still runs after the drop"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
