@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use steward_proto::trailer::{Batches, Hashed, HashingWriter, WriterError};
+use steward_proto::bolt::{LeafCounter, LeafCounts};
+use steward_proto::trailer::{Batches, Hashed, HashingWriter, TrailerHasher, WriterError};
 
 use crate::error::AgentError;
 use crate::fsutil::{self, io_err};
@@ -360,7 +361,7 @@ impl SnapshotDir {
         // One pass: the stream is written and its trailer checked as it
         // arrives; the file is not read again.
         let began = std::time::Instant::now();
-        let (checked, file) = match self.stream_into(&mut client, member.endpoint(), &part, tee).await {
+        let (checked, leaves, file) = match self.stream_into(&mut client, member.endpoint(), &part, tee).await {
             Ok(written) => written,
             Err(error) => {
                 let _ = std::fs::remove_file(&part);
@@ -377,12 +378,17 @@ impl SnapshotDir {
         let streamed = began.elapsed();
         // The file goes to disk while its revision and keys are read from
         // it: neither waits for the other. The trailer already proved the
-        // bytes are etcd's, so this reads only the bucket trees (a few MiB
-        // of a GiB database) where etcd's `snapshot status` would hash
-        // every key and value again in a second process.
+        // bytes are etcd's, and the leaf counts were noted as they went
+        // by, so this reads only the branch pages and a leaf per bucket (a
+        // few MiB of a GiB database, whatever the size of its values)
+        // where etcd's `snapshot status` would hash every key and value
+        // again in a second process. Read back, the leaves of small values
+        // are every third page of the file, from disk: the whole file
+        // again, and a disk kept busy under the member's etcd.
         let syncing = tokio::task::spawn_blocking(move || file.sync_all().map(|()| file));
         let reading = part.clone();
-        let counted = tokio::task::spawn_blocking(move || steward_proto::bolt::summary(&reading)).await;
+        let counted =
+            tokio::task::spawn_blocking(move || steward_proto::bolt::summary_counted(&reading, &leaves)).await;
         let synced = match syncing.await {
             Ok(synced) => synced.map_err(io_err("fsync", &part)).map(|file| {
                 // Nothing reads the file soon (a restore verifies it from
@@ -679,7 +685,7 @@ impl SnapshotDir {
         endpoint: &str,
         part: &Path,
         mut tee: Option<Tee>,
-    ) -> Result<(Hashed, std::fs::File), AgentError> {
+    ) -> Result<(Hashed, LeafCounts, std::fs::File), AgentError> {
         let stream_err = |reason: String| AgentError::SnapshotStream {
             endpoint: endpoint.to_owned(),
             reason,
@@ -694,8 +700,10 @@ impl SnapshotDir {
         // Written past the page cache as it streams: a snapshot of several
         // GiB would otherwise push out the pages the member's etcd reads
         // (its WAL and database), and the only read that follows, the
-        // bucket trees' summary, takes a few MiB.
-        let mut writer = HashingWriter::start_uncached(file).map_err(io_err("start the writing thread for", part))?;
+        // bucket trees' summary, takes a few MiB with the leaf counts
+        // noted on the way.
+        let mut writer = HashingWriter::start_uncached_with(file, (TrailerHasher::default(), LeafCounter::default()))
+            .map_err(io_err("start the writing thread for", part))?;
         let written = |e: WriterError| match e {
             WriterError::Io(source) => io_err("write", part)(source),
             WriterError::Stopped => stream_err(e.to_string()),
@@ -735,7 +743,8 @@ impl SnapshotDir {
         let file = done
             .file
             .ok_or_else(|| stream_err("the writing thread kept no file".into()))?;
-        Ok((done.hashed, file))
+        let (hashed, leaves) = done.hashed;
+        Ok((hashed, leaves, file))
     }
 
     /// All snapshots, newest first.

@@ -18,6 +18,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+mod leaf_counts;
+
+pub use leaf_counts::{LeafCounter, LeafCounts};
+
 /// bbolt's magic number, in both meta pages.
 const MAGIC: u32 = 0xED0C_DAED;
 /// Page header: id u64, flags u16, count u16, overflow u32.
@@ -187,11 +191,12 @@ impl BoltFile {
 
     /// Every top-level bucket in key order, as bbolt's `ForEach` sees it:
     /// its name, its number of entries (a nested bucket counts as one) and
-    /// its last key. Reads every page of the trees, one path at a time.
+    /// its last key. Reads every page of the trees but the leaves `counts`
+    /// noted (and one leaf per bucket, for its last key).
     ///
     /// # Errors
     /// The file cannot be read or is damaged.
-    pub fn buckets(&self) -> Result<Vec<BucketSummary>, BoltError> {
+    pub fn buckets(&self, counts: &LeafCounts) -> Result<Vec<BucketSummary>, BoltError> {
         let mut tops = Vec::new();
         let root = self.page(self.root, 0)?;
         self.walk(&root, &mut vec![self.root], root.held(), &mut |flags, key, value| {
@@ -215,7 +220,14 @@ impl BoltFile {
                         Ok(())
                     })?;
                 }
-                root => self.tally(root, &mut Vec::new(), 0, &mut entries, &mut last_key)?,
+                root => {
+                    let mut tally = Tally::default();
+                    self.tally(root, &mut Vec::new(), 0, counts, &mut tally)?;
+                    entries = tally.entries;
+                    if let Some(leaf) = tally.last_leaf {
+                        last_key = self.last_key(leaf)?;
+                    }
+                }
             }
             summaries.push(BucketSummary {
                 name,
@@ -226,9 +238,9 @@ impl BoltFile {
         Ok(summaries)
     }
 
-    /// Counts the entries of the tree under page `id` into `entries` and
-    /// puts its last key in `last_key`, reading of each leaf page only its
-    /// element headers and last key: the values (etcd's, in the `key`
+    /// Counts the entries of the tree under page `id` into `tally`, and
+    /// notes its last leaf that has any. A leaf `counts` noted is not read;
+    /// of any other only the header is: the values (etcd's, in the `key`
     /// bucket, are most of the file and may be larger than any page this
     /// reader holds) are never read. `path` and `held` are as in
     /// [`Self::walk`].
@@ -237,60 +249,76 @@ impl BoltFile {
         id: u64,
         path: &mut Vec<u64>,
         held: u64,
-        entries: &mut u64,
-        last_key: &mut Vec<u8>,
+        counts: &LeafCounts,
+        tally: &mut Tally,
     ) -> Result<(), BoltError> {
         check_descent(id, path)?;
-        let (offset, header) = self.header(id)?;
-        match u16::from_le_bytes([header[8], header[9]]) {
-            BRANCH_PAGE => {
-                let page = self.page(id, held)?;
-                path.push(id);
-                let mut tallied = Ok(());
-                for i in 0..page.count() {
-                    tallied = page
-                        .branch(i)
-                        .and_then(|(_, child)| self.tally(child, path, held + page.held(), entries, last_key));
-                    if tallied.is_err() {
-                        break;
+        let count = match counts.of(id, self.page_size) {
+            Some(count) => count,
+            None => {
+                let (_, header) = self.header(id)?;
+                match u16::from_le_bytes([header[8], header[9]]) {
+                    BRANCH_PAGE => {
+                        let page = self.page(id, held)?;
+                        path.push(id);
+                        let mut tallied = Ok(());
+                        for i in 0..page.count() {
+                            tallied = page
+                                .branch(i)
+                                .and_then(|(_, child)| self.tally(child, path, held + page.held(), counts, tally));
+                            if tallied.is_err() {
+                                break;
+                            }
+                        }
+                        path.pop();
+                        return tallied;
                     }
+                    LEAF_PAGE => u64::from(u16::from_le_bytes([header[10], header[11]])),
+                    other => return Err(malformed(format!("page type {other:#x} where a tree page belongs"))),
                 }
-                path.pop();
-                tallied
             }
-            LEAF_PAGE => {
-                let count = u64::from(u16::from_le_bytes([header[10], header[11]]));
-                let Some(last) = count.checked_sub(1) else {
-                    return Ok(());
-                };
-                let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
-                let extent = (overflow + 1).saturating_mul(self.page_size).min(self.len - offset);
-                // The last element's header: flags, pos, ksize, vsize; its
-                // key lies `pos` bytes after the header.
-                let at = PAGE_HEADER as u64 + last * ELEMENT as u64;
-                if at + ELEMENT as u64 > extent {
-                    return Err(malformed("an element lies outside its page"));
-                }
-                let mut element = [0_u8; ELEMENT];
-                self.file.read_exact_at(&mut element, offset + at)?;
-                let word = |n: usize| {
-                    u64::from(u32::from_le_bytes(
-                        element[n * 4..n * 4 + 4].try_into().unwrap_or_default(),
-                    ))
-                };
-                let (pos, ksize) = (word(1), word(2));
-                let key_at = at + pos;
-                if key_at + ksize > extent || ksize > MAX_PAGE_BYTES {
-                    return Err(malformed("a key or value lies outside its page"));
-                }
-                let mut key = vec![0_u8; usize::try_from(ksize).map_err(|_| malformed("a key larger than memory"))?];
-                self.file.read_exact_at(&mut key, offset + key_at)?;
-                *entries += count;
-                *last_key = key;
-                Ok(())
-            }
-            other => Err(malformed(format!("page type {other:#x} where a tree page belongs"))),
+        };
+        tally.entries += count;
+        if count > 0 {
+            tally.last_leaf = Some(id);
         }
+        Ok(())
+    }
+
+    /// The last key of leaf page `id`, reading of the page only that key
+    /// and its element header.
+    fn last_key(&self, id: u64) -> Result<Vec<u8>, BoltError> {
+        let (offset, header) = self.header(id)?;
+        if u16::from_le_bytes([header[8], header[9]]) != LEAF_PAGE {
+            return Err(malformed(format!("page {id} is not the leaf it was counted as")));
+        }
+        let count = u64::from(u16::from_le_bytes([header[10], header[11]]));
+        let Some(last) = count.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+        let extent = (overflow + 1).saturating_mul(self.page_size).min(self.len - offset);
+        // The last element's header: flags, pos, ksize, vsize; its key
+        // lies `pos` bytes after the header.
+        let at = PAGE_HEADER as u64 + last * ELEMENT as u64;
+        if at + ELEMENT as u64 > extent {
+            return Err(malformed("an element lies outside its page"));
+        }
+        let mut element = [0_u8; ELEMENT];
+        self.file.read_exact_at(&mut element, offset + at)?;
+        let word = |n: usize| {
+            u64::from(u32::from_le_bytes(
+                element[n * 4..n * 4 + 4].try_into().unwrap_or_default(),
+            ))
+        };
+        let (pos, ksize) = (word(1), word(2));
+        let key_at = at + pos;
+        if key_at + ksize > extent || ksize > MAX_PAGE_BYTES {
+            return Err(malformed("a key or value lies outside its page"));
+        }
+        let mut key = vec![0_u8; usize::try_from(ksize).map_err(|_| malformed("a key larger than memory"))?];
+        self.file.read_exact_at(&mut key, offset + key_at)?;
+        Ok(key)
     }
 
     /// The offset and header of page `id`.
@@ -444,6 +472,14 @@ fn bucket_root(value: &[u8]) -> Result<u64, BoltError> {
     Ok(u64::from_le_bytes(header[..8].try_into().unwrap_or_default()))
 }
 
+/// What [`BoltFile::tally`] counts over a tree.
+#[derive(Debug, Default)]
+struct Tally {
+    entries: u64,
+    /// The last leaf with any entry, in key order.
+    last_leaf: Option<u64>,
+}
+
 /// What a tree walk calls for each leaf element: its flags, key and value.
 type Visit<'a> = dyn FnMut(u32, &[u8], &[u8]) -> Result<(), BoltError> + 'a;
 
@@ -474,8 +510,26 @@ pub struct DatabaseSummary {
 /// # Errors
 /// The file cannot be read or is damaged.
 pub fn summary(path: &Path) -> Result<DatabaseSummary, BoltError> {
+    summarise(&BoltFile::open(path)?, &LeafCounts::default())
+}
+
+/// [`summary`] of a file whose leaf pages `counts` noted as it was
+/// written: it reads only the branch pages and a leaf per bucket, each
+/// page on its own, so the reads stay a few MiB of a GiB database whatever
+/// the size of its values (see [`LeafCounts`]).
+///
+/// # Errors
+/// The file cannot be read or is damaged.
+pub fn summary_counted(path: &Path, counts: &LeafCounts) -> Result<DatabaseSummary, BoltError> {
     let db = BoltFile::open(path)?;
-    let buckets = db.buckets()?;
+    // No read ahead: the pages left to read lie far apart, and reading
+    // what lies between them would read the file again.
+    let _ = nix::fcntl::posix_fadvise(&db.file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM);
+    summarise(&db, counts)
+}
+
+fn summarise(db: &BoltFile, counts: &LeafCounts) -> Result<DatabaseSummary, BoltError> {
+    let buckets = db.buckets(counts)?;
     let total_keys = buckets.iter().map(|b| b.entries).sum();
     // etcd's revision keys: 8 bytes of main revision, big-endian, '_', and
     // the sub revision.
@@ -487,7 +541,7 @@ pub fn summary(path: &Path) -> Result<DatabaseSummary, BoltError> {
     Ok(DatabaseSummary {
         revision,
         total_keys,
-        cluster_version: recorded_cluster_version(&db)?,
+        cluster_version: recorded_cluster_version(db)?,
     })
 }
 
@@ -503,30 +557,38 @@ struct Meta {
     txid: u64,
 }
 
+/// The bytes of a meta page that [`parse_meta`] reads.
+const META_PAGE_BYTES: usize = PAGE_HEADER + META_CHECKED + 8;
+
 /// The meta page at `offset`, if its magic and checksum are right.
 fn read_meta(file: &File, offset: u64) -> Result<Option<Meta>, BoltError> {
-    let mut bytes = [0_u8; PAGE_HEADER + META_CHECKED + 8];
+    let mut bytes = [0_u8; META_PAGE_BYTES];
     match file.read_exact_at(&mut bytes, offset) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Ok(()) => Ok(parse_meta(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// The meta page whose first bytes are `bytes`, if its magic and checksum
+/// are right.
+fn parse_meta(bytes: &[u8; META_PAGE_BYTES]) -> Option<Meta> {
     let meta = &bytes[PAGE_HEADER..];
     let u32_at = |at: usize| u32::from_le_bytes(meta[at..at + 4].try_into().unwrap_or_default());
     let u64_at = |at: usize| u64::from_le_bytes(meta[at..at + 8].try_into().unwrap_or_default());
     // Format version 2 is the only one bbolt has written.
     if u32_at(0) != MAGIC || u32_at(4) != 2 || fnv64a(&meta[..META_CHECKED]) != u64_at(META_CHECKED) {
-        return Ok(None);
+        return None;
     }
     let page_size = u64::from(u32_at(8));
     if !(512..=1 << 20).contains(&page_size) {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(Meta {
+    Some(Meta {
         page_size,
         root: u64_at(16),
         txid: u64_at(48),
-    }))
+    })
 }
 
 /// FNV-1a, 64 bits: bbolt's meta checksum.

@@ -87,6 +87,21 @@ impl Summing for TrailerHasher {
     }
 }
 
+/// Two summaries of the same bytes in one pass (etcd's trailer check and
+/// the bbolt leaf counts of a snapshot, say).
+impl<A: Summing, B: Summing> Summing for (A, B) {
+    type Summary = (A::Summary, B::Summary);
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+        self.1.update(bytes);
+    }
+
+    fn finish(self) -> Self::Summary {
+        (self.0.finish(), self.1.finish())
+    }
+}
+
 /// Hashes everything `reader` yields (a snapshot file), as
 /// [`TrailerHasher`] does a stream.
 ///

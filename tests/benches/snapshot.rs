@@ -1,6 +1,9 @@
 //! Benchmark: a snapshot of a large database, side by side with its
 //! baseline. A fresh 3-member etcd cluster is filled to
-//! `STEWARD_BENCH_DB_MIB` (1024 by default), then, in interleaved rounds
+//! `STEWARD_BENCH_DB_MIB` (1024 by default) of values of
+//! `STEWARD_SNAPSHOT_VALUE_BYTES` (1 MiB by default; 8192 gives a leaf
+//! page per value, as a cluster of small values has), then, in
+//! interleaved rounds
 //! (`STEWARD_SNAPSHOT_ROUNDS`, 5 by default):
 //! - `etcdctl snapshot save FILE` through the leader's client URL (the
 //!   baseline);
@@ -30,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use steward_tests::bench::{self, count_from_env, fill, fill_with, median, spread};
+use steward_tests::bench::{self, count_from_env, fill_with, median, spread};
 use steward_tests::cluster::steward_command;
 use steward_tests::{ClusterBuilder, newest};
 
@@ -143,6 +146,12 @@ fn main() {
     let release = newest(3, 5);
     let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
     let rounds = count_from_env("STEWARD_SNAPSHOT_ROUNDS", 5);
+    let value_bytes = usize::try_from(count_from_env("STEWARD_SNAPSHOT_VALUE_BYTES", 1 << 20)).unwrap();
+    let value_size = if value_bytes >= 1 << 20 {
+        format!("{} MiB values", value_bytes >> 20)
+    } else {
+        format!("{} KiB values", value_bytes >> 10)
+    };
     let (cluster, leader) = runtime.block_on(async {
         let cluster = ClusterBuilder::new(3, release.clone())
             .extra_flag("--quota-backend-bytes=8589934592")
@@ -150,8 +159,11 @@ fn main() {
             .start()
             .await;
         let began = Instant::now();
-        fill(&mut cluster.etcd(&[0, 1, 2]).await, mib).await;
-        println!("filled {mib} MiB in {:.1} s", began.elapsed().as_secs_f64());
+        fill_with(&mut cluster.etcd(&[0, 1, 2]).await, "bench", mib, value_bytes).await;
+        println!(
+            "filled {mib} MiB of {value_size} in {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
         let leader = cluster.leader_index().await;
         (cluster, leader)
     });
@@ -240,7 +252,7 @@ fn main() {
             ratio
         );
         verdicts.push(bench::Verdict {
-            what: format!("snapshot {mib} MiB: {name}"),
+            what: format!("snapshot {mib} MiB, {value_size}: {name}"),
             steward: bench::seconds(ms),
             baseline: bench::seconds(etcdctl),
             ratio: format!("{ratio:.2}x throughput"),
@@ -249,12 +261,18 @@ fn main() {
         });
     }
     // The memory goal is for a 2 GiB snapshot: grow the same database
-    // (new keys, the same 1 MiB values) and watch two more.
+    // (new keys, values of the same size) and watch two more.
     let memory_mib = count_from_env("STEWARD_MEMORY_DB_MIB", 2048);
     if memory_mib > mib {
         runtime.block_on(async {
             let began = Instant::now();
-            fill_with(&mut cluster.etcd(&[0, 1, 2]).await, "memory", memory_mib - mib, 1 << 20).await;
+            fill_with(
+                &mut cluster.etcd(&[0, 1, 2]).await,
+                "memory",
+                memory_mib - mib,
+                value_bytes,
+            )
+            .await;
             println!(
                 "\ngrew the database to {memory_mib} MiB in {:.1} s",
                 began.elapsed().as_secs_f64()
@@ -286,7 +304,7 @@ fn main() {
     #[allow(clippy::cast_precision_loss)]
     let mb = |kib: u64| format!("{:.1} MB", (kib * 1024) as f64 / 1e6);
     verdicts.push(bench::Verdict {
-        what: "agent memory, idle".to_owned(),
+        what: format!("agent memory, idle ({value_size})"),
         steward: mb(idle_kib),
         baseline: "-".to_owned(),
         ratio: "-".to_owned(),
@@ -294,7 +312,10 @@ fn main() {
         met: idle_kib > 0 && idle_kib * 1024 <= 15_000_000,
     });
     verdicts.push(bench::Verdict {
-        what: format!("agent memory, peak (snapshots up to {} MiB)", large_size >> 20),
+        what: format!(
+            "agent memory, peak (snapshots up to {} MiB, {value_size})",
+            large_size >> 20
+        ),
         steward: mb(peak_kib.max(large_peak_kib)),
         baseline: "-".to_owned(),
         ratio: "-".to_owned(),
