@@ -257,7 +257,7 @@ impl BoltFile {
             Some(count) => count,
             None => {
                 let (_, header) = self.header(id)?;
-                match u16::from_le_bytes([header[8], header[9]]) {
+                match header.flags {
                     BRANCH_PAGE => {
                         let page = self.page(id, held)?;
                         path.push(id);
@@ -273,7 +273,7 @@ impl BoltFile {
                         path.pop();
                         return tallied;
                     }
-                    LEAF_PAGE => u64::from(u16::from_le_bytes([header[10], header[11]])),
+                    LEAF_PAGE => u64::from(header.count),
                     other => return Err(malformed(format!("page type {other:#x} where a tree page belongs"))),
                 }
             }
@@ -289,14 +289,13 @@ impl BoltFile {
     /// and its element header.
     fn last_key(&self, id: u64) -> Result<Vec<u8>, BoltError> {
         let (offset, header) = self.header(id)?;
-        if u16::from_le_bytes([header[8], header[9]]) != LEAF_PAGE {
+        if header.flags != LEAF_PAGE {
             return Err(malformed(format!("page {id} is not the leaf it was counted as")));
         }
-        let count = u64::from(u16::from_le_bytes([header[10], header[11]]));
-        let Some(last) = count.checked_sub(1) else {
+        let Some(last) = u64::from(header.count).checked_sub(1) else {
             return Ok(Vec::new());
         };
-        let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+        let overflow = u64::from(header.overflow);
         let extent = (overflow + 1).saturating_mul(self.page_size).min(self.len - offset);
         // The last element's header: flags, pos, ksize, vsize; its key
         // lies `pos` bytes after the header.
@@ -322,14 +321,14 @@ impl BoltFile {
     }
 
     /// The offset and header of page `id`.
-    fn header(&self, id: u64) -> Result<(u64, [u8; PAGE_HEADER]), BoltError> {
+    fn header(&self, id: u64) -> Result<(u64, PageHeader), BoltError> {
         let offset = id
             .checked_mul(self.page_size)
             .filter(|o| o.saturating_add(PAGE_HEADER as u64) <= self.len)
             .ok_or_else(|| malformed(format!("page {id} lies beyond the end of the file")))?;
         let mut header = [0_u8; PAGE_HEADER];
         self.file.read_exact_at(&mut header, offset)?;
-        Ok((offset, header))
+        Ok((offset, PageHeader::parse(&header)))
     }
 
     /// The root page of the bucket whose value (header and, for an inline
@@ -431,7 +430,7 @@ impl BoltFile {
     /// (`held` bytes) leave room for it.
     fn page(&self, id: u64, held: u64) -> Result<Page, BoltError> {
         let (offset, header) = self.header(id)?;
-        let overflow = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+        let overflow = u64::from(header.overflow);
         let size = (overflow + 1)
             .checked_mul(self.page_size)
             .filter(|s| *s <= MAX_PAGE_BYTES)
@@ -470,6 +469,31 @@ fn bucket_root(value: &[u8]) -> Result<u64, BoltError> {
         .get(..BUCKET_HEADER)
         .ok_or_else(|| malformed("a bucket value is shorter than its header"))?;
     Ok(u64::from_le_bytes(header[..8].try_into().unwrap_or_default()))
+}
+
+/// A page's header, as it starts the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PageHeader {
+    /// The id the page was written with.
+    id: u64,
+    flags: u16,
+    /// Its elements.
+    count: u16,
+    /// The pages after it that it spans.
+    overflow: u32,
+}
+
+impl PageHeader {
+    fn parse(bytes: &[u8; PAGE_HEADER]) -> Self {
+        Self {
+            id: u64::from_le_bytes([
+                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            ]),
+            flags: u16::from_le_bytes([bytes[8], bytes[9]]),
+            count: u16::from_le_bytes([bytes[10], bytes[11]]),
+            overflow: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
+        }
+    }
 }
 
 /// What [`BoltFile::tally`] counts over a tree.

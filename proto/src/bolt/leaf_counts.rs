@@ -17,7 +17,7 @@
 //! Freed pages keep the header they had; no tree reaches them, so their
 //! notes are never asked for.
 
-use super::{LEAF_PAGE, META_PAGE_BYTES, PAGE_HEADER, parse_meta};
+use super::{LEAF_PAGE, META_PAGE_BYTES, PAGE_HEADER, PageHeader, parse_meta};
 use crate::trailer::Summing;
 
 /// A count [`LeafCounts`] does not know: the page is not a leaf, was not
@@ -117,10 +117,11 @@ impl LeafCounter {
 
     /// Notes the header just gathered, of page `id`.
     fn note(&mut self, id: u64) {
-        let header = &self.header;
-        let own_id = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
-        let flags = u16::from_le_bytes([header[8], header[9]]);
-        if own_id != id || flags != LEAF_PAGE {
+        let Ok(bytes) = <&[u8; PAGE_HEADER]>::try_from(self.header.as_slice()) else {
+            return;
+        };
+        let header = PageHeader::parse(bytes);
+        if header.id != id || header.flags != LEAF_PAGE {
             return;
         }
         let Ok(index) = usize::try_from(id) else {
@@ -129,7 +130,7 @@ impl LeafCounter {
         if self.counts.len() <= index {
             self.counts.resize(index + 1, UNKNOWN);
         }
-        self.counts[index] = u16::from_le_bytes([header[10], header[11]]);
+        self.counts[index] = header.count;
     }
 
     /// What was noted.
