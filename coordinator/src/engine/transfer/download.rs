@@ -21,6 +21,7 @@ use steward_proto::trailer::Summing;
 pub use steward_proto::trailer::{Hashed, HashingWriter, TRAILER_LEN, TrailerHasher, WriterError};
 
 use super::copy_check::{CopyCheck, CopyVerdict, verify_copy};
+use super::on_worker::on_worker;
 
 pub use crate::engine::error::VerifyProblem;
 
@@ -187,33 +188,39 @@ pub async fn download_to(clients: &mut AgentClients, id: &str, to: &CopyTo) -> R
         .into_inner();
     let mut receiving = Receiving::create(to).await?;
     let meter = Meter::start(&format!("downloading snapshot {id} from {address}"), None);
-    let received = async {
-        let mut info: Option<pb::SnapshotInfo> = None;
-        while let Some(message) = stream
-            .message()
-            .await
-            .map_err(|s| Error::from_status(&address, plaintext, RPC, &s))?
-        {
-            if info.is_none() {
-                // The contract sends the metadata in the first message only.
-                let first = message.info.ok_or_else(|| Error::MalformedReply {
-                    address: address.clone(),
-                    rpc: RPC,
-                    problem: "the first message carries no snapshot info",
-                })?;
-                meter.set_total(first.size);
-                info = Some(first);
+    let at = address.clone();
+    let receive = async move {
+        let address = at;
+        let received = async {
+            let mut info: Option<pb::SnapshotInfo> = None;
+            while let Some(message) = stream
+                .message()
+                .await
+                .map_err(|s| Error::from_status(&address, plaintext, RPC, &s))?
+            {
+                if info.is_none() {
+                    // The contract sends the metadata in the first message only.
+                    let first = message.info.ok_or_else(|| Error::MalformedReply {
+                        address: address.clone(),
+                        rpc: RPC,
+                        problem: "the first message carries no snapshot info",
+                    })?;
+                    meter.set_total(first.size);
+                    info = Some(first);
+                }
+                meter.advance(message.chunk.len() as u64);
+                receiving.write(message.chunk).await?;
             }
-            meter.advance(message.chunk.len() as u64);
-            receiving.write(message.chunk).await?;
+            info.ok_or_else(|| Error::MalformedReply {
+                address: address.clone(),
+                rpc: RPC,
+                problem: "the stream ended before any snapshot info",
+            })
         }
-        info.ok_or_else(|| Error::MalformedReply {
-            address: address.clone(),
-            rpc: RPC,
-            problem: "the stream ended before any snapshot info",
-        })
-    }
-    .await;
+        .await;
+        (received, receiving)
+    };
+    let (received, receiving) = on_worker(receive).await;
     let info = match received {
         Ok(info) => info,
         Err(error) => {
@@ -285,36 +292,41 @@ pub async fn take_and_download(
     };
     // A local write that fails does not stop the stream: the agent stores
     // the snapshot all the same, and its id is in the last message.
-    let mut local: Result<(), Error> = Ok(());
     let meter = Meter::start(&format!("snapshot through {address}"), None);
-    let stored = loop {
-        let message = match stream.message().await {
-            Ok(Some(message)) => message,
-            Ok(None) => {
-                break Err(Error::MalformedReply {
-                    address: address.clone(),
-                    rpc: RPC,
-                    problem: "the stream ended before the stored snapshot's info",
-                });
+    let receive = async move {
+        let mut local: Result<(), Error> = Ok(());
+        let stored = loop {
+            let message = match stream.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    break Err(Error::MalformedReply {
+                        address: address.clone(),
+                        rpc: RPC,
+                        problem: "the stream ended before the stored snapshot's info",
+                    });
+                }
+                Err(status) => break Err(Error::from_status(&address, plaintext, RPC, &status)),
+            };
+            match message.part {
+                Some(Part::Chunk(chunk)) if local.is_ok() => {
+                    meter.advance(chunk.len() as u64);
+                    local = receiving.write(chunk).await;
+                }
+                Some(Part::Chunk(_)) => {}
+                Some(Part::Stored(info)) => break Ok((info, message.chunks_crc32)),
+                None => {
+                    break Err(Error::MalformedReply {
+                        address: address.clone(),
+                        rpc: RPC,
+                        problem: "a message with neither a chunk nor the stored snapshot",
+                    });
+                }
             }
-            Err(status) => break Err(failed(&status)),
         };
-        match message.part {
-            Some(Part::Chunk(chunk)) if local.is_ok() => {
-                meter.advance(chunk.len() as u64);
-                local = receiving.write(chunk).await;
-            }
-            Some(Part::Chunk(_)) => {}
-            Some(Part::Stored(info)) => break Ok((info, message.chunks_crc32)),
-            None => {
-                break Err(Error::MalformedReply {
-                    address: address.clone(),
-                    rpc: RPC,
-                    problem: "a message with neither a chunk nor the stored snapshot",
-                });
-            }
-        }
+        (stored, local, receiving)
     };
+    let (stored, local, receiving) = on_worker(receive).await;
+    let address = clients.address.clone();
     let (snapshot, sent_crc32) = match stored {
         Ok(stored) => stored,
         Err(error) => {

@@ -3,5 +3,6 @@
 
 pub mod copy_check;
 pub mod download;
+mod on_worker;
 pub mod progress;
 pub mod upload;
