@@ -763,19 +763,32 @@ impl pb::snapshots_server::Snapshots for AgentService {
                 chunks_crc32: None,
             })
         });
-        // Chained after every chunk: the CRC is complete when this runs.
+        let crc_of_all = move || {
+            carried
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .finalize()
+        };
+        // Chained after every chunk, so the CRC is complete: an empty chunk
+        // that carries it marks the end of the chunks, and the caller makes
+        // its copy durable while this side syncs and summarises its own (a
+        // caller that does not know the mark writes nothing for it).
+        let crc = crc_of_all.clone();
+        let mark = futures::stream::once(async move {
+            Ok(pb::TakeAndSendSnapshotResponse {
+                part: Some(pb::take_and_send_snapshot_response::Part::Chunk(bytes::Bytes::new())),
+                chunks_crc32: Some(crc()),
+            })
+        });
         let last = futures::stream::once(async move {
             let mut last = outcome
                 .await
                 .unwrap_or_else(|_| Err(Status::internal("the snapshot task ended abnormally")))?;
-            let crc = carried
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            last.chunks_crc32 = Some(crc.finalize());
+            last.chunks_crc32 = Some(crc_of_all());
             Ok(last)
         });
-        Ok(Response::new(Box::pin(sent.chain(last))))
+        Ok(Response::new(Box::pin(sent.chain(mark).chain(last))))
     }
 
     async fn pin_snapshot(

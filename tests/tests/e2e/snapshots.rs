@@ -164,12 +164,18 @@ async fn take_and_send(cluster: &Cluster) -> (Vec<u8>, pb::SnapshotInfo, Option<
     let mut bytes = Vec::new();
     let mut stored = None;
     let mut crc = None;
+    // The empty chunk that marks the end of the chunks, with their CRC.
+    let mut marked = None;
     while let Some(message) = stream.next().await {
         let message = message.expect("a message");
         match message.part {
             Some(Part::Chunk(chunk)) => {
                 assert!(stored.is_none(), "no chunk after the stored snapshot's info");
-                assert_eq!(message.chunks_crc32, None, "the CRC comes with the info only");
+                assert!(marked.is_none(), "no chunk after the one marked last");
+                if let Some(crc) = message.chunks_crc32 {
+                    assert!(chunk.is_empty(), "only the empty chunk after the last carries the CRC");
+                    marked = Some(crc);
+                }
                 bytes.extend_from_slice(&chunk);
             }
             Some(Part::Stored(info)) => {
@@ -179,6 +185,8 @@ async fn take_and_send(cluster: &Cluster) -> (Vec<u8>, pb::SnapshotInfo, Option<
             None => panic!("a message with no part"),
         }
     }
+    assert!(crc.is_some(), "the stored snapshot's info carries the CRC");
+    assert_eq!(marked, crc, "the end of the chunks is marked with the same CRC");
     (bytes, stored.expect("the stored snapshot's info comes last"), crc)
 }
 

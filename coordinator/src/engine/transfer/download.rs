@@ -272,7 +272,7 @@ pub async fn take_and_download(
         CopyTo::File(_) => CopyCheck::crc_only(),
         CopyTo::Stream { .. } => CopyCheck::with_trailer(),
     };
-    let mut receiving = Receiving::create_with(out, check)
+    let receiving = Receiving::create_with(out, check)
         .await
         .map_err(TakeAndDownloadError::NotTaken)?;
     let stream = clients
@@ -295,6 +295,7 @@ pub async fn take_and_download(
     let meter = Meter::start(&format!("snapshot through {address}"), None);
     let receive = async move {
         let mut local: Result<(), Error> = Ok(());
+        let mut copying = Copying::Open(receiving);
         let stored = loop {
             let message = match stream.message().await {
                 Ok(Some(message)) => message,
@@ -307,14 +308,30 @@ pub async fn take_and_download(
                 }
                 Err(status) => break Err(Error::from_status(&address, plaintext, RPC, &status)),
             };
-            match message.part {
-                Some(Part::Chunk(chunk)) if local.is_ok() => {
+            match (message.part, &mut copying) {
+                (Some(Part::Chunk(chunk)), Copying::Open(receiving)) if local.is_ok() => {
                     meter.advance(chunk.len() as u64);
                     local = receiving.write(chunk).await;
+                    // The agent marks its last chunk with the CRC-32 of all
+                    // of them: the copy is made durable while the agent
+                    // still syncs and summarises its own.
+                    if message.chunks_crc32.is_some() && local.is_ok() {
+                        copying = match copying {
+                            Copying::Open(receiving) => Copying::Sealed(receiving.seal().await),
+                            sealed @ Copying::Sealed(_) => sealed,
+                        };
+                    }
                 }
-                Some(Part::Chunk(_)) => {}
-                Some(Part::Stored(info)) => break Ok((info, message.chunks_crc32)),
-                None => {
+                (Some(Part::Chunk(_)), Copying::Sealed(_)) if local.is_ok() => {
+                    local = Err(Error::MalformedReply {
+                        address: address.clone(),
+                        rpc: RPC,
+                        problem: "a chunk after the one marked last",
+                    });
+                }
+                (Some(Part::Chunk(_)), _) => {}
+                (Some(Part::Stored(info)), _) => break Ok((info, message.chunks_crc32)),
+                (None, _) => {
                     break Err(Error::MalformedReply {
                         address: address.clone(),
                         rpc: RPC,
@@ -323,21 +340,24 @@ pub async fn take_and_download(
                 }
             }
         };
-        (stored, local, receiving)
+        (stored, local, copying)
     };
-    let (stored, local, receiving) = on_worker(receive).await;
+    let (stored, local, copying) = on_worker(receive).await;
     let address = clients.address.clone();
     let (snapshot, sent_crc32) = match stored {
         Ok(stored) => stored,
         Err(error) => {
-            receiving.abandon().await;
+            copying.discard().await;
             return Err(TakeAndDownloadError::NotTaken(error));
         }
     };
     let copied = match local {
-        Ok(()) => receiving.finish_copy(&address, &snapshot, sent_crc32).await,
+        Ok(()) => match copying.seal().await {
+            Ok(sealed) => sealed.finish_copy(&address, &snapshot, sent_crc32).await,
+            Err(error) => Err(error),
+        },
         Err(error) => {
-            receiving.abandon().await;
+            copying.discard().await;
             Err(error)
         }
     };
@@ -385,36 +405,6 @@ impl Receiving {
     async fn finish(self, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
         self.finish_with(|hashed, _| async move { matches_record(hashed, address, info) })
             .await
-    }
-}
-
-impl Receiving<CopyCheck> {
-    /// [`Receiving::finish`] for a copy the agent sent as it took the
-    /// snapshot, with the CRC-32 it sent (see [`super::copy_check`]).
-    async fn finish_copy(
-        self,
-        address: &AgentAddress,
-        info: &pb::SnapshotInfo,
-        sent_crc32: Option<u32>,
-    ) -> Result<(), Error> {
-        self.finish_with(|copied, part| async move {
-            let verdict = verify_copy(copied, &info.sha256, info.size, sent_crc32)
-                .map_err(|problem| invalid(address, info, problem))?;
-            if verdict == CopyVerdict::Good {
-                return Ok(());
-            }
-            let Some(part) = part else {
-                return Err(Error::MalformedReply {
-                    address: address.clone(),
-                    rpc: "TakeAndSendSnapshot",
-                    problem: "no CRC-32 of the chunks sent, and a stream cannot be read again",
-                });
-            };
-            let file = std::fs::File::open(&part).map_err(io_error(&part, "open"))?;
-            let hashed = hash_file(file).await.map_err(io_error(&part, "read"))?;
-            matches_record(hashed, address, info)
-        })
-        .await
     }
 }
 
@@ -526,32 +516,34 @@ impl<S: Summing> Receiving<S> {
         C: FnOnce(S::Summary, Option<PathBuf>) -> F,
         F: Future<Output = Result<(), Error>>,
     {
+        self.seal().await?.judge(check).await
+    }
+
+    /// Waits for the writing thread to write and sum every byte, and makes
+    /// a file durable: all that can be done before the verdict. On error the
+    /// part file is removed.
+    async fn seal(self) -> Result<Sealed<S>, Error> {
         let Self { target, writer } = self;
-        let (out, part) = match target {
-            Target::File { out, part } => (out, part),
-            Target::Stream { name } => {
-                // Written already; only the verdict is left.
-                let written = writer.finish().await.map_err(|e| writer_error(&name, e))?;
-                return check(written.hashed, None).await;
-            }
-        };
-        let checked = async {
-            let written = writer.finish().await.map_err(|e| writer_error(&part, e))?;
-            check(written.hashed, Some(part.clone())).await?;
-            if let Some(file) = written.file {
+        let sealed = async {
+            let written = writer.finish().await.map_err(|e| writer_error(target.written(), e))?;
+            if let (Target::File { part, .. }, Some(file)) = (&target, written.file) {
                 tokio::task::spawn_blocking(move || file.sync_all())
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-                    .map_err(io_error(&part, "fsync"))?;
+                    .map_err(io_error(part, "fsync"))?;
             }
-            Ok(())
+            Ok(written.hashed)
         }
         .await;
-        if let Err(error) = checked {
-            remove_part(&part).await;
-            return Err(error);
+        match sealed {
+            Ok(summary) => Ok(Sealed { target, summary }),
+            Err(error) => {
+                if let Target::File { part, .. } = &target {
+                    remove_part(part).await;
+                }
+                Err(error)
+            }
         }
-        put_in_place(&part, &out).await
     }
 
     /// Gives up: the part file is removed.
@@ -561,6 +553,100 @@ impl<S: Summing> Receiving<S> {
         let _ = writer.finish().await;
         if let Target::File { part, .. } = target {
             remove_part(&part).await;
+        }
+    }
+}
+
+/// A copy written in full and durable, its summary waiting for the
+/// verdict.
+struct Sealed<S: Summing> {
+    target: Target,
+    summary: S::Summary,
+}
+
+impl<S: Summing> Sealed<S> {
+    /// Has `check` judge the summary (given the part file, which a file's
+    /// check may read again) and gives a file its name. On error the part
+    /// file is removed, unless it holds a verified download that could not
+    /// be named.
+    async fn judge<C, F>(self, check: C) -> Result<(), Error>
+    where
+        C: FnOnce(S::Summary, Option<PathBuf>) -> F,
+        F: Future<Output = Result<(), Error>>,
+    {
+        let Self { target, summary } = self;
+        let (out, part) = match target {
+            Target::File { out, part } => (out, part),
+            // Written already; only the verdict is left.
+            Target::Stream { .. } => return check(summary, None).await,
+        };
+        if let Err(error) = check(summary, Some(part.clone())).await {
+            remove_part(&part).await;
+            return Err(error);
+        }
+        put_in_place(&part, &out).await
+    }
+
+    /// Gives up: the part file is removed.
+    async fn abandon(self) {
+        if let Target::File { part, .. } = self.target {
+            remove_part(&part).await;
+        }
+    }
+}
+
+impl Sealed<CopyCheck> {
+    /// [`Receiving::finish`] for a copy the agent sent as it took the
+    /// snapshot, with the CRC-32 it sent (see [`super::copy_check`]).
+    async fn finish_copy(
+        self,
+        address: &AgentAddress,
+        info: &pb::SnapshotInfo,
+        sent_crc32: Option<u32>,
+    ) -> Result<(), Error> {
+        self.judge(|copied, part| async move {
+            let verdict = verify_copy(copied, &info.sha256, info.size, sent_crc32)
+                .map_err(|problem| invalid(address, info, problem))?;
+            if verdict == CopyVerdict::Good {
+                return Ok(());
+            }
+            let Some(part) = part else {
+                return Err(Error::MalformedReply {
+                    address: address.clone(),
+                    rpc: "TakeAndSendSnapshot",
+                    problem: "no CRC-32 of the chunks sent, and a stream cannot be read again",
+                });
+            };
+            let file = std::fs::File::open(&part).map_err(io_error(&part, "open"))?;
+            let hashed = hash_file(file).await.map_err(io_error(&part, "read"))?;
+            matches_record(hashed, address, info)
+        })
+        .await
+    }
+}
+
+/// The copy of a snapshot the agent sends as it takes it: receiving, or
+/// sealed once the agent marked the end of the chunks.
+enum Copying {
+    Open(Receiving<CopyCheck>),
+    Sealed(Result<Sealed<CopyCheck>, Error>),
+}
+
+impl Copying {
+    /// Every byte written and durable.
+    async fn seal(self) -> Result<Sealed<CopyCheck>, Error> {
+        match self {
+            Self::Open(receiving) => receiving.seal().await,
+            Self::Sealed(sealed) => sealed,
+        }
+    }
+
+    /// Gives up: the part file is removed (a failed seal removed it).
+    async fn discard(self) {
+        match self {
+            Self::Open(receiving) => receiving.abandon().await,
+            Self::Sealed(Ok(sealed)) => sealed.abandon().await,
+            Self::Sealed(Err(_)) => {}
         }
     }
 }
@@ -712,7 +798,7 @@ mod tests {
         for piece in bytes.chunks(1000) {
             receiving.write(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
         }
-        receiving.finish_copy(&address, info, sent).await
+        receiving.seal().await?.finish_copy(&address, info, sent).await
     }
 
     #[tokio::test]
