@@ -312,9 +312,10 @@ pub async fn take_and_download(
                 (Some(Part::Chunk(chunk)), Copying::Open(receiving)) if local.is_ok() => {
                     meter.advance(chunk.len() as u64);
                     local = receiving.write(chunk).await;
-                    // The agent marks its last chunk with the CRC-32 of all
-                    // of them: the copy is made durable while the agent
-                    // still syncs and summarises its own.
+                    // The agent follows its last chunk with an empty one
+                    // that carries the CRC-32 of all of them: the copy is
+                    // made durable while the agent still syncs and
+                    // summarises its own.
                     if message.chunks_crc32.is_some() && local.is_ok() {
                         copying = match copying {
                             Copying::Open(receiving) => Copying::Sealed(receiving.seal().await),
