@@ -16,6 +16,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod etcd_channel;
+pub mod etcd_snapshot;
 pub mod flags;
 pub mod fsutil;
 pub mod hashing;

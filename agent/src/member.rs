@@ -9,6 +9,7 @@ use steward_proto::v1::MemberStatus;
 
 use crate::error::AgentError;
 use crate::etcd_channel::WideWindows;
+use crate::etcd_snapshot::EtcdSnapshots;
 
 /// Connection timeout towards the local member.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,6 +98,14 @@ impl MemberCredentials {
 }
 
 /// The agent's view of its local member.
+/// A client connected to the member, the channel under it, and the user
+/// its calls authenticate as (none when etcd authentication is off).
+struct Connected<'a> {
+    client: Client,
+    windows: WideWindows,
+    as_user: Option<&'a MemberCredentials>,
+}
+
 #[derive(Clone, Debug)]
 pub struct LocalMember {
     endpoint: String,
@@ -146,6 +155,44 @@ impl LocalMember {
 
     /// A fresh etcd client connected to this member only.
     pub async fn client(&self) -> Result<Client, AgentError> {
+        self.connect().await.map(|connected| connected.client)
+    }
+
+    /// A fresh etcd client connected to this member only, and what opens
+    /// a snapshot stream over its channel as its user.
+    pub async fn snapshot_client(&self) -> Result<(Client, EtcdSnapshots), AgentError> {
+        let Connected {
+            client,
+            windows,
+            as_user,
+        } = self.connect().await?;
+        let channel = windows.channel().ok_or_else(|| AgentError::EtcdUnavailable {
+            endpoint: self.endpoint.clone(),
+            reason: "the etcd client was built without a channel".into(),
+        })?;
+        // etcd-client keeps its user's token to itself: the stream gets
+        // one of its own, from the same credentials.
+        let token = match as_user {
+            Some(credentials) => {
+                let response = client
+                    .auth_client()
+                    .authenticate(credentials.user.clone(), credentials.password.clone())
+                    .await
+                    .map_err(|error| self.unavailable(&error))?;
+                let token = tonic::metadata::AsciiMetadataValue::try_from(response.token()).map_err(|_| {
+                    AgentError::EtcdUnavailable {
+                        endpoint: self.endpoint.clone(),
+                        reason: "etcd gave an authentication token that is not ASCII".into(),
+                    }
+                })?;
+                Some(token)
+            }
+            None => None,
+        };
+        Ok((client, EtcdSnapshots::new(channel, token)))
+    }
+
+    async fn connect(&self) -> Result<Connected<'_>, AgentError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
@@ -161,15 +208,32 @@ impl LocalMember {
             let with_user = options
                 .clone()
                 .with_user(credentials.user.clone(), credentials.password.clone());
-            match Client::connect_with_balanced_channel([self.endpoint.as_str()], Some(with_user), WideWindows).await {
+            let windows = WideWindows::default();
+            match Client::connect_with_balanced_channel([self.endpoint.as_str()], Some(with_user), windows.clone())
+                .await
+            {
                 // Until auth is enabled in the cluster, etcd refuses to
                 // authenticate anyone: call without the user then.
                 Err(error) if describe_etcd_error(&error).contains("authentication is not enabled") => {}
-                other => return other.map_err(|error| self.unavailable(&error)),
+                other => {
+                    return other
+                        .map(|client| Connected {
+                            client,
+                            windows,
+                            as_user: Some(credentials),
+                        })
+                        .map_err(|error| self.unavailable(&error));
+                }
             }
         }
-        Client::connect_with_balanced_channel([self.endpoint.as_str()], Some(options), WideWindows)
+        let windows = WideWindows::default();
+        Client::connect_with_balanced_channel([self.endpoint.as_str()], Some(options), windows.clone())
             .await
+            .map(|client| Connected {
+                client,
+                windows,
+                as_user: None,
+            })
             .map_err(|error| self.unavailable(&error))
     }
 

@@ -318,7 +318,7 @@ impl SnapshotDir {
         tee: Option<Tee>,
         owner: &str,
     ) -> Result<SnapshotMeta, AgentError> {
-        let mut client = member.client().await?;
+        let (mut client, snapshots) = member.snapshot_client().await?;
         let status = client.status().await.map_err(|error| AgentError::EtcdUnavailable {
             endpoint: member.endpoint().to_owned(),
             reason: crate::member::describe_etcd_error(&error),
@@ -361,7 +361,7 @@ impl SnapshotDir {
         // One pass: the stream is written and its trailer checked as it
         // arrives; the file is not read again.
         let began = std::time::Instant::now();
-        let (checked, leaves, file) = match self.stream_into(&mut client, member.endpoint(), &part, tee).await {
+        let (checked, leaves, file) = match self.stream_into(&snapshots, member.endpoint(), &part, tee).await {
             Ok(written) => written,
             Err(error) => {
                 let _ = std::fs::remove_file(&part);
@@ -681,7 +681,7 @@ impl SnapshotDir {
     /// comes back written, not yet synced.
     async fn stream_into(
         &self,
-        client: &mut etcd_client::Client,
+        snapshots: &crate::etcd_snapshot::EtcdSnapshots,
         endpoint: &str,
         part: &Path,
         mut tee: Option<Tee>,
@@ -696,7 +696,8 @@ impl SnapshotDir {
             .open(part)
             .map_err(io_err("create", part))?;
         set_mode(part, 0o600)?;
-        let mut stream = client.snapshot().await.map_err(|e| stream_err(e.to_string()))?;
+        let broke = |status: tonic::Status| stream_err(steward_proto::error_text::status_with_causes(&status));
+        let mut stream = snapshots.open().await.map_err(broke)?;
         // Written past the page cache as it streams: a snapshot of several
         // GiB would otherwise push out the pages the member's etcd reads
         // (its WAL and database), and the only read that follows, the
@@ -712,9 +713,8 @@ impl SnapshotDir {
         let mut batches = Batches::default();
         let mut ended = false;
         while !ended {
-            let batch = match stream.message().await.map_err(|e| stream_err(e.to_string()))? {
-                // The decoded chunk itself, not a copy of it.
-                Some(mut message) => match batches.push(bytes::Bytes::from(std::mem::take(&mut message.0.blob))) {
+            let batch = match stream.message().await.map_err(broke)? {
+                Some(piece) => match batches.push(piece.blob) {
                     Some(batch) => batch,
                     None => continue,
                 },
