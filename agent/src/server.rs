@@ -214,6 +214,7 @@ pub async fn run(
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .initial_stream_window_size(steward_proto::windows::STREAM_WINDOW)
         .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW)
+        .max_frame_size(Some(steward_proto::windows::MAX_FRAME))
         .layer(crate::metrics::RpcMetricsLayer::new(Arc::clone(&rpc_metrics)))
         .layer(AccessLayer::new(policy, Arc::clone(&audit), Arc::clone(&rpc_metrics)))
         .add_service(health_service)

@@ -122,7 +122,8 @@ async fn open_channel(connector: &Connector, address: &AgentAddress) -> Result<C
     let endpoint = endpoint(connector, address)?
         .connect_timeout(CONNECT_TIMEOUT)
         .initial_stream_window_size(steward_proto::windows::STREAM_WINDOW)
-        .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW);
+        .initial_connection_window_size(steward_proto::windows::CONNECTION_WINDOW)
+        .max_frame_size(steward_proto::windows::MAX_FRAME);
     tracing::debug!(%address, "connecting to the agent");
     // connect_timeout bounds the TCP connect only; the outer timeout also
     // bounds the HTTP/2 handshake with a peer that accepts and then stalls.
