@@ -97,7 +97,6 @@ impl MemberCredentials {
     }
 }
 
-/// The agent's view of its local member.
 /// A client connected to the member, the channel under it, and the user
 /// its calls authenticate as (none when etcd authentication is off).
 struct Connected<'a> {
@@ -106,6 +105,7 @@ struct Connected<'a> {
     as_user: Option<&'a MemberCredentials>,
 }
 
+/// The agent's view of its local member.
 #[derive(Clone, Debug)]
 pub struct LocalMember {
     endpoint: String,
