@@ -404,7 +404,9 @@ impl Receiving {
     /// durable and gives it its name. On error the part file is removed,
     /// unless it holds a verified download that could not be named.
     async fn finish(self, address: &AgentAddress, info: &pb::SnapshotInfo) -> Result<(), Error> {
-        self.finish_with(|hashed, _| async move { matches_record(hashed, address, info) })
+        self.seal()
+            .await?
+            .judge(|hashed, _| async move { matches_record(hashed, address, info) })
             .await
     }
 }
@@ -506,18 +508,6 @@ impl<S: Summing> Receiving<S> {
             .update(chunk)
             .await
             .map_err(|e| writer_error(self.target.written(), e))
-    }
-
-    /// Waits for the writing thread, has `check` judge what it summed (given
-    /// the part file, which a file's check may read again), makes the file
-    /// durable and gives it its name. On error the part file is removed,
-    /// unless it holds a verified download that could not be named.
-    async fn finish_with<C, F>(self, check: C) -> Result<(), Error>
-    where
-        C: FnOnce(S::Summary, Option<PathBuf>) -> F,
-        F: Future<Output = Result<(), Error>>,
-    {
-        self.seal().await?.judge(check).await
     }
 
     /// Waits for the writing thread to write and sum every byte, and makes
