@@ -3,8 +3,9 @@
 //! `STEWARD_BENCH_DB_MIB` (1024 by default) of values of
 //! `STEWARD_SNAPSHOT_VALUE_BYTES` (1 MiB by default; 8192 gives a leaf
 //! page per value, as a cluster of small values has), then, in
-//! interleaved rounds
-//! (`STEWARD_SNAPSHOT_ROUNDS`, 5 by default):
+//! interleaved rounds (`STEWARD_SNAPSHOT_ROUNDS`, 6 by default), each
+//! of the three below, in an order that rotates from round to round
+//! (each goes first, second and third equally often in every three):
 //! - `etcdctl snapshot save FILE` through the leader's client URL (the
 //!   baseline);
 //! - `steward backup` (the snapshot is taken, verified and kept on the
@@ -77,6 +78,25 @@ impl PeakRss {
     }
 }
 
+/// The three ways a round takes a snapshot.
+#[derive(Clone, Copy)]
+enum Method {
+    Etcdctl,
+    Kept,
+    Copied,
+}
+
+impl Method {
+    /// The order of round `round`: each method goes first, second and
+    /// third equally often over every three rounds, so that none always
+    /// runs on a machine the same other method has just worked.
+    fn order_of_round(round: u64) -> [Self; 3] {
+        let mut order = [Self::Etcdctl, Self::Kept, Self::Copied];
+        order.rotate_left(usize::try_from(round % 3).unwrap_or(0));
+        order
+    }
+}
+
 struct Round {
     etcdctl_ms: u64,
     kept_ms: u64,
@@ -145,7 +165,7 @@ fn main() {
     let runtime = bench::runtime();
     let release = newest(3, 5);
     let mib = count_from_env("STEWARD_BENCH_DB_MIB", 1024);
-    let rounds = count_from_env("STEWARD_SNAPSHOT_ROUNDS", 5);
+    let rounds = count_from_env("STEWARD_SNAPSHOT_ROUNDS", 6);
     let value_bytes = usize::try_from(count_from_env("STEWARD_SNAPSHOT_VALUE_BYTES", 1 << 20)).unwrap();
     let value_size = if value_bytes >= 1 << 20 {
         format!("{} MiB values", value_bytes >> 20)
@@ -189,13 +209,19 @@ fn main() {
     for round in 0..rounds {
         let ours = work.path().join(format!("etcdctl-{round}.db"));
         let copy = work.path().join(format!("steward-{round}.db"));
-        let etcdctl_ms = etcdctl_save(&etcdctl, &endpoint, &ours);
-        let size = std::fs::metadata(&ours).map(|m| m.len()).unwrap_or(0);
         let watch = PeakRss::watch(&runtime, agent_pid);
-        let kept_ms = steward_backup(&agents, &member, None);
-        settle_retention(&runtime, &snapshots);
-        let copied_ms = steward_backup(&agents, &member, Some(&copy));
-        settle_retention(&runtime, &snapshots);
+        let (mut etcdctl_ms, mut kept_ms, mut copied_ms) = (0, 0, 0);
+        for method in Method::order_of_round(round) {
+            match method {
+                Method::Etcdctl => etcdctl_ms = etcdctl_save(&etcdctl, &endpoint, &ours),
+                Method::Kept => kept_ms = steward_backup(&agents, &member, None),
+                Method::Copied => copied_ms = steward_backup(&agents, &member, Some(&copy)),
+            }
+            // Whatever a method leaves to the disk goes there, untimed,
+            // before the next one starts.
+            settle_retention(&runtime, &snapshots);
+        }
+        let size = std::fs::metadata(&ours).map(|m| m.len()).unwrap_or(0);
         peak_kib = peak_kib.max(watch.peak_kib());
         let _ = std::fs::remove_file(&ours);
         let _ = std::fs::remove_file(&copy);
