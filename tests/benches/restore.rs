@@ -179,8 +179,7 @@ fn main() {
         // warmest page cache.
         let mut times = [0_u64; 3];
         let mut phases = [Vec::new(), Vec::new()];
-        for turn in 0..3 {
-            let way = (usize::try_from(round).unwrap_or(0) + turn) % 3;
+        for way in bench::turn_order::<3>(round) {
             // What the previous turn left in the page cache goes to disk
             // first, untimed: the manual procedure does not sync its
             // copies, and their writeback would stall the next turn's

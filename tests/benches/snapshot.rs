@@ -87,14 +87,8 @@ enum Method {
 }
 
 impl Method {
-    /// The order of round `round`: each method goes first, second and
-    /// third equally often over every three rounds, so that none always
-    /// runs on a machine the same other method has just worked.
-    fn order_of_round(round: u64) -> [Self; 3] {
-        let mut order = [Self::Etcdctl, Self::Kept, Self::Copied];
-        order.rotate_left(usize::try_from(round % 3).unwrap_or(0));
-        order
-    }
+    /// Indexed by [`bench::turn_order`].
+    const ALL: [Self; 3] = [Self::Etcdctl, Self::Kept, Self::Copied];
 }
 
 struct Round {
@@ -211,8 +205,8 @@ fn main() {
         let copy = work.path().join(format!("steward-{round}.db"));
         let watch = PeakRss::watch(&runtime, agent_pid);
         let (mut etcdctl_ms, mut kept_ms, mut copied_ms) = (0, 0, 0);
-        for method in Method::order_of_round(round) {
-            match method {
+        for turn in bench::turn_order::<3>(round) {
+            match Method::ALL[turn] {
                 Method::Etcdctl => etcdctl_ms = etcdctl_save(&etcdctl, &endpoint, &ours),
                 Method::Kept => kept_ms = steward_backup(&agents, &member, None),
                 Method::Copied => copied_ms = steward_backup(&agents, &member, Some(&copy)),

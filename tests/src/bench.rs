@@ -26,6 +26,16 @@ pub fn spread(values: &[u64]) -> (u64, u64, u64) {
     (median(values.to_vec()), low, high)
 }
 
+/// The order in which round `round` runs `N` ways of doing the same
+/// thing (their indices): each goes first, second, ... equally often over
+/// every `N` rounds, so that none always runs on a machine that the same
+/// other one has just worked (its page cache, its writeback).
+#[must_use]
+pub fn turn_order<const N: usize>(round: u64) -> [usize; N] {
+    let first = usize::try_from(round).unwrap_or(0) % N;
+    std::array::from_fn(|turn| (first + turn) % N)
+}
+
 /// A positive count from the variable `name`, else `default`.
 #[must_use]
 pub fn count_from_env(name: &str, default: u64) -> u64 {
@@ -199,6 +209,19 @@ pub fn seconds(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_way_takes_every_turn_once_in_as_many_rounds() {
+        assert_eq!(turn_order::<3>(0), [0, 1, 2]);
+        assert_eq!(turn_order::<3>(1), [1, 2, 0]);
+        assert_eq!(turn_order::<3>(5), [2, 0, 1]);
+        for turn in 0..3 {
+            let mut firsts: Vec<usize> = (0..3).map(|round| turn_order::<3>(round)[turn]).collect();
+            firsts.sort_unstable();
+            assert_eq!(firsts, [0, 1, 2], "turn {turn}");
+        }
+        assert_eq!(turn_order::<2>(3), [1, 0]);
+    }
 
     #[test]
     fn the_median_is_the_middle_value_or_the_upper_of_two() {
