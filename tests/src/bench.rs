@@ -117,7 +117,8 @@ pub async fn fill(client: &mut etcd_client::Client, mib: u64) {
 /// raft snapshots and log compaction along the way.
 ///
 /// # Panics
-/// `value_bytes` is 0 or above 1 MiB, or a put fails.
+/// `value_bytes` is 0 or above 1 MiB, or a put fails other than for a
+/// while (see [`put_until_taken`]).
 pub async fn fill_with(client: &mut etcd_client::Client, prefix: &str, mib: u64, value_bytes: usize) {
     const BLOCK: usize = 1 << 20;
     const IN_FLIGHT: usize = 64;
@@ -139,15 +140,43 @@ pub async fn fill_with(client: &mut etcd_client::Client, prefix: &str, mib: u64,
         workers.spawn(async move {
             for i in (worker..puts).step_by(IN_FLIGHT) {
                 let offset = i * 4099 % BLOCK;
-                client
-                    .put(format!("{prefix}/{i:08}"), &block[offset..offset + value_bytes], None)
-                    .await
-                    .expect("fill the database");
+                put_until_taken(
+                    &mut client,
+                    format!("{prefix}/{i:08}"),
+                    &block[offset..offset + value_bytes],
+                )
+                .await;
             }
         });
     }
     while let Some(done) = workers.join_next().await {
         done.expect("a fill worker");
+    }
+}
+
+/// Puts `value` under `key`, again when a put times out or finds no
+/// leader: a fill of gigabytes, many puts at a time, can outlast the
+/// client's timeout while etcd commits or compacts, and writing the same
+/// key twice leaves the same database.
+///
+/// # Panics
+/// A put fails for another reason, or still fails after a few attempts.
+async fn put_until_taken(client: &mut etcd_client::Client, key: String, value: &[u8]) {
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..=ATTEMPTS {
+        match client.put(key.as_str(), value, None).await {
+            Ok(_) => return,
+            Err(etcd_client::Error::GRpcStatus(status))
+                if attempt < ATTEMPTS
+                    && matches!(
+                        status.code(),
+                        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable
+                    ) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(attempt))).await;
+            }
+            Err(error) => panic!("fill the database: put {key} failed at attempt {attempt}: {error}"),
+        }
     }
 }
 
