@@ -59,8 +59,7 @@ pub fn human_duration_secs(value: Duration) -> String {
 /// A duration for people, to the millisecond (how long a switch took).
 #[must_use]
 pub fn human_duration_millis(value: Duration) -> String {
-    let millis = u64::try_from(value.as_millis()).unwrap_or(u64::MAX);
-    humantime::format_duration(Duration::from_millis(millis)).to_string()
+    humantime::format_duration(Duration::from_millis(crate::engine::report::millis(value))).to_string()
 }
 
 /// A byte count for people, in binary units: `512 B`, `1.5 KiB`, `24.0 MiB`.

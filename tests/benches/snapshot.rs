@@ -106,7 +106,7 @@ fn timed(mut command: Command) -> u64 {
         "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX)
+    bench::millis(began.elapsed())
 }
 
 fn etcdctl_save(etcdctl: &std::path::Path, endpoint: &str, out: &std::path::Path) -> u64 {

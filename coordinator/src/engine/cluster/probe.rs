@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::connect::Connector;
 use crate::engine::connect::etcd;
+use crate::engine::report::millis;
 
 /// Pause between one writer's writes: stalls that differ by less than
 /// this are not told apart.
@@ -165,7 +166,7 @@ impl Shared {
     /// Counts the time since the last good write, up to `now`, as a stall
     /// of the current window.
     fn note_stall(&mut self, now: Instant) {
-        let stall_ms = u64::try_from(now.duration_since(self.last_good).as_millis()).unwrap_or(u64::MAX);
+        let stall_ms = millis(now.duration_since(self.last_good));
         if let Some(window) = self.windows.last_mut() {
             window.longest_stall_ms = window.longest_stall_ms.max(stall_ms);
         }

@@ -25,7 +25,7 @@ use crate::engine::cluster::observed::Observed;
 use crate::engine::connect::Connector;
 use crate::engine::error::{Error, chain};
 use crate::engine::events::EventSink;
-use crate::engine::report::{FLEET_SCHEMA, RunContext, now_rfc3339};
+use crate::engine::report::{FLEET_SCHEMA, RunContext, millis, now_rfc3339};
 use crate::engine::roll::last_roll;
 use crate::engine::roll::{self, Change, Outcome, RollOptions, RollRequest};
 use inventory::{FleetCluster, Inventory};
@@ -162,7 +162,7 @@ async fn finish(fleet: &Fleet<'_>, command: String, began: Began, clusters: Vec<
         steward_version: env!("CARGO_PKG_VERSION"),
         result: worst(&clusters),
         waves: fleet.waves.clone(),
-        took_ms: u64::try_from(began.clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        took_ms: millis(began.clock.elapsed()),
         clusters,
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inventory::{FleetCluster, Inventory};
 use super::waves::Wave;
+use crate::engine::report::millis;
 
 /// How one cluster's job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,7 +134,7 @@ where
                 let job = job(cluster, wave.name.clone());
                 running.push(async move {
                     let mut result = job.await;
-                    result.took_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    result.took_ms = millis(began.elapsed());
                     result
                 });
                 continue;

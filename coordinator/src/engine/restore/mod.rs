@@ -27,7 +27,7 @@ use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
 use crate::engine::connect::etcd::{self, EtcdError};
 use crate::engine::error::Error;
 use crate::engine::events::{Event, EventSink, StageMethod};
-use crate::engine::report::{RESTORE_SCHEMA, ReportHeader, RunContext};
+use crate::engine::report::{RESTORE_SCHEMA, ReportHeader, RunContext, millis};
 use crate::engine::restore::plan::{MemberFacts, Phase, RecordedRestore, Step, ids};
 use crate::engine::roll::rules::{Check, Verdict};
 use crate::engine::roll::{Failure, Gate, Outcome};
@@ -226,10 +226,6 @@ impl From<Failure> for Stop {
 
 fn failure(member: Option<&str>, gate: Gate, reason: impl Into<String>) -> Failure {
     Failure::new(member, gate, reason)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One member and its agent.

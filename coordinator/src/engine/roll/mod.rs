@@ -37,7 +37,7 @@ use crate::engine::connect::agent::{self, AgentAddress, AgentClients};
 use crate::engine::connect::etcd;
 use crate::engine::error::Error;
 use crate::engine::events::{Event, EventSink, StageMethod};
-use crate::engine::report::{ROLL_SCHEMA, ReportHeader, RunContext};
+use crate::engine::report::{ROLL_SCHEMA, ReportHeader, RunContext, millis};
 use crate::engine::roll::plan::{Direction, NextStep, Pass, Plan, PlanError, next_step, plan};
 use downgrade_api::Phase;
 use last_roll::LastRoll;
@@ -1802,10 +1802,6 @@ fn find<'a>(observed: &'a Observed, name: &str) -> Result<&'a ObservedMember, Fa
 
 fn max_term(observed: &Observed) -> u64 {
     observed.members.iter().map(|m| m.raft_term).max().unwrap_or(0)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// etcd and the tools next to it.
