@@ -293,7 +293,9 @@ pub async fn take_and_download(
     // A local write that fails does not stop the stream: the agent stores
     // the snapshot all the same, and its id is in the last message.
     let meter = Meter::start(&format!("snapshot through {address}"), None);
+    let at = address.clone();
     let receive = async move {
+        let address = at;
         let mut local: Result<(), Error> = Ok(());
         let mut copying = Copying::Open(receiving);
         let stored = loop {
@@ -317,10 +319,7 @@ pub async fn take_and_download(
                     // made durable while the agent still syncs and
                     // summarises its own.
                     if message.chunks_crc32.is_some() && local.is_ok() {
-                        copying = match copying {
-                            Copying::Open(receiving) => Copying::Sealed(receiving.seal().await),
-                            sealed @ Copying::Sealed(_) => sealed,
-                        };
+                        copying = Copying::Sealed(copying.seal().await);
                     }
                 }
                 (Some(Part::Chunk(_)), Copying::Sealed(_)) if local.is_ok() => {
@@ -344,7 +343,6 @@ pub async fn take_and_download(
         (stored, local, copying)
     };
     let (stored, local, copying) = on_worker(receive).await;
-    let address = clients.address.clone();
     let (snapshot, sent_crc32) = match stored {
         Ok(stored) => stored,
         Err(error) => {
