@@ -205,8 +205,8 @@ fn main() {
         let copy = work.path().join(format!("steward-{round}.db"));
         let watch = PeakRss::watch(&runtime, agent_pid);
         let (mut etcdctl_ms, mut kept_ms, mut copied_ms) = (0, 0, 0);
-        for turn in bench::turn_order::<3>(round) {
-            match Method::ALL[turn] {
+        for way in bench::turn_order::<3>(round) {
+            match Method::ALL[way] {
                 Method::Etcdctl => etcdctl_ms = etcdctl_save(&etcdctl, &endpoint, &ours),
                 Method::Kept => kept_ms = steward_backup(&agents, &member, None),
                 Method::Copied => copied_ms = steward_backup(&agents, &member, Some(&copy)),

@@ -12,11 +12,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Whole milliseconds of `elapsed`.
-#[must_use]
-pub fn millis(elapsed: std::time::Duration) -> u64 {
-    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-}
+/// Whole milliseconds of a duration, as steward's reports count them.
+pub use steward_coordinator::engine::report::millis;
 
 /// The median, lowest and highest of `values` (0s for none).
 #[must_use]
