@@ -330,26 +330,33 @@ async fn a_snapshot_file_is_restored_on_3_5_with_etcdutl() {
     cluster.cleanup();
 }
 
+/// `steward restore --snapshot FILE --yes --events`: its output, and
+/// its events (the report last).
+fn restore_with_events(agents: &str, file_text: &str) -> (String, Vec<serde_json::Value>) {
+    let output = steward(&[
+        "restore",
+        "--agents",
+        agents,
+        "--snapshot",
+        file_text,
+        "--yes",
+        "--events",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("NDJSON"))
+        .collect();
+    (stdout, lines)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_file_in_the_agents_import_dir_is_read_there() {
     // Every agent of the test cluster may import from this dir; the
     // coordinator names the file by the same path.
     let (cluster, agents, ids_before, file_text) = backed_up_to_file(Cluster::import_dir).await;
 
-    let output = steward(&[
-        "restore",
-        "--agents",
-        &agents,
-        "--snapshot",
-        &file_text,
-        "--yes",
-        "--events",
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("NDJSON"))
-        .collect();
+    let (stdout, lines) = restore_with_events(&agents, &file_text);
     let sent: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "snapshot_sent").collect();
     assert_eq!(sent.len(), 3, "{stdout}");
     for line in &sent {
@@ -365,5 +372,45 @@ async fn a_snapshot_file_in_the_agents_import_dir_is_read_there() {
         assert_eq!(imports.len(), 1, "{audit}");
         assert!(imports[0].contains(&file_text), "{}", imports[0]);
     }
+    cluster.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_import_the_file_is_sent_it_while_the_others_import_it() {
+    let (mut cluster, agents, ids_before, file_text) = backed_up_to_file(Cluster::import_dir).await;
+    // Member 1's agent no longer imports from that dir.
+    let config_path = cluster.members[1].config_path.clone();
+    let config = std::fs::read_to_string(&config_path).expect("the agent's config");
+    let import = format!(", \"{}\"", cluster.import_dir().display());
+    assert!(config.contains(&import), "{config}");
+    std::fs::write(&config_path, config.replace(&import, "")).expect("rewrite the agent's config");
+    cluster.kill_agent(1);
+    cluster.start_agent(1);
+    cluster.status(1).await;
+
+    let (stdout, lines) = restore_with_events(&agents, &file_text);
+    let mut methods: Vec<(String, String)> = lines
+        .iter()
+        .filter(|l| l["event"] == "snapshot_sent")
+        .map(|l| {
+            (
+                l["member"].as_str().unwrap_or("").to_owned(),
+                l["method"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    methods.sort();
+    let names: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            (names[0].to_owned(), "imported".to_owned()),
+            (names[1].to_owned(), "uploaded".to_owned()),
+            (names[2].to_owned(), "imported".to_owned()),
+        ],
+        "{stdout}"
+    );
+    let report = lines.last().expect("the report");
+    assert_restored(&cluster, report, &ids_before).await;
     cluster.cleanup();
 }

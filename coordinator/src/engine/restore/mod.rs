@@ -818,22 +818,50 @@ impl Restore<'_> {
         }
         // Every agent receives and checks its copy at the same time: on
         // separate hosts the restore waits for the slowest, not the sum.
-        let sends = connected.into_iter().map(|(i, mut clients)| {
-            let (source, header, importable) = (source.clone(), header.clone(), importable.clone());
-            async move {
-                use crate::engine::transfer::upload::{import_snapshot, upload_snapshot};
-                if let Some(path) = importable {
-                    match import_snapshot(&mut clients, &path, header.clone()).await {
-                        Ok(Some(answer)) => return (i, Ok((answer, StageMethod::Imported))),
-                        Ok(None) => {}
-                        Err(error) => return (i, Err(error)),
+        // Those that can read the file on their own host do; the others
+        // get one stream each from a single read of the file here, after
+        // the imports answered (an agent refuses an import it cannot do
+        // at once, before it reads anything).
+        let mut answers = Vec::new();
+        let mut uploads = Vec::new();
+        match importable {
+            Some(path) => {
+                let imports = connected.into_iter().map(|(i, mut clients)| {
+                    let (path, header) = (path.clone(), header.clone());
+                    async move {
+                        let answer =
+                            crate::engine::transfer::upload::import_snapshot(&mut clients, &path, header).await;
+                        (i, clients, answer)
+                    }
+                });
+                for (i, clients, answer) in futures::future::join_all(imports).await {
+                    match answer {
+                        Ok(Some(answer)) => answers.push((i, Ok((answer, StageMethod::Imported)))),
+                        Ok(None) => uploads.push((i, clients)),
+                        Err(error) => answers.push((i, Err(error))),
                     }
                 }
-                let answer = upload_snapshot(&mut clients, &source, header).await;
-                (i, answer.map(|answer| (answer, StageMethod::Uploaded)))
             }
-        });
-        let answers = futures::future::join_all(sends).await;
+            None => uploads = connected,
+        }
+        if !uploads.is_empty() {
+            let (indexes, clients): (Vec<usize>, Vec<AgentClients>) = uploads.into_iter().unzip();
+            let sent = match crate::engine::transfer::upload::upload_snapshot_to_all(clients, &source, &header).await {
+                Ok(sent) => sent,
+                Err(error) => {
+                    // A file that changed under the read is refused for
+                    // that first.
+                    self.local_file_verified().await?;
+                    return Err(failure(None, Gate::SendSnapshot, error.to_string()).into());
+                }
+            };
+            answers.extend(
+                indexes
+                    .into_iter()
+                    .zip(sent)
+                    .map(|(i, answer)| (i, answer.map(|answer| (answer, StageMethod::Uploaded)))),
+            );
+        }
         self.local_file_verified().await?;
         for (i, answer) in answers {
             let name = members[i].facts.name.clone();

@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use steward_proto::EtcdVersion;
 use steward_proto::v1 as pb;
@@ -96,10 +97,10 @@ pub async fn upload(
     let first = pb::UploadBinaryRequest {
         part: Some(Part::Header(header)),
     };
-    let chunk = |bytes| pb::UploadBinaryRequest {
-        part: Some(Part::Chunk(bytes)),
+    let chunk = |bytes: Bytes| pb::UploadBinaryRequest {
+        part: Some(Part::Chunk(bytes.into())),
     };
-    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender, None));
+    let reader = tokio::spawn(send_file(path.to_owned(), size, vec![(first, sender)], chunk, None));
     let response = clients
         .binaries
         .upload_binary(tokio_stream::wrappers::ReceiverStream::new(receiver))
@@ -110,39 +111,51 @@ pub async fn upload(
         .map_err(|s| Error::from_status(&clients.address, clients.plaintext, "UploadBinary", &s))
 }
 
-/// Uploads the snapshot file at `path` to the agent, which stores it under
-/// `header.id` once it verified it.
+/// Uploads the snapshot file at `path` to every agent of `clients` at
+/// once, each of which stores it under `header.id` once it verified it.
+/// The file is read once: every chunk goes to each agent still listening,
+/// so the slowest sets the pace, and the answers come back in the order of
+/// `clients`.
 ///
 /// # Errors
-/// A local read error, or the agent's refusal.
-pub async fn upload_snapshot(
-    clients: &mut AgentClients,
+/// A local read error, for all of them (it explains any refusal it caused
+/// better than the refusal); otherwise each agent's refusal is its own.
+pub async fn upload_snapshot_to_all(
+    clients: Vec<AgentClients>,
     path: &Path,
-    header: pb::SnapshotUploadHeader,
-) -> Result<pb::UploadSnapshotResponse, Error> {
+    header: &pb::SnapshotUploadHeader,
+) -> Result<Vec<Result<pb::UploadSnapshotResponse, Error>>, Error> {
     use steward_proto::v1::upload_snapshot_request::Part as SnapshotPart;
-    tracing::info!(path = %path.display(), id = %header.id, "uploading a snapshot");
+    let addresses: Vec<String> = clients.iter().map(|c| c.address.to_string()).collect();
+    tracing::info!(path = %path.display(), id = %header.id, agents = ?addresses, "uploading a snapshot");
     let meter = Meter::start(
-        &format!("uploading snapshot {} to {}", header.id, clients.address),
+        &format!("uploading snapshot {} to {}", header.id, addresses.join(", ")),
         Some(header.size),
     );
-    let (sender, receiver) = mpsc::channel(BUFFERED_CHUNKS);
-    let size = header.size;
-    let first = pb::UploadSnapshotRequest {
-        part: Some(SnapshotPart::Header(header)),
+    let mut receivers = Vec::new();
+    let mut calls = Vec::new();
+    for mut clients in clients {
+        let (sender, receiver) = mpsc::channel(BUFFERED_CHUNKS);
+        let first = pb::UploadSnapshotRequest {
+            part: Some(SnapshotPart::Header(header.clone())),
+        };
+        receivers.push((first, sender));
+        calls.push(async move {
+            clients
+                .snapshots
+                .upload_snapshot(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| Error::from_status(&clients.address, clients.plaintext, "UploadSnapshot", &s))
+        });
+    }
+    let chunk = |bytes: Bytes| pb::UploadSnapshotRequest {
+        part: Some(SnapshotPart::Chunk(bytes)),
     };
-    let chunk = |bytes: Vec<u8>| pb::UploadSnapshotRequest {
-        part: Some(SnapshotPart::Chunk(bytes.into())),
-    };
-    let reader = tokio::spawn(send_file(path.to_owned(), size, first, chunk, sender, Some(meter)));
-    let response = clients
-        .snapshots
-        .upload_snapshot(tokio_stream::wrappers::ReceiverStream::new(receiver))
-        .await;
+    let reader = tokio::spawn(send_file(path.to_owned(), header.size, receivers, chunk, Some(meter)));
+    let answers = futures::future::join_all(calls).await;
     read_error_first(path, reader).await?;
-    response
-        .map(tonic::Response::into_inner)
-        .map_err(|s| Error::from_status(&clients.address, clients.plaintext, "UploadSnapshot", &s))
+    Ok(answers)
 }
 
 /// Asks the agent to read the snapshot from `path` on its own host, which
@@ -199,19 +212,26 @@ async fn read_error_first(path: &Path, reader: tokio::task::JoinHandle<Result<()
     Ok(())
 }
 
-/// Sends `first` (the header), then exactly `size` bytes of the file, each
-/// chunk wrapped by `chunk`. Stops quietly when the agent has stopped
-/// listening (it refused; the RPC's status says why). `meter` counts what
-/// was handed to the stream.
+/// Sends each receiver its first message (the header), then exactly
+/// `size` bytes of the file, each chunk wrapped by `chunk`; the file is
+/// read once whatever the number of receivers. A receiver that stopped
+/// listening (its agent refused; the RPC's status says why) is left out of
+/// what follows, and the reading stops when none listens. `meter` counts
+/// what was handed to the streams.
 async fn send_file<M: Send + 'static>(
     path: PathBuf,
     size: u64,
-    first: M,
-    chunk: impl Fn(Vec<u8>) -> M + Send + 'static,
-    sender: mpsc::Sender<M>,
+    receivers: Vec<(M, mpsc::Sender<M>)>,
+    chunk: impl Fn(Bytes) -> M + Send + 'static,
     meter: Option<Meter>,
 ) -> Result<(), Error> {
-    if sender.send(first).await.is_err() {
+    let mut senders = Vec::new();
+    for (first, sender) in receivers {
+        if sender.send(first).await.is_ok() {
+            senders.push(sender);
+        }
+    }
+    if senders.is_empty() {
         return Ok(());
     }
     // One thread reads the file from start to end: reads on the runtime
@@ -227,19 +247,21 @@ async fn send_file<M: Send + 'static>(
         let mut remaining = size;
         while remaining > 0 {
             let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
-            let mut bytes = vec![0; want];
-            file.read_exact(&mut bytes).map_err(|error| {
-                if error.kind() == std::io::ErrorKind::UnexpectedEof {
-                    io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the file shrank after it was hashed",
-                    ))
-                } else {
-                    io(error)
-                }
-            })?;
+            // Read into spare capacity: a zeroed buffer would be written
+            // twice for every chunk.
+            let mut bytes = Vec::with_capacity(want);
+            let read = (&mut file).take(want as u64).read_to_end(&mut bytes).map_err(io)?;
+            if read < want {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank after it was hashed",
+                )));
+            }
             remaining -= want as u64;
-            if sender.blocking_send(chunk(bytes)).is_err() {
+            // Every receiver shares the one buffer.
+            let bytes = Bytes::from(bytes);
+            senders.retain(|sender| sender.blocking_send(chunk(bytes.clone())).is_ok());
+            if senders.is_empty() {
                 return Ok(());
             }
             if let Some(meter) = &meter {
@@ -268,10 +290,29 @@ mod tests {
         }
     }
 
-    fn chunk(bytes: Vec<u8>) -> pb::UploadBinaryRequest {
+    fn chunk(bytes: Bytes) -> pb::UploadBinaryRequest {
         pb::UploadBinaryRequest {
-            part: Some(Part::Chunk(bytes)),
+            part: Some(Part::Chunk(bytes.into())),
         }
+    }
+
+    /// The parts a receiver got: the header's presence, then the content.
+    async fn received(mut receiver: mpsc::Receiver<pb::UploadBinaryRequest>) -> (bool, Vec<usize>, Vec<u8>) {
+        let mut header = false;
+        let (mut sizes, mut content) = (Vec::new(), Vec::new());
+        while let Some(message) = receiver.recv().await {
+            match message.part.unwrap() {
+                Part::Header(_) => {
+                    assert!(!header && sizes.is_empty(), "the header comes once, first");
+                    header = true;
+                }
+                Part::Chunk(chunk) => {
+                    sizes.push(chunk.len());
+                    content.extend_from_slice(&chunk);
+                }
+            }
+        }
+        (header, sizes, content)
     }
 
     #[tokio::test]
@@ -288,28 +329,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_file_goes_out_as_header_then_whole_chunks() {
+    async fn every_receiver_gets_the_header_then_the_whole_file_in_whole_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("etcd");
-        let content: Vec<u8> = (0..CHUNK_SIZE * 2 + 10).map(|i| (i % 256) as u8).collect();
+        let content: Vec<u8> = (0..CHUNK_SIZE * 2 + 10).map(|i| (i % 251) as u8).collect();
         std::fs::write(&file, &content).unwrap();
-        let (sender, mut receiver) = mpsc::channel(16);
-        send_file(file, content.len() as u64, header(), chunk, sender, None)
+        let (receivers, listeners): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| {
+                let (sender, receiver) = mpsc::channel(16);
+                ((header(), sender), tokio::spawn(received(receiver)))
+            })
+            .unzip();
+        send_file(file, content.len() as u64, receivers, chunk, None)
             .await
             .unwrap();
-        let mut messages = Vec::new();
-        while let Some(message) = receiver.recv().await {
-            messages.push(message.part.unwrap());
+        for listener in listeners {
+            let (header, sizes, got) = listener.await.unwrap();
+            assert!(header);
+            assert_eq!(sizes, [CHUNK_SIZE, CHUNK_SIZE, 10]);
+            assert!(got == content, "a receiver got other bytes than the file's");
         }
-        assert!(matches!(messages[0], Part::Header(_)));
-        let sizes: Vec<usize> = messages[1..]
-            .iter()
-            .map(|part| match part {
-                Part::Chunk(chunk) => chunk.len(),
-                Part::Header(_) => panic!("a second header"),
-            })
-            .collect();
-        assert_eq!(sizes, [CHUNK_SIZE, CHUNK_SIZE, 10]);
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_stops_listening_leaves_the_others_their_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("etcd");
+        let content: Vec<u8> = (0..CHUNK_SIZE * 3).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&file, &content).unwrap();
+        // This one takes the header and a chunk, then goes away while the
+        // file is still being read.
+        let (gone_sender, mut gone) = mpsc::channel(1);
+        let leaving = tokio::spawn(async move {
+            gone.recv().await.unwrap();
+            gone.recv().await.unwrap();
+        });
+        let (sender, receiver) = mpsc::channel(1);
+        let listener = tokio::spawn(received(receiver));
+        send_file(
+            file,
+            content.len() as u64,
+            vec![(header(), gone_sender), (header(), sender)],
+            chunk,
+            None,
+        )
+        .await
+        .unwrap();
+        leaving.await.unwrap();
+        let (header, _, got) = listener.await.unwrap();
+        assert!(header);
+        assert!(got == content, "the listening receiver lost bytes");
     }
 
     #[tokio::test]
@@ -318,7 +387,9 @@ mod tests {
         let file = dir.path().join("etcd");
         std::fs::write(&file, b"abc").unwrap();
         let (sender, _receiver) = mpsc::channel(16);
-        let error = send_file(file, 10, header(), chunk, sender, None).await.unwrap_err();
+        let error = send_file(file, 10, vec![(header(), sender)], chunk, None)
+            .await
+            .unwrap_err();
         assert!(error.to_string().starts_with("cannot read"), "{error}");
     }
 }
