@@ -819,9 +819,11 @@ impl Restore<'_> {
         // Every agent receives and checks its copy at the same time: on
         // separate hosts the restore waits for the slowest, not the sum.
         // Those that can read the file on their own host do; the others
-        // get one stream each from a single read of the file here, after
-        // the imports answered (an agent refuses an import it cannot do
-        // at once, before it reads anything).
+        // get one stream each from a single read of the file here, once
+        // the imports answered. An agent refuses an import it cannot do
+        // at once, before it reads anything, so when no agent imports (a
+        // file on the operator's machine) the streams start at once; when
+        // some import and others cannot, the streams follow the imports.
         let mut answers = Vec::new();
         let mut uploads = Vec::new();
         match importable {

@@ -165,7 +165,7 @@ pub async fn upload_snapshot_to_all(
 /// instead.
 ///
 /// # Errors
-/// Any other refusal or failure, as for [`upload_snapshot`].
+/// Any other refusal or failure, as for [`upload_snapshot_to_all`].
 pub async fn import_snapshot(
     clients: &mut AgentClients,
     path: &Path,
@@ -247,20 +247,19 @@ async fn send_file<M: Send + 'static>(
         let mut remaining = size;
         while remaining > 0 {
             let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
-            // Read into spare capacity: a zeroed buffer would be written
-            // twice for every chunk.
-            let mut bytes = Vec::with_capacity(want);
-            let read = (&mut file).take(want as u64).read_to_end(&mut bytes).map_err(io)?;
-            if read < want {
-                return Err(io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file shrank after it was hashed",
-                )));
-            }
+            let mut bytes = vec![0; want];
+            file.read_exact(&mut bytes).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                    io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank after it was hashed",
+                    ))
+                } else {
+                    io(error)
+                }
+            })?;
             remaining -= want as u64;
-            // Every receiver shares the one buffer.
-            let bytes = Bytes::from(bytes);
-            senders.retain(|sender| sender.blocking_send(chunk(bytes.clone())).is_ok());
+            senders = hand_to_each(senders, Bytes::from(bytes), &chunk);
             if senders.is_empty() {
                 return Ok(());
             }
@@ -278,6 +277,25 @@ async fn send_file<M: Send + 'static>(
             source: std::io::Error::other(join),
         })
     })
+}
+
+/// Hands `bytes` to every sender, the last one taking the buffer itself
+/// and the others a reference to it (a lone receiver, as a binary's, gets
+/// a buffer it may take over without a copy); returns those still
+/// listening.
+fn hand_to_each<M>(senders: Vec<mpsc::Sender<M>>, bytes: Bytes, chunk: &impl Fn(Bytes) -> M) -> Vec<mpsc::Sender<M>> {
+    let last = senders.len().saturating_sub(1);
+    let mut bytes = Some(bytes);
+    let mut listening = Vec::with_capacity(senders.len());
+    for (i, sender) in senders.into_iter().enumerate() {
+        let part = if i == last { bytes.take() } else { bytes.clone() };
+        if let Some(part) = part
+            && sender.blocking_send(chunk(part)).is_ok()
+        {
+            listening.push(sender);
+        }
+    }
+    listening
 }
 
 #[cfg(test)]
@@ -379,6 +397,17 @@ mod tests {
         let (header, _, got) = listener.await.unwrap();
         assert!(header);
         assert!(got == content, "the listening receiver lost bytes");
+    }
+
+    #[test]
+    fn a_lone_receiver_takes_the_buffer_without_a_copy() {
+        let (sender, mut receiver) = mpsc::channel(1);
+        let bytes = Bytes::from(vec![1_u8; 64]);
+        let at = bytes.as_ptr();
+        let listening = hand_to_each(vec![sender], bytes, &Vec::from);
+        assert_eq!(listening.len(), 1);
+        let got: Vec<u8> = receiver.try_recv().unwrap();
+        assert_eq!(got.as_ptr(), at, "the chunk was copied");
     }
 
     #[tokio::test]
